@@ -1,0 +1,30 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.langdml-installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m langdml demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) scripts/bench_losses.py
+	$(PY) scripts/bench_eval.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check langdml tests scripts
+
+clean:
+	rm -rf $(VENV) cache/datasets cache/features cache/text runs

@@ -1,0 +1,3 @@
+from langdml.cli import main
+
+raise SystemExit(main())

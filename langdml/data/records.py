@@ -1,0 +1,129 @@
+"""The one dataset record every loader returns, and the class-disjoint split of the DML protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from langdml.errors import DataError
+from langdml.io import stable_hash
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Lazily loaded images: ``items[i]`` (a path, PIL image, or row index) turned into RGB by ``load``."""
+
+    items: Sequence[Any]
+    load: Callable[[Any], Image.Image]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Image.Image:
+        return self.load(self.items[i])
+
+    def select(self, indices: Sequence[int]) -> ImageSource:
+        return ImageSource([self.items[int(i)] for i in indices], self.load)
+
+
+@dataclass
+class ImageDataset:
+    """Images with integer labels in ``[0, len(class_names))``.
+
+    ``extras`` holds optional per-image columns (e.g. ``style`` for the emoji benchmark).
+    ``fingerprint`` identifies the content, so caches (features, text embeddings) key on it.
+    """
+
+    name: str
+    images: ImageSource
+    labels: np.ndarray
+    class_names: list[str]
+    extras: dict[str, list] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.labels) != len(self.images):
+            raise DataError(
+                f"dataset {self.name!r}: {len(self.images)} images but {len(self.labels)} labels"
+            )
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise DataError(
+                f"dataset {self.name!r}: labels must lie in [0, {len(self.class_names)}), "
+                f"got range [{self.labels.min()}, {self.labels.max()}]"
+            )
+        for key, column in self.extras.items():
+            if len(column) != len(self.labels):
+                raise DataError(f"dataset {self.name!r}: extra column {key!r} has wrong length")
+        if not self.fingerprint:
+            self.fingerprint = stable_hash(
+                [self.name, self.class_names, self.labels.tolist(), [str(x) for x in self.images.items]]
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def image(self, i: int) -> Image.Image:
+        return self.images[i]
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def subset_classes(self, classes: Sequence[int], name_suffix: str) -> ImageDataset:
+        """Images of the given classes, relabelled 0..len(classes)-1 in the given order."""
+        classes = [int(c) for c in classes]
+        remap = np.full(self.num_classes, -1, dtype=np.int64)
+        remap[classes] = np.arange(len(classes))
+        keep = np.flatnonzero(remap[self.labels] >= 0)
+        return ImageDataset(
+            name=f"{self.name}{name_suffix}",
+            images=self.images.select(keep),
+            labels=remap[self.labels[keep]],
+            class_names=[self.class_names[c] for c in classes],
+            extras={k: [v[i] for i in keep] for k, v in self.extras.items()},
+            fingerprint=stable_hash([self.fingerprint, name_suffix, classes]),
+        )
+
+
+@dataclass
+class DatasetSplit:
+    train: ImageDataset
+    test: ImageDataset
+
+
+def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> DatasetSplit:
+    """The DML protocol: the first classes by id train, the rest test; no test class is seen in training.
+
+    With ``train_fraction=0.5`` and an odd class count, the extra class goes to the test half.
+    Applied to a train split it carves a validation split from TRAIN classes for tuning.
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    n_train = int(dataset.num_classes * train_fraction)
+    if n_train < 1 or n_train >= dataset.num_classes:
+        raise DataError(
+            f"dataset {dataset.name!r} has {dataset.num_classes} classes: too few to split "
+            f"with train_fraction={train_fraction}"
+        )
+    classes = list(range(dataset.num_classes))
+    return DatasetSplit(
+        train=dataset.subset_classes(classes[:n_train], ":train"),
+        test=dataset.subset_classes(classes[n_train:], ":test"),
+    )
+
+
+def open_rgb(path: Any) -> Image.Image:
+    """Open an image file as RGB; an unreadable file is an error naming the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
