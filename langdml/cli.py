@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not built yet
+            if exc.name and name.startswith(exc.name):  # stage not built yet
                 continue
             raise
         module.add_commands(sub)

@@ -15,3 +15,7 @@ __all__ = [
     "imagenet_class_names",
     "load_imagenet_classifier",
 ]
+
+from langdml.models.features import FeatureSet, FeatureSpec, extract_features  # noqa: E402
+
+__all__ += ["FeatureSet", "FeatureSpec", "extract_features"]
