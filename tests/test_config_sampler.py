@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from langdml.config import load_config
+from langdml.errors import ConfigError
+from langdml.train.sampler import MPerClassSampler
+
+
+def test_overrides_and_regularizer_spellings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nloss:\n  base: {name: proxy_anchor, margin: 0.2}\n  regularizers: none\n")
+    cfg = load_config(path, ["loss.language.weight=5", "train.epochs=3", "loss.regularizers=language+direction"])
+    assert cfg.loss.language.weight == 5.0 and cfg.train.epochs == 3
+    assert cfg.loss.regularizers == ["language", "direction"]
+    assert cfg.loss.base.name == "proxy_anchor" and cfg.loss.base.model_dump()["margin"] == 0.2
+    assert load_config(None, ["loss.regularizers=none"]).loss.regularizers == []
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("loss.langauge.weight=5", "unknown config key 'loss.langauge'; did you mean 'loss.language'"),
+        ("optimzer.lr=1", "did you mean 'optimizer'"),
+        ("train.batch_size=63", "not divisible by m_per_class"),
+        ("loss.regularizers=lang", "unknown regularizer 'lang'"),
+        ("train.epochs=0", "train.epochs"),
+        ("noequals", "dotted.key=value"),
+    ],
+)
+def test_config_errors_are_one_clear_line(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_sampler_batches_have_m_per_class():
+    labels = np.repeat(np.arange(10), 4)
+    sampler = MPerClassSampler(labels, batch_size=8, m=2, seed=3)
+    batches = sampler.epoch(0)
+    assert len(batches) == len(sampler) == 5
+    for b in batches:
+        assert len(b) == 8
+        classes, counts = np.unique(labels[b], return_counts=True)
+        assert len(classes) == 4 and (counts == 2).all()
+        assert len(set(b.tolist())) == 8  # no repeats when classes are large enough
+    seen = np.concatenate(batches)
+    # round-robin: every class appears in an epoch that shows 20 class slots for 10 classes
+    assert set(labels[seen]) == set(range(10))
+
+
+def test_sampler_is_deterministic_per_seed_and_epoch():
+    labels = np.repeat(np.arange(6), 3)
+    a = MPerClassSampler(labels, 6, 3, seed=1)
+    b = MPerClassSampler(labels, 6, 3, seed=1)
+    assert all((x == y).all() for x, y in zip(a.epoch(4), b.epoch(4)))
+    assert any((x != y).any() for x, y in zip(a.epoch(4), a.epoch(5)))
+
+
+def test_small_classes_sampled_with_replacement_and_errors():
+    labels = np.array([0, 0, 0, 1, 2, 2, 2, 3, 3, 3])
+    sampler = MPerClassSampler(labels, batch_size=6, m=3, seed=0, iterations_per_epoch=20)
+    for b in sampler.epoch(0):
+        classes, counts = np.unique(labels[b], return_counts=True)
+        assert (counts == 3).all()
+    with pytest.raises(ConfigError, match="exceeds the size of every class"):
+        MPerClassSampler(labels, batch_size=8, m=4)
+    with pytest.raises(ConfigError, match="not divisible"):
+        MPerClassSampler(labels, batch_size=7, m=2)
+    with pytest.raises(ConfigError, match="classes per batch"):
+        MPerClassSampler(labels, batch_size=10, m=2)
