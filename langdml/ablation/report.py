@@ -1,0 +1,169 @@
+"""results.md (mean ± std per cell, best per base loss in bold, paired tests vs. no regularizer) and
+a bar plot (R@1 and MAP@R per base loss, one bar per regularizer setting, std error bars)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from langdml.io import atomic_write, atomic_write_text
+
+BASE_KEYS = ("loss.base.name", "loss.base")
+REG_KEY = "loss.regularizers"
+SHOWN = (("recall@1", "R@1"), ("map@r", "MAP@R"), ("r_precision", "R-prec"), ("nmi", "NMI"))
+TESTED = (("recall@1", "R@1"), ("map@r", "MAP@R"))
+
+
+def _paired_test(a: list[float], b: list[float]) -> tuple[float, float, int]:
+    """Mean difference a-b over paired seeds, two-sided paired t-test p-value, wins of a."""
+    from scipy import stats
+
+    d = np.asarray(a) - np.asarray(b)
+    wins = int((d > 0).sum())
+    if len(d) < 2 or np.allclose(d, d[0]):
+        return float(d.mean()) if len(d) else math.nan, math.nan, wins
+    return float(d.mean()), float(stats.ttest_rel(a, b).pvalue), wins
+
+
+def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
+    """One record per cell: grid values, per-seed metrics, mean/std, and deltas vs. its 'none' cell."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    by_cell: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        by_cell[r["cell_id"]].append(r)
+    base_key = next((k for k in BASE_KEYS if k in ablation.grid), None)
+    cells = []
+    seen = set()
+    for run in ablation.runs:
+        cell = run.cell
+        if cell.id in seen:
+            continue
+        seen.add(cell.id)
+        runs = sorted(by_cell.get(cell.id, []), key=lambda r: r["seed"])
+        rec: dict[str, Any] = {
+            "cell": cell,
+            "base": _label(cell.get(base_key)) if base_key else "all",
+            "regularizers": _label(cell.get(REG_KEY)) if REG_KEY in ablation.grid else "-",
+            "other": cell.label(skip=(*BASE_KEYS, REG_KEY)),
+            "seeds": {r["seed"]: r for r in runs},
+            "failed": sum(1 for r in rows if r["cell_id"] == cell.id and r["status"] != "ok"),
+        }
+        for metric, _ in SHOWN:
+            vals = [float(r[metric]) for r in runs if r[metric] != ""]
+            rec[metric] = (float(np.mean(vals)) if vals else math.nan,
+                           float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan)
+        cells.append(rec)
+    # Reference: the same cell with no regularizer.
+    index = {(c["base"], c["other"], c["regularizers"]): c for c in cells}
+    for c in cells:
+        ref = index.get((c["base"], c["other"], "none"))
+        c["deltas"] = {}
+        if ref is None or ref is c:
+            continue
+        common = sorted(set(c["seeds"]) & set(ref["seeds"]))
+        for metric, _ in TESTED:
+            a = [float(c["seeds"][s][metric]) for s in common]
+            b = [float(ref["seeds"][s][metric]) for s in common]
+            if common:
+                c["deltas"][metric] = (*_paired_test(a, b), len(common))
+    return cells
+
+
+def _label(value: Any) -> str:
+    from langdml.ablation.spec import value_label
+
+    return value_label(value)
+
+
+def _fmt(mean_std: tuple[float, float], scale: float = 100.0) -> str:
+    m, s = mean_std
+    if math.isnan(m):
+        return "—"
+    return f"{m * scale:.2f} ± {s * scale:.2f}" if not math.isnan(s) else f"{m * scale:.2f}"
+
+
+def markdown_table(cells: list[dict]) -> str:
+    has_other = any(c["other"] != "-" for c in cells)
+    head = ["base loss", "regularizers"] + (["setting"] if has_other else []) + [n for _, n in SHOWN]
+    head += [f"Δ{n} vs none (p, wins)" for _, n in TESTED] + ["seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best: dict[tuple[str, str], float] = {}
+    for c in cells:
+        for metric, _ in SHOWN:
+            key = (c["base"], metric)
+            if not math.isnan(c[metric][0]):
+                best[key] = max(best.get(key, -math.inf), c[metric][0])
+    for c in cells:
+        row = [c["base"], c["regularizers"]] + ([c["other"]] if has_other else [])
+        for metric, _ in SHOWN:
+            text = _fmt(c[metric])
+            row.append(f"**{text}**" if c[metric][0] == best.get((c["base"], metric)) else text)
+        for metric, _ in TESTED:
+            d = c["deltas"].get(metric)
+            if d is None:
+                row.append("")
+            else:
+                delta, p, wins, n = d
+                p_text = "n/a" if math.isnan(p) else f"{p:.3f}"
+                row.append(f"{delta * 100:+.2f} (p={p_text}, {wins}/{n})")
+        row.append(str(len(c["seeds"])) + (f" ({c['failed']} failed)" if c["failed"] else ""))
+        lines.append("| " + " | ".join(row) + " |")
+    notes = ("Metrics in %, mean ± sample std over seeds, on classes never seen in training. "
+             "Bold: best mean per base loss. Δ: paired difference to the same base loss without "
+             "regularizer over the same seeds; p: two-sided paired t-test; wins: seeds where the "
+             "regularized run is better.")
+    return "\n".join(lines) + "\n\n" + notes + "\n"
+
+
+def plot(cells: list[dict], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bases = list(dict.fromkeys(c["base"] for c in cells))
+    settings = list(dict.fromkeys((c["regularizers"], c["other"]) for c in cells))
+    if not cells:
+        return None
+    fig, axes = plt.subplots(1, len(TESTED), figsize=(5.5 * len(TESTED), 4), squeeze=False)
+    width = 0.8 / max(1, len(settings))
+    lookup = {(c["base"], c["regularizers"], c["other"]): c for c in cells}
+    for ax, (metric, name) in zip(axes[0], TESTED):
+        for j, (reg, other) in enumerate(settings):
+            means, stds = [], []
+            for b in bases:
+                c = lookup.get((b, reg, other))
+                m, s = c[metric] if c else (math.nan, math.nan)
+                means.append(m * 100)
+                stds.append(0 if math.isnan(s) else s * 100)
+            xs = np.arange(len(bases)) + (j - (len(settings) - 1) / 2) * width
+            label = reg if other == "-" else f"{reg} [{other}]"
+            ax.bar(xs, means, width, yerr=stds, capsize=3, label=label)
+        ax.set_xticks(np.arange(len(bases)), bases, rotation=15)
+        ax.set_ylabel(f"{name} (%)")
+        ax.set_title(f"{name} on unseen classes")
+        finite = [c[metric][0] * 100 for c in cells if not math.isnan(c[metric][0])]
+        if finite:
+            lo, hi = min(finite), max(finite)
+            ax.set_ylim(max(0.0, lo - 0.15 * (hi - lo + 1) - 2), hi + 0.15 * (hi - lo + 1) + 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][-1].legend(fontsize=8, title="regularizers", loc="best")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_report(out: Path, ablation, rows: list[dict]) -> tuple[str, Path | None]:
+    cells = summarise(ablation, rows)
+    failed = [r for r in rows if r["status"] != "ok"]
+    md = f"# Ablation: {ablation.name}\n\n" + markdown_table(cells)
+    if failed:
+        md += "\nFailed runs:\n" + "".join(f"- {r['run_id']}: {r['error']}\n" for r in failed)
+    atomic_write_text(out / "results.md", md)
+    png = plot(cells, out / "results.png")
+    return md, png
