@@ -1,0 +1,188 @@
+"""Shared pieces of the loss library: input checks, fp32 casting and fast similarity helpers.
+
+Every loss works on L2-normalised embeddings z_i = x_i / ||x_i|| (zero rows stay zero), in float32
+with autocast off, whatever dtype comes in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from langdml.errors import LangDMLError
+
+# Squared distances below this are treated as exact zeros: sqrt has an infinite slope at 0, and
+# a zero distance only arises for duplicate embeddings, whose gradient direction is undefined.
+_SQ_EPS = 1e-12
+_NORM_EPS = 1e-12
+
+
+def check_batch(embeddings: object, labels: object, who: str) -> None:
+    """Raise LangDMLError (a ValueError) unless embeddings is finite (B, d) and labels int (B,)."""
+    if not isinstance(embeddings, Tensor):
+        raise LangDMLError(f"{who}: embeddings must be a torch.Tensor, got {type(embeddings)}")
+    if embeddings.ndim != 2:
+        raise LangDMLError(
+            f"{who}: embeddings must be 2-D (batch, dim), got shape {tuple(embeddings.shape)}"
+        )
+    if not embeddings.is_floating_point():
+        raise LangDMLError(f"{who}: embeddings must be floating point, got {embeddings.dtype}")
+    if not isinstance(labels, Tensor):
+        raise LangDMLError(f"{who}: labels must be a torch.Tensor, got {type(labels)}")
+    if labels.ndim != 1:
+        raise LangDMLError(f"{who}: labels must be 1-D (batch,), got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise LangDMLError(f"{who}: labels must have an integer dtype, got {labels.dtype}")
+    if labels.shape[0] != embeddings.shape[0]:
+        raise LangDMLError(
+            f"{who}: {labels.shape[0]} labels for {embeddings.shape[0]} embeddings; "
+            "expected one label per embedding"
+        )
+    if embeddings.numel() and not bool(torch.isfinite(embeddings).all()):
+        raise LangDMLError(f"{who}: embeddings contain NaN or Inf values")
+    if labels.numel() and int(labels.min()) < 0:
+        raise LangDMLError(f"{who}: labels must be >= 0, got {int(labels.min())}")
+
+
+def check_labels_below(labels: Tensor, num_classes: int, who: str) -> None:
+    if labels.numel() and int(labels.max()) >= num_classes:
+        raise LangDMLError(
+            f"{who}: label {int(labels.max())} >= num_classes={num_classes}; "
+            f"expected labels in [0, {num_classes})"
+        )
+
+
+@contextlib.contextmanager
+def fp32_region(t: Tensor) -> Iterator[None]:
+    """Turn autocast off so matmuls and exps run in float32 even inside an AMP region."""
+    with torch.autocast(device_type=t.device.type, enabled=False):
+        yield
+
+
+def as_fp32(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def normalize(x: Tensor) -> Tensor:
+    """Rows scaled to unit length; an all-zero row stays zero and gets a zero gradient.
+
+    Equal to F.normalize(x, dim=1) in value, but F.normalize's gradient for a zero row is
+    g / 1e-12, which overflows to Inf once cast back to float16.
+    """
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    nonzero = norm > _NORM_EPS
+    return torch.where(nonzero, x / norm.clamp_min(_NORM_EPS), torch.zeros_like(x))
+
+
+class _SymmetricGram(torch.autograd.Function):
+    """S = Z Zᵀ whose backward is one matmul, (G + Gᵀ) Z, instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        return z @ z.T
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        return (g + g.T) @ z
+
+
+def cosine_matrix(x: Tensor) -> Tensor:
+    """(B, B) cosine similarities of the rows of x."""
+    return _SymmetricGram.apply(normalize(x))
+
+
+def distance_from_cosine(s: Tensor) -> Tensor:
+    """Euclidean distance between unit vectors, sqrt(2 - 2 s), with a zero gradient at 0."""
+    sq = (2.0 - 2.0 * s).clamp_min(0.0)
+    nonzero = sq > _SQ_EPS
+    return torch.where(nonzero, sq.clamp_min(_SQ_EPS).sqrt(), torch.zeros_like(sq))
+
+
+def same_label(labels: Tensor) -> Tensor:
+    return labels[:, None] == labels[None, :]
+
+
+def positive_negative_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Boolean (B, B) masks: positives (same label, i != j) and negatives (different label)."""
+    same = same_label(labels)
+    neg = ~same
+    same.fill_diagonal_(False)
+    return same, neg
+
+
+def log1p_sum_exp(t: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """log(1 + Σ_{mask} exp(t)) along dim, stable; 0 where the mask is empty.
+
+    Entries outside the mask go through exp(-inf) = 0, never exp(large), so their gradient is an
+    exact 0 rather than 0 * inf = NaN.
+    """
+    neg_inf = torch.tensor(float("-inf"), dtype=t.dtype, device=t.device)
+    masked = torch.where(mask, t, neg_inf)
+    shift = masked.detach().amax(dim=dim, keepdim=True).clamp_min(0.0)
+    total = torch.exp(masked - shift).sum(dim=dim, keepdim=True) + torch.exp(-shift)
+    return (shift + torch.log(total)).squeeze(dim)
+
+
+def zero_loss(x: Tensor) -> Tensor:
+    """A 0 that is still attached to the graph, so .backward() works and gives zero gradients."""
+    return (x * 0.0).sum()
+
+
+def mined_pair_masks(
+    indices_tuple: tuple[Tensor, ...], batch_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Boolean (B, B) positive and negative masks from (a, p, n) or (a1, p, a2, n) indices."""
+    if len(indices_tuple) == 3:
+        a1, p, n = indices_tuple
+        a2 = a1
+    elif len(indices_tuple) == 4:
+        a1, p, a2, n = indices_tuple
+    else:
+        raise LangDMLError(
+            f"indices_tuple must have 3 (a, p, n) or 4 (a1, p, a2, n) entries, "
+            f"got {len(indices_tuple)}"
+        )
+    pos = torch.zeros(batch_size, batch_size, dtype=torch.bool, device=device)
+    neg = torch.zeros_like(pos)
+    pos[a1.long(), p.long()] = True
+    neg[a2.long(), n.long()] = True
+    return pos, neg
+
+
+def mined_pair_counts(
+    indices_tuple: tuple[Tensor, ...], batch_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Like mined_pair_masks but (B, B) float multiplicities: a triplet miner repeats each
+    anchor-positive pair once per negative, and pytorch-metric-learning counts every repeat."""
+    if len(indices_tuple) == 3:
+        a1, p, n = indices_tuple
+        a2 = a1
+    elif len(indices_tuple) == 4:
+        a1, p, a2, n = indices_tuple
+    else:
+        raise LangDMLError(f"indices_tuple must have 3 or 4 entries, got {len(indices_tuple)}")
+    size = batch_size * batch_size
+    pos = torch.bincount(a1.long() * batch_size + p.long(), minlength=size)
+    neg = torch.bincount(a2.long() * batch_size + n.long(), minlength=size)
+    shape = (batch_size, batch_size)
+    return (
+        pos.view(shape).to(device=device, dtype=torch.float32),
+        neg.view(shape).to(device=device, dtype=torch.float32),
+    )
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    """x - logsumexp(x): same values as torch.log_softmax. On CPU, torch's softmax kernels spin
+    up the thread pool even for tiny inputs, which costs milliseconds when cores are shared."""
+    return x - torch.logsumexp(x, dim=dim, keepdim=True)
+
+
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean over rows of -log_softmax(logits)[target] (F.cross_entropy with defaults)."""
+    picked = logits.gather(1, target[:, None]).squeeze(1)
+    return (torch.logsumexp(logits, dim=1) - picked).mean()

@@ -1,0 +1,60 @@
+"""N-pair loss (Sohn, NeurIPS 2016)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._common import cross_entropy, normalize, positive_negative_masks, zero_loss
+from .base import IndicesTuple, MetricLoss
+
+
+def first_pair_per_label(
+    anchors: Tensor, positives: Tensor, labels: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Keep, for every label, the first (anchor, positive) pair in the given order."""
+    if anchors.numel() == 0:
+        return anchors, positives
+    pair_labels = labels[anchors]
+    order = torch.sort(pair_labels, stable=True).indices
+    sorted_labels = pair_labels[order]
+    first = torch.ones_like(sorted_labels, dtype=torch.bool)
+    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    keep = order[first]
+    return anchors[keep], positives[keep]
+
+
+class NPairLoss(MetricLoss):
+    """mean_k CE(softmax_j(z_{a_k} · z_{p_j}), k): one (anchor, positive) pair per class.
+
+    As PML's NPairsLoss: embeddings L2-normalised, each class's pair is its first (anchor,
+    positive) pair in row-major order. ``normalize_embeddings=False`` and ``l2_reg_weight``
+    (λ · mean_i ||x_i||², λ = 0.002 in the paper) give the paper's unnormalised form.
+    """
+
+    def __init__(
+        self,
+        normalize_embeddings: bool = True,
+        l2_reg_weight: float = 0.0,
+        miner: nn.Module | None = None,
+    ) -> None:
+        super().__init__(miner)
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.l2_reg_weight = float(l2_reg_weight)
+
+    def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
+        if indices_tuple is None:
+            pos, _ = positive_negative_masks(labels)
+            a, p = pos.nonzero(as_tuple=True)
+        else:
+            a, p = indices_tuple[0].long(), indices_tuple[1].long()
+        a, p = first_pair_per_label(a, p, labels)
+        z = normalize(x) if self.normalize_embeddings else x
+        if a.numel() == 0:
+            loss = zero_loss(x)
+        else:
+            logits = z[a] @ z[p].T
+            loss = cross_entropy(logits, torch.arange(a.numel(), device=x.device))
+        if self.l2_reg_weight:
+            loss = loss + self.l2_reg_weight * x.pow(2).sum(dim=1).mean()
+        return loss
