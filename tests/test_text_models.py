@@ -303,7 +303,7 @@ def test_uncached_hub_id_says_how_to_provide_it(monkeypatch):
         with pytest.raises(ModelError) as err:
             create_text_encoder(spec)
         msg = _one_line(err)
-        assert "not in the local Hugging Face cache" in msg and "local directory" in msg
+        assert "nor in the local Hugging Face cache" in msg and "hf download" in msg
 
 
 def test_clip_bad_arch_tag_and_uncached_weights(monkeypatch):
@@ -336,3 +336,28 @@ def test_cuda_request_without_cuda_is_clear(tiny_bert):
         pytest.skip("CUDA present")
     with pytest.raises(ModelError, match="CUDA is not available"):
         create_text_encoder(f"hf:{tiny_bert}", device="cuda")
+
+
+def test_cached_clip_tag_weights_are_found_without_network(tmp_path, monkeypatch):
+    """clip:ARCH/TAG resolves weights already in the Hugging Face cache (local_files_only)."""
+    import huggingface_hub.constants as hub_constants
+    import open_clip
+
+    from langdml.text.encoders import _cached_clip_weights
+
+    cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
+    repo_dir = tmp_path / ("models--" + cfg["hf_hub"].rstrip("/").replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.cache/clip fallback
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    assert _cached_clip_weights(cfg) == str(snapshot / "open_clip_model.safetensors")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert _cached_clip_weights(cfg) is None
+    legacy = tmp_path / "home" / ".cache" / "clip" / cfg["url"].rsplit("/", 1)[-1]
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"weights")
+    assert _cached_clip_weights(cfg) == str(legacy)

