@@ -113,7 +113,7 @@ def loss_spec(cfg: ExperimentConfig) -> dict[str, Any]:
         if name == "language":
             lang = cfg.loss.language
             regs.append({"name": "language", "weight": lang.weight, "temperature": lang.temperature,
-                         "shift": lang.shift, "direction": lang.direction, "level": lang.level})
+                         "shift": lang.shift, "direction": lang.direction, "mode": lang.level})
         else:
             regs.append({"name": "direction", **cfg.loss.direction.model_dump()})
     return {"base": cfg.loss.base.model_dump(), "regularizers": regs}
