@@ -143,6 +143,13 @@ def test_cub200_split_and_load_dataset_spec(tmp_path):
     assert sorted(split.test.labels.tolist()) == [0, 1, 1]
 
 
+def test_cub200_drops_classes_without_images_keeping_id_order(tmp_path):
+    classes = {**CUB_CLASSES, 0: "000.Never_Photographed", 3: "003.Sooty_Albatross", 6: "006.X"}
+    ds = load_cub200(_write_cub(tmp_path, classes=classes))
+    assert ds.num_classes == 4 and "never photographed" not in ds.class_names
+    assert ds.labels.tolist() == [CUB_IMAGES[i][0] - 1 for i in sorted(CUB_IMAGES)]
+
+
 def test_cub200_fingerprint_keys_on_content_not_location(tmp_path):
     a = load_cub200(_write_cub(tmp_path / "a"))
     moved = tmp_path / "elsewhere" / "CUB_200_2011"
@@ -433,6 +440,17 @@ def test_imagefolder_classes_files_and_nesting(tmp_path):
     via_spec = load_dataset(f"imagefolder:{root}")
     assert via_spec.fingerprint == ds.fingerprint
     assert list(via_spec.images.items) == list(ds.images.items)
+
+
+def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    _png(tmp_path / "cls" / "a.png", 1)
+    monkeypatch.chdir(tmp_path)
+    for spec in (".", "./", "cls/.."):
+        ds = load_imagefolder(spec)
+        assert ds.class_names == ["cls"]
+        assert ds.images.items == [str((tmp_path / "cls" / "a.png").resolve())]
+    monkeypatch.chdir("/")
+    assert ds.image(0).mode == "RGB"  # absolute: still loads after the working directory changed
 
 
 def test_imagefolder_bad_inputs(tmp_path):

@@ -75,7 +75,7 @@ def _existing_path(arg: str | os.PathLike | None, kind: str) -> Path:
     path = Path(str(arg).strip()).expanduser()
     if not path.exists():
         raise DataError(f"{kind}: path {path} does not exist")
-    return path
+    return path.resolve()  # image paths must not depend on the working directory later
 
 
 def _require_dir(path: Path, kind: str) -> Path:
@@ -100,7 +100,7 @@ def _read_table(file: Path, kind: str, columns: Sequence[str], header: bool = Fa
     if not file.is_file():
         raise DataError(f"{kind}: missing {file.name} in {file.parent}")
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = file.read_text(encoding="utf-8-sig").splitlines()  # tolerate a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{kind}: cannot read {file}: {exc}") from None
     rows = []
@@ -192,10 +192,6 @@ def _file_dataset(
         extras=extras or {},
         fingerprint=fingerprint,
     )
-
-
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
 
 
 # ----------------------------------------------------------------------------- CUB-200-2011
@@ -463,7 +459,7 @@ def load_imagefolder(
             f"{kind}: {root} has no class folders{detail}; expected PATH/<class name>/<image>"
         )
     return _folder_dataset(
-        f"imagefolder:{root.resolve().name}",
+        f"imagefolder:{root.name}",
         kind,
         root,
         folders,
@@ -486,12 +482,14 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted(found)  # scandir order is arbitrary; image order must be reproducible
 
 
-def _images_below(folder: Path) -> list[Path]:
+def _images_below(folder: Path, root: Path) -> list[str]:
+    """Image files below ``folder`` as paths relative to ``root`` (posix), in natural order."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / f for f in filenames if _is_image(f)]
-    return sorted(found, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        found += [f"{rel_dir}/{f}" for f in filenames if _is_image(f)]
+    return sorted(found, key=natural_key)
 
 
 def _folder_dataset(
@@ -501,22 +499,22 @@ def _folder_dataset(
     by_name: dict[str, list[Path]] = {}
     for folder in folders:
         by_name.setdefault(to_name(folder.name), []).append(folder)
-    paths: list[Path] = []
+    rel: list[str] = []
     labels: list[int] = []
     class_names: list[str] = []
     for cname in sorted(by_name, key=natural_key):
-        files = [f for folder in by_name[cname] for f in _images_below(folder)]
+        files = [f for folder in by_name[cname] for f in _images_below(folder, root)]
         if not files:
             continue
         labels += [len(class_names)] * len(files)
         class_names.append(cname)
-        paths += files
-    if not paths:
+        rel += files
+    if not rel:
         raise DataError(
             f"{kind}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) in the class folders "
             f"under {root}; {hint}"
         )
-    rel = [_rel(p, root) for p in paths]
+    paths = [os.path.join(root, r) for r in rel]
     return _file_dataset(name, kind, paths, rel, np.asarray(labels), class_names)
 
 
