@@ -103,10 +103,16 @@ def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> 
     """The DML protocol: the first classes by id train, the rest test; no test class is seen in training.
 
     With ``train_fraction=0.5`` and an odd class count, the extra class goes to the test half.
+    A dataset whose files define the split (``extras["official_split"]``, e.g. SOP's
+    11,318 / 11,316 classes) uses that split at ``train_fraction=0.5`` instead.
     Applied to a train split it carves a validation split from TRAIN classes for tuning.
     """
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    if train_fraction == 0.5 and "official_split" in dataset.extras:
+        from langdml.data.formats import official_split
+
+        return official_split(dataset)
     n_train = int(dataset.num_classes * train_fraction)
     if n_train < 1 or n_train >= dataset.num_classes:
         raise DataError(
