@@ -109,7 +109,8 @@ def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> 
     """
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
-    if train_fraction == 0.5 and "official_split" in dataset.extras:
+    marks = set(dataset.extras.get("official_split", ()))
+    if train_fraction == 0.5 and "train" in marks and len(marks) > 1:
         from langdml.data.formats import official_split
 
         return official_split(dataset)
