@@ -96,10 +96,11 @@ def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.T
     kwargs = dict(model=lang.text_model, prompts=lang.prompts, cache_dir=_text_cache(cfg),
                   device=cfg.train.device)
     if lang.pseudo_labels:
-        out = text.pseudo_label_embeddings(train, k=lang.top_k, **kwargs)
-    else:
-        out = text.precompute_text_embeddings(train.class_names, **kwargs)
-    return out.embeddings.float()
+        return text.pseudo_label_embeddings(train, k=lang.top_k, **kwargs).embeddings.float()
+    # Several classes may share a name (SOP's super-class names): embed each name once.
+    unique = list(dict.fromkeys(train.class_names))
+    rows = torch.as_tensor([unique.index(n) for n in train.class_names])
+    return text.precompute_text_embeddings(unique, **kwargs).embeddings.float()[rows]
 
 
 def _text_cache(cfg: ExperimentConfig) -> Path | None:
