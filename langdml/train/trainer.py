@@ -98,9 +98,9 @@ def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.T
     if lang.pseudo_labels:
         return text.pseudo_label_embeddings(train, k=lang.top_k, **kwargs).embeddings.float()
     # Several classes may share a name (SOP's super-class names): embed each name once.
-    unique = list(dict.fromkeys(train.class_names))
-    rows = torch.as_tensor([unique.index(n) for n in train.class_names])
-    return text.precompute_text_embeddings(unique, **kwargs).embeddings.float()[rows]
+    position = {name: i for i, name in enumerate(dict.fromkeys(train.class_names))}
+    rows = torch.as_tensor([position[n] for n in train.class_names])
+    return text.precompute_text_embeddings(list(position), **kwargs).embeddings.float()[rows]
 
 
 def _text_cache(cfg: ExperimentConfig) -> Path | None:
