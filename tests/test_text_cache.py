@@ -169,6 +169,28 @@ def test_bad_inputs_are_one_clear_line(tmp_path, monkeypatch, kwargs, pattern):
     _one_line(err)
 
 
+def test_duplicate_names_only_when_allowed_and_embedded_once(tmp_path, monkeypatch):
+    names = ["bicycle", "chair", "bicycle", "bicycle"]
+    with pytest.raises(LangDMLError, match="allow_duplicates=True"):
+        precompute_text_embeddings(names, cache_dir=tmp_path)
+    seen = []
+    real = encoders_module.STTextEncoder.encode
+
+    def spy(self, texts, batch_size=64):
+        seen.extend(texts)
+        return real(self, texts, batch_size)
+
+    monkeypatch.setattr(encoders_module.STTextEncoder, "encode", spy)
+    r = precompute_text_embeddings(names, cache_dir=tmp_path, allow_duplicates=True)
+    assert r.embeddings.shape == (4, 384) and r.class_names == names
+    assert sorted(seen) == ["a photo of a bicycle", "a photo of a chair"]
+    assert torch.equal(r.embeddings[0], r.embeddings[2]) and torch.equal(
+        r.embeddings[0], r.embeddings[3]
+    )
+    unique = precompute_text_embeddings(["bicycle", "chair"], cache_dir=tmp_path)
+    torch.testing.assert_close(r.embeddings[[0, 1]], unique.embeddings)
+
+
 def test_name_cleaning():
     assert clean_name("001.Black_footed_Albatross") == "Black footed Albatross"
     assert clean_name("  grinning   face ") == "grinning face"

@@ -48,6 +48,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-cache-dir", default=None, help="dataset cache root (default cache)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--allow-duplicate-names",
+        action="store_true",
+        help="let classes share a name (automatic for sop: classes named by super-class)",
+    )
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.set_defaults(func=run_precompute)
 
@@ -71,6 +76,7 @@ def run_precompute(args: argparse.Namespace) -> int:
     from langdml.text.precompute import precompute_text_embeddings, pseudo_label_embeddings
 
     cleaner = args.names
+    allow_duplicates = args.allow_duplicate_names
     if args.classes is not None:
         if args.plg:
             raise LangDMLError("--plg needs --dataset (pseudo-labels come from the class images)")
@@ -89,6 +95,8 @@ def run_precompute(args: argparse.Namespace) -> int:
         names = dataset.class_names
         if cleaner == "auto":
             cleaner = cleaner_for_dataset(args.dataset)
+        # SOP names each of its 22634 classes by one of 12 super-classes, as the LG paper did.
+        allow_duplicates = allow_duplicates or cleaner_for_dataset(args.dataset) == "sop"
         if args.plg and split != "train":
             print(
                 f"langdml: warning: pseudo-labels from {split} images; training uses --split train",
@@ -103,6 +111,7 @@ def run_precompute(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         name_cleaner=cleaner,
         force=args.force,
+        allow_duplicates=allow_duplicates,
     )
     if args.plg:
         result = pseudo_label_embeddings(

@@ -75,10 +75,24 @@ def embed_with_prompts(
     return F.normalize(emb, dim=-1).float()
 
 
+def _embed_unique(
+    encoder: TextEncoder, texts: Sequence[str], prompts: Sequence[str], batch_size: int
+) -> torch.Tensor:
+    """Rows for ``texts`` (in order), embedding each distinct text once."""
+    import torch
+
+    unique = list(dict.fromkeys(texts))
+    emb = embed_with_prompts(encoder, unique, prompts, batch_size)
+    if len(unique) == len(texts):
+        return emb
+    row = {t: i for i, t in enumerate(unique)}
+    return emb[torch.tensor([row[t] for t in texts])]
+
+
 def _warn_text_collisions(names: Sequence[str], texts: Sequence[str]) -> None:
     seen: dict[str, str] = {}
     for n, t in zip(names, texts, strict=True):
-        if t in seen:
+        if t in seen and seen[t] != n:
             warnings.warn(
                 f"class names {seen[t]!r} and {n!r} both become the text {t!r}: their embeddings "
                 "are identical",
@@ -123,14 +137,17 @@ def precompute_text_embeddings(
     pooling: str | None = None,
     name_cleaner: str | NameCleaner | None = "default",
     force: bool = False,
+    allow_duplicates: bool = False,
 ) -> TextEmbeddings:
     """Embed each class name with a text model → :class:`TextEmbeddings` of shape (C, d).
 
     Class c gets ``normalize(mean_t normalize(f(prompt_t(clean(name_c)))))`` (one prompt: just the
     unit embedding). Cached under ``cache_dir`` (default ``cache/text``) by a hash of the model,
     pooling, prompts, class names and cleaned texts; a hit loads the file and builds no model.
+    Duplicate names are an error unless ``allow_duplicates`` (SOP: classes share super-class
+    names); each distinct text is embedded once.
     """
-    names = check_class_names(class_names)
+    names = check_class_names(class_names, allow_duplicates=allow_duplicates)
     prompts = check_prompts(prompts)
     if batch_size < 1:
         raise LangDMLError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -154,7 +171,7 @@ def precompute_text_embeddings(
             return hit
     _warn_text_collisions(names, texts)
     encoder = _encoders.create_text_encoder(spec, device=device)
-    emb = embed_with_prompts(encoder, texts, prompts, batch_size)
+    emb = _embed_unique(encoder, texts, prompts, batch_size)
     meta = _base_meta(spec, prompts, key, encoder.device)
     meta.update(
         kind="class_names",
@@ -240,6 +257,7 @@ def compute_pseudo_labels(
     device: str = "cpu",
     image_size: int = 224,
     batch_size: int = 64,
+    allow_duplicates: bool = False,
 ) -> dict[str, Any]:
     """Top-k ImageNet names per class (averaged logits), cached as JSON next to the embeddings.
 
@@ -248,7 +266,7 @@ def compute_pseudo_labels(
     """
     import torch
 
-    names = check_class_names(dataset.class_names)
+    names = check_class_names(dataset.class_names, allow_duplicates=allow_duplicates)
     fields = {
         "kind": "pseudo_labels",
         "dataset": dataset.fingerprint,
@@ -306,13 +324,14 @@ def pseudo_label_embeddings(
     name_cleaner: str | NameCleaner | None = "default",
     image_size: int = 224,
     force: bool = False,
+    allow_duplicates: bool = False,
 ) -> TextEmbeddings:
     """PLG (Roth et al. 2022): per class, the top-k ImageNet names of its mean classifier logits,
     each embedded like a class name → (C, k, d); ``meta["pseudo_labels"]`` holds the names.
 
     Cached by dataset fingerprint, classifier, k, text model, pooling and prompts.
     """
-    names = check_class_names(dataset.class_names)
+    names = check_class_names(dataset.class_names, allow_duplicates=allow_duplicates)
     prompts = check_prompts(prompts)
     if not isinstance(k, int) or not 1 <= k <= 1000:
         raise LangDMLError(f"top-k must be an integer in [1, 1000], got {k!r}")
@@ -351,6 +370,7 @@ def pseudo_label_embeddings(
         device=device,
         image_size=image_size,
         batch_size=batch_size,
+        allow_duplicates=allow_duplicates,
     )
     unique = list(dict.fromkeys(n for row in labels["names"] for n in row))
     texts = clean_names(unique, name_cleaner)

@@ -47,8 +47,10 @@ def fill(template: str, name: str) -> str:
     return template.replace("{}", name)
 
 
-def check_class_names(names: Sequence[str], what: str = "class name") -> list[str]:
-    """Non-empty, unique, non-blank strings, in the given order."""
+def check_class_names(
+    names: Sequence[str], what: str = "class name", allow_duplicates: bool = False
+) -> list[str]:
+    """Non-empty, non-blank strings, in the given order; unique unless ``allow_duplicates``."""
     if isinstance(names, str):
         raise LangDMLError(f"expected a list of {what}s, got the single string {names!r}")
     names = list(names)
@@ -58,8 +60,12 @@ def check_class_names(names: Sequence[str], what: str = "class name") -> list[st
     if bad:
         raise LangDMLError(f"{what}s must be non-empty strings, got {bad[:5]!r}")
     dup = [n for n, c in Counter(names).items() if c > 1]
-    if dup:
-        raise LangDMLError(f"duplicate {what}s (each class needs a distinct name): {dup[:10]!r}")
+    if dup and not allow_duplicates:
+        raise LangDMLError(
+            f"duplicate {what}s {dup[:10]!r}: each class needs a distinct name, unless classes "
+            "share names on purpose (e.g. SOP super-classes): allow_duplicates=True / "
+            "--allow-duplicate-names"
+        )
     return names
 
 
