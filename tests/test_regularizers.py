@@ -121,12 +121,12 @@ def test_language_guidance_pulls_similar_names_together_2d():
 def _term(a, p, n, form):
     if form == "reproduction":
         u, v = n - a, p - a
-        if float(u @ u) <= 1e-6 or float(v @ v) <= 1e-6:
+        if float((u @ u).detach()) <= 1e-6 or float((v @ v).detach()) <= 1e-6:
             return None
         return -(u @ v) / (u.norm() * v.norm())
     c = (a + p) / 2
     w, v = n - c, p - a
-    if float(w @ w) <= 1e-6 or float(v @ v) <= 1e-6:
+    if float((w @ w).detach()) <= 1e-6 or float((v @ v).detach()) <= 1e-6:
         return None
     return (w @ v) ** 2 / ((w @ w) * (v @ v))
 

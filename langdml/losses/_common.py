@@ -41,8 +41,10 @@ def check_batch(embeddings: object, labels: object, who: str) -> None:
             f"{who}: {labels.shape[0]} labels for {embeddings.shape[0]} embeddings; "
             "expected one label per embedding"
         )
-    if embeddings.numel() and not bool(torch.isfinite(embeddings).all()):
-        raise LangDMLError(f"{who}: embeddings contain NaN or Inf values")
+    # One reduction first: its sum is finite unless an entry is NaN/Inf (or the sum overflows).
+    if embeddings.numel() and not bool(torch.isfinite(embeddings.sum(dtype=torch.float32))):
+        if not bool(torch.isfinite(embeddings).all()):
+            raise LangDMLError(f"{who}: embeddings contain NaN or Inf values")
     if labels.numel() and int(labels.min()) < 0:
         raise LangDMLError(f"{who}: labels must be >= 0, got {int(labels.min())}")
 
@@ -73,8 +75,28 @@ def normalize(x: Tensor) -> Tensor:
     g / 1e-12, which overflows to Inf once cast back to float16.
     """
     norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    nonzero = norm > _NORM_EPS
-    return torch.where(nonzero, x / norm.clamp_min(_NORM_EPS), torch.zeros_like(x))
+    scale = torch.where(norm > _NORM_EPS, 1.0 / norm.clamp_min(_NORM_EPS), torch.zeros_like(norm))
+    return x * scale
+
+
+def different_labels(labels: Tensor) -> Tensor:
+    """(B, B) float32: 1 where labels differ, 0 where equal.
+
+    Built with float arithmetic, |y_i - y_j| clipped at 1 (exact for labels below 2^24),
+    because boolean masks and masked_fill are several times slower than float multiplies.
+    """
+    if labels.numel() and int(labels.max()) >= 2**24:
+        return (labels[:, None] != labels[None, :]).to(torch.float32)
+    f = labels.to(torch.float32)
+    return (f[:, None] - f[None, :]).abs_().clamp_max_(1.0)
+
+
+def float_pair_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Float (B, B) masks: positives (same label, i != j) and negatives (different label)."""
+    neg = different_labels(labels)
+    pos = 1.0 - neg
+    pos.fill_diagonal_(0.0)
+    return pos, neg
 
 
 class _SymmetricGram(torch.autograd.Function):
@@ -101,6 +123,35 @@ def distance_from_cosine(s: Tensor) -> Tensor:
     sq = (2.0 - 2.0 * s).clamp_min(0.0)
     nonzero = sq > _SQ_EPS
     return torch.where(nonzero, sq.clamp_min(_SQ_EPS).sqrt(), torch.zeros_like(sq))
+
+
+class _UnitDistance(torch.autograd.Function):
+    """D = sqrt(2 - 2 Z Zᵀ) for unit rows Z, fused: in-place forward, one-matmul backward.
+
+    dL/dS = -G / D (0 where D = 0), so dL/dZ = -(G/D + (G/D)ᵀ) Z. Only Z and D are kept for
+    backward, against five (B, B) intermediates for the same chain through autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:  # type: ignore[override]
+        d = z @ z.T
+        d.mul_(-2.0).add_(2.0).clamp_min_(0.0)
+        d.masked_fill_(d <= _SQ_EPS, 0.0)
+        d.sqrt_()
+        ctx.save_for_backward(z, d)
+        return d
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        z, d = ctx.saved_tensors
+        gs = torch.where(d > 0, g / d, torch.zeros_like(g))
+        gs = gs + gs.T
+        return -(gs @ z)
+
+
+def distance_matrix(x: Tensor) -> Tensor:
+    """(B, B) Euclidean distances between the L2-normalised rows of x."""
+    return _UnitDistance.apply(normalize(x))
 
 
 def same_label(labels: Tensor) -> Tensor:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from ._common import cosine_matrix, distance_from_cosine, mined_pair_counts, positive_negative_masks
+from ._common import float_pair_masks, mined_pair_counts
+from ._fused import distance_grad_to_similarity_, gram_loss, step_, unit_distances_
 from .base import IndicesTuple, MetricLoss
-
-
-def avg_nonzero(losses: Tensor, weights: Tensor) -> Tensor:
-    """Weighted mean of the strictly positive entries (0 if none), without a host sync."""
-    w = torch.where(losses > 0, weights.to(losses.dtype), torch.zeros_like(losses))
-    return (losses * w).sum() / w.sum().clamp_min(1.0)
 
 
 class ContrastiveLoss(MetricLoss):
     """mean_{pos pairs, >0} [D_ij - m_pos]_+  +  mean_{neg pairs, >0} [m_neg - D_ij]_+ .
 
     D is the Euclidean distance of L2-normalised embeddings; each mean runs over the pairs with a
-    non-zero term (PML's AvgNonZeroReducer). Pairs come from the labels (all i != j) or a miner.
+    non-zero term (PML's AvgNonZeroReducer). Pairs come from the labels (all i != j) or a miner
+    (a pair mined k times counts k times, as in PML).
     """
 
     def __init__(
@@ -30,11 +25,21 @@ class ContrastiveLoss(MetricLoss):
         self.neg_margin = float(neg_margin)
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        d = distance_from_cosine(cosine_matrix(x))
         if indices_tuple is None:
-            pos_w, neg_w = positive_negative_masks(labels)
+            pos_w, neg_w = float_pair_masks(labels)
         else:
             pos_w, neg_w = mined_pair_counts(indices_tuple, x.shape[0], x.device)
-        pos = avg_nonzero(torch.relu(d - self.pos_margin), pos_w)
-        neg = avg_nonzero(torch.relu(self.neg_margin - d), neg_w)
-        return pos + neg
+        mp, mn = self.pos_margin, self.neg_margin
+
+        def value_and_grad(s: Tensor) -> tuple[Tensor, Tensor]:
+            d = unit_distances_(s)
+            wp = step_(d - mp).mul_(pos_w)  # pairs with a non-zero term, times multiplicity
+            wn = step_(mn - d).mul_(neg_w)
+            n_p, n_n = wp.sum(), wn.sum()
+            # ∂L/∂D = wp / n_p - wn / n_n, and L = Σ (∂L/∂D) D - m_pos [n_p > 0] + m_neg [n_n > 0]
+            grad = wp.div_(n_p.clamp_min(1)).sub_(wn.div_(n_n.clamp_min(1)))
+            value = grad.flatten().dot(d.flatten())
+            value = value - mp * (n_p > 0).to(d.dtype) + mn * (n_n > 0).to(d.dtype)
+            return value, distance_grad_to_similarity_(grad, d)
+
+        return gram_loss(x, value_and_grad, symmetric=indices_tuple is None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._common import cosine_matrix, log1p_sum_exp, mined_pair_masks, positive_negative_masks
+from ._common import float_pair_masks, mined_pair_masks
+from ._fused import DIRECT_EXP_BOUND, gram_loss, log1p_sum_exp_, log1p_sum_exp_direct_
 from .base import IndicesTuple, MetricLoss
 
 
@@ -28,11 +29,26 @@ class MultiSimilarityLoss(MetricLoss):
         self.base = float(base)
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        s = cosine_matrix(x)
         if indices_tuple is None:
-            pos, neg = positive_negative_masks(labels)
+            pos, neg = float_pair_masks(labels)
         else:
-            pos, neg = mined_pair_masks(indices_tuple, x.shape[0], x.device)
-        pos_term = log1p_sum_exp(self.alpha * (self.base - s), pos, dim=1) / self.alpha
-        neg_term = log1p_sum_exp(self.beta * (s - self.base), neg, dim=1) / self.beta
-        return (pos_term + neg_term).mean()
+            pos, neg = (m.float() for m in mined_pair_masks(indices_tuple, x.shape[0], x.device))
+        a, b, lam = self.alpha, self.beta, self.base
+        # |S| <= 1 bounds both exponents; within DIRECT_EXP_BOUND no max-shift is needed.
+        direct = max(abs(a) * (1 + abs(lam)), abs(b) * (1 + abs(lam))) <= DIRECT_EXP_BOUND
+
+        def value_and_grad(s: Tensor) -> tuple[Tensor, Tensor]:
+            rows = s.shape[0]
+            t_pos = s.mul(-a).add_(a * lam)
+            t_neg = s.mul_(b).sub_(b * lam)  # s is not needed after this
+            if direct:
+                pos_val = log1p_sum_exp_direct_(t_pos, pos, dim=1)
+                neg_val = log1p_sum_exp_direct_(t_neg, neg, dim=1)
+            else:
+                pos_val = log1p_sum_exp_(t_pos, pos == 0, dim=1)
+                neg_val = log1p_sum_exp_(t_neg, neg == 0, dim=1)
+            value = (pos_val / a + neg_val / b).mean()
+            # ∂/∂S of (1/β) log(1 + Σ e^{β(S - λ)}) is the softmax weight; the α-term's is minus it
+            return value, t_neg.sub_(t_pos).div_(rows)
+
+        return gram_loss(x, value_and_grad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import log1p_sum_exp, normalize
+from ._fused import DIRECT_EXP_BOUND, cross_loss, log1p_sum_exp_, log1p_sum_exp_direct_
 from .base import IndicesTuple, ProxyLoss
 
 
@@ -26,9 +26,28 @@ class ProxyAnchorLoss(ProxyLoss):
         torch.nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        cos = normalize(x) @ normalize(self.fp32_proxies(x.device)).T
-        pos = labels[:, None] == torch.arange(self.num_classes, device=x.device)[None, :]
-        pos_term = log1p_sum_exp(-self.alpha * (cos - self.margin), pos, dim=0)
-        neg_term = log1p_sum_exp(self.alpha * (cos + self.margin), ~pos, dim=0)
-        num_present = pos.any(dim=0).sum().clamp_min(1)
-        return pos_term.sum() / num_present + neg_term.sum() / self.num_classes
+        alpha, delta, num_classes = self.alpha, self.margin, self.num_classes
+        rows = torch.arange(x.shape[0], device=x.device)
+        # cosines lie in [-1, 1]: within DIRECT_EXP_BOUND the exps need no max-shift
+        direct = abs(alpha) * (1 + abs(delta)) <= DIRECT_EXP_BOUND
+
+        def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
+            # Positive part: each sample has exactly one positive proxy, so it is O(B).
+            t = cos[rows, labels].sub(delta).mul_(-alpha)
+            shift = cos.new_zeros(num_classes).scatter_reduce_(0, labels, t, "amax")
+            e = (t - shift[labels]).exp_()
+            denom = cos.new_zeros(num_classes).index_add_(0, labels, e).add_(torch.exp(-shift))
+            present = torch.zeros(num_classes, dtype=torch.bool, device=cos.device)
+            present[labels] = True
+            n_present = present.sum().clamp_min(1)
+            pos_value = (shift + denom.log()).sum() / n_present  # absent classes add log(1) = 0
+            # Negative part over all (sample, other proxy) entries, in cos's buffer.
+            t_neg = cos.add_(delta).mul_(alpha)
+            t_neg[rows, labels] = float("-inf")  # exp -> 0: positives drop out
+            summed = log1p_sum_exp_direct_ if direct else log1p_sum_exp_
+            neg_value = summed(t_neg, None, dim=0).sum() / num_classes
+            grad = t_neg.mul_(alpha / num_classes)
+            grad[rows, labels] = e.div_(denom[labels]).mul_(-alpha / n_present)
+            return pos_value + neg_value, grad
+
+        return cross_loss(x, self.fp32_proxies(x.device), value_and_grad)

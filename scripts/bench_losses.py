@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Forward+backward time and peak memory of langdml.losses vs pytorch-metric-learning (PML).
+
+Both implementations run on the same inputs (B L2-unnormalised embeddings of dimension d, 4
+samples per class, proxies copied from ours into PML's) in the same process. Timing: one warm-up
+call each, then `repeats` interleaved calls (the order of the two alternates every repeat) and
+the median of each; the ratio is median(ours) / median(PML).
+
+Peak memory, CPU: torch's CPU allocator does not track a peak and tracemalloc does not see it,
+so each batch size runs in a child process with glibc's mmap threshold pinned to 64 KiB (large
+blocks are returned to the OS on free, so RSS follows live tensors). Per case: a warm-up call,
+then the kernel's peak-RSS counter is reset (/proc/self/clear_refs), one call runs, and we
+report VmHWM - VmRSS(before): the extra resident memory of one forward+backward. CUDA: the
+allocator's max_memory_allocated over one call, minus what was allocated before it.
+
+    python scripts/bench_losses.py            # full run, writes docs/bench_losses.md
+    python scripts/bench_losses.py --quick    # tiny smoke run, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from langdml import losses as ours  # noqa: E402
+from langdml.io import atomic_write_text  # noqa: E402
+
+TARGETS = ("multi_similarity", "triplet", "contrastive", "proxy_anchor")
+ALL_CASES = TARGETS + ("proxy_nca", "npair")
+PER_CLASS = 4
+
+
+def build(name: str, num_classes: int, dim: int, device: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from pytorch_metric_learning import losses as pml
+
+    torch.manual_seed(0)
+    if name == "contrastive":
+        pair = ours.ContrastiveLoss(), pml.ContrastiveLoss()
+    elif name == "triplet":
+        pair = ours.TripletLoss(), pml.TripletMarginLoss()
+    elif name == "multi_similarity":
+        pair = ours.MultiSimilarityLoss(), pml.MultiSimilarityLoss()
+    elif name == "npair":
+        pair = ours.NPairLoss(), pml.NPairsLoss()
+    elif name == "proxy_anchor":
+        pair = ours.ProxyAnchorLoss(num_classes, dim), pml.ProxyAnchorLoss(num_classes, dim)
+    elif name == "proxy_nca":
+        pair = ours.ProxyNCALoss(num_classes, dim), pml.ProxyNCALoss(num_classes, dim)
+    else:
+        raise SystemExit(f"unknown case {name!r}; expected one of {ALL_CASES}")
+    a, b = (m.to(device) for m in pair)
+    if hasattr(a, "proxies"):
+        with torch.no_grad():
+            b.proxies.copy_(a.proxies)
+    return a, b
+
+
+def inputs(batch: int, dim: int, num_classes: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(batch)
+    classes = torch.randperm(num_classes, generator=g)[: batch // PER_CLASS]
+    labels = classes.repeat_interleave(PER_CLASS)
+    x = torch.randn(len(labels), dim, generator=g)
+    return x.to(device).requires_grad_(True), labels.to(device)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def step(loss: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    x.grad = None
+    for p in loss.parameters():
+        p.grad = None
+    loss(x, y).backward()
+
+
+def time_case(name: str, batch: int, dim: int, device: str, repeats: int) -> dict[str, float]:
+    num_classes = max(512, batch // PER_CLASS)
+    mine, theirs = build(name, num_classes, dim, device)
+    x, y = inputs(batch, dim, num_classes, device)
+    times: dict[str, list[float]] = {"ours": [], "pml": []}
+    impls = {"ours": mine, "pml": theirs}
+    for loss in impls.values():
+        step(loss, x, y)
+    sync(device)
+    for r in range(repeats):
+        order = ("ours", "pml") if r % 2 == 0 else ("pml", "ours")
+        for key in order:
+            sync(device)
+            start = time.perf_counter()
+            step(impls[key], x, y)
+            sync(device)
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _status_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+
+
+def peak_extra_bytes(loss: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -> int:
+    step(loss, x, y)  # warm-up: lazy initialisation is not part of the loss's footprint
+    x.grad = None
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step(loss, x, y)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    step(loss, x, y)
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def memory_worker(batch: int, dim: int, device: str, names: list[str]) -> None:
+    num_classes = max(512, batch // PER_CLASS)
+    out = {}
+    for name in names:
+        mine, theirs = build(name, num_classes, dim, device)
+        x, y = inputs(batch, dim, num_classes, device)
+        out[name] = {
+            "ours": peak_extra_bytes(mine, x, y, device),
+            "pml": peak_extra_bytes(theirs, x, y, device),
+        }
+        del mine, theirs, x, y
+        gc.collect()
+    print(json.dumps(out))
+
+
+def measure_memory(batch: int, dim: int, device: str, names: list[str]) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    cmd = [sys.executable, __file__, "--memory-worker", str(batch), "--dim", str(dim)]
+    cmd += ["--device", device, "--cases", *names]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"memory worker failed for B={batch}:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds:.1f}e3"
+
+
+def run(args: argparse.Namespace) -> str:
+    from pytorch_metric_learning import __version__ as pml_version
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    rows = []
+    for device in devices:
+        for batch in args.sizes:
+            repeats = args.repeats if batch < 2048 else max(1, args.repeats // 3)
+            memory = {} if args.no_memory else measure_memory(batch, args.dim, device, args.cases)
+            for name in args.cases:
+                t = time_case(name, batch, args.dim, device, repeats)
+                m = memory.get(name, {})
+                rows.append((device, name, batch, repeats, t, m))
+                line = f"{device} {name:>16} B={batch:<5} ours {fmt_ms(t['ours'])} ms  "
+                line += f"pml {fmt_ms(t['pml'])} ms  ratio {t['ours'] / t['pml']:.2f}"
+                if m:
+                    line += f"  peak MiB ours {m['ours'] / 2**20:.1f} pml {m['pml'] / 2**20:.1f}"
+                print(line, file=sys.stderr, flush=True)
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# Loss benchmark: langdml vs pytorch-metric-learning",
+        "",
+        f"Generated by `python scripts/bench_losses.py{' --quick' if args.quick else ''}` — "
+        f"torch {torch.__version__}, pytorch-metric-learning {pml_version}, "
+        f"{os.cpu_count()} CPU cores ({cpu}), torch threads {torch.get_num_threads()}"
+        + (f", CUDA {torch.cuda.get_device_name()}" if "cuda" in devices else "")
+        + ".",
+        "",
+        f"Forward+backward of one batch: B embeddings of dimension d = {args.dim}, "
+        f"{PER_CLASS} per class, default hyperparameters, proxy losses with "
+        "max(512, B/4) classes and PML's proxies copied from ours. Time: median of interleaved "
+        "repeats after one warm-up each (fewer repeats at B = 2048); ratio = ours / PML, below 1 "
+        "is faster. Peak: extra memory of one call (CPU: peak-RSS growth in a child process with "
+        "glibc's mmap threshold pinned; CUDA: allocator peak). Timings on a shared machine are "
+        "noisy; compare ratios, not absolute times.",
+        "",
+        "| device | loss | B | repeats | ours ms | PML ms | time ratio | ours peak MiB "
+        "| PML peak MiB | memory ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for device, name, batch, repeats, t, m in rows:
+        mem = ["–", "–", "–"]
+        if m:
+            ratio = f"{m['ours'] / m['pml']:.2f}" if m["pml"] > 0 else "–"
+            mem = [f"{m['ours'] / 2**20:.1f}", f"{m['pml'] / 2**20:.1f}", ratio]
+        lines.append(
+            f"| {device} | {name} | {batch} | {repeats} | {fmt_ms(t['ours'])} | "
+            f"{fmt_ms(t['pml'])} | {t['ours'] / t['pml']:.2f} | " + " | ".join(mem) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats, no file")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--dim", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), choices=ALL_CASES)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even if available")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    parser.add_argument("--out", type=Path, default=None, help="markdown output file")
+    parser.add_argument("--memory-worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_worker is not None:
+        memory_worker(args.memory_worker, args.dim or 512, args.device, args.cases)
+        return 0
+    if args.quick:
+        args.sizes = args.sizes or [16, 64]
+        args.dim = args.dim or 32
+        args.repeats = args.repeats or 3
+    else:
+        args.sizes = args.sizes or [128, 512, 2048]
+        args.dim = args.dim or 512
+        args.repeats = args.repeats or 9
+        args.out = args.out or ROOT / "docs" / "bench_losses.md"
+    table = run(args)
+    print(table, end="")
+    if args.out is not None:
+        atomic_write_text(args.out, table)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
