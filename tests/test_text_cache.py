@@ -15,7 +15,6 @@ from PIL import Image
 from langdml.errors import LangDMLError
 from langdml.text import (
     CacheMismatchError,
-    create_text_encoder,
     load_text_embeddings,
     precompute_text_embeddings,
 )
@@ -24,6 +23,21 @@ from langdml.text.cache import save_embeddings
 from langdml.text.prompts import clean_name, clean_sop_name
 
 NAMES = ["dog face", "cat face", "sailboat", "red apple"]
+_REAL_CREATE = encoders_module.create_text_encoder
+_ENCODERS: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _reuse_loaded_encoders(monkeypatch):
+    """Build each text model once per module (speed); the real constructor still builds it."""
+
+    def create(spec, device="cpu", pooling=None):
+        key = (spec, device, pooling)
+        if key not in _ENCODERS:
+            _ENCODERS[key] = _REAL_CREATE(spec, device=device, pooling=pooling)
+        return _ENCODERS[key]
+
+    monkeypatch.setattr(encoders_module, "create_text_encoder", create)
 
 
 def _forbid_models(monkeypatch):
@@ -102,7 +116,7 @@ def test_key_follows_names_order_prompts_and_rows_follow_names(tmp_path):
 def test_prompt_ensemble_is_renormalised_mean_of_unit_embeddings(tmp_path):
     prompts = ["a photo of a {}", "an emoji of a {}", "{}"]
     r = precompute_text_embeddings(NAMES, prompts=prompts, cache_dir=tmp_path, batch_size=5)
-    enc = create_text_encoder("minilm")
+    enc = encoders_module.create_text_encoder("minilm")
     expected = []
     for name in NAMES:
         per_prompt = [F.normalize(enc.encode([p.replace("{}", name)])[0], dim=0) for p in prompts]
