@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m langdml demo
+	$(PY) -m langdml data build emoji
+	$(PY) -m langdml ablate configs/emoji_ablation.yaml --workers 2
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

@@ -158,10 +158,19 @@ def plot(cells: list[dict], path: Path) -> Path | None:
     return path
 
 
-def write_report(out: Path, ablation, rows: list[dict]) -> tuple[str, Path | None]:
+def write_report(out: Path, ablation, rows: list[dict],
+                 baselines: dict[str, dict] | None = None) -> tuple[str, Path | None]:
     cells = summarise(ablation, rows)
     failed = [r for r in rows if r["status"] != "ok"]
     md = f"# Ablation: {ablation.name}\n\n" + markdown_table(cells)
+    names = {"raw_features": "raw frozen trunk features (no training)",
+             "untrained": "untrained head (one run's random initialisation)"}
+    for key, label in names.items():
+        m = (baselines or {}).get(key)
+        if m:
+            md += (f"\nReference, {label}: R@1 {m['recall@1'] * 100:.2f}, "
+                   f"MAP@R {m['map@r'] * 100:.2f}.")
+    md += "\n" if baselines else ""
     if failed:
         md += "\nFailed runs:\n" + "".join(f"- {r['run_id']}: {r['error']}\n" for r in failed)
     atomic_write_text(out / "results.md", md)

@@ -140,8 +140,19 @@ def run_ablation(path: str | os.PathLike, workers: int = 1, output_dir: str | No
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
     ordered = [rows[r.id] for r in ablation.runs if r.id in rows]
-    markdown, plot = write_report(out, ablation, ordered)
+    markdown, plot = write_report(out, ablation, ordered, _baselines(ablation))
     return AblationResult(out, ordered, out / "results.md", plot, markdown)
+
+
+def _baselines(ablation: Ablation) -> dict[str, dict]:
+    """Reference points recorded by the runs: raw trunk features and the untrained head."""
+    for run in ablation.runs:
+        path = Path(run.config.output_dir) / "metrics.json"
+        if path.is_file():
+            found = json.loads(path.read_text()).get("baselines") or {}
+            if found:
+                return found
+    return {}
 
 
 def _save_rows(out: Path, ablation: Ablation, rows: dict[str, dict]) -> None:
