@@ -1,0 +1,314 @@
+"""Exact k-nearest-neighbour search with faiss, chunked over queries, with a defined tie order.
+
+Scores: ``metric="cosine"`` searches ``faiss.IndexFlatIP`` on L2-normalised float32 vectors and
+returns cosine similarities (higher is nearer); ``metric="euclidean"`` searches
+``faiss.IndexFlatL2`` on the raw float32 vectors and returns *squared* Euclidean distances (lower
+is nearer), exactly what faiss (and pytorch-metric-learning's ``FaissKNN``) return.
+
+Tie order (documented contract): neighbours are ranked by score, and neighbours with an *equal*
+score by ascending reference index, i.e. the first k entries of a stable sort of the full score row.
+faiss itself does not guarantee this: ``IndexFlatIP`` returns equal scores in descending index order
+and, at the cut-off, keeps whichever tied items its heap kept; for k >= 100 (reservoir selection)
+or on GPU the kept subset is arbitrary. We therefore search one extra neighbour, sort each row by
+(score, index) and, for the rare rows whose k-th and last returned scores are equal (an exact tie
+straddling the cut-off, e.g. duplicate embeddings), search that row again with a doubled k until the
+tie group fits (at most the whole reference). For ``IndexFlatL2`` with k < 100 on CPU faiss's own
+order already is this order, which is why the numbers equal pytorch-metric-learning's default
+``FaissKNN`` even with duplicate embeddings.
+
+Leave-one-out (``exclude_self=True``): query i is reference row i, and it is removed *by index*, as
+pytorch-metric-learning does for ``ref_includes_query``: we search k + 1 neighbours, drop query i's
+own index where it appears, and otherwise (its duplicates outranked it) drop the last one. A
+duplicate of the query therefore stays a neighbour at distance 0.
+
+Chunking: queries are searched in chunks whose boundaries are multiples of faiss's BLAS query block
+(``faiss.cvar.distance_compute_blas_query_bs``, 4096), and a short tail is merged into the previous
+chunk, so every query is scored by the same BLAS call shape as one big ``index.search`` over all
+queries: results are bit-identical whatever ``chunk_size`` is, and memory stays bounded (faiss works
+on 4096 x 1024 distance blocks; we keep only chunk x k results, never an N x N matrix).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from langdml.errors import LangDMLError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("cosine", "euclidean")
+# faiss GPU brute-force search supports k <= 2048; larger searches run on the CPU index.
+GPU_MAX_K = 2048
+# Results kept per chunk (rows x k entries) before a chunk is cut: ~200 MB of distances + indices.
+_CHUNK_ENTRIES = 1 << 24
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+# ---------------------------------------------------------------------------------------------
+# input conversion and validation
+# ---------------------------------------------------------------------------------------------
+
+
+def as_float32_matrix(x: Any, name: str) -> np.ndarray:
+    """A C-contiguous float32 (N, d) copy-if-needed of a torch tensor / numpy array / nested list.
+
+    Raises LangDMLError for non-2-D or empty input and for NaN / infinite values.
+    """
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor (any device, any float dtype)
+        import torch
+
+        x = x.detach().to(device="cpu", dtype=torch.float32).numpy()
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise LangDMLError(
+            f"{name} must be a 2-D numeric array (N, d); got {type(x).__name__}"
+        ) from exc
+    if arr.dtype.kind not in "fiub":
+        raise LangDMLError(f"{name} must be a 2-D numeric array (N, d); got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise LangDMLError(f"{name} must be a 2-D array (N, d); got shape {tuple(arr.shape)}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise LangDMLError(
+            f"{name} is empty (shape {tuple(arr.shape)}); expected N >= 1 rows, d >= 1"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        bad = int((~finite).sum())
+        raise LangDMLError(
+            f"{name} contains NaN or infinite values ({bad} row(s), first at row {row}); "
+            "expected finite embeddings"
+        )
+    return arr
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (float32, a new array); all-zero rows stay zero."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float32))
+    # A zero vector has no direction; keep it at 0 (cosine 0 to everything) instead of NaN.
+    return x / np.maximum(norms, np.float32(1e-12))[:, None]
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise LangDMLError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
+    return metric
+
+
+def resolve_gpu(device: Any) -> int | None:
+    """The faiss GPU id to use for ``device``, or None for CPU faiss.
+
+    "cpu" -> CPU; "auto" -> GPU 0 when faiss was built with GPU support and sees a GPU; "cuda" /
+    "cuda:N" / torch.device("cuda", N) -> that GPU, falling back to CPU faiss without an error when
+    faiss has no GPU support (faiss-cpu) or no GPU. Other torch device types (mps, xpu) -> CPU.
+    """
+    text = str(device) if device is not None else "auto"
+    if text == "auto":
+        return 0 if _faiss_gpu_count() > 0 else None
+    try:
+        import torch
+
+        dev = torch.device(text)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise LangDMLError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}"
+        ) from exc
+    if dev.type != "cuda":
+        return None
+    n_gpu = _faiss_gpu_count()
+    gpu = dev.index or 0
+    if gpu >= n_gpu:
+        log.info("faiss has no GPU %d (faiss GPUs: %d); using CPU faiss", gpu, n_gpu)
+        return None
+    return gpu
+
+
+def _faiss_gpu_count() -> int:
+    faiss = _faiss()
+    if not hasattr(faiss, "StandardGpuResources"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except Exception:  # a broken CUDA install reads as "no GPU", not as a crash
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the search engine
+# ---------------------------------------------------------------------------------------------
+
+
+class ExactKNN:
+    """An exact faiss index over ``reference`` (already prepared: float32, normalised for cosine).
+
+    ``search(rows, k, self_ids)`` returns the k nearest reference items of each query row in the
+    documented tie order, with self-matches removed by index when ``self_ids`` is given.
+    """
+
+    def __init__(self, reference: np.ndarray, metric: str, gpu: int | None = None) -> None:
+        faiss = _faiss()
+        self.metric = check_metric(metric)
+        self.n, self.d = reference.shape
+        self.cpu_index = (
+            faiss.IndexFlatIP(self.d) if metric == "cosine" else faiss.IndexFlatL2(self.d)
+        )
+        self.cpu_index.add(reference)
+        self.gpu_index = None
+        if gpu is not None:
+            try:
+                self._gpu_res = faiss.StandardGpuResources()
+                self.gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, gpu, self.cpu_index)
+            except (AttributeError, RuntimeError) as exc:  # e.g. out of GPU memory
+                log.warning("faiss GPU index failed (%s); using CPU faiss", exc)
+                self.gpu_index = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu_index is not None
+
+    def _raw_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index = (
+            self.gpu_index if (self.gpu_index is not None and k <= GPU_MAX_K) else self.cpu_index
+        )
+        return index.search(q, k)
+
+    def _canonical(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sort each row by (score, index): best score first, equal scores by ascending index."""
+        key = -D if self.metric == "cosine" else D
+        unsorted = (key[:, 1:] < key[:, :-1]) | (
+            (key[:, 1:] == key[:, :-1]) & (I[:, 1:] < I[:, :-1])
+        )
+        rows = np.flatnonzero(unsorted.any(axis=1))
+        if rows.size:
+            order = np.lexsort((I[rows], key[rows]), axis=-1)
+            D[rows] = np.take_along_axis(D[rows], order, axis=1)
+            I[rows] = np.take_along_axis(I[rows], order, axis=1)
+        return D, I
+
+    def search(
+        self, q: np.ndarray, k: int, self_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k neighbours per row of ``q``; ``self_ids[i]`` (if given) is removed from row i."""
+        if self_ids is None:
+            return self._search_with_tail(q, k)
+        D, I = self._search_with_tail(q, k + 1)
+        is_self = I == np.asarray(self_ids, dtype=I.dtype)[:, None]
+        # Rows where the query is not among its k+1 neighbours (duplicates outranked it): drop the
+        # last one instead, so every row keeps exactly k neighbours (as pytorch-metric-learning).
+        is_self[~is_self.any(axis=1), -1] = True
+        keep = ~is_self
+        return D[keep].reshape(len(q), k), I[keep].reshape(len(q), k)
+
+    def _search_with_tail(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = min(k + 1, self.n)
+        D, I = self._canonical(*self._raw_search(q, kk))
+        if kk == k:  # k == n: the whole reference came back, nothing can straddle
+            return D, I
+        last = D[:, kk - 1]
+        D, I = D[:, :k].copy(), I[:, :k].copy()
+        straddle = np.flatnonzero(D[:, k - 1] == last)
+        while straddle.size:
+            kk = min(2 * kk, self.n)
+            step = max(1, _CHUNK_ENTRIES // kk)  # bounded memory for big tie groups
+            still = []
+            for s in range(0, straddle.size, step):
+                rows = straddle[s : s + step]
+                D2, I2 = self._canonical(*self._raw_search(q[rows], kk))
+                D[rows], I[rows] = D2[:, :k], I2[:, :k]
+                if kk < self.n:
+                    still.append(rows[D2[:, k - 1] == D2[:, kk - 1]])
+            straddle = np.concatenate(still) if still else np.empty(0, dtype=np.int64)
+        return D, I
+
+
+def chunk_bounds(n: int, k: int, d: int, chunk_size: int | None = None) -> list[tuple[int, int]]:
+    """Query chunks [(start, stop)] aligned to faiss's BLAS query block (see module docstring)."""
+    faiss = _faiss()
+    block = max(1, int(faiss.cvar.distance_compute_blas_query_bs))
+    if chunk_size is None:
+        chunk_size = max(block, _CHUNK_ENTRIES // max(k, 1))
+    if chunk_size < 1:
+        raise LangDMLError(f"chunk_size must be a positive number of queries; got {chunk_size}")
+    step = max(block, (chunk_size // block) * block)
+    starts = list(range(0, n, step))
+    # A tail too small for BLAS would be scored by faiss's direct (non-BLAS) kernel, whose float
+    # rounding differs; merged into the previous chunk it goes through BLAS like a single search.
+    if len(starts) > 1 and (n - starts[-1]) * d < int(faiss.cvar.distance_compute_blas_threshold):
+        starts.pop()
+    return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
+
+
+def iter_knn(
+    engine: ExactKNN,
+    query: np.ndarray,
+    k: int,
+    self_ids: np.ndarray | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Yield (start, stop, distances, indices) for consecutive query chunks."""
+    for start, stop in chunk_bounds(len(query), k + 2, engine.d, chunk_size):
+        ids = None if self_ids is None else self_ids[start:stop]
+        D, I = engine.search(query[start:stop], k, ids)
+        yield start, stop, D, I
+
+
+def knn_search(
+    query: Any,
+    reference: Any = None,
+    k: int = 10,
+    *,
+    exclude_self: bool = False,
+    metric: str = "cosine",
+    device: Any = "auto",
+    chunk_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest reference items of every query: ``(distances, indices)``, both (N, k).
+
+    ``reference=None`` searches the queries themselves. ``exclude_self=True`` treats query i as
+    reference row i and leaves it out by index (leave-one-out); it needs ``len(query) <=
+    len(reference)``. ``distances`` are cosine similarities (descending) for ``metric="cosine"`` and
+    squared Euclidean distances (ascending) for ``"euclidean"``; ``indices`` are int64 rows of the
+    reference. Ties are ordered by ascending reference index (module docstring). Accepts torch
+    tensors or numpy arrays; returns numpy arrays.
+    """
+    check_metric(metric)
+    q = as_float32_matrix(query, "query")
+    ref = q if reference is None else as_float32_matrix(reference, "reference")
+    if ref.shape[1] != q.shape[1]:
+        raise LangDMLError(
+            f"query and reference dimensions differ: {q.shape[1]} vs {ref.shape[1]}; "
+            "expected embeddings of the same size"
+        )
+    if exclude_self and len(q) > len(ref):
+        raise LangDMLError(
+            f"exclude_self needs query row i to be reference row i, but there are {len(q)} queries "
+            f"and only {len(ref)} reference rows"
+        )
+    available = len(ref) - int(bool(exclude_self))
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= available:
+        raise LangDMLError(
+            f"k must be an integer in [1, {available}] (reference size"
+            f"{' minus the query itself' if exclude_self else ''}); got {k!r}"
+        )
+    k = int(k)
+    if metric == "cosine":
+        q = l2_normalize(q)
+        ref = q if reference is None else l2_normalize(ref)
+    engine = ExactKNN(ref, metric, resolve_gpu(device))
+    self_ids = np.arange(len(q), dtype=np.int64) if exclude_self else None
+    D = np.empty((len(q), k), dtype=np.float32)
+    I = np.empty((len(q), k), dtype=np.int64)
+    for start, stop, d_chunk, i_chunk in iter_knn(engine, q, k, self_ids, chunk_size):
+        D[start:stop], I[start:stop] = d_chunk, i_chunk
+    return D, I

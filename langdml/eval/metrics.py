@@ -1,0 +1,392 @@
+"""Zero-shot retrieval metrics: Recall@k, MAP@R, R-precision (exact faiss kNN) and NMI / AMI.
+
+Definitions (Musgrave et al., "A Metric Learning Reality Check", ECCV 2020; the same numbers as
+pytorch-metric-learning 2.9 ``AccuracyCalculator(k="max_bin_count")``):
+
+* For query q with label y_q, R_q = number of reference items labelled y_q, minus 1 when the query
+  set is the reference set (leave-one-out: the query itself is never its own neighbour).
+* rel_q(i) = 1 if the i-th nearest reference item (i = 1, 2, ...) has label y_q, else 0.
+* Recall@k = mean over queries of [sum_{i<=k} rel_q(i) >= 1]: the fraction of queries with at least
+  one same-label item among their k nearest (Recall@1 == PML ``precision_at_1``).
+* R-precision = mean over queries of (1/R_q) sum_{i<=R_q} rel_q(i).
+* MAP@R = mean over queries of (1/R_q) sum_{i<=R_q} P_q(i) rel_q(i), with
+  P_q(i) = (1/i) sum_{j<=i} rel_q(j) (PML ``mean_average_precision_at_r``).
+* Lone queries -- R_q = 0: a class of size 1 in leave-one-out, or a query label absent from the
+  reference -- have nothing to retrieve and are excluded from all kNN metrics (the means run over
+  the other queries), exactly as PML does. If every query is lone the kNN metrics are NaN.
+* Neighbour order: by score, equal scores by ascending reference index (see ``langdml.eval.knn``).
+* NMI / AMI: k-means (faiss, ``niter=kmeans_iters``, seeded) on the query embeddings with as many
+  clusters as distinct query labels, scored against the query labels with
+  ``sklearn.metrics.normalized_mutual_info_score`` (arithmetic mean) and the adjusted mutual
+  information (sklearn's definition, computed by ``adjusted_mutual_info`` below). As in PML only
+  the queries are clustered, and all of them (lone ones too). With ``metric="cosine"`` the
+  L2-normalised embeddings are clustered (plain k-means, centroids not re-normalised); PML clusters
+  the raw embeddings with faiss's default seed 1234 -- identical results for ``seed=1234`` on
+  normalised input.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from langdml.errors import LangDMLError
+from langdml.eval.knn import (
+    ExactKNN,
+    _faiss,
+    as_float32_matrix,
+    check_metric,
+    iter_knn,
+    l2_normalize,
+    resolve_gpu,
+)
+
+PARTS = ("recall", "map_r", "clustering")
+DEFAULT_RECALL_KS = (1, 2, 4, 8)
+
+
+def as_labels(y: Any, name: str, n: int, rows_name: str = "embeddings") -> np.ndarray:
+    """A 1-D numpy array of n class labels (ints, strings or other hashable values)."""
+    if y is None:
+        raise LangDMLError(f"{name} is missing; expected one label per row of {rows_name}")
+    if hasattr(y, "detach") and hasattr(y, "cpu"):
+        y = y.detach().cpu().numpy()
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise LangDMLError(f"{name} must be a 1-D array of class labels; got shape {arr.shape}")
+    if len(arr) != n:
+        raise LangDMLError(
+            f"{name} has {len(arr)} labels but {rows_name} has {n} rows; expected one label per row"
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise LangDMLError(f"{name} contains NaN or infinite labels; expected class ids")
+    if arr.dtype.kind not in "iubfUSO":
+        raise LangDMLError(f"{name} must hold class ids or names; got dtype {arr.dtype}")
+    return arr
+
+
+def _label_codes(
+    query_labels: np.ndarray, ref_labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer codes for query and reference labels over their union."""
+    if ref_labels is None:
+        _, codes = np.unique(query_labels, return_inverse=True)
+        codes = codes.reshape(-1)
+        return codes, codes, int(codes.max()) + 1
+    numeric_q, numeric_r = query_labels.dtype.kind in "iubf", ref_labels.dtype.kind in "iubf"
+    if numeric_q != numeric_r and "O" not in (query_labels.dtype.kind, ref_labels.dtype.kind):
+        raise LangDMLError(
+            f"labels ({query_labels.dtype}) and reference_labels ({ref_labels.dtype}) cannot be "
+            "compared; expected both numeric or both strings"
+        )
+    try:
+        uniq, codes = np.unique(np.concatenate([query_labels, ref_labels]), return_inverse=True)
+    except TypeError as exc:
+        raise LangDMLError(f"labels cannot be compared with reference_labels: {exc}") from exc
+    codes = codes.reshape(-1)
+    return codes[: len(query_labels)], codes[len(query_labels) :], len(uniq)
+
+
+def _check_parts(include: Any) -> tuple[str, ...]:
+    parts = (include,) if isinstance(include, str) else tuple(include)
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise LangDMLError(
+            f"include must be a non-empty subset of {', '.join(PARTS)}; got {include!r}"
+        )
+    return parts
+
+
+def _check_ks(recall_ks: Iterable[int]) -> tuple[int, ...]:
+    ks = tuple(recall_ks)
+    if not ks or any(
+        isinstance(x, bool) or not isinstance(x, int | np.integer) or x < 1 for x in ks
+    ):
+        raise LangDMLError(
+            f"recall_ks must be positive integers, e.g. (1, 2, 4, 8); got {recall_ks!r}"
+        )
+    return tuple(int(x) for x in ks)
+
+
+def retrieval_metrics(
+    embeddings: Any,
+    labels: Any,
+    reference: Any = None,
+    reference_labels: Any = None,
+    *,
+    k: int | None = None,
+    metric: str = "cosine",
+    device: Any = "auto",
+    chunk_size: int | None = None,
+    include: Sequence[str] = PARTS,
+    seed: int = 0,
+    recall_ks: Sequence[int] = DEFAULT_RECALL_KS,
+    kmeans_iters: int = 20,
+) -> dict[str, float]:
+    """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
+
+    Without ``reference`` every query is searched against all *other* queries (leave-one-out);
+    with ``reference``/``reference_labels`` the queries are searched against the reference set
+    (which may hold other classes, e.g. class-name text queries against images). Formulas, lone
+    queries and tie order: module docstring.
+
+    Args:
+        embeddings, reference: (N, d) / (M, d) float arrays or torch tensors (any device/dtype).
+        labels, reference_labels: (N,) / (M,) class labels (ints or strings).
+        k: neighbours retrieved; None (default) = exactly enough: the largest R_q (PML's
+            "max_bin_count") and the largest recall k. An explicit k must cover both.
+        metric: "cosine" (inner product of L2-normalised vectors) or "euclidean".
+        device: "cpu", "cuda"/"cuda:N" or "auto"; GPU faiss when available, else CPU faiss.
+        chunk_size: queries per search call (memory bound); rounded to faiss's 4096-query block.
+            None picks it from k. Results do not depend on it.
+        include: any of "recall" (recall@k), "map_r" (map@r, r_precision), "clustering" (nmi, ami).
+        seed: k-means seed. recall_ks: the k of recall@k. kmeans_iters: k-means iterations.
+
+    Returns:
+        ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
+        (only the included parts) as Python floats in [0, 1] (AMI can be slightly negative).
+    """
+    parts = _check_parts(include)
+    check_metric(metric)
+    ks = _check_ks(recall_ks) if "recall" in parts else ()
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise LangDMLError(f"seed must be an integer; got {seed!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
+        raise LangDMLError(f"k must be a positive integer or None; got {k!r}")
+    gpu = resolve_gpu(device)
+
+    q = as_float32_matrix(embeddings, "embeddings")
+    q_labels = as_labels(labels, "labels", len(q))
+    if (reference is None) != (reference_labels is None):
+        missing = "reference_labels" if reference_labels is None else "reference"
+        raise LangDMLError(f"{missing} is missing; pass reference and reference_labels together")
+    loo = reference is None
+    if loo:
+        ref, r_labels = q, None
+    else:
+        ref = as_float32_matrix(reference, "reference")
+        r_labels = as_labels(reference_labels, "reference_labels", len(ref), "reference")
+        if ref.shape[1] != q.shape[1]:
+            raise LangDMLError(
+                f"embeddings have dimension {q.shape[1]} but reference has {ref.shape[1]}; "
+                "expected the same embedding size"
+            )
+    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
+    if metric == "cosine":
+        q = l2_normalize(q)
+        ref = q if loo else l2_normalize(ref)
+
+    out: dict[str, float] = {}
+    if "recall" in parts or "map_r" in parts:
+        out.update(
+            _knn_metrics(
+                q, q_codes, ref, r_codes, n_codes, loo, parts, ks, k, metric, gpu, chunk_size
+            )
+        )
+    if "clustering" in parts:
+        out.update(_clustering_metrics(q, q_codes, seed, kmeans_iters, gpu))
+    return out
+
+
+def _knn_metrics(
+    q: np.ndarray,
+    q_codes: np.ndarray,
+    ref: np.ndarray,
+    r_codes: np.ndarray,
+    n_codes: int,
+    loo: bool,
+    parts: tuple[str, ...],
+    ks: tuple[int, ...],
+    k: int | None,
+    metric: str,
+    gpu: int | None,
+    chunk_size: int | None,
+) -> dict[str, float]:
+    want_map = "map_r" in parts
+    keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
+    r_count = np.bincount(r_codes, minlength=n_codes)
+    R = r_count[q_codes] - int(loo)  # relevant items per query
+    valid = np.flatnonzero(R > 0)  # lone queries (R = 0) are excluded, as in PML
+    available = len(ref) - int(loo)
+    if valid.size == 0:
+        warnings.warn(
+            "no query has a same-label item in the reference; kNN metrics are NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return {key: math.nan for key in keys}
+    r_max = int(R[valid].max())
+    need = max(max(ks, default=0), r_max if want_map else 0)
+    if k is None:
+        K = min(need, available)
+    else:
+        if k > available:
+            raise LangDMLError(
+                f"k={k} exceeds the {available} reference items a query can retrieve"
+            )
+        if want_map and k < r_max:
+            raise LangDMLError(
+                f"k={k} is smaller than the largest class (R={r_max} relevant items) so MAP@R and "
+                "R-precision would be wrong; use k=None"
+            )
+        if ks and k < max(ks):
+            raise LangDMLError(
+                f"k={k} is smaller than the largest recall k ({max(ks)}); use k=None"
+            )
+        K = int(k)
+
+    qv = q if valid.size == len(q) else q[valid]  # lone queries need no search
+    codes_v, R_v = q_codes[valid], R[valid]
+    self_ids = valid.astype(np.int64) if loo else None
+    hits = np.zeros((valid.size, len(ks)), dtype=bool)
+    ap = np.zeros(valid.size, dtype=np.float64)
+    rp = np.zeros(valid.size, dtype=np.float64)
+    engine = ExactKNN(ref, metric, gpu)
+    for start, stop, _, idx in iter_knn(engine, qv, K, self_ids, chunk_size):
+        rel = r_codes[idx] == codes_v[start:stop, None]  # (rows, K) same-label neighbours
+        for j, x in enumerate(ks):
+            hits[start:stop, j] = rel[:, : min(x, K)].any(axis=1)
+        if want_map:
+            r = R_v[start:stop]
+            rel_r = rel & (np.arange(K)[None, :] < r[:, None])  # only the first R_q ranks count
+            hits_so_far = np.cumsum(rel_r, axis=1, dtype=np.int32)
+            precision_at_i = hits_so_far / np.arange(1, K + 1, dtype=np.float64)
+            ap[start:stop] = (precision_at_i * rel_r).sum(axis=1) / r
+            rp[start:stop] = rel_r.sum(axis=1) / r
+    out = {f"recall@{x}": float(hits[:, j].mean()) for j, x in enumerate(ks)}
+    if want_map:
+        out["map@r"] = float(ap.mean())
+        out["r_precision"] = float(rp.mean())
+    return out
+
+
+def kmeans_assign(
+    x: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20, gpu: int | None = None
+) -> np.ndarray:
+    """faiss k-means (``niter`` Lloyd iterations, seeded) of the rows of x; the cluster of each row.
+
+    Same faiss call as PML's ``FaissKMeans(niter=20)`` (which uses faiss's default seed 1234);
+    ``min_points_per_centroid=1`` only silences faiss's "please provide at least ... points"
+    warning (DML test sets have ~5-60 points per class).
+    """
+    faiss = _faiss()
+    km = faiss.Kmeans(
+        x.shape[1],
+        int(n_clusters),
+        niter=int(niter),
+        seed=int(seed),
+        min_points_per_centroid=1,
+        verbose=False,
+        gpu=1 if gpu is not None else False,
+    )
+    km.train(x)
+    _, assign = km.index.search(x, 1)
+    return assign[:, 0]
+
+
+def _clustering_metrics(
+    x: np.ndarray, codes: np.ndarray, seed: int, niter: int, gpu: int | None
+) -> dict[str, float]:
+    from sklearn.metrics import normalized_mutual_info_score
+
+    _, codes = np.unique(codes, return_inverse=True)  # only the classes present among the queries
+    codes = codes.reshape(-1)
+    assign = kmeans_assign(x, int(codes.max()) + 1, seed, niter, gpu)
+    return {
+        "nmi": float(normalized_mutual_info_score(codes, assign)),
+        "ami": adjusted_mutual_info(codes, assign),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# adjusted mutual information
+# ---------------------------------------------------------------------------------------------
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0].astype(np.float64)
+    total = p.sum()
+    return float(-np.sum((p / total) * (np.log(p) - math.log(total))))
+
+
+def expected_mutual_info(a: np.ndarray, b: np.ndarray, n: int) -> float:
+    """E[MI] of two random labellings with class sizes ``a`` and cluster sizes ``b`` (Vinh 2010).
+
+    EMI = sum_i sum_j sum_{n_ij = max(1, a_i+b_j-N)}^{min(a_i, b_j)}
+          (n_ij/N) log(N n_ij / (a_i b_j)) * a_i! b_j! (N-a_i)! (N-b_j)! / (N! n_ij! (a_i-n_ij)! (b_j-n_ij)! (N-a_i-b_j+n_ij)!)
+
+    The summand depends on (a_i, b_j) only through their values, so we sum over *distinct* sizes
+    weighted by how often each occurs: O(#distinct a x #distinct b x max n_ij) instead of sklearn's
+    O(R x C x ...) double loop, which takes minutes for the ~10^4-10^5 classes of SOP-sized sets.
+    """
+    from scipy.special import gammaln
+
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.size <= 1 or b.size <= 1:
+        return 0.0
+    ua, ca = np.unique(a, return_counts=True)
+    ub, cb = np.unique(b, return_counts=True)
+    bj = ub[:, None].astype(np.float64)
+    wb = cb[:, None].astype(np.float64)
+    N = float(n)
+    log_n = math.log(n)
+    gln_n = gammaln(N + 1)
+    gln_b, gln_nb, log_b = gammaln(bj + 1), gammaln(N - bj + 1), np.log(bj)
+    emi = 0.0
+    step = max(1, (1 << 20) // len(ub))  # columns of n_ij per block: bounded memory
+    for ai, wa in zip(ua.astype(np.float64), ca.astype(np.float64), strict=True):
+        top = int(min(ai, ub[-1]))
+        const_a = gammaln(ai + 1) + gammaln(N - ai + 1) - gln_n
+        for lo in range(1, top + 1, step):
+            nij = np.arange(lo, min(lo + step, top + 1), dtype=np.float64)[None, :]
+            ok = (nij <= bj) & (nij >= ai + bj - N)
+            # clip the factorial arguments of masked-out cells so gammaln stays finite
+            gln = (
+                const_a
+                + gln_b
+                + gln_nb
+                - gammaln(nij + 1)
+                - gammaln(ai - nij + 1)
+                - gammaln(np.maximum(bj - nij, 0) + 1)
+                - gammaln(np.maximum(N - ai - bj + nij, 0) + 1)
+            )
+            term = (nij / N) * (log_n + np.log(nij) - math.log(ai) - log_b) * np.exp(gln)
+            emi += wa * float(np.sum(wb * np.where(ok, term, 0.0)))
+    return emi
+
+
+def adjusted_mutual_info(labels_true: Any, labels_pred: Any) -> float:
+    """Adjusted mutual information, (MI - E[MI]) / (mean(H_true, H_pred) - E[MI]).
+
+    The value of ``sklearn.metrics.adjusted_mutual_info_score`` (average_method="arithmetic",
+    including its limit cases and its clamping of numerator/denominator to +-eps), with the
+    expected MI computed by ``expected_mutual_info`` so that ~10^5 classes take milliseconds.
+    """
+    from sklearn.metrics import mutual_info_score
+    from sklearn.metrics.cluster import contingency_matrix
+
+    _, t = np.unique(np.asarray(labels_true), return_inverse=True)
+    _, p = np.unique(np.asarray(labels_pred), return_inverse=True)
+    t, p = t.reshape(-1), p.reshape(-1)
+    n = len(t)
+    n_t = int(t.max()) + 1 if n else 0
+    n_p = int(p.max()) + 1 if n else 0
+    if n_t == n_p == 1 or n_t == n_p == 0:  # no split at all on either side: a perfect match
+        return 1.0
+    if n_t == 1 or n_p == 1:
+        return 0.0
+    a, b = np.bincount(t), np.bincount(p)
+    mi = mutual_info_score(None, None, contingency=contingency_matrix(t, p, sparse=True))
+    emi = expected_mutual_info(a, b, n)
+    eps = np.finfo(np.float64).eps
+    denominator = 0.5 * (_entropy(a) + _entropy(b)) - emi
+    denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
+    numerator = mi - emi
+    numerator = min(numerator, -eps) if numerator < 0 else max(numerator, eps)
+    return float(numerator / denominator)
