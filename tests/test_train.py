@@ -1,0 +1,148 @@
+"""Trainer end to end on a 48-class emoji subset (frozen trunk, tiny images): learning, exact
+resume after SIGKILL, NaN handling, CLI train/evaluate."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from langdml.cli import main
+from langdml.config import load_config
+from langdml.errors import ConfigError, LangDMLError
+from langdml.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(folder, cache, out, **over):
+    base = {
+        "data.dataset": f"imagefolder:{folder}",
+        "data.cache_dir": str(cache),
+        "model.image_size": 48,
+        "model.embedding_dim": 32,
+        "train.epochs": 6,
+        "train.batch_size": 16,
+        "train.m_per_class": 2,
+        "train.iterations_per_epoch": 12,
+        "train.progress": False,
+        "eval.every": 2,
+        "optimizer.lr": 0.003,
+        "output_dir": str(out),
+    }
+    base.update(over)
+    return load_config(None, base)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("train_cache")
+
+
+def test_training_beats_untrained_head_and_raw_features(emoji_subset_folder, cache, tmp_path):
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "run", **{"train.epochs": 10})
+    result = train(cfg)
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    r1 = result.metrics["recall@1"]
+    assert r1 > summary["baselines"]["untrained"]["recall@1"]
+    assert r1 > summary["baselines"]["raw_features"]["recall@1"]
+    for name in ("config.yaml", "log.jsonl", "log.csv", "checkpoint.pt", "best.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, 11))
+    assert "recall@1" in log[1] and "recall@1" not in log[0]  # eval every 2 epochs
+    # a finished run is returned as is, not retrained
+    again = train(cfg)
+    assert again.resumed and again.metrics == result.metrics
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(emoji_subset_folder, cache, tmp_path):
+    over = {"train.epochs": 8, "train.iterations_per_epoch": 40, "loss.regularizers": "direction"}
+    reference = train(_cfg(emoji_subset_folder, cache, tmp_path / "ref", **over))
+
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "killed", **over)
+    cfg_path = tmp_path / "killed.yaml"
+    from langdml.config import dump_yaml
+
+    cfg_path.write_text(dump_yaml(cfg))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "langdml", "train", str(cfg_path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(ckpt, weights_only=True)
+    assert 1 <= state["epoch"] < 8, "the kill must land before the run finished"
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = train(cfg)
+    assert resumed.resumed
+    assert resumed.metrics == reference.metrics  # exact, not approximate
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoji_subset_folder, cache, tmp_path, monkeypatch):
+    import langdml.losses as losses
+
+    real = losses.build_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        forward = loss.forward
+
+        def maybe_nan(z, y):
+            calls["n"] += 1
+            value = forward(z, y)
+            return value * float("nan") if calls["n"] > 30 else value
+
+        loss.forward = maybe_nan
+        return loss
+
+    monkeypatch.setattr(losses, "build_loss", poisoned)
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "nan")
+    with pytest.raises(LangDMLError, match="loss became nan at epoch 3.*epoch 2"):
+        train(cfg)
+    assert torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_resume_with_a_different_config_is_refused(emoji_subset_folder, cache, tmp_path):
+    train(_cfg(emoji_subset_folder, cache, tmp_path / "r", **{"train.epochs": 1}))
+    with pytest.raises(ConfigError, match="different config.*optimizer.lr"):
+        train(_cfg(emoji_subset_folder, cache, tmp_path / "r", **{"train.epochs": 1, "optimizer.lr": 0.1}))
+
+
+@pytest.mark.parametrize("base", ["proxy_anchor", "triplet"])
+def test_language_regularizer_trains_and_logs_terms(emoji_subset_folder, cache, tmp_path, base):
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / base, **{
+        "train.epochs": 2, "loss.base.name": base, "loss.regularizers": "language+direction",
+        "loss.language.weight": 2.0})
+    result = train(cfg)
+    log = json.loads((tmp_path / base / "log.jsonl").read_text().splitlines()[-1])
+    assert log["loss/language"] > 0 and "loss/direction" in log
+    assert 0 <= result.metrics["recall@1"] <= 1
+
+
+def test_cli_train_then_evaluate(emoji_subset_folder, cache, tmp_path, capsys):
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "cli", **{"train.epochs": 2})
+    cfg_path = tmp_path / "c.yaml"
+    from langdml.config import dump_yaml
+
+    cfg_path.write_text(dump_yaml(cfg))
+    assert main(["train", str(cfg_path), "train.epochs=2"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "cli")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    final = json.loads((tmp_path / "cli" / "metrics.json").read_text())["final"]
+    for key in ("recall@1", "map@r", "r_precision"):
+        assert evaluated[key] == pytest.approx(final[key], abs=1e-9)
+    assert main(["train", str(cfg_path), "train.batch_size=15"]) == 2
+    assert "not divisible" in capsys.readouterr().err
+    assert main(["train", str(cfg_path), "data.dataset=imagefolder:/no/such/dir"]) == 2
