@@ -7,10 +7,11 @@ call each, then `repeats` interleaved calls (the order of the two alternates eve
 the median of each; the ratio is median(ours) / median(PML).
 
 Peak memory, CPU: torch's CPU allocator does not track a peak and tracemalloc does not see it,
-so each batch size runs in a child process with glibc's mmap threshold pinned to 64 KiB (large
-blocks are returned to the OS on free, so RSS follows live tensors). Per case: a warm-up call,
-then the kernel's peak-RSS counter is reset (/proc/self/clear_refs), one call runs, and we
-report VmHWM - VmRSS(before): the extra resident memory of one forward+backward. CUDA: the
+so every (loss, implementation, B) runs in a fresh child process (forked from a forkserver that
+has torch and PML preloaded) with glibc's mmap threshold pinned to 64 KiB, so large blocks go
+back to the OS on free and RSS follows live tensors. In the child: a warm-up call, then the
+kernel's peak-RSS counter is reset (/proc/self/clear_refs), one call runs, and we report
+VmHWM - VmRSS(before): the extra resident memory of one forward+backward. CUDA: the
 allocator's max_memory_allocated over one call, minus what was allocated before it.
 
     python scripts/bench_losses.py            # full run, writes docs/bench_losses.md
@@ -21,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
+import multiprocessing
 import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,7 +44,9 @@ ALL_CASES = TARGETS + ("proxy_nca", "npair")
 PER_CLASS = 4
 
 
-def build(name: str, num_classes: int, dim: int, device: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build(
+    name: str, num_classes: int, dim: int, device: str
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     from pytorch_metric_learning import losses as pml
 
     torch.manual_seed(0)
@@ -69,7 +71,9 @@ def build(name: str, num_classes: int, dim: int, device: str) -> tuple[torch.nn.
     return a, b
 
 
-def inputs(batch: int, dim: int, num_classes: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def inputs(
+    batch: int, dim: int, num_classes: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(batch)
     classes = torch.randperm(num_classes, generator=g)[: batch // PER_CLASS]
     labels = classes.repeat_interleave(PER_CLASS)
@@ -128,32 +132,34 @@ def peak_extra_bytes(loss: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, de
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
     step(loss, x, y)
-    return (_status_kib("VmHWM") - before) * 1024
+    return max(0, _status_kib("VmHWM") - before) * 1024
 
 
-def memory_worker(batch: int, dim: int, device: str, names: list[str]) -> None:
+def _memory_task(name: str, impl: str, batch: int, dim: int, device: str, threads: int) -> int:
+    torch.set_num_threads(threads)
     num_classes = max(512, batch // PER_CLASS)
-    out = {}
-    for name in names:
-        mine, theirs = build(name, num_classes, dim, device)
-        x, y = inputs(batch, dim, num_classes, device)
-        out[name] = {
-            "ours": peak_extra_bytes(mine, x, y, device),
-            "pml": peak_extra_bytes(theirs, x, y, device),
-        }
-        del mine, theirs, x, y
-        gc.collect()
-    print(json.dumps(out))
+    mine, theirs = build(name, num_classes, dim, device)
+    x, y = inputs(batch, dim, num_classes, device)
+    return peak_extra_bytes(mine if impl == "ours" else theirs, x, y, device)
 
 
 def measure_memory(batch: int, dim: int, device: str, names: list[str]) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, __file__, "--memory-worker", str(batch), "--dim", str(dim)]
-    cmd += ["--device", device, "--cases", *names]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"memory worker failed for B={batch}:\n{res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    """Each (loss, implementation) in a fresh child forked from a preloaded forkserver, so no
+    case inherits another's heap (a fragmented heap hides later allocations from RSS)."""
+    os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "pytorch_metric_learning.losses", "langdml.losses"])
+    tasks = [
+        (n, impl, batch, dim, device, torch.get_num_threads())
+        for n in names
+        for impl in ("ours", "pml")
+    ]
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        peaks = pool.starmap(_memory_task, tasks, chunksize=1)
+    out: dict[str, dict[str, int]] = {}
+    for (name, impl, *_), peak in zip(tasks, peaks, strict=True):
+        out.setdefault(name, {})[impl] = peak
+    return out
 
 
 def fmt_ms(seconds: float) -> str:
@@ -219,15 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), choices=ALL_CASES)
-    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even if available")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--out", type=Path, default=None, help="markdown output file")
-    parser.add_argument("--memory-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.memory_worker is not None:
-        memory_worker(args.memory_worker, args.dim or 512, args.device, args.cases)
-        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.sizes = args.sizes or [16, 64]
         args.dim = args.dim or 32

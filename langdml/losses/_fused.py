@@ -14,7 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-ValueAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
+# fn(S) -> (L, ∂L/∂S) or (L, ∂L/∂S, number of non-zeros of ∂L/∂S, if the loss knows it)
+ValueAndGrad = Callable[[Tensor], tuple[Tensor, ...]]
+# On CPU, a gradient this sparse (hinge losses with few active pairs) is multiplied as a sparse
+# matrix: O(nnz · d) instead of O(B² · d).
+SPARSE_MAX_DENSITY = 1.0 / 16
 
 
 _NORM_EPS = 1e-12
@@ -37,7 +41,9 @@ class _GramLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, fn: ValueAndGrad, symmetric: bool) -> Tensor:  # type: ignore[override]
         z, inv = _unit_rows(x)
-        value, grad = fn(z @ z.T)
+        value, grad, *nnz = fn(z @ z.T)
+        if nnz and grad.device.type == "cpu" and int(nnz[0]) <= SPARSE_MAX_DENSITY * grad.numel():
+            grad = grad.to_sparse()
         ctx.save_for_backward(z, inv, grad)
         ctx.symmetric = symmetric
         return value
@@ -45,7 +51,11 @@ class _GramLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         z, inv, grad = ctx.saved_tensors
-        dz = (grad @ z).mul_(2.0) if ctx.symmetric else (grad + grad.T) @ z
+        if grad.is_sparse:
+            dz = torch.sparse.mm(grad, z)
+            dz = dz.mul_(2.0) if ctx.symmetric else dz.add_(torch.sparse.mm(grad.t(), z))
+        else:
+            dz = (grad @ z).mul_(2.0) if ctx.symmetric else (grad + grad.T) @ z
         return _unit_rows_backward(dz, z, inv, g), None, None
 
 
@@ -102,9 +112,15 @@ def unit_distances_(s: Tensor) -> Tensor:
     return s.mul_(-2.0).add_(2.0).clamp_min_(0.0).sqrt_()
 
 
-def step_(t: Tensor) -> Tensor:
-    """In place: 1 where t > 0, else 0 (float)."""
-    return t.sign_().clamp_min_(0.0)
+def above(t: Tensor, threshold: float, out: Tensor | None = None) -> Tensor:
+    """Float 1.0 where t > threshold, else 0.0 (a float result: bool masks are slow on CPU)."""
+    out = torch.empty_like(t) if out is None else out
+    return torch.gt(t, threshold, out=out)
+
+
+def below(t: Tensor, threshold: float, out: Tensor | None = None) -> Tensor:
+    out = torch.empty_like(t) if out is None else out
+    return torch.lt(t, threshold, out=out)
 
 
 def distance_grad_to_similarity_(grad_d: Tensor, d: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ._common import float_pair_masks, mined_pair_counts
-from ._fused import distance_grad_to_similarity_, gram_loss, step_, unit_distances_
+from ._fused import above, below, distance_grad_to_similarity_, gram_loss, unit_distances_
 from .base import IndicesTuple, MetricLoss
 
 
@@ -33,13 +33,15 @@ class ContrastiveLoss(MetricLoss):
 
         def value_and_grad(s: Tensor) -> tuple[Tensor, Tensor]:
             d = unit_distances_(s)
-            wp = step_(d - mp).mul_(pos_w)  # pairs with a non-zero term, times multiplicity
-            wn = step_(mn - d).mul_(neg_w)
+            wp = above(d, mp).mul_(pos_w)  # pairs with a non-zero term, times multiplicity
+            wn = below(d, mn).mul_(neg_w)
             n_p, n_n = wp.sum(), wn.sum()
             # ∂L/∂D = wp / n_p - wn / n_n, and L = Σ (∂L/∂D) D - m_pos [n_p > 0] + m_neg [n_n > 0]
             grad = wp.div_(n_p.clamp_min(1)).sub_(wn.div_(n_n.clamp_min(1)))
             value = grad.flatten().dot(d.flatten())
             value = value - mp * (n_p > 0).to(d.dtype) + mn * (n_n > 0).to(d.dtype)
-            return value, distance_grad_to_similarity_(grad, d)
+            # without a miner every weight is 0/1, so n_p + n_n counts the gradient's non-zeros
+            nnz = n_p + n_n if indices_tuple is None else d.numel()
+            return value, distance_grad_to_similarity_(grad, d), nnz
 
         return gram_loss(x, value_and_grad, symmetric=indices_tuple is None)

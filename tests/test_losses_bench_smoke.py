@@ -1,0 +1,39 @@
+"""Smoke test: scripts/bench_losses.py --quick runs end to end on tiny sizes and writes its table.
+(No timing assertions: speed claims come from the benchmark itself, docs/bench_losses.md. The
+peak-memory children are left out here because starting their forkserver alone takes seconds.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytorch_metric_learning")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_losses_quick_smoke(tmp_path):
+    out = tmp_path / "bench.md"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_losses.py"), "--quick", "--sizes", "8"]
+    cmd += ["--threads", "1", "--no-memory", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = out.read_text()
+    assert table == res.stdout
+    rows = [line for line in table.splitlines() if line.startswith("| cpu |")]
+    names = [r.split("|")[2].strip() for r in rows]
+    assert names == [
+        "multi_similarity",
+        "triplet",
+        "contrastive",
+        "proxy_anchor",
+        "proxy_nca",
+        "npair",
+    ]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[4]) > 0 and float(cells[5]) > 0  # both implementations timed
+    assert not list(tmp_path.glob(".bench.md.*"))  # the atomic write left no temp file
