@@ -319,7 +319,8 @@ def expected_mutual_info(a: np.ndarray, b: np.ndarray, n: int) -> float:
     """E[MI] of two random labellings with class sizes ``a`` and cluster sizes ``b`` (Vinh 2010).
 
     EMI = sum_i sum_j sum_{n_ij = max(1, a_i+b_j-N)}^{min(a_i, b_j)}
-          (n_ij/N) log(N n_ij / (a_i b_j)) * a_i! b_j! (N-a_i)! (N-b_j)! / (N! n_ij! (a_i-n_ij)! (b_j-n_ij)! (N-a_i-b_j+n_ij)!)
+          (n_ij/N) log(N n_ij / (a_i b_j))
+          * a_i! b_j! (N-a_i)! (N-b_j)! / (N! n_ij! (a_i-n_ij)! (b_j-n_ij)! (N-a_i-b_j+n_ij)!)
 
     The summand depends on (a_i, b_j) only through their values, so we sum over *distinct* sizes
     weighted by how often each occurs: O(#distinct a x #distinct b x max n_ij) instead of sklearn's
