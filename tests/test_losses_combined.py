@@ -179,3 +179,13 @@ def test_combined_loss_state_dict_round_trip():
     b = L.build_loss({"base": "proxy_gml"}, num_classes=C, embedding_size=D)
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a.base.proxies, b.base.proxies)
+
+
+def test_zero_weight_regularizer_is_logged_but_not_trained():
+    cfg = {"base": "triplet", "regularizers": [{"name": "direction", "weight": 0.0}]}
+    loss = L.build_loss(cfg)
+    x, y = batch(4)
+    x.requires_grad_(True)
+    total = loss(x, y)
+    assert float(total.detach()) == pytest.approx(float(L.TripletLoss()(x, y).detach()), rel=1e-6)
+    assert loss.last_terms["direction"] > 0

@@ -154,29 +154,12 @@ def distance_matrix(x: Tensor) -> Tensor:
     return _UnitDistance.apply(normalize(x))
 
 
-def same_label(labels: Tensor) -> Tensor:
-    return labels[:, None] == labels[None, :]
-
-
 def positive_negative_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
     """Boolean (B, B) masks: positives (same label, i != j) and negatives (different label)."""
-    same = same_label(labels)
+    same = labels[:, None] == labels[None, :]
     neg = ~same
     same.fill_diagonal_(False)
     return same, neg
-
-
-def log1p_sum_exp(t: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """log(1 + Σ_{mask} exp(t)) along dim, stable; 0 where the mask is empty.
-
-    Entries outside the mask go through exp(-inf) = 0, never exp(large), so their gradient is an
-    exact 0 rather than 0 * inf = NaN.
-    """
-    neg_inf = torch.tensor(float("-inf"), dtype=t.dtype, device=t.device)
-    masked = torch.where(mask, t, neg_inf)
-    shift = masked.detach().amax(dim=dim, keepdim=True).clamp_min(0.0)
-    total = torch.exp(masked - shift).sum(dim=dim, keepdim=True) + torch.exp(-shift)
-    return (shift + torch.log(total)).squeeze(dim)
 
 
 def zero_loss(x: Tensor) -> Tensor:

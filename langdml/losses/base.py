@@ -31,6 +31,8 @@ class MetricLoss(nn.Module):
         labels = labels.to(device=embeddings.device, dtype=torch.long)
         with fp32_region(embeddings):
             x = as_fp32(embeddings)
+            if x.shape[0] == 0:
+                return (x * 0.0).sum()
             if indices_tuple is None and self.miner is not None:
                 indices_tuple = self.miner(x, labels)
             return self.compute(x, labels, indices_tuple)

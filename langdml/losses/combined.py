@@ -81,7 +81,8 @@ class CombinedLoss(nn.Module):
     """L = base(embeddings, labels) + Σ_k weight_k · regularizer_k(embeddings, labels[, proxies]).
 
     After each call ``last_terms`` holds the detached value of every term ("base", one key per
-    regularizer, "total") as floats for logging. ``proxy_parameters()`` returns the base loss's
+    regularizer, "total") as floats for logging (a weight-0 regularizer is still evaluated and
+    logged, without gradient). ``proxy_parameters()`` returns the base loss's
     proxies (empty for pair losses) so a trainer can give them their own learning rate.
     """
 
@@ -118,6 +119,12 @@ class CombinedLoss(nn.Module):
         for name, weight, reg in zip(
             self.regularizer_names, self.weights, self.regularizers, strict=True
         ):
+            if weight == 0.0:  # still logged (a control arm), but no graph is kept for it
+                with torch.no_grad():
+                    terms[name] = reg(
+                        embeddings, labels, proxies=proxies, proxy_labels=proxy_labels
+                    )
+                continue
             value = reg(embeddings, labels, proxies=proxies, proxy_labels=proxy_labels)
             terms[name] = value.detach()
             total = total + weight * value

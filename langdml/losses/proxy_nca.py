@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from langdml.errors import LangDMLError
 
-from ._common import cross_entropy, normalize
+from ._fused import cross_loss
 from .base import IndicesTuple, ProxyLoss
 
 
@@ -38,11 +37,21 @@ class ProxyNCALoss(ProxyLoss):
         torch.nn.init.normal_(self.proxies)
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        cos = normalize(x) @ normalize(self.fp32_proxies(x.device)).T
-        # -s‖z - p‖² = 2s·cos - 2s for unit vectors; the constant cancels in the softmax.
-        logits = (2.0 * self.softmax_scale) * cos
-        if self.variant == "pml":
-            return cross_entropy(logits, labels)
-        target = logits.gather(1, labels[:, None]).squeeze(1)
-        others = logits.masked_fill(F.one_hot(labels, self.num_classes).bool(), float("-inf"))
-        return (torch.logsumexp(others, dim=1) - target).mean()
+        scale = 2.0 * self.softmax_scale
+        rows = torch.arange(x.shape[0], device=x.device)
+        paper = self.variant == "paper"
+
+        def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
+            # -s‖z - p‖² = 2s·cos - 2s for unit vectors; the constant cancels in the softmax.
+            logits = cos.mul_(scale)
+            target = logits[rows, labels].clone()
+            if paper:
+                logits[rows, labels] = float("-inf")  # denominator over c != y only
+            lse = torch.logsumexp(logits, dim=1, keepdim=True)
+            value = (lse.squeeze(1) - target).mean()
+            # ∂/∂logits = softmax (over the denominator's classes) - one_hot(y), per sample / B
+            grad = logits.sub_(lse).exp_()
+            grad[rows, labels] -= 1.0
+            return value, grad.mul_(scale / x.shape[0])
+
+        return cross_loss(x, self.fp32_proxies(x.device), value_and_grad)
