@@ -34,8 +34,10 @@ class MultiSimilarityLoss(MetricLoss):
         else:
             pos, neg = (m.float() for m in mined_pair_masks(indices_tuple, x.shape[0], x.device))
         a, b, lam = self.alpha, self.beta, self.base
-        # |S| <= 1 bounds both exponents; within DIRECT_EXP_BOUND no max-shift is needed.
-        direct = max(abs(a) * (1 + abs(lam)), abs(b) * (1 + abs(lam))) <= DIRECT_EXP_BOUND
+        # S in [-1, 1] bounds both exponents; within DIRECT_EXP_BOUND no max-shift is needed.
+        top_pos = max(-a * (e - lam) for e in (-1.0, 1.0))
+        top_neg = max(b * (e - lam) for e in (-1.0, 1.0))
+        direct = max(top_pos, top_neg) <= DIRECT_EXP_BOUND
 
         def value_and_grad(s: Tensor) -> tuple[Tensor, Tensor]:
             rows = s.shape[0]
