@@ -24,7 +24,12 @@ def test_bench_losses_quick_smoke(tmp_path):
     table = out.read_text()
     assert table == res.stdout
     rows = [line for line in table.splitlines() if line.startswith("| cpu |")]
-    names = [r.split("|")[2].strip() for r in rows]
+    header = [c.strip() for c in table.split("| device |")[1].splitlines()[0].strip("|").split("|")]
+    header = ["device", *header]
+    cells = [
+        dict(zip(header, (c.strip() for c in r.strip("|").split("|")), strict=True)) for r in rows
+    ]
+    names = [c["loss"] for c in cells]
     assert names == [
         "multi_similarity",
         "triplet",
@@ -33,7 +38,8 @@ def test_bench_losses_quick_smoke(tmp_path):
         "proxy_nca",
         "npair",
     ]
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[4]) > 0 and float(cells[5]) > 0  # both implementations timed
+    for row in cells:
+        assert row["threads"] == "1"
+        assert float(row["ours wall ms"]) > 0 and float(row["PML wall ms"]) > 0  # both timed
+        assert row["ours peak MiB"] == "–"  # --no-memory
     assert not list(tmp_path.glob(".bench.md.*"))  # the atomic write left no temp file
