@@ -1,0 +1,498 @@
+"""One Python function per cross-modal method, each returning a flat JSON-able dict of metrics.
+
+All evaluate on the TEST classes of the class-disjoint split (never seen in training):
+
+- :func:`xmodal_clip` — an open_clip model's image tower and text tower (no training here);
+- :func:`xmodal_aligned` — learned alignment: a text projection head trained on the train classes
+  against a trained run's image embeddings, or jointly with an image head on frozen features;
+- :func:`xmodal_text_proxies` — language as proxies: the image head trained with a text-proxy
+  loss (or the projection of a run trained with one), test names projected into proxies;
+- :func:`xmodal_zeroshot` — the packaged ImageNet classifier mapped into the text space;
+- :func:`xmodal_for_run` — the cross-modal numbers of a finished ``langdml train`` run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langdml.data import ImageDataset
+from langdml.errors import LangDMLError
+from langdml.xmodal.data import ClassTexts, class_texts, split_features
+from langdml.xmodal.metrics import crossmodal_metrics
+
+METHODS = ("clip", "aligned", "text_proxies", "zeroshot")
+
+
+def _result(
+    method: str,
+    dataset: str,
+    test: ImageDataset,
+    texts: ClassTexts,
+    metrics: dict[str, float],
+    **info: Any,
+) -> dict[str, Any]:
+    return {
+        "method": method,
+        "dataset": dataset,
+        "num_test_classes": int(test.num_classes),
+        "num_test_names": len(texts.names),
+        "num_test_images": len(test),
+        **{k: v for k, v in info.items() if v is not None},
+        **metrics,
+    }
+
+
+def _evaluate(
+    image_emb: torch.Tensor, test: ImageDataset, texts: ClassTexts, text_emb: torch.Tensor, device
+) -> dict[str, float]:
+    return crossmodal_metrics(
+        image_emb, texts.image_labels(test.labels), text_emb, device=_faiss_device(device)
+    )
+
+
+def _faiss_device(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# trained runs
+
+
+@dataclass
+class RunEmbeddings:
+    """A finished run's image embeddings of the train and test halves, and its settings."""
+
+    config: Any
+    train: ImageDataset
+    test: ImageDataset
+    train_embeddings: torch.Tensor
+    test_embeddings: torch.Tensor
+    loss_state: dict[str, torch.Tensor]
+    epoch: int
+
+
+def run_embeddings(
+    run_dir: str | Path, checkpoint: str = "final", device: str | None = None
+) -> RunEmbeddings:
+    """Embed the train and TEST classes' images with a run's model (frozen trunk: from the
+    feature cache). Runs tuned on a validation split are evaluated on the test split here."""
+    from langdml.train.trainer import (
+        BEST,
+        CHECKPOINT,
+        RunData,
+        build_model,
+        embed,
+        load_run_config,
+        prepare_data,
+    )
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LangDMLError(f"run directory {str(run_dir)!r} does not exist")
+    cfg = load_run_config(run_dir)
+    if checkpoint not in ("final", "best"):
+        raise LangDMLError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
+    ckpt = run_dir / (BEST if checkpoint == "best" else CHECKPOINT)
+    if not ckpt.is_file():
+        raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
+    cfg.data.validation_fraction = 0.0
+    cfg.train.progress = False
+    if device is not None:
+        cfg.train.device = device
+    data = prepare_data(cfg)
+    model = build_model(cfg, data)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    model.to(cfg.train.device)
+    test_emb = embed(model, cfg, data)
+    train_features = None if data.train_features is None else data.train_features[0]
+    as_eval = RunData(
+        train=data.train, eval=data.train, eval_split="train", eval_features=train_features
+    )
+    train_emb = embed(model, cfg, as_eval)
+    return RunEmbeddings(
+        cfg,
+        data.train,
+        data.eval,
+        train_emb,
+        test_emb,
+        dict(state.get("loss", {})),
+        int(state.get("epoch", 0)),
+    )
+
+
+def _check_dataset(dataset: str | None, run: RunEmbeddings, run_dir: Path) -> str:
+    run_dataset = run.config.data.dataset
+    if dataset is not None and dataset != run_dataset:
+        raise LangDMLError(
+            f"--dataset {dataset!r} differs from run {str(run_dir)!r}'s dataset {run_dataset!r}; "
+            "omit --dataset to use the run's"
+        )
+    return run_dataset
+
+
+def _run_text_model(run: RunEmbeddings, text_model: str | None, prompts) -> tuple[str, Any]:
+    lang = run.config.loss.language
+    return text_model or lang.text_model, prompts if prompts is not None else lang.prompts
+
+
+TEXT_PROXY_BASES = ("text_proxy_anchor", "text_proxy_nca")
+
+
+def _run_projection(run: RunEmbeddings) -> torch.nn.Module | None:
+    """The text projection a run trained as its proxies (base loss text_proxy_*), else None."""
+    base = run.config.loss.base
+    if base.name not in TEXT_PROXY_BASES:
+        return None
+    from langdml.xmodal.text_proxies import TextProjection
+
+    prefix = next(
+        (
+            p
+            for p in ("base.projection.", "projection.")
+            if any(k.startswith(p) for k in run.loss_state)
+        ),
+        None,
+    )
+    if prefix is None:
+        raise LangDMLError(
+            f"run trained with {base.name!r} but its checkpoint holds no text projection "
+            f"(loss keys {sorted(run.loss_state)[:4]})"
+        )
+    state = {k[len(prefix) :]: v for k, v in run.loss_state.items() if k.startswith(prefix)}
+    extra = base.model_extra or {}
+    first = state[min(k for k in state if k.endswith("weight"))]
+    text_dim = int(first.shape[1])
+    proj = TextProjection(
+        text_dim,
+        run.config.model.embedding_dim,
+        extra.get("projection", "linear"),
+        extra.get("hidden_dim"),
+    )
+    proj.load_state_dict(state)
+    return proj.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# the methods
+
+
+def xmodal_zeroshot(
+    dataset: str = "emoji",
+    text_model: str = "minilm",
+    prompts: str | Sequence[str] | None = None,
+    image_size: int = 128,
+    train_fraction: float = 0.5,
+    temperature: float = 1.0,
+    text_embeddings: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Zero-shot baseline: ImageNet class probabilities → text space (see
+    :mod:`langdml.xmodal.zeroshot`), compared with the test class-name embeddings."""
+    from langdml.xmodal.data import text_cache_dir
+    from langdml.xmodal.zeroshot import zeroshot_text_space
+
+    split = split_features(
+        dataset, image_size, train_fraction=train_fraction, cache_dir=cache_dir, device=device
+    )
+    texts = class_texts(
+        split.test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
+    )
+    image_emb = zeroshot_text_space(
+        split.test_features, text_model, prompts, text_cache_dir(cache_dir), device, temperature
+    )
+    if image_emb.shape[1] != texts.embeddings.shape[1]:
+        raise LangDMLError(
+            f"text embeddings are {texts.embeddings.shape[1]}-d but text model {text_model!r} "
+            f"gives {image_emb.shape[1]}-d ImageNet name embeddings; the file passed as text "
+            "embeddings must come from the same text model"
+        )
+    metrics = _evaluate(image_emb, split.test, texts, texts.embeddings, device)
+    return _result(
+        "zeroshot",
+        dataset,
+        split.test,
+        texts,
+        metrics,
+        text_model=text_model,
+        image_size=image_size,
+    )
+
+
+def xmodal_aligned(
+    dataset: str | None = "emoji",
+    run_dir: str | Path | None = None,
+    text_model: str | None = None,
+    prompts: str | Sequence[str] | None = None,
+    *,
+    checkpoint: str = "final",
+    image_size: int = 128,
+    train_fraction: float = 0.5,
+    image_head: str = "linear",
+    embedding_dim: int = 128,
+    text_head: str = "linear",
+    temperature: float = 0.2,
+    epochs: int = 40,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    text_embeddings: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Learned alignment (:func:`langdml.xmodal.align.train_alignment`) on the train classes,
+    evaluated on the test classes.
+
+    With ``run_dir``: the run's image embeddings stay fixed and only the text head learns
+    (``image_head`` is ignored; text model and prompts default to the run's language settings).
+    Without: frozen trunk features of ``dataset`` at ``image_size``, and an image head
+    (``image_head``, ``embedding_dim``) learns jointly with the text head.
+    """
+    from langdml.xmodal.align import train_alignment
+
+    t0 = time.perf_counter()
+    kwargs = dict(
+        text_head=text_head,
+        temperature=temperature,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+    )
+    if run_dir is not None:
+        run = run_embeddings(run_dir, checkpoint, device)
+        dataset = _check_dataset(dataset, run, Path(run_dir))
+        text_model, prompts = _run_text_model(run, text_model, prompts)
+        train, test = run.train, run.test
+        x_train, x_test = run.train_embeddings, run.test_embeddings
+        kwargs["image_head"] = "none"
+    else:
+        dataset = dataset or "emoji"
+        text_model = text_model or "minilm"
+        split = split_features(
+            dataset, image_size, train_fraction=train_fraction, cache_dir=cache_dir, device=device
+        )
+        train, test = split.train, split.test
+        x_train, x_test = split.train_features, split.test_features
+        kwargs.update(image_head=image_head, embedding_dim=embedding_dim)
+    train_texts = class_texts(
+        train.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
+    )
+    test_texts = class_texts(
+        test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
+    )
+    model = train_alignment(
+        x_train, train_texts.image_labels(train.labels), train_texts.embeddings, **kwargs
+    )
+    metrics = _evaluate(
+        model.embed_images(x_test),
+        test,
+        test_texts,
+        model.embed_texts(test_texts.embeddings),
+        device,
+    )
+    return _result(
+        "aligned",
+        dataset,
+        test,
+        test_texts,
+        metrics,
+        text_model=text_model,
+        run_dir=None if run_dir is None else str(run_dir),
+        image_head=kwargs["image_head"],
+        num_train_classes=int(train.num_classes),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+
+
+def xmodal_text_proxies(
+    dataset: str | None = "emoji",
+    run_dir: str | Path | None = None,
+    text_model: str | None = None,
+    prompts: str | Sequence[str] | None = None,
+    *,
+    loss: str = "text_proxy_anchor",
+    loss_kwargs: dict[str, Any] | None = None,
+    checkpoint: str = "final",
+    image_size: int = 128,
+    train_fraction: float = 0.5,
+    image_head: str = "linear",
+    embedding_dim: int = 128,
+    projection: str = "linear",
+    epochs: int = 40,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    proxy_lr_multiplier: float = 10.0,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    text_embeddings: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Language as proxies (:func:`langdml.xmodal.align.train_text_proxies`): text→image queries
+    for unseen classes are their projected names.
+
+    With ``run_dir`` of a run trained with base loss ``text_proxy_anchor``/``text_proxy_nca``,
+    that run's own projection is used (no training here); with another run, a projection is
+    fitted to its fixed embeddings with ``loss``; without a run, an image head on frozen features
+    and the projection are trained together with ``loss``.
+    """
+    from langdml.xmodal.align import CrossModalModel, train_text_proxies
+
+    t0 = time.perf_counter()
+    fitted = False
+    if run_dir is not None:
+        run = run_embeddings(run_dir, checkpoint, device)
+        dataset = _check_dataset(dataset, run, Path(run_dir))
+        text_model, prompts = _run_text_model(run, text_model, prompts)
+        train, test = run.train, run.test
+        x_train, x_test = run.train_embeddings, run.test_embeddings
+        projection_module = _run_projection(run)
+        head = "none"
+    else:
+        dataset = dataset or "emoji"
+        text_model = text_model or "minilm"
+        split = split_features(
+            dataset, image_size, train_fraction=train_fraction, cache_dir=cache_dir, device=device
+        )
+        train, test = split.train, split.test
+        x_train, x_test = split.train_features, split.test_features
+        projection_module, head = None, image_head
+    test_texts = class_texts(
+        test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
+    )
+    if projection_module is not None:
+        model = CrossModalModel(projection_module.to(device))
+        source = "run"
+    else:
+        train_texts = class_texts(
+            train.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
+        )
+        model = train_text_proxies(
+            x_train,
+            train_texts.image_labels(train.labels),
+            train_texts.embeddings,
+            loss=loss,
+            loss_kwargs=loss_kwargs,
+            image_head=head,
+            embedding_dim=embedding_dim,
+            projection=projection,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            proxy_lr_multiplier=proxy_lr_multiplier,
+            weight_decay=weight_decay,
+            seed=seed,
+            device=device,
+        )
+        fitted, source = True, loss
+    metrics = _evaluate(
+        model.embed_images(x_test),
+        test,
+        test_texts,
+        model.embed_texts(test_texts.embeddings),
+        device,
+    )
+    return _result(
+        "text_proxies",
+        dataset,
+        test,
+        test_texts,
+        metrics,
+        text_model=text_model,
+        run_dir=None if run_dir is None else str(run_dir),
+        loss=source,
+        image_head=head if fitted else "run",
+        num_train_classes=int(train.num_classes),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+
+
+def xmodal_clip(
+    dataset: str = "emoji",
+    model: str = "clip:ViT-B-32/openai",
+    prompts: str | Sequence[str] | None = None,
+    train_fraction: float = 0.5,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """CLIP: the image tower embeds the test images, the text tower the test class names (with
+    ``prompts``, default "a photo of a {}"), both from the one open_clip model ``model``
+    (``clip:ARCH/PRETRAINED``, ``clip:ARCH@CHECKPOINT`` or ``clip:DIR``)."""
+    from langdml.data import class_disjoint_split, load_dataset
+    from langdml.text import create_clip_model
+    from langdml.text.precompute import embed_with_prompts
+    from langdml.text.prompts import check_prompts, clean_names, cleaner_for_dataset
+    from langdml.xmodal.data import distinct_names
+
+    clip = create_clip_model(model, device=device)
+    ds = load_dataset(dataset, cache_dir=cache_dir)
+    test = class_disjoint_split(ds, train_fraction).test
+    names, text_of_class = distinct_names(test.class_names)
+    cleaned = clean_names(names, cleaner_for_dataset(dataset))
+    text_emb = embed_with_prompts(clip, cleaned, check_prompts(prompts), batch_size)
+    texts = ClassTexts(names, text_emb, text_of_class)
+    chunks = []
+    for start in range(0, len(test), batch_size):
+        images = [test.image(i) for i in range(start, min(start + batch_size, len(test)))]
+        chunks.append(clip.encode_images(images, batch_size=batch_size))
+    image_emb = torch.cat(chunks)
+    metrics = _evaluate(image_emb, test, texts, text_emb, device)
+    return _result("clip", dataset, test, texts, metrics, text_model=model)
+
+
+def xmodal_for_run(
+    run_dir: str | Path,
+    text_model: str | None = None,
+    checkpoint: str = "final",
+    device: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Cross-modal metrics of a finished run: its own text projection when it was trained with a
+    text-proxy base loss, else a learned-alignment text head fitted to its train embeddings."""
+    from langdml.train.trainer import load_run_config
+
+    cfg = load_run_config(run_dir)
+    device = device or cfg.train.device
+    if cfg.loss.base.name in TEXT_PROXY_BASES:
+        return xmodal_text_proxies(
+            None, run_dir, text_model, checkpoint=checkpoint, device=device, **kwargs
+        )
+    return xmodal_aligned(None, run_dir, text_model, checkpoint=checkpoint, device=device, **kwargs)
+
+
+def run_method(method: str, **kwargs: Any) -> dict[str, Any]:
+    """Dispatch by method name (``clip``, ``aligned``, ``text_proxies``, ``zeroshot``)."""
+    funcs = {
+        "clip": xmodal_clip,
+        "aligned": xmodal_aligned,
+        "text_proxies": xmodal_text_proxies,
+        "zeroshot": xmodal_zeroshot,
+    }
+    if method not in funcs:
+        raise LangDMLError(f"unknown cross-modal method {method!r}; expected one of {METHODS}")
+    return funcs[method](**kwargs)
+
+
+__all__ = [
+    "METHODS",
+    "RunEmbeddings",
+    "run_embeddings",
+    "run_method",
+    "xmodal_aligned",
+    "xmodal_clip",
+    "xmodal_for_run",
+    "xmodal_text_proxies",
+    "xmodal_zeroshot",
+]
