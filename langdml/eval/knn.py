@@ -116,6 +116,8 @@ def resolve_gpu(device: Any) -> int | None:
     text = str(device) if device is not None else "auto"
     if text == "auto":
         return 0 if _faiss_gpu_count() > 0 else None
+    if text == "cpu":  # the common case needs no torch import (it costs ~0.5 GB of RSS)
+        return None
     try:
         import torch
 
