@@ -88,6 +88,8 @@ def test_bad_arguments():
     one_line_error(retrieval_metrics, x, y, seed=1.5, match="seed must be an integer")
     names = np.array([f"c{i}" for i in y])
     one_line_error(retrieval_metrics, x, y, x, names, match="cannot be compared")
+    mixed = np.array([1, "a", 2.0], dtype=object)
+    one_line_error(retrieval_metrics, x[:3], mixed, match="labels cannot be sorted into classes")
     one_line_error(knn_search, x, k=200, exclude_self=True, match=r"k must be .* \[1, 199\]")
     one_line_error(knn_search, x, x[:10], k=2, exclude_self=True, match="exclude_self needs")
 

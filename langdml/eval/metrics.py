@@ -76,7 +76,10 @@ def _label_codes(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Integer codes for query and reference labels over their union."""
     if ref_labels is None:
-        _, codes = np.unique(query_labels, return_inverse=True)
+        try:
+            _, codes = np.unique(query_labels, return_inverse=True)
+        except TypeError as exc:  # e.g. an object array mixing ints and strings
+            raise LangDMLError(f"labels cannot be sorted into classes: {exc}") from exc
         codes = codes.reshape(-1)
         return codes, codes, int(codes.max()) + 1
     numeric_q, numeric_r = query_labels.dtype.kind in "iubf", ref_labels.dtype.kind in "iubf"
