@@ -418,6 +418,34 @@ def xmodal_text_proxies(
     )
 
 
+def clip_test_embeddings(
+    dataset: str = "emoji",
+    model: str = "clip:ViT-B-32/openai",
+    prompts: str | Sequence[str] | None = None,
+    train_fraction: float = 0.5,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> tuple[ImageDataset, torch.Tensor, ClassTexts]:
+    """(test split, (N, d) CLIP image embeddings, test class names with CLIP text embeddings)."""
+    from langdml.data import class_disjoint_split, load_dataset
+    from langdml.text import create_clip_model
+    from langdml.text.precompute import embed_with_prompts
+    from langdml.text.prompts import check_prompts, clean_names, cleaner_for_dataset
+    from langdml.xmodal.data import distinct_names
+
+    clip = create_clip_model(model, device=device)
+    test = class_disjoint_split(load_dataset(dataset, cache_dir=cache_dir), train_fraction).test
+    names, text_of_class = distinct_names(test.class_names)
+    cleaned = clean_names(names, cleaner_for_dataset(dataset))
+    text_emb = embed_with_prompts(clip, cleaned, check_prompts(prompts), batch_size)
+    chunks = []
+    for start in range(0, len(test), batch_size):  # a batch of decoded images at a time
+        images = [test.image(i) for i in range(start, min(start + batch_size, len(test)))]
+        chunks.append(clip.encode_images(images, batch_size=batch_size))
+    return test, torch.cat(chunks), ClassTexts(names, text_emb, text_of_class)
+
+
 def xmodal_clip(
     dataset: str = "emoji",
     model: str = "clip:ViT-B-32/openai",
@@ -429,26 +457,12 @@ def xmodal_clip(
 ) -> dict[str, Any]:
     """CLIP: the image tower embeds the test images, the text tower the test class names (with
     ``prompts``, default "a photo of a {}"), both from the one open_clip model ``model``
-    (``clip:ARCH/PRETRAINED``, ``clip:ARCH@CHECKPOINT`` or ``clip:DIR``)."""
-    from langdml.data import class_disjoint_split, load_dataset
-    from langdml.text import create_clip_model
-    from langdml.text.precompute import embed_with_prompts
-    from langdml.text.prompts import check_prompts, clean_names, cleaner_for_dataset
-    from langdml.xmodal.data import distinct_names
-
-    clip = create_clip_model(model, device=device)
-    ds = load_dataset(dataset, cache_dir=cache_dir)
-    test = class_disjoint_split(ds, train_fraction).test
-    names, text_of_class = distinct_names(test.class_names)
-    cleaned = clean_names(names, cleaner_for_dataset(dataset))
-    text_emb = embed_with_prompts(clip, cleaned, check_prompts(prompts), batch_size)
-    texts = ClassTexts(names, text_emb, text_of_class)
-    chunks = []
-    for start in range(0, len(test), batch_size):
-        images = [test.image(i) for i in range(start, min(start + batch_size, len(test)))]
-        chunks.append(clip.encode_images(images, batch_size=batch_size))
-    image_emb = torch.cat(chunks)
-    metrics = _evaluate(image_emb, test, texts, text_emb, device)
+    (``clip:ARCH/PRETRAINED``, ``clip:ARCH@CHECKPOINT`` or ``clip:DIR``). Nothing is trained,
+    so the train classes are unused; the split only fixes which classes are evaluated."""
+    test, image_emb, texts = clip_test_embeddings(
+        dataset, model, prompts, train_fraction, cache_dir, device, batch_size
+    )
+    metrics = _evaluate(image_emb, test, texts, texts.embeddings, device)
     return _result("clip", dataset, test, texts, metrics, text_model=model)
 
 
