@@ -178,7 +178,7 @@ def _format_error(err: dict, root: type[BaseModel]) -> str:
 
 
 def parse_value(text: str) -> Any:
-    """A CLI override value parsed as YAML: ``5`` → int, ``[a, b]`` → list, ``none`` stays a string."""
+    """A CLI override value parsed as YAML: ``5`` → int, ``[a, b]`` → list."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -199,7 +199,11 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def apply_overrides(tree: dict, overrides: list[str] | dict[str, Any]) -> dict:
-    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    items = (
+        overrides.items()
+        if isinstance(overrides, dict)
+        else [_split_override(o) for o in overrides]
+    )
     for key, value in items:
         set_dotted(tree, key, value)
     return tree

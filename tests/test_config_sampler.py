@@ -8,8 +8,12 @@ from langdml.train.sampler import MPerClassSampler
 
 def test_overrides_and_regularizer_spellings(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("name: x\nloss:\n  base: {name: proxy_anchor, margin: 0.2}\n  regularizers: none\n")
-    cfg = load_config(path, ["loss.language.weight=5", "train.epochs=3", "loss.regularizers=language+direction"])
+    path.write_text(
+        "name: x\nloss:\n  base: {name: proxy_anchor, margin: 0.2}\n  regularizers: none\n"
+    )
+    cfg = load_config(
+        path, ["loss.language.weight=5", "train.epochs=3", "loss.regularizers=language+direction"]
+    )
     assert cfg.loss.language.weight == 5.0 and cfg.train.epochs == 3
     assert cfg.loss.regularizers == ["language", "direction"]
     assert cfg.loss.base.name == "proxy_anchor" and cfg.loss.base.model_dump()["margin"] == 0.2
@@ -19,7 +23,10 @@ def test_overrides_and_regularizer_spellings(tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("loss.langauge.weight=5", "unknown config key 'loss.langauge'; did you mean 'loss.language'"),
+        (
+            "loss.langauge.weight=5",
+            "unknown config key 'loss.langauge'; did you mean 'loss.language'",
+        ),
         ("optimzer.lr=1", "did you mean 'optimizer'"),
         ("train.batch_size=63", "not divisible by m_per_class"),
         ("loss.regularizers=lang", "unknown regularizer 'lang'"),

@@ -93,15 +93,18 @@ def test_feature_cache_hit_and_resume(tmp_path, monkeypatch):
     from langdml.data import ImageDataset, ImageSource
 
     imgs = [Image.new("RGB", (40, 40), (i * 20, 255 - i * 20, 128)) for i in range(6)]
-    ds = ImageDataset("toy", ImageSource(list(range(6)), lambda i: imgs[i]), [0, 0, 1, 1, 2, 2],
-                      ["a", "b", "c"])
+    ds = ImageDataset(
+        "toy", ImageSource(list(range(6)), lambda i: imgs[i]), [0, 0, 1, 1, 2, 2], ["a", "b", "c"]
+    )
     spec = FeatureSpec(image_size=32, augment_views=1)
     first = extract_features(ds, spec, cache_dir=tmp_path, chunk_size=2, progress=False)
     assert first.features.shape == (2, 6, 1280)
     # a cache hit builds no model
     import langdml.models.backbones as bb
 
-    monkeypatch.setattr(bb, "create_backbone", lambda *a, **k: pytest.fail("model built on cache hit"))
+    monkeypatch.setattr(
+        bb, "create_backbone", lambda *a, **k: pytest.fail("model built on cache hit")
+    )
     again = extract_features(ds, spec, cache_dir=tmp_path, chunk_size=2, progress=False)
     assert torch.equal(first.features, again.features)
     monkeypatch.undo()

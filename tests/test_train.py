@@ -61,7 +61,9 @@ def test_training_beats_untrained_head_and_raw_features(emoji_subset_folder, cac
     assert again.resumed and again.metrics == result.metrics
 
 
-def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(emoji_subset_folder, cache, tmp_path):
+def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(
+    emoji_subset_folder, cache, tmp_path
+):
     over = {"train.epochs": 8, "train.iterations_per_epoch": 40, "loss.regularizers": "direction"}
     reference = train(_cfg(emoji_subset_folder, cache, tmp_path / "ref", **over))
 
@@ -71,8 +73,12 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(emoji_subset_fold
 
     cfg_path.write_text(dump_yaml(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "langdml", "train", str(cfg_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "langdml", "train", str(cfg_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 240
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -88,7 +94,9 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(emoji_subset_fold
     assert resumed.metrics == reference.metrics  # exact, not approximate
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoji_subset_folder, cache, tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    emoji_subset_folder, cache, tmp_path, monkeypatch
+):
     import langdml.losses as losses
 
     real = losses.build_loss
@@ -116,14 +124,29 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoji_subset_folder, cach
 def test_resume_with_a_different_config_is_refused(emoji_subset_folder, cache, tmp_path):
     train(_cfg(emoji_subset_folder, cache, tmp_path / "r", **{"train.epochs": 1}))
     with pytest.raises(ConfigError, match="different config.*optimizer.lr"):
-        train(_cfg(emoji_subset_folder, cache, tmp_path / "r", **{"train.epochs": 1, "optimizer.lr": 0.1}))
+        train(
+            _cfg(
+                emoji_subset_folder,
+                cache,
+                tmp_path / "r",
+                **{"train.epochs": 1, "optimizer.lr": 0.1},
+            )
+        )
 
 
 @pytest.mark.parametrize("base", ["proxy_anchor", "triplet"])
 def test_language_regularizer_trains_and_logs_terms(emoji_subset_folder, cache, tmp_path, base):
-    cfg = _cfg(emoji_subset_folder, cache, tmp_path / base, **{
-        "train.epochs": 2, "loss.base.name": base, "loss.regularizers": "language+direction",
-        "loss.language.weight": 2.0})
+    cfg = _cfg(
+        emoji_subset_folder,
+        cache,
+        tmp_path / base,
+        **{
+            "train.epochs": 2,
+            "loss.base.name": base,
+            "loss.regularizers": "language+direction",
+            "loss.language.weight": 2.0,
+        },
+    )
     result = train(cfg)
     log = json.loads((tmp_path / base / "log.jsonl").read_text().splitlines()[-1])
     assert log["loss/language"] > 0 and "loss/direction" in log

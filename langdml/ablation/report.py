@@ -30,7 +30,7 @@ def _paired_test(a: list[float], b: list[float]) -> tuple[float, float, int]:
 
 
 def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
-    """One record per cell: grid values, per-seed metrics, mean/std, and deltas vs. its 'none' cell."""
+    """One record per cell: grid values, per-seed metrics, mean/std, deltas vs. its 'none' cell."""
     ok = [r for r in rows if r["status"] == "ok"]
     by_cell: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
@@ -54,8 +54,10 @@ def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
         }
         for metric, _ in SHOWN:
             vals = [float(r[metric]) for r in runs if r[metric] != ""]
-            rec[metric] = (float(np.mean(vals)) if vals else math.nan,
-                           float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan)
+            rec[metric] = (
+                float(np.mean(vals)) if vals else math.nan,
+                float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
+            )
         cells.append(rec)
     # Reference: the same cell with no regularizer.
     index = {(c["base"], c["other"], c["regularizers"]): c for c in cells}
@@ -88,7 +90,9 @@ def _fmt(mean_std: tuple[float, float], scale: float = 100.0) -> str:
 
 def markdown_table(cells: list[dict]) -> str:
     has_other = any(c["other"] != "-" for c in cells)
-    head = ["base loss", "regularizers"] + (["setting"] if has_other else []) + [n for _, n in SHOWN]
+    head = (
+        ["base loss", "regularizers"] + (["setting"] if has_other else []) + [n for _, n in SHOWN]
+    )
     head += [f"Δ{n} vs none (p, wins)" for _, n in TESTED] + ["seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best: dict[tuple[str, str], float] = {}
@@ -112,10 +116,12 @@ def markdown_table(cells: list[dict]) -> str:
                 row.append(f"{delta * 100:+.2f} (p={p_text}, {wins}/{n})")
         row.append(str(len(c["seeds"])) + (f" ({c['failed']} failed)" if c["failed"] else ""))
         lines.append("| " + " | ".join(row) + " |")
-    notes = ("Metrics in %, mean ± sample std over seeds, on classes never seen in training. "
-             "Bold: best mean per base loss. Δ: paired difference to the same base loss without "
-             "regularizer over the same seeds; p: two-sided paired t-test; wins: seeds where the "
-             "regularized run is better.")
+    notes = (
+        "Metrics in %, mean ± sample std over seeds, on classes never seen in training. "
+        "Bold: best mean per base loss. Δ: paired difference to the same base loss without "
+        "regularizer over the same seeds; p: two-sided paired t-test; wins: seeds where the "
+        "regularized run is better."
+    )
     return "\n".join(lines) + "\n\n" + notes + "\n"
 
 
@@ -158,18 +164,23 @@ def plot(cells: list[dict], path: Path) -> Path | None:
     return path
 
 
-def write_report(out: Path, ablation, rows: list[dict],
-                 baselines: dict[str, dict] | None = None) -> tuple[str, Path | None]:
+def write_report(
+    out: Path, ablation, rows: list[dict], baselines: dict[str, dict] | None = None
+) -> tuple[str, Path | None]:
     cells = summarise(ablation, rows)
     failed = [r for r in rows if r["status"] != "ok"]
     md = f"# Ablation: {ablation.name}\n\n" + markdown_table(cells)
-    names = {"raw_features": "raw frozen trunk features (no training)",
-             "untrained": "untrained head (one run's random initialisation)"}
+    names = {
+        "raw_features": "raw frozen trunk features (no training)",
+        "untrained": "untrained head (one run's random initialisation)",
+    }
     for key, label in names.items():
         m = (baselines or {}).get(key)
         if m:
-            md += (f"\nReference, {label}: R@1 {m['recall@1'] * 100:.2f}, "
-                   f"MAP@R {m['map@r'] * 100:.2f}.")
+            md += (
+                f"\nReference, {label}: R@1 {m['recall@1'] * 100:.2f}, "
+                f"MAP@R {m['map@r'] * 100:.2f}."
+            )
     md += "\n" if baselines else ""
     if failed:
         md += "\nFailed runs:\n" + "".join(f"- {r['run_id']}: {r['error']}\n" for r in failed)

@@ -32,8 +32,15 @@ class AblationResult:
     markdown: str
 
 
-def _row(run: Run, ablation: Ablation, status: str, metrics: dict | None = None,
-         seconds: float | None = None, error: str = "", extra: dict | None = None) -> dict:
+def _row(
+    run: Run,
+    ablation: Ablation,
+    status: str,
+    metrics: dict | None = None,
+    seconds: float | None = None,
+    error: str = "",
+    extra: dict | None = None,
+) -> dict:
     row: dict[str, Any] = {"run_id": run.id, "cell_id": run.cell.id, "seed": run.seed}
     for key in ablation.grid:
         row[key] = value_label(run.cell.get(key))
@@ -61,12 +68,21 @@ def _execute(config: dict, threads: int) -> dict:
         cfg.train.progress = False
         result = train(cfg)
         extra = {k: v for k, v in result.extra.get("xmodal", {}).items()}
-        return {"status": "ok", "metrics": result.metrics, "extra": extra,
-                "seconds": time.perf_counter() - t0}
+        return {
+            "status": "ok",
+            "metrics": result.metrics,
+            "extra": extra,
+            "seconds": time.perf_counter() - t0,
+        }
     except Exception as exc:  # a failed cell must not stop the grid
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         tb = traceback.format_exc()
-        return {"status": "failed", "error": msg, "traceback": tb, "seconds": time.perf_counter() - t0}
+        return {
+            "status": "failed",
+            "error": msg,
+            "traceback": tb,
+            "seconds": time.perf_counter() - t0,
+        }
 
 
 def _finished(run: Run) -> dict | None:
@@ -98,16 +114,26 @@ def shared_precompute(ablation: Ablation, progress: bool = True) -> None:
                 done_text.add(text_key)
 
 
-def run_ablation(path: str | os.PathLike, workers: int = 1, output_dir: str | None = None,
-                 progress: bool = True) -> AblationResult:
+def run_ablation(
+    path: str | os.PathLike, workers: int = 1, output_dir: str | None = None, progress: bool = True
+) -> AblationResult:
     ablation = load_ablation(path, output_dir)  # validates every run before any starts
     out = ablation.output_dir
     out.mkdir(parents=True, exist_ok=True)
     import yaml
 
-    atomic_write_text(out / "ablation.yaml", yaml.safe_dump(
-        {"name": ablation.name, "grid": ablation.grid, "seeds": ablation.seeds,
-         "base": ablation.base_tree}, sort_keys=False))
+    atomic_write_text(
+        out / "ablation.yaml",
+        yaml.safe_dump(
+            {
+                "name": ablation.name,
+                "grid": ablation.grid,
+                "seeds": ablation.seeds,
+                "base": ablation.base_tree,
+            },
+            sort_keys=False,
+        ),
+    )
     rows: dict[str, dict] = {}
     todo: list[Run] = []
     for run in ablation.runs:
@@ -121,11 +147,21 @@ def run_ablation(path: str | os.PathLike, workers: int = 1, output_dir: str | No
         shared_precompute(ablation, progress)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     with _Progress(len(ablation.runs), len(ablation.runs) - len(todo), progress) as bar:
+
         def record(run: Run, res: dict) -> None:
             if res["status"] != "ok":
-                atomic_write_text(Path(run.config.output_dir) / "error.txt", res.get("traceback", ""))
-            rows[run.id] = _row(run, ablation, res["status"], res.get("metrics"), res["seconds"],
-                                res.get("error", ""), res.get("extra"))
+                atomic_write_text(
+                    Path(run.config.output_dir) / "error.txt", res.get("traceback", "")
+                )
+            rows[run.id] = _row(
+                run,
+                ablation,
+                res["status"],
+                res.get("metrics"),
+                res["seconds"],
+                res.get("error", ""),
+                res.get("extra"),
+            )
             _save_rows(out, ablation, rows)
             bar.advance(run, res)
 
@@ -135,8 +171,12 @@ def run_ablation(path: str | os.PathLike, workers: int = 1, output_dir: str | No
         else:
             import multiprocessing as mp
 
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_execute, run.config.to_dict(), threads): run for run in todo}
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=mp.get_context("spawn")
+            ) as pool:
+                futures = {
+                    pool.submit(_execute, run.config.to_dict(), threads): run for run in todo
+                }
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
     ordered = [rows[r.id] for r in ablation.runs if r.id in rows]
@@ -180,10 +220,21 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            self.progress = Progress(TextColumn("ablation"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.description}"))
+            self.progress = Progress(
+                TextColumn("ablation"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+            )
             self.progress.start()
             self.task = self.progress.add_task("", total=self.total, completed=self.done)
         return self
@@ -193,7 +244,9 @@ class _Progress:
         self.finished_here += 1
         if self.enabled:
             r1 = (res.get("metrics") or {}).get("recall@1")
-            desc = f"{run.cell.label()} seed {run.seed}: " + (f"R@1 {r1:.4f}" if r1 is not None else res["status"])
+            desc = f"{run.cell.label()} seed {run.seed}: " + (
+                f"R@1 {r1:.4f}" if r1 is not None else res["status"]
+            )
             self.progress.update(self.task, completed=self.done, description=desc)
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,4 @@
-"""Ablation files: a base experiment config, a grid of dotted keys, seeds → validated run configs."""
+"""Ablation files: a base config, a grid of dotted keys, seeds → validated run configs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from langdml.config import ExperimentConfig, apply_overrides, load_yaml, validat
 from langdml.errors import ConfigError
 from langdml.io import stable_hash
 
-_ALLOWED = {"base", "grid", "seeds", "output_dir", "overrides", "name", "workers", "report"}
+_ALLOWED = {"base", "grid", "seeds", "output_dir", "overrides", "when", "name"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,7 @@ class Run:
     cell: Cell
     seed: int
     config: ExperimentConfig
-
-    @property
-    def id(self) -> str:
-        return f"{self.cell.id}-seed{self.seed}"
+    id: str  # also the run directory's name; changes when the resolved config changes
 
 
 @dataclass
@@ -65,12 +62,14 @@ def value_label(value: Any) -> str:
 
 
 def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Ablation:
-    """Parse and validate an ablation file; every run's config is validated before any run starts."""
+    """Parse and validate an ablation file; every run's config is checked before any run starts."""
     path = Path(path)
     tree = load_yaml(path)
     unknown = sorted(set(tree) - _ALLOWED)
     if unknown:
-        raise ConfigError(f"unknown ablation key {unknown[0]!r} in {path}; expected {sorted(_ALLOWED)}")
+        raise ConfigError(
+            f"unknown ablation key {unknown[0]!r} in {path}; expected {sorted(_ALLOWED)}"
+        )
     base_ref = tree.get("base")
     if base_ref is None:
         raise ConfigError(f"ablation {path} needs 'base': an experiment config file (or mapping)")
@@ -83,7 +82,9 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
 
     grid = tree.get("grid")
     if not isinstance(grid, dict) or not grid:
-        raise ConfigError(f"ablation {path}: 'grid' must be a non-empty mapping of dotted.key: [values]")
+        raise ConfigError(
+            f"ablation {path}: 'grid' must be a non-empty mapping of dotted.key: [values]"
+        )
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"ablation {path}: grid key {key!r} needs a non-empty list of values")
@@ -91,9 +92,26 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
     if isinstance(seeds, int):
         seeds = list(range(seeds))
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"ablation {path}: 'seeds' must be a non-empty list of integers (or a count)")
+        raise ConfigError(
+            f"ablation {path}: 'seeds' must be a non-empty list of integers (or a count)"
+        )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"ablation {path}: duplicate seeds {seeds}")
+
+    when = tree.get("when") or {}
+    if not isinstance(when, dict):
+        raise ConfigError(f"ablation {path}: 'when' must map grid keys to {{value: {{overrides}}}}")
+    for key, by_value in when.items():
+        if key not in grid:
+            raise ConfigError(f"ablation {path}: 'when' names {key!r}, which is not a grid key")
+        if not isinstance(by_value, dict):
+            raise ConfigError(f"ablation {path}: when.{key} must map grid values to overrides")
+        unknown_values = set(map(str, by_value)) - {value_label(v) for v in grid[key]}
+        if unknown_values:
+            raise ConfigError(
+                f"ablation {path}: when.{key} names {sorted(unknown_values)[0]!r}, which is not "
+                f"one of the grid values {[value_label(v) for v in grid[key]]}"
+            )
 
     name = str(tree.get("name") or path.stem)
     out = Path(output_dir or tree.get("output_dir") or Path("runs") / name)
@@ -103,13 +121,22 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
         cell = Cell(tuple(zip(keys, combo)))
         for seed in seeds:
             run_tree = apply_overrides(_deep_copy(base_tree), {**dict(cell.values), "seed": seed})
+            # Settings tied to a grid value (e.g. a regularizer weight tuned per base loss).
+            for key, by_value in when.items():
+                extra = {str(k): v for k, v in by_value.items()}.get(value_label(cell.get(key)))
+                apply_overrides(run_tree, dict(extra or {}))
             try:
                 cfg = validate_config(run_tree)
             except ConfigError as exc:
                 raise ConfigError(f"grid cell {cell.label()}: {exc}") from None
-            cfg.output_dir = str(out / "runs" / f"{cell.id}-seed{seed}")
-            cfg.name = f"{name}/{cell.id}-seed{seed}"
-            runs.append(Run(cell, seed, cfg))
+            # Editing the base config later gives new run directories instead of clashing
+            # with runs trained under the old settings.
+            settings = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "output_dir")}
+            settings["train"] = {k: v for k, v in settings["train"].items() if k != "progress"}
+            run_id = f"{cell.id}-seed{seed}-{stable_hash(settings, 6)}"
+            cfg.output_dir = str(out / "runs" / run_id)
+            cfg.name = f"{name}/{run_id}"
+            runs.append(Run(cell, seed, cfg, run_id))
     _check_loss_arguments(runs)
     return Ablation(name, out, grid, seeds, runs, base_tree)
 
@@ -138,7 +165,11 @@ def _check_loss_arguments(runs: list[Run]) -> None:
         seen.add(key)
         try:
             # Build on tiny dummy sizes: constructors validate names and arguments.
-            build_loss(spec, num_classes=4, embedding_size=8,
-                       class_text_embeddings=torch.nn.functional.normalize(torch.randn(4, 8), dim=1))
+            build_loss(
+                spec,
+                num_classes=4,
+                embedding_size=8,
+                class_text_embeddings=torch.nn.functional.normalize(torch.randn(4, 8), dim=1),
+            )
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"grid cell {run.cell.label()}: {exc}") from None

@@ -14,9 +14,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     build = dsub.add_parser("build", help="build the embedded emoji benchmark")
     build.add_argument("name", choices=["emoji"])
-    build.add_argument("--styles", default=None,
-                       help="comma-separated font styles (default: all four: openmoji,noto_color,"
-                            "noto_mono,symbola); a non-default set builds a differently named variant")
+    build.add_argument(
+        "--styles",
+        default=None,
+        help="comma-separated font styles (default: all four: openmoji,noto_color,"
+        "noto_mono,symbola); a non-default set builds a differently named variant",
+    )
     build.add_argument("--cache-dir", default=None)
     build.add_argument("--force", action="store_true", help="rebuild even if present")
     build.set_defaults(func=_build)
@@ -46,8 +49,11 @@ def dataset_summary(spec: str, cache_dir: str | None = None) -> dict:
         "name": ds.name,
         "num_images": len(ds),
         "num_classes": ds.num_classes,
-        "images_per_class": {"min": int(counts.min()), "mean": round(float(counts.mean()), 2),
-                             "max": int(counts.max())},
+        "images_per_class": {
+            "min": int(counts.min()),
+            "mean": round(float(counts.mean()), 2),
+            "max": int(counts.max()),
+        },
         "train_classes": split.train.num_classes,
         "test_classes": split.test.num_classes,
         "example_classes": ds.class_names[:8],

@@ -86,8 +86,14 @@ def emoji_classes() -> list[tuple[str, str]]:
 def _render(char: str, font: ImageFont.FreeTypeFont, color: bool) -> Image.Image | None:
     canvas = Image.new("RGBA", (_FONT_PX + 27, _FONT_PX + 27), (255, 255, 255, 0))
     draw = ImageDraw.Draw(canvas)
-    draw.text((canvas.width // 2, canvas.height // 2), char, font=font, anchor="mm",
-              embedded_color=color, fill=None if color else (0, 0, 0, 255))
+    draw.text(
+        (canvas.width // 2, canvas.height // 2),
+        char,
+        font=font,
+        anchor="mm",
+        embedded_color=color,
+        fill=None if color else (0, 0, 0, 255),
+    )
     bbox = canvas.getbbox()
     if bbox is None:
         return None
@@ -102,7 +108,9 @@ def _render(char: str, font: ImageFont.FreeTypeFont, color: bool) -> Image.Image
     return out
 
 
-def dataset_dir(styles: tuple[str, ...] = DEFAULT_STYLES, cache_dir: str | Path | None = None) -> Path:
+def dataset_dir(
+    styles: tuple[str, ...] = DEFAULT_STYLES, cache_dir: str | Path | None = None
+) -> Path:
     name = "emoji" if tuple(styles) == DEFAULT_STYLES else "emoji-" + "+".join(styles)
     return cache_root(cache_dir) / "datasets" / name
 
@@ -113,7 +121,9 @@ def parse_styles(arg: str | None) -> tuple[str, ...]:
     styles = tuple(s.strip() for s in arg.replace("+", ",").split(",") if s.strip())
     unknown = [s for s in styles if s not in STYLES]
     if unknown or not styles:
-        raise DataError(f"unknown emoji style(s) {unknown or arg!r}; expected some of {list(STYLES)}")
+        raise DataError(
+            f"unknown emoji style(s) {unknown or arg!r}; expected some of {list(STYLES)}"
+        )
     return tuple(sorted(set(styles), key=list(STYLES).index))
 
 
@@ -137,10 +147,15 @@ def build_emoji(
         path = STYLES[s].path()
         if path is None:
             raise DataError(
-                f"emoji style {s!r} needs a font that is not installed; run: {STYLES[s].install_hint} "
+                f"emoji style {s!r} needs a font that is not installed; "
+                f"run: {STYLES[s].install_hint} "
                 "(or build a different variant with --styles)"
             )
-        fonts[s] = (ImageFont.truetype(str(path), _FONT_PX), set(TTFont(path, lazy=True).getBestCmap()), path)
+        fonts[s] = (
+            ImageFont.truetype(str(path), _FONT_PX),
+            set(TTFont(path, lazy=True).getBestCmap()),
+            path,
+        )
 
     classes = emoji_classes()
     rows: list[tuple[int, str, Image.Image]] = []
@@ -158,7 +173,9 @@ def build_emoji(
             kept_chars.append(char)
             rows.extend((len(kept_names) - 1, s, img) for s, img in drawn)
     if len(kept_names) < 4:
-        raise DataError(f"only {len(kept_names)} emoji classes were drawn by >= {min_styles} styles")
+        raise DataError(
+            f"only {len(kept_names)} emoji classes were drawn by >= {min_styles} styles"
+        )
 
     # Class ids: a seeded permutation of name order, so both halves span all emoji groups.
     perm = np.random.default_rng(seed).permutation(len(kept_names))
@@ -167,12 +184,14 @@ def build_emoji(
     names = [kept_names[i] for i in perm]
     chars = [kept_chars[i] for i in perm]
     order = sorted(range(len(rows)), key=lambda r: (new_id[rows[r][0]], styles.index(rows[r][1])))
-    features = datasets.Features({
-        "image": datasets.Image(),
-        "label": datasets.ClassLabel(names=names),
-        "style": datasets.Value("string"),
-        "emoji": datasets.Value("string"),
-    })
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=names),
+            "style": datasets.Value("string"),
+            "emoji": datasets.Value("string"),
+        }
+    )
     ds = datasets.Dataset.from_dict(
         {
             "image": [rows[r][2] for r in order],
@@ -224,8 +243,10 @@ def load_emoji(arg: str | None = None, cache_dir: str | Path | None = None) -> I
     labels = np.asarray(ds["label"], dtype=np.int64)
     name = "emoji" if styles == DEFAULT_STYLES else "emoji:" + ",".join(styles)
     fingerprint = hashlib.sha256(
-        json.dumps([name, meta["fonts"], meta["seed"], meta["min_styles"], meta["image_size"]],
-                   sort_keys=True).encode()
+        json.dumps(
+            [name, meta["fonts"], meta["seed"], meta["min_styles"], meta["image_size"]],
+            sort_keys=True,
+        ).encode()
     ).hexdigest()[:16]
     return ImageDataset(
         name=name,

@@ -15,7 +15,7 @@ from langdml.io import stable_hash
 
 @dataclass(frozen=True)
 class ImageSource:
-    """Lazily loaded images: ``items[i]`` (a path, PIL image, or row index) turned into RGB by ``load``."""
+    """Lazy images: ``items[i]`` (a path, PIL image or row index) turned into RGB by ``load``."""
 
     items: Sequence[Any]
     load: Callable[[Any], Image.Image]
@@ -51,7 +51,9 @@ class ImageDataset:
             raise DataError(
                 f"dataset {self.name!r}: {len(self.images)} images but {len(self.labels)} labels"
             )
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+        if len(self.labels) and (
+            self.labels.min() < 0 or self.labels.max() >= len(self.class_names)
+        ):
             raise DataError(
                 f"dataset {self.name!r}: labels must lie in [0, {len(self.class_names)}), "
                 f"got range [{self.labels.min()}, {self.labels.max()}]"
@@ -61,7 +63,12 @@ class ImageDataset:
                 raise DataError(f"dataset {self.name!r}: extra column {key!r} has wrong length")
         if not self.fingerprint:
             self.fingerprint = stable_hash(
-                [self.name, self.class_names, self.labels.tolist(), [str(x) for x in self.images.items]]
+                [
+                    self.name,
+                    self.class_names,
+                    self.labels.tolist(),
+                    [str(x) for x in self.images.items],
+                ]
             )
 
     def __len__(self) -> int:
@@ -100,7 +107,7 @@ class DatasetSplit:
 
 
 def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> DatasetSplit:
-    """The DML protocol: the first classes by id train, the rest test; no test class is seen in training.
+    """The DML protocol: the first classes by id train, the rest test (never seen in training).
 
     With ``train_fraction=0.5`` and an odd class count, the extra class goes to the test half.
     A dataset whose files define the split (``extras["official_split"]``, e.g. SOP's

@@ -11,8 +11,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="retrieval metrics of a trained run, as JSON")
     p.add_argument("run_dir")
     p.add_argument("--checkpoint", choices=["final", "best"], default="final")
-    p.add_argument("--split", choices=["test", "val"], default=None,
-                   help="held-out classes to evaluate (default: the run's own eval split)")
+    p.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default=None,
+        help="held-out classes to evaluate (default: the run's own eval split)",
+    )
     p.set_defaults(func=_evaluate)
 
 
@@ -20,8 +24,15 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "final", split: str | No
     import torch
 
     from langdml.errors import LangDMLError
-    from langdml.train.trainer import (BEST, CHECKPOINT, build_model, embed, evaluate_embeddings,
-                                       load_run_config, prepare_data)
+    from langdml.train.trainer import (
+        BEST,
+        CHECKPOINT,
+        build_model,
+        embed,
+        evaluate_embeddings,
+        load_run_config,
+        prepare_data,
+    )
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -39,8 +50,13 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "final", split: str | No
     model.load_state_dict(state["model"])
     model.to(cfg.train.device)
     metrics = evaluate_embeddings(cfg, embed(model, cfg, data), data.eval.labels)
-    return {"run_dir": str(run_dir), "checkpoint": checkpoint, "epoch": int(state["epoch"]),
-            "split": data.eval_split, **metrics}
+    return {
+        "run_dir": str(run_dir),
+        "checkpoint": checkpoint,
+        "epoch": int(state["epoch"]),
+        "split": data.eval_split,
+        **metrics,
+    }
 
 
 def _evaluate(args: argparse.Namespace) -> int:

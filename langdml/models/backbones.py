@@ -15,7 +15,7 @@ from langdml.models import efficientnet_lite
 @dataclass(frozen=True)
 class BackboneInfo:
     name: str
-    weights: str          # "packaged", "hub", "none" or a file path
+    weights: str  # "packaged", "hub", "none" or a file path
     feature_dim: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -104,8 +104,6 @@ def create_backbone(
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
     )
     return model, info
-
-
 
 
 def freeze_batchnorm(model: nn.Module) -> nn.Module:

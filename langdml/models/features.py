@@ -1,7 +1,8 @@
 """Frozen-trunk feature cache: extract once, train heads in seconds.
 
 A cache entry is keyed by backbone + weights + image size + dataset fingerprint + augmentation, and
-stored as safetensors (``features``: (V, N, D) float32, view 0 the clean eval transform, views 1..V-1
+stored as safetensors (``features``: (V, N, D) float32, view 0 the clean eval transform, views
+1..V-1
 augmented) plus JSON metadata. Extraction writes one part file per chunk, so an interrupted
 extraction resumes where it stopped.
 """
@@ -48,8 +49,17 @@ class FeatureSpec:
             import hashlib
 
             weights_id = hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()[:16]
-        return stable_hash([self.backbone, weights_id, self.image_size, self.augment_views,
-                            self.crop_pct, self.seed, dataset.fingerprint])
+        return stable_hash(
+            [
+                self.backbone,
+                weights_id,
+                self.image_size,
+                self.augment_views,
+                self.crop_pct,
+                self.seed,
+                dataset.fingerprint,
+            ]
+        )
 
 
 def _extract_chunk(model, dataset, indices, transforms, device) -> torch.Tensor:
@@ -82,7 +92,9 @@ def extract_features(
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("class_names") == dataset.class_names and meta.get("num_images") == len(dataset):
+        if meta.get("class_names") == dataset.class_names and meta.get("num_images") == len(
+            dataset
+        ):
             feats = load_file(str(path))["features"]
             return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
@@ -90,7 +102,9 @@ def extract_features(
     model = model.eval().to(device)
     torch.manual_seed(spec.seed)
     transforms = [image_transform(spec.image_size, info.mean, info.std, crop_pct=spec.crop_pct)]
-    transforms += [image_transform(spec.image_size, info.mean, info.std, train=True)] * spec.augment_views
+    transforms += [
+        image_transform(spec.image_size, info.mean, info.std, train=True)
+    ] * spec.augment_views
     parts_dir = path.with_suffix(".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
@@ -102,17 +116,25 @@ def extract_features(
         if not part.is_file():
             # Seed per chunk so a resumed extraction draws the same augmentations.
             torch.manual_seed(spec.seed * 1_000_003 + k)
-            chunk = _extract_chunk(model, dataset, range(start, min(n, start + chunk_size)),
-                                   transforms, device)
+            chunk = _extract_chunk(
+                model, dataset, range(start, min(n, start + chunk_size)), transforms, device
+            )
             atomic_write(part, lambda p, c=chunk: save_file({"f": c.contiguous()}, str(p)))
         parts.append(part)
         bar(k + 1)
     feats = torch.cat([load_file(str(p))["f"] for p in parts], dim=1)
     meta = {
-        "backbone": spec.backbone, "weights": spec.weights, "image_size": spec.image_size,
-        "augment_views": spec.augment_views, "crop_pct": spec.crop_pct, "seed": spec.seed,
-        "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
-        "num_images": n, "feature_dim": int(feats.shape[-1]), "class_names": dataset.class_names,
+        "backbone": spec.backbone,
+        "weights": spec.weights,
+        "image_size": spec.image_size,
+        "augment_views": spec.augment_views,
+        "crop_pct": spec.crop_pct,
+        "seed": spec.seed,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "num_images": n,
+        "feature_dim": int(feats.shape[-1]),
+        "class_names": dataset.class_names,
     }
     atomic_write(path, lambda p: save_file({"features": feats.contiguous()}, str(p)))
     atomic_write_json(meta_path, meta)

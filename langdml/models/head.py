@@ -12,15 +12,22 @@ from langdml.errors import ModelError
 class EmbeddingHead(nn.Module):
     """Features (B, D) → embeddings (B, d): linear or 2-layer MLP, L2-normalised by default."""
 
-    def __init__(self, in_dim: int, out_dim: int, kind: str = "linear", normalize: bool = True,
-                 hidden_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kind: str = "linear",
+        normalize: bool = True,
+        hidden_dim: int | None = None,
+    ) -> None:
         super().__init__()
         if kind == "linear":
             self.net: nn.Module = nn.Linear(in_dim, out_dim)
         elif kind == "mlp":
             hidden = hidden_dim or in_dim
-            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True),
-                                     nn.Linear(hidden, out_dim))
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+            )
         elif kind == "identity":
             if in_dim != out_dim:
                 raise ModelError(f"identity head needs out_dim == in_dim ({in_dim}), got {out_dim}")

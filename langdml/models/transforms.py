@@ -26,11 +26,15 @@ def image_transform(
     """
     interp = T.InterpolationMode.BICUBIC
     if train:
-        spatial = [T.RandomResizedCrop(image_size, scale=(0.35, 1.0), interpolation=interp),
-                   T.RandomHorizontalFlip()]
+        spatial = [
+            T.RandomResizedCrop(image_size, scale=(0.35, 1.0), interpolation=interp),
+            T.RandomHorizontalFlip(),
+        ]
     elif crop_pct:
-        spatial = [T.Resize(int(round(image_size / crop_pct)), interpolation=interp),
-                   T.CenterCrop(image_size)]
+        spatial = [
+            T.Resize(int(round(image_size / crop_pct)), interpolation=interp),
+            T.CenterCrop(image_size),
+        ]
     else:
         spatial = [T.Resize((image_size, image_size), interpolation=interp)]
     return T.Compose([*spatial, T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])

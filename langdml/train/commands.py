@@ -10,8 +10,12 @@ from pathlib import Path
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one experiment; rerun on its run directory to resume")
     p.add_argument("config", help="experiment YAML, or an existing run directory to resume")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. loss.language.weight=5")
-    p.add_argument("--output-dir", default=None, help="run directory (default: the config's output_dir)")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted.key=value overrides, e.g. loss.language.weight=5"
+    )
+    p.add_argument(
+        "--output-dir", default=None, help="run directory (default: the config's output_dir)"
+    )
     p.set_defaults(func=_train)
 
 
@@ -31,6 +35,9 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(target, args.overrides)
         run_dir = Path(args.output_dir) if args.output_dir else cfg.run_dir()
     result = train(cfg, run_dir)
-    print(json.dumps({"run_dir": str(result.run_dir), "final": result.metrics,
-                      "best": result.best}, indent=2))
+    print(
+        json.dumps(
+            {"run_dir": str(result.run_dir), "final": result.metrics, "best": result.best}, indent=2
+        )
+    )
     return 0

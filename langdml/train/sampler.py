@@ -17,8 +17,14 @@ class MPerClassSampler:
     class is an error, since then no batch would hold ``m`` distinct images of any class.
     """
 
-    def __init__(self, labels: np.ndarray, batch_size: int, m: int, seed: int = 0,
-                 iterations_per_epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        labels: np.ndarray,
+        batch_size: int,
+        m: int,
+        seed: int = 0,
+        iterations_per_epoch: int | None = None,
+    ) -> None:
         labels = np.asarray(labels)
         if batch_size % m:
             raise ConfigError(f"batch_size {batch_size} is not divisible by m_per_class {m}")
@@ -52,7 +58,9 @@ class MPerClassSampler:
                 queued = set(order)
                 order += [int(c) for c in rng.permutation(len(self.classes)) if c not in queued]
             chosen, order = order[: self.classes_per_batch], order[self.classes_per_batch :]
-            batch = [rng.choice(self.per_class[c], self.m, replace=len(self.per_class[c]) < self.m)
-                     for c in chosen]
+            batch = [
+                rng.choice(self.per_class[c], self.m, replace=len(self.per_class[c]) < self.m)
+                for c in chosen
+            ]
             batches.append(np.concatenate(batch))
         return batches

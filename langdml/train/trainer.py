@@ -73,10 +73,20 @@ def prepare_data(cfg: ExperimentConfig) -> RunData:
     if cfg.model.frozen_trunk:
         from langdml.models import extract_features
 
-        spec = FeatureSpec(cfg.model.backbone, cfg.model.weights, cfg.model.image_size,
-                           cfg.model.augment_views, cfg.model.crop_pct)
-        feats = extract_features(dataset, spec, cache_dir=cfg.data.cache_dir,
-                                 device=cfg.train.device, progress=cfg.train.progress)
+        spec = FeatureSpec(
+            cfg.model.backbone,
+            cfg.model.weights,
+            cfg.model.image_size,
+            cfg.model.augment_views,
+            cfg.model.crop_pct,
+        )
+        feats = extract_features(
+            dataset,
+            spec,
+            cache_dir=cfg.data.cache_dir,
+            device=cfg.train.device,
+            progress=cfg.train.progress,
+        )
         # Map split members back to rows of the full dataset by their image items.
         row = {item: i for i, item in enumerate(dataset.images.items)}
         tr = torch.as_tensor([row[i] for i in train.images.items])
@@ -93,8 +103,12 @@ def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.T
         return None
     from langdml import text
 
-    kwargs = dict(model=lang.text_model, prompts=lang.prompts, cache_dir=_text_cache(cfg),
-                  device=cfg.train.device)
+    kwargs = dict(
+        model=lang.text_model,
+        prompts=lang.prompts,
+        cache_dir=_text_cache(cfg),
+        device=cfg.train.device,
+    )
     if lang.pseudo_labels:
         return text.pseudo_label_embeddings(train, k=lang.top_k, **kwargs).embeddings.float()
     # Several classes may share a name (SOP's super-class names): embed each name once.
@@ -113,8 +127,16 @@ def loss_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     for name in cfg.loss.regularizers:
         if name == "language":
             lang = cfg.loss.language
-            regs.append({"name": "language", "weight": lang.weight, "temperature": lang.temperature,
-                         "shift": lang.shift, "direction": lang.direction, "mode": lang.level})
+            regs.append(
+                {
+                    "name": "language",
+                    "weight": lang.weight,
+                    "temperature": lang.temperature,
+                    "shift": lang.shift,
+                    "direction": lang.direction,
+                    "mode": lang.level,
+                }
+            )
         else:
             regs.append({"name": "direction", **cfg.loss.direction.model_dump()})
     return {"base": cfg.loss.base.model_dump(), "regularizers": regs}
@@ -124,13 +146,16 @@ def build_model(cfg: ExperimentConfig, data: RunData) -> EmbeddingModel:
     if cfg.model.frozen_trunk:
         in_dim = int(data.train_features.shape[-1])
         return EmbeddingModel(EmbeddingHead(in_dim, cfg.model.embedding_dim, cfg.model.head))
-    backbone, info = create_backbone(cfg.model.backbone, cfg.model.weights,
-                                     frozen_bn=cfg.model.frozen_bn)
+    backbone, info = create_backbone(
+        cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn
+    )
     head = EmbeddingHead(info.feature_dim, cfg.model.embedding_dim, cfg.model.head)
     return EmbeddingModel(head, backbone)
 
 
-def build_optimizer(cfg: ExperimentConfig, model: nn.Module, loss: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: ExperimentConfig, model: nn.Module, loss: nn.Module
+) -> torch.optim.Optimizer:
     opt = cfg.optimizer
     proxy = list(loss.proxy_parameters()) if hasattr(loss, "proxy_parameters") else []
     proxy_ids = {id(p) for p in proxy}
@@ -141,7 +166,9 @@ def build_optimizer(cfg: ExperimentConfig, model: nn.Module, loss: nn.Module) ->
     if other_loss:
         groups.append({"params": other_loss, "lr": opt.lr})
     if opt.name == "sgd":
-        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+        )
     cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
     return cls(groups, lr=opt.lr, weight_decay=opt.weight_decay)
 
@@ -163,25 +190,41 @@ def build_scheduler(cfg: ExperimentConfig, optimizer, iters_per_epoch: int):
 
 
 @torch.no_grad()
-def embed(model: EmbeddingModel, cfg: ExperimentConfig, data: RunData, batch_size: int = 512) -> torch.Tensor:
+def embed(
+    model: EmbeddingModel, cfg: ExperimentConfig, data: RunData, batch_size: int = 512
+) -> torch.Tensor:
     """Embeddings of the evaluation images (clean view)."""
     model.eval()
     device = cfg.train.device
     if data.eval_features is not None:
-        chunks = [model(data.eval_features[i:i + batch_size].to(device)).float().cpu()
-                  for i in range(0, len(data.eval_features), batch_size)]
+        chunks = [
+            model(data.eval_features[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(data.eval_features), batch_size)
+        ]
         return torch.cat(chunks)
-    loader = _image_loader(cfg, data.eval, list(np.array_split(np.arange(len(data.eval)),
-                                                               max(1, len(data.eval) // 64))), False)
+    loader = _image_loader(
+        cfg,
+        data.eval,
+        list(np.array_split(np.arange(len(data.eval)), max(1, len(data.eval) // 64))),
+        False,
+    )
     return torch.cat([model(x.to(device)).float().cpu() for x, _ in loader])
 
 
-def evaluate_embeddings(cfg: ExperimentConfig, embeddings: torch.Tensor, labels: np.ndarray) -> dict:
+def evaluate_embeddings(
+    cfg: ExperimentConfig, embeddings: torch.Tensor, labels: np.ndarray
+) -> dict:
     from langdml.eval import retrieval_metrics
 
     include = ("recall", "map_r", "clustering") if cfg.eval.clustering else ("recall", "map_r")
-    return retrieval_metrics(embeddings, labels, metric=cfg.eval.metric, include=include,
-                             seed=cfg.seed, device=cfg.train.device)
+    return retrieval_metrics(
+        embeddings,
+        labels,
+        metric=cfg.eval.metric,
+        include=include,
+        seed=cfg.seed,
+        device=cfg.train.device,
+    )
 
 
 class _ImageBatches(torch.utils.data.Dataset):
@@ -200,8 +243,9 @@ def _image_loader(cfg: ExperimentConfig, dataset: ImageDataset, batches, train: 
 
     mean, std = _normalisation(cfg)
     tf = image_transform(cfg.model.image_size, mean, std, train=train, crop_pct=cfg.model.crop_pct)
-    return torch.utils.data.DataLoader(_ImageBatches(dataset, tf), batch_sampler=batches,
-                                       num_workers=cfg.train.num_workers)
+    return torch.utils.data.DataLoader(
+        _ImageBatches(dataset, tf), batch_sampler=batches, num_workers=cfg.train.num_workers
+    )
 
 
 def _normalisation(cfg: ExperimentConfig):
@@ -229,7 +273,9 @@ def _same_config(saved: dict, current: dict) -> list[str]:
     return diffs
 
 
-def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None) -> RunResult:
+def train(
+    cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None
+) -> RunResult:
     """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's)."""
     run_dir = Path(run_dir or cfg.run_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +292,9 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_afte
     if metrics_path.is_file() and ckpt_path.is_file():
         done = json.loads(metrics_path.read_text())
         if done.get("epochs") == cfg.train.epochs:
-            return RunResult(run_dir, done["final"], done.get("best", {}), cfg.train.epochs, True, done)
+            return RunResult(
+                run_dir, done["final"], done.get("best", {}), cfg.train.epochs, True, done
+            )
     atomic_write_text(saved_cfg, dump_yaml(cfg))
 
     seed_everything(cfg.seed)
@@ -257,13 +305,22 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_afte
     from langdml.losses import build_loss
 
     try:
-        loss_fn = build_loss(loss_spec(cfg), num_classes=data.train.num_classes,
-                             embedding_size=cfg.model.embedding_dim, class_text_embeddings=text_emb)
+        loss_fn = build_loss(
+            loss_spec(cfg),
+            num_classes=data.train.num_classes,
+            embedding_size=cfg.model.embedding_dim,
+            class_text_embeddings=text_emb,
+        )
     except TypeError as exc:
         raise ConfigError(f"loss config: {exc}") from None
     loss_fn = loss_fn.to(device)
-    sampler = MPerClassSampler(data.train.labels, cfg.train.batch_size, cfg.train.m_per_class,
-                               seed=cfg.seed, iterations_per_epoch=cfg.train.iterations_per_epoch)
+    sampler = MPerClassSampler(
+        data.train.labels,
+        cfg.train.batch_size,
+        cfg.train.m_per_class,
+        seed=cfg.seed,
+        iterations_per_epoch=cfg.train.iterations_per_epoch,
+    )
     optimizer = build_optimizer(cfg, model, loss_fn)
     scheduler = build_scheduler(cfg, optimizer, len(sampler))
     history: list[dict] = []
@@ -296,25 +353,39 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_afte
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         batches = sampler.epoch(epoch)
-        source = (iter(_image_loader(cfg, data.train, batches, True))
-                  if data.train_features is None else None)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=not cfg.train.progress)
+        source = (
+            iter(_image_loader(cfg, data.train, batches, True))
+            if data.train_features is None
+            else None
+        )
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            disable=not cfg.train.progress,
+        )
         for batch in bar:
             idx = torch.as_tensor(batch)
             if source is None:
                 views = data.train_features.shape[0]
-                view = torch.randint(views, (len(idx),)) if views > 1 else torch.zeros(len(idx), dtype=torch.long)
+                view = (
+                    torch.randint(views, (len(idx),))
+                    if views > 1
+                    else torch.zeros(len(idx), dtype=torch.long)
+                )
                 x, y = data.train_features[view, idx], labels_t[idx]
             else:
                 x, y = next(source)
             x, y = x.to(device), y.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp and device.type == "cuda"):
+            with torch.autocast(
+                device.type, dtype=torch.bfloat16, enabled=cfg.train.amp and device.type == "cuda"
+            ):
                 z = model(x)
             loss = loss_fn(z.float(), y)
             if not torch.isfinite(loss):
                 raise LangDMLError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}; training stopped, the last good "
+                    f"loss became {loss.item()} at epoch {epoch + 1}; training stopped, "
+                    f"the last good "
                     f"checkpoint (epoch {start_epoch if not history else history[-1]['epoch']}) is "
                     f"kept in {run_dir}; lower optimizer.lr or check the loss settings"
                 )
@@ -325,43 +396,84 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_afte
             optimizer.step()
             scheduler.step()
             terms = {"loss": float(loss.detach())}
-            terms.update({f"loss/{k}": float(v) for k, v in getattr(loss_fn, "last_terms", {}).items()})
+            terms.update(
+                {f"loss/{k}": float(v) for k, v in getattr(loss_fn, "last_terms", {}).items()}
+            )
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             last = history[-1].get(cfg.eval.best_metric) if history else None
-            bar.set_postfix(loss=f"{terms['loss']:.4f}", **({cfg.eval.best_metric: f"{last:.4f}"} if last is not None else {}))
+            bar.set_postfix(
+                loss=f"{terms['loss']:.4f}",
+                **({cfg.eval.best_metric: f"{last:.4f}"} if last is not None else {}),
+            )
             iters_done += 1
             if stop_after_iters is not None and iters_done >= stop_after_iters:
                 raise KeyboardInterrupt  # test hook: simulates a kill mid-epoch
-        record: dict[str, Any] = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
-                                  "lr": optimizer.param_groups[0]["lr"]}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         record.update({k: v / len(batches) for k, v in sums.items()})
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == cfg.train.epochs:
             metrics = evaluate_embeddings(cfg, embed(model, cfg, data), data.eval.labels)
             record.update(metrics)
             value = metrics.get(cfg.eval.best_metric)
             if value is None:
-                raise ConfigError(f"eval.best_metric {cfg.eval.best_metric!r} is not one of {sorted(metrics)}")
+                raise ConfigError(
+                    f"eval.best_metric {cfg.eval.best_metric!r} is not one of {sorted(metrics)}"
+                )
             if not best or value > best["value"]:
-                best = {"epoch": epoch + 1, "metric": cfg.eval.best_metric, "value": value, "metrics": metrics}
-                atomic_torch_save(run_dir / BEST, {"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch + 1})
+                best = {
+                    "epoch": epoch + 1,
+                    "metric": cfg.eval.best_metric,
+                    "value": value,
+                    "metrics": metrics,
+                }
+                atomic_torch_save(
+                    run_dir / BEST,
+                    {"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch + 1},
+                )
         history.append(record)
-        atomic_torch_save(ckpt_path, {
-            "epoch": epoch + 1, "model": model.state_dict(), "loss": loss_fn.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "history": history, "best": best, "baselines": baselines,
-        })
+        atomic_torch_save(
+            ckpt_path,
+            {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "loss": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "best": best,
+                "baselines": baselines,
+            },
+        )
         _write_logs(run_dir, history, tb)
     final = {k: v for k, v in history[-1].items() if k in _METRIC_KEYS}
-    summary = {"final": final, "best": best, "epochs": cfg.train.epochs, "eval_split": data.eval_split,
-               "baselines": baselines, "config": cfg.to_dict()}
+    summary = {
+        "final": final,
+        "best": best,
+        "epochs": cfg.train.epochs,
+        "eval_split": data.eval_split,
+        "baselines": baselines,
+        "config": cfg.to_dict(),
+    }
     atomic_write_json(metrics_path, summary)
     if tb is not None:
         tb.close()
     return RunResult(run_dir, final, best, cfg.train.epochs, resumed, summary)
 
 
-_METRIC_KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami")
+_METRIC_KEYS = (
+    "recall@1",
+    "recall@2",
+    "recall@4",
+    "recall@8",
+    "map@r",
+    "r_precision",
+    "nmi",
+    "ami",
+)
 
 
 def _tensorboard(run_dir: Path):
