@@ -364,3 +364,34 @@ def test_run_text_projection_is_read_from_the_checkpoint_layout():
     new = F.normalize(torch.randn(3, 12), dim=1)
     with torch.no_grad():
         torch.testing.assert_close(projection(new), loss.base.project(new))
+
+
+def test_tuning_run_is_evaluated_on_its_validation_classes_unless_test_is_asked(
+    folder, cache, tiny_clip, tmp_path
+):
+    """A run tuned on a validation split must not see test classes through xmodal by default."""
+    from langdml.config import load_config
+    from langdml.train import train
+
+    spec, _ = tiny_clip
+    overrides = {
+        "data.dataset": _spec(folder),
+        "data.cache_dir": str(cache),
+        "data.validation_fraction": 0.5,
+        "model.image_size": 32,
+        "model.embedding_dim": 16,
+        "train.epochs": 1,
+        "train.batch_size": 4,
+        "train.m_per_class": 2,
+        "train.progress": False,
+        "eval.clustering": False,
+        "output_dir": str(tmp_path / "tune"),
+    }
+    train(load_config(None, overrides))
+    val = xmodal_for_run(tmp_path / "tune", text_model=spec, epochs=1)
+    assert val["split"] == "val" and val["num_test_classes"] == 2 and val["num_train_classes"] == 2
+    test = xmodal_for_run(tmp_path / "tune", text_model=spec, epochs=1, split="test")
+    assert test["split"] == "test" and test["num_test_classes"] == 4
+    assert test["num_train_classes"] == 4
+    with pytest.raises(LangDMLError, match="needs a run"):
+        xmodal_aligned(_spec(folder), split="val", image_size=32, cache_dir=cache)

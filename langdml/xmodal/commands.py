@@ -46,6 +46,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", choices=["final", "best"], default="final")
     p.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default=None,
+        help="with --run: held-out classes to evaluate (default: the run's own eval split)",
+    )
+    p.add_argument(
         "--text-model",
         default=None,
         metavar="TEXTMODEL",
@@ -135,6 +141,7 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
         run_dir=args.run,
         text_model=args.text_model,
         checkpoint=args.checkpoint,
+        split=args.split,
         image_head=args.image_head,
         embedding_dim=args.embedding_dim,
         epochs=args.epochs,

@@ -75,13 +75,19 @@ class RunEmbeddings:
     test_embeddings: torch.Tensor
     loss_state: dict[str, torch.Tensor]
     epoch: int
+    eval_split: str = "test"  # which held-out classes ``test`` holds: "test" or "val"
 
 
 def run_embeddings(
-    run_dir: str | Path, checkpoint: str = "final", device: str | None = None
+    run_dir: str | Path,
+    checkpoint: str = "final",
+    device: str | None = None,
+    split: str | None = None,
 ) -> RunEmbeddings:
-    """Embed the train and TEST classes' images with a run's model (frozen trunk: from the
-    feature cache). Runs tuned on a validation split are evaluated on the test split here."""
+    """Embed the train classes' and the held-out classes' images with a run's model (frozen
+    trunk: from the feature cache). ``split``: None = the run's own evaluation split (its
+    validation classes when ``data.validation_fraction`` > 0, so tuning never sees test
+    classes), "test" = the test classes, "val" = the validation classes (an error if none)."""
     from langdml.train.trainer import (
         BEST,
         CHECKPOINT,
@@ -101,7 +107,14 @@ def run_embeddings(
     ckpt = run_dir / (BEST if checkpoint == "best" else CHECKPOINT)
     if not ckpt.is_file():
         raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
-    cfg.data.validation_fraction = 0.0
+    if split not in (None, "test", "val"):
+        raise LangDMLError(f"split must be 'test' or 'val', got {split!r}")
+    if split == "val" and cfg.data.validation_fraction == 0:
+        raise LangDMLError(
+            f"run {str(run_dir)!r} has no validation split (data.validation_fraction is 0)"
+        )
+    if split == "test":
+        cfg.data.validation_fraction = 0.0
     cfg.train.progress = False
     if device is not None:
         cfg.train.device = device
@@ -124,6 +137,7 @@ def run_embeddings(
         test_emb,
         dict(state.get("loss", {})),
         int(state.get("epoch", 0)),
+        data.eval_split,
     )
 
 
@@ -179,6 +193,69 @@ def _run_projection(run: RunEmbeddings) -> torch.nn.Module | None:
     return proj.eval()
 
 
+@dataclass
+class _Inputs:
+    dataset: str
+    text_model: str
+    prompts: Any
+    train: ImageDataset
+    test: ImageDataset
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    eval_split: str
+    cache_dir: str | Path | None
+    run: RunEmbeddings | None = None
+
+
+def _image_inputs(
+    dataset,
+    run_dir,
+    checkpoint,
+    split,
+    text_model,
+    prompts,
+    image_size,
+    train_fraction,
+    cache_dir,
+    device,
+) -> _Inputs:
+    """A run's fixed embeddings (with its text settings as defaults), or frozen features."""
+    if run_dir is not None:
+        run = run_embeddings(run_dir, checkpoint, device, split)
+        text_model, prompts = _run_text_model(run, text_model, prompts)
+        return _Inputs(
+            _check_dataset(dataset, run, Path(run_dir)),
+            text_model,
+            prompts,
+            run.train,
+            run.test,
+            run.train_embeddings,
+            run.test_embeddings,
+            run.eval_split,
+            cache_dir if cache_dir is not None else run.config.data.cache_dir,
+            run,
+        )
+    if split not in (None, "test"):
+        raise LangDMLError(
+            f"split {split!r} needs a run (--run); without one the test split is used"
+        )
+    dataset = dataset or "emoji"
+    feats = split_features(
+        dataset, image_size, train_fraction=train_fraction, cache_dir=cache_dir, device=device
+    )
+    return _Inputs(
+        dataset,
+        text_model or "minilm",
+        prompts,
+        feats.train,
+        feats.test,
+        feats.train_features,
+        feats.test_features,
+        "test",
+        cache_dir,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # the methods
 
@@ -199,14 +276,14 @@ def xmodal_zeroshot(
     from langdml.xmodal.data import text_cache_dir
     from langdml.xmodal.zeroshot import zeroshot_text_space
 
-    split = split_features(
+    feats = split_features(
         dataset, image_size, train_fraction=train_fraction, cache_dir=cache_dir, device=device
     )
     texts = class_texts(
-        split.test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
+        feats.test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
     )
     image_emb = zeroshot_text_space(
-        split.test_features, text_model, prompts, text_cache_dir(cache_dir), device, temperature
+        feats.test_features, text_model, prompts, text_cache_dir(cache_dir), device, temperature
     )
     if image_emb.shape[1] != texts.embeddings.shape[1]:
         raise LangDMLError(
@@ -214,11 +291,11 @@ def xmodal_zeroshot(
             f"gives {image_emb.shape[1]}-d ImageNet name embeddings; the file passed as text "
             "embeddings must come from the same text model"
         )
-    metrics = _evaluate(image_emb, split.test, texts, texts.embeddings, device)
+    metrics = _evaluate(image_emb, feats.test, texts, texts.embeddings, device)
     return _result(
         "zeroshot",
         dataset,
-        split.test,
+        feats.test,
         texts,
         metrics,
         text_model=text_model,
@@ -233,6 +310,7 @@ def xmodal_aligned(
     prompts: str | Sequence[str] | None = None,
     *,
     checkpoint: str = "final",
+    split: str | None = None,
     image_size: int = 128,
     train_fraction: float = 0.5,
     image_head: str = "linear",
@@ -269,21 +347,28 @@ def xmodal_aligned(
         seed=seed,
         device=device,
     )
-    if run_dir is not None:
-        run = run_embeddings(run_dir, checkpoint, device)
-        dataset = _check_dataset(dataset, run, Path(run_dir))
-        text_model, prompts = _run_text_model(run, text_model, prompts)
-        train, test = run.train, run.test
-        x_train, x_test = run.train_embeddings, run.test_embeddings
+    inp = _image_inputs(
+        dataset,
+        run_dir,
+        checkpoint,
+        split,
+        text_model,
+        prompts,
+        image_size,
+        train_fraction,
+        cache_dir,
+        device,
+    )
+    dataset, text_model, prompts, cache_dir = (
+        inp.dataset,
+        inp.text_model,
+        inp.prompts,
+        inp.cache_dir,
+    )
+    train, test, x_train, x_test = inp.train, inp.test, inp.x_train, inp.x_test
+    if inp.run is not None:
         kwargs["image_head"] = "none"
     else:
-        dataset = dataset or "emoji"
-        text_model = text_model or "minilm"
-        split = split_features(
-            dataset, image_size, train_fraction=train_fraction, cache_dir=cache_dir, device=device
-        )
-        train, test = split.train, split.test
-        x_train, x_test = split.train_features, split.test_features
         kwargs.update(image_head=image_head, embedding_dim=embedding_dim)
     train_texts = class_texts(
         train.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
@@ -309,6 +394,7 @@ def xmodal_aligned(
         metrics,
         text_model=text_model,
         run_dir=None if run_dir is None else str(run_dir),
+        split=inp.eval_split,
         image_head=kwargs["image_head"],
         num_train_classes=int(train.num_classes),
         seconds=round(time.perf_counter() - t0, 2),
@@ -324,6 +410,7 @@ def xmodal_text_proxies(
     loss: str = "text_proxy_anchor",
     loss_kwargs: dict[str, Any] | None = None,
     checkpoint: str = "final",
+    split: str | None = None,
     image_size: int = 128,
     train_fraction: float = 0.5,
     image_head: str = "linear",
@@ -351,22 +438,28 @@ def xmodal_text_proxies(
 
     t0 = time.perf_counter()
     fitted = False
-    if run_dir is not None:
-        run = run_embeddings(run_dir, checkpoint, device)
-        dataset = _check_dataset(dataset, run, Path(run_dir))
-        text_model, prompts = _run_text_model(run, text_model, prompts)
-        train, test = run.train, run.test
-        x_train, x_test = run.train_embeddings, run.test_embeddings
-        projection_module = _run_projection(run)
-        head = "none"
+    inp = _image_inputs(
+        dataset,
+        run_dir,
+        checkpoint,
+        split,
+        text_model,
+        prompts,
+        image_size,
+        train_fraction,
+        cache_dir,
+        device,
+    )
+    dataset, text_model, prompts, cache_dir = (
+        inp.dataset,
+        inp.text_model,
+        inp.prompts,
+        inp.cache_dir,
+    )
+    train, test, x_train, x_test = inp.train, inp.test, inp.x_train, inp.x_test
+    if inp.run is not None:
+        projection_module, head = _run_projection(inp.run), "none"
     else:
-        dataset = dataset or "emoji"
-        text_model = text_model or "minilm"
-        split = split_features(
-            dataset, image_size, train_fraction=train_fraction, cache_dir=cache_dir, device=device
-        )
-        train, test = split.train, split.test
-        x_train, x_test = split.train_features, split.test_features
         projection_module, head = None, image_head
     test_texts = class_texts(
         test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
@@ -411,6 +504,7 @@ def xmodal_text_proxies(
         metrics,
         text_model=text_model,
         run_dir=None if run_dir is None else str(run_dir),
+        split=inp.eval_split,
         loss=source,
         image_head=head if fitted else "run",
         num_train_classes=int(train.num_classes),
@@ -474,7 +568,14 @@ def xmodal_for_run(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Cross-modal metrics of a finished run: its own text projection when it was trained with a
-    text-proxy base loss, else a learned-alignment text head fitted to its train embeddings."""
+    text-proxy base loss, else a learned-alignment text head fitted to its train embeddings.
+
+    Evaluated on the run's own held-out split (its validation classes when it was tuned with
+    ``data.validation_fraction`` > 0; ``split="test"`` forces the test classes). The text model
+    and prompts default to the run's ``loss.language`` settings. ``kwargs`` go to
+    :func:`xmodal_aligned` / :func:`xmodal_text_proxies` (e.g. ``epochs``, ``seed``, ``split``).
+    Cost: the run's images are embedded again (frozen trunk: from the feature cache, seconds).
+    """
     from langdml.train.trainer import load_run_config
 
     cfg = load_run_config(run_dir)
