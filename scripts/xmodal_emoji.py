@@ -106,7 +106,8 @@ def _reading(rows: list[tuple[str, dict[str, list[float]], list[float]]]) -> str
         lines.append(f"- At or below the zero-shot baseline (mean over seeds): {items}.")
     best_name, best = max(trained, key=lambda t: t[1]["i2t_r@1"])
     lines.append(
-        f"- Best classification accuracy on unseen classes (i→t R@1): {best_name}, {100 * best['i2t_r@1']:.2f}% "
+        f"- Best classification accuracy on unseen classes (i→t R@1): {best_name}, "
+        f"{100 * best['i2t_r@1']:.2f}% "
         f"= {best['i2t_r@1'] / chance['i2t_r@1']:.0f}× chance and "
         f"{best['i2t_r@1'] / zeroshot['i2t_r@1']:.1f}× the zero-shot baseline."
     )
