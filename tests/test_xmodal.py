@@ -341,3 +341,26 @@ def test_trainers_check_their_inputs():
         train_text_proxies(images, labels, names, loss="proxy_anchor")
     with pytest.raises(LangDMLError, match="needs an image head"):
         train_alignment(images, labels, names, image_head="none", embedding_dim=8)
+
+
+def test_info_nce_matches_its_formula_written_as_loops():
+    g = torch.Generator().manual_seed(4)
+    z = F.normalize(torch.randn(7, 5, generator=g), dim=1)
+    t = F.normalize(torch.randn(4, 5, generator=g), dim=1)
+    y = torch.tensor([0, 2, 2, 3, 0, 0, 2])
+    tau = 0.3
+    from langdml.xmodal import info_nce
+
+    i2t = 0.0
+    for i in range(7):
+        logits = [float(z[i] @ t[c]) / tau for c in range(4)]
+        i2t += -(logits[int(y[i])] - np.log(np.sum(np.exp(logits))))
+    i2t /= 7
+    t2i, present = 0.0, sorted(set(y.tolist()))
+    for c in present:
+        logits = [float(t[c] @ z[j]) / tau for j in range(7)]
+        log_norm = np.log(np.sum(np.exp(logits)))
+        pos = [j for j in range(7) if int(y[j]) == c]
+        t2i += -np.mean([logits[j] - log_norm for j in pos])
+    t2i /= len(present)
+    assert float(info_nce(z, y, t, tau)) == pytest.approx(0.5 * (i2t + t2i), rel=1e-5)
