@@ -128,6 +128,9 @@ class EvalConfig(_Strict):
     best_metric: str = "recall@1"
     clustering: bool = True
     metric: Literal["cosine", "euclidean"] = "cosine"
+    # After training, also measure image <-> class-name retrieval on the held-out classes
+    # (langdml.xmodal.xmodal_for_run); the ablation table then gets cross-modal columns.
+    xmodal: bool = False
 
 
 class ExperimentConfig(_Strict):

@@ -169,3 +169,27 @@ def test_cli_train_then_evaluate(emoji_subset_folder, cache, tmp_path, capsys):
     assert main(["train", str(cfg_path), "train.batch_size=15"]) == 2
     assert "not divisible" in capsys.readouterr().err
     assert main(["train", str(cfg_path), "data.dataset=imagefolder:/no/such/dir"]) == 2
+
+
+def test_xmodal_columns_after_training(emoji_subset_folder, cache, tmp_path):
+    cfg = _cfg(
+        emoji_subset_folder, cache, tmp_path / "x", **{"train.epochs": 2, "eval.xmodal": True}
+    )
+    result = train(cfg)
+    xm = result.extra["xmodal"]
+    assert {"xmodal/i2t_r@1", "xmodal/t2i_map@r"} <= set(xm)
+    assert all(0.0 <= v <= 1.0 for v in xm.values())
+
+
+def test_language_as_proxies_base_trains_and_projects(emoji_subset_folder, cache, tmp_path):
+    cfg = _cfg(
+        emoji_subset_folder,
+        cache,
+        tmp_path / "tp",
+        **{"train.epochs": 2, "loss.base.name": "text_proxy_anchor", "eval.xmodal": True},
+    )
+    result = train(cfg)
+    state = torch.load(tmp_path / "tp" / "checkpoint.pt", weights_only=True)
+    assert any(k.startswith("base.projection") for k in state["loss"])
+    assert not any(k.endswith("proxies") for k in state["loss"])  # no free proxies
+    assert result.extra["xmodal"]["xmodal/t2i_map@r"] > 0

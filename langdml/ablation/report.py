@@ -16,6 +16,8 @@ BASE_KEYS = ("loss.base.name", "loss.base")
 REG_KEY = "loss.regularizers"
 SHOWN = (("recall@1", "R@1"), ("map@r", "MAP@R"), ("r_precision", "R-prec"), ("nmi", "NMI"))
 TESTED = (("recall@1", "R@1"), ("map@r", "MAP@R"))
+# Optional cross-modal columns (runs trained with eval.xmodal: true).
+XMODAL = (("xmodal/i2t_r@1", "i→t R@1"), ("xmodal/t2i_map@r", "t→i MAP@R"))
 
 
 def _paired_test(a: list[float], b: list[float]) -> tuple[float, float, int]:
@@ -52,8 +54,8 @@ def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
             "seeds": {r["seed"]: r for r in runs},
             "failed": sum(1 for r in rows if r["cell_id"] == cell.id and r["status"] != "ok"),
         }
-        for metric, _ in SHOWN:
-            vals = [float(r[metric]) for r in runs if r[metric] != ""]
+        for metric, _ in SHOWN + XMODAL:
+            vals = [float(r[metric]) for r in runs if r.get(metric, "") != ""]
             rec[metric] = (
                 float(np.mean(vals)) if vals else math.nan,
                 float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
@@ -90,20 +92,21 @@ def _fmt(mean_std: tuple[float, float], scale: float = 100.0) -> str:
 
 def markdown_table(cells: list[dict]) -> str:
     has_other = any(c["other"] != "-" for c in cells)
+    shown = SHOWN + tuple(x for x in XMODAL if any(not math.isnan(c[x[0]][0]) for c in cells))
     head = (
-        ["base loss", "regularizers"] + (["setting"] if has_other else []) + [n for _, n in SHOWN]
+        ["base loss", "regularizers"] + (["setting"] if has_other else []) + [n for _, n in shown]
     )
     head += [f"Δ{n} vs none (p, wins)" for _, n in TESTED] + ["seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best: dict[tuple[str, str], float] = {}
     for c in cells:
-        for metric, _ in SHOWN:
+        for metric, _ in shown:
             key = (c["base"], metric)
             if not math.isnan(c[metric][0]):
                 best[key] = max(best.get(key, -math.inf), c[metric][0])
     for c in cells:
         row = [c["base"], c["regularizers"]] + ([c["other"]] if has_other else [])
-        for metric, _ in SHOWN:
+        for metric, _ in shown:
             text = _fmt(c[metric])
             row.append(f"**{text}**" if c[metric][0] == best.get((c["base"], metric)) else text)
         for metric, _ in TESTED:

@@ -175,9 +175,26 @@ def _build_pml(class_name: str, kwargs: dict[str, Any], num_classes, embedding_s
 
 
 def build_base(
-    entry: Any, num_classes: int | None = None, embedding_size: int | None = None
+    entry: Any,
+    num_classes: int | None = None,
+    embedding_size: int | None = None,
+    class_text_embeddings: Tensor | None = None,
 ) -> nn.Module:
     name, kwargs = _split(entry, "base")
+    if name.startswith("text_proxy_"):
+        # Language as proxies: proxies projected from class-name embeddings (langdml.xmodal).
+        from langdml.xmodal.text_proxies import TEXT_PROXY_LOSSES
+
+        if name not in TEXT_PROXY_LOSSES:
+            raise ConfigError(
+                f"unknown base loss {name!r}; expected one of {sorted(TEXT_PROXY_LOSSES)}"
+            )
+        if class_text_embeddings is None:
+            raise ConfigError(f"base '{name}' needs class_text_embeddings (precompute them first)")
+        kwargs.setdefault("num_classes", num_classes)
+        kwargs.setdefault("embedding_size", embedding_size)
+        cls = TEXT_PROXY_LOSSES[name]
+        return _construct(lambda **kw: cls(class_text_embeddings, **kw), kwargs, f"base '{name}'")
     if name.startswith("pml:"):
         return _build_pml(name[4:], kwargs, num_classes, embedding_size)
     if name in PAIR_LOSSES:
@@ -191,7 +208,8 @@ def build_base(
                     raise ConfigError(f"base '{name}' needs {key}=; pass it to build_loss")
                 kwargs[key] = value
         return _construct(PROXY_LOSSES[name], kwargs, f"base '{name}'")
-    choices = sorted(PAIR_LOSSES) + sorted(PROXY_LOSSES) + ["pml:<ClassName>"]
+    choices = sorted(PAIR_LOSSES) + sorted(PROXY_LOSSES)
+    choices += ["text_proxy_anchor", "text_proxy_nca", "pml:<ClassName>"]
     raise ConfigError(f"unknown base loss {name!r}; expected one of {choices}")
 
 
@@ -228,7 +246,7 @@ def build_loss(
     if "base" not in config:
         raise ConfigError("loss config: missing 'base' (e.g. {'name': 'multi_similarity'})")
     config = copy.deepcopy(dict(config))
-    base = build_base(config["base"], num_classes, embedding_size)
+    base = build_base(config["base"], num_classes, embedding_size, class_text_embeddings)
     regs: list[tuple[str, float, nn.Module]] = []
     entries = config.get("regularizers") or []
     if not isinstance(entries, (list, tuple)):

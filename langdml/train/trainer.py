@@ -99,7 +99,7 @@ def prepare_data(cfg: ExperimentConfig) -> RunData:
 def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.Tensor | None:
     """(C, d) class-name or (C, k, d) pseudo-label embeddings of the TRAIN classes, cached."""
     lang = cfg.loss.language
-    if "language" not in cfg.loss.regularizers:
+    if "language" not in cfg.loss.regularizers and not uses_text_proxies(cfg):
         return None
     from langdml import text
 
@@ -115,6 +115,11 @@ def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.T
     position = {name: i for i, name in enumerate(dict.fromkeys(train.class_names))}
     rows = torch.as_tensor([position[n] for n in train.class_names])
     return text.precompute_text_embeddings(list(position), **kwargs).embeddings.float()[rows]
+
+
+def uses_text_proxies(cfg: ExperimentConfig) -> bool:
+    """Base losses whose proxies are projected class-name embeddings (language as proxies)."""
+    return cfg.loss.base.name.startswith("text_proxy_")
 
 
 def _text_cache(cfg: ExperimentConfig) -> Path | None:
@@ -458,10 +463,19 @@ def train(
         "baselines": baselines,
         "config": cfg.to_dict(),
     }
+    if cfg.eval.xmodal:
+        summary["xmodal"] = _xmodal_columns(run_dir)
     atomic_write_json(metrics_path, summary)
     if tb is not None:
         tb.close()
     return RunResult(run_dir, final, best, cfg.train.epochs, resumed, summary)
+
+
+def _xmodal_columns(run_dir: Path) -> dict[str, float]:
+    from langdml.xmodal import METRIC_KEYS, xmodal_for_run
+
+    result = xmodal_for_run(run_dir)
+    return {f"xmodal/{k}": float(result[k]) for k in METRIC_KEYS if k in result}
 
 
 _METRIC_KEYS = (
