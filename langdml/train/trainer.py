@@ -3,6 +3,10 @@ exact resume, evaluation on class-disjoint held-out classes.
 
 All randomness of epoch ``e`` derives from ``(seed, e)``, so a run killed mid-epoch and resumed from
 its last checkpoint replays that epoch exactly and ends with the same metrics.
+
+Under ``torchrun`` the same loop runs data-parallel (langdml.train.distributed): each rank embeds
+its slice of the global batch, embeddings and labels are all-gathered so the loss sees the global
+batch, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from langdml.data import ImageDataset, class_disjoint_split, load_dataset
 from langdml.errors import ConfigError, LangDMLError
 from langdml.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
+from langdml.train import distributed as dd
 from langdml.train.sampler import MPerClassSampler
 
 CHECKPOINT = "checkpoint.pt"
@@ -196,24 +201,52 @@ def build_scheduler(cfg: ExperimentConfig, optimizer, iters_per_epoch: int):
 
 @torch.no_grad()
 def embed(
-    model: EmbeddingModel, cfg: ExperimentConfig, data: RunData, batch_size: int = 512
+    model: EmbeddingModel,
+    cfg: ExperimentConfig,
+    data: RunData,
+    batch_size: int = 512,
+    rows: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Embeddings of the evaluation images (clean view)."""
+    """Embeddings of the evaluation images (clean view); only ``rows`` of them if given."""
     model.eval()
     device = cfg.train.device
+    rows = np.arange(len(data.eval)) if rows is None else np.asarray(rows)
     if data.eval_features is not None:
+        feats = data.eval_features[torch.as_tensor(rows, dtype=torch.long)]
         chunks = [
-            model(data.eval_features[i : i + batch_size].to(device)).float().cpu()
-            for i in range(0, len(data.eval_features), batch_size)
+            model(feats[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(feats), batch_size)
         ]
-        return torch.cat(chunks)
+        return torch.cat(chunks) if chunks else torch.zeros(0, cfg.model.embedding_dim)
+    if len(rows) == 0:
+        return torch.zeros(0, cfg.model.embedding_dim)
     loader = _image_loader(
-        cfg,
-        data.eval,
-        list(np.array_split(np.arange(len(data.eval)), max(1, len(data.eval) // 64))),
-        False,
+        cfg, data.eval, list(np.array_split(rows, max(1, len(rows) // 64))), False
     )
     return torch.cat([model(x.to(device)).float().cpu() for x, _ in loader])
+
+
+def _evaluate_distributed(
+    cfg: ExperimentConfig,
+    model: EmbeddingModel | None,
+    data: RunData,
+    ctx: dd.DistContext,
+    device: torch.device,
+) -> dict:
+    """Metrics of ``model`` (None: the raw eval features) on the eval split. Under several
+    processes each rank embeds a contiguous share, rank 0 gathers them, computes the metrics and
+    broadcasts them, so every rank continues with the same numbers."""
+    if model is None:
+        emb = data.eval_features
+    elif not ctx.enabled:
+        emb = embed(model, cfg, data)
+    else:
+        share = np.array_split(np.arange(len(data.eval)), ctx.world_size)[ctx.rank]
+        local = embed(model, cfg, data, rows=share)
+        comm = device if device.type == "cuda" else torch.device("cpu")
+        emb = dd.all_gather_rows(local.to(comm)).cpu()
+    metrics = evaluate_embeddings(cfg, emb, data.eval.labels) if ctx.is_main else None
+    return dd.broadcast_object(metrics, ctx, device)
 
 
 def evaluate_embeddings(
@@ -278,18 +311,15 @@ def _same_config(saved: dict, current: dict) -> list[str]:
     return diffs
 
 
-def train(
-    cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None
-) -> RunResult:
-    """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's)."""
-    run_dir = Path(run_dir or cfg.run_dir())
+def _precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
+    """("error", message) | ("done", metrics.json summary) | ("go", None) for ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
     saved_cfg = run_dir / "config.yaml"
     if saved_cfg.is_file() and ckpt_path.is_file():
         diffs = _same_config(load_yaml(saved_cfg), cfg.to_dict())
         if diffs:
-            raise ConfigError(
+            return "error", (
                 f"run directory {run_dir} holds a run of a different config (differs at "
                 f"{', '.join(diffs[:4])}); choose another output_dir or delete the directory"
             )
@@ -297,15 +327,55 @@ def train(
     if metrics_path.is_file() and ckpt_path.is_file():
         done = json.loads(metrics_path.read_text())
         if done.get("epochs") == cfg.train.epochs:
-            return RunResult(
-                run_dir, done["final"], done.get("best", {}), cfg.train.epochs, True, done
-            )
+            return "done", done
     atomic_write_text(saved_cfg, dump_yaml(cfg))
+    return "go", None
+
+
+def train(
+    cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None
+) -> RunResult:
+    """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's).
+
+    Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: ``train.batch_size`` is the
+    GLOBAL batch (divisible by the number of processes); results equal the 1-process run's.
+    """
+    import torch.distributed as tdist
+
+    owns_group = dd.torchrun_env().enabled and not (tdist.is_available() and tdist.is_initialized())
+    ctx, device = dd.init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, Path(run_dir or cfg.run_dir()), ctx, device, stop_after_iters)
+    finally:
+        if owns_group:
+            dd.cleanup(ctx)
+
+
+def _train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    ctx: dd.DistContext,
+    device: torch.device,
+    stop_after_iters: int | None,
+) -> RunResult:
+    dd.check_batch_size(cfg.train.batch_size, ctx.world_size)
+    ckpt_path = run_dir / CHECKPOINT
+    metrics_path = run_dir / "metrics.json"
+    # Rank 0 alone reads and writes the run directory (it may live on rank 0's node only).
+    status, payload = dd.broadcast_object(
+        _precheck(cfg, run_dir) if ctx.is_main else None, ctx, device
+    )
+    if status == "error":
+        raise ConfigError(payload)
+    if status == "done":
+        return RunResult(
+            run_dir, payload["final"], payload.get("best", {}), cfg.train.epochs, True, payload
+        )
 
     seed_everything(cfg.seed)
-    device = torch.device(cfg.train.device)
-    data = prepare_data(cfg)
-    text_emb = class_text_embeddings(cfg, data.train)
+    with dd.main_first(ctx, device):
+        data = prepare_data(cfg)
+        text_emb = class_text_embeddings(cfg, data.train)
     model = build_model(cfg, data).to(device)
     from langdml.losses import build_loss
 
@@ -319,6 +389,7 @@ def train(
     except TypeError as exc:
         raise ConfigError(f"loss config: {exc}") from None
     loss_fn = loss_fn.to(device)
+    dd.broadcast_parameters(loss_fn, ctx)
     sampler = MPerClassSampler(
         data.train.labels,
         cfg.train.batch_size,
@@ -333,8 +404,11 @@ def train(
     start_epoch = 0
     baselines: dict[str, Any] = {}
     resumed = False
-    if ckpt_path.is_file():
+    state = None
+    if ctx.is_main and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = dd.broadcast_object(state, ctx, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         optimizer.load_state_dict(state["optimizer"])
@@ -344,10 +418,13 @@ def train(
         resumed = True
     elif cfg.model.frozen_trunk:
         # Reference points: the raw trunk features and the untrained head on the same classes.
-        baselines["raw_features"] = evaluate_embeddings(cfg, data.eval_features, data.eval.labels)
-        baselines["untrained"] = evaluate_embeddings(cfg, embed(model, cfg, data), data.eval.labels)
+        baselines["raw_features"] = _evaluate_distributed(cfg, None, data, ctx, device)
+        baselines["untrained"] = _evaluate_distributed(cfg, model, data, ctx, device)
 
-    tb = _tensorboard(run_dir)
+    # DDP wraps the model only for the training forward; evaluation calls the bare module (a
+    # DDP forward would issue collectives that ranks embedding different shares cannot match).
+    train_model = dd.wrap_model(model, ctx, device)
+    tb = _tensorboard(run_dir) if ctx.is_main else None
     labels_t = torch.as_tensor(data.train.labels)
     from tqdm import tqdm
 
@@ -359,7 +436,7 @@ def train(
         sums: dict[str, float] = {}
         batches = sampler.epoch(epoch)
         source = (
-            iter(_image_loader(cfg, data.train, batches, True))
+            iter(_image_loader(cfg, data.train, [dd.shard(b, ctx) for b in batches], True))
             if data.train_features is None
             else None
         )
@@ -367,7 +444,7 @@ def train(
             batches,
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
             leave=False,
-            disable=not cfg.train.progress,
+            disable=not cfg.train.progress or not ctx.is_main,
         )
         for batch in bar:
             idx = torch.as_tensor(batch)
@@ -378,15 +455,20 @@ def train(
                     if views > 1
                     else torch.zeros(len(idx), dtype=torch.long)
                 )
-                x, y = data.train_features[view, idx], labels_t[idx]
+                # Views are drawn for the GLOBAL batch on every rank, then sliced, so the
+                # random stream (and the batch) match the 1-process run.
+                x, y = dd.shard(data.train_features[view, idx], ctx), dd.shard(labels_t[idx], ctx)
             else:
                 x, y = next(source)
             x, y = x.to(device), y.to(device)
             with torch.autocast(
                 device.type, dtype=torch.bfloat16, enabled=cfg.train.amp and device.type == "cuda"
             ):
-                z = model(x)
-            loss = loss_fn(z.float(), y)
+                z = train_model(x)
+            # Losses in fp32 on the global batch: every rank's slice, gradients to its own rows.
+            z = dd.all_gather_with_grad(z.float())
+            y = dd.all_gather_tensor(y)
+            loss = loss_fn(z, y)
             if not torch.isfinite(loss):
                 raise LangDMLError(
                     f"loss became {loss.item()} at epoch {epoch + 1}; training stopped, "
@@ -396,6 +478,7 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            dd.average_gradients(loss_fn.parameters())
             if cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
@@ -421,7 +504,7 @@ def train(
         }
         record.update({k: v / len(batches) for k, v in sums.items()})
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == cfg.train.epochs:
-            metrics = evaluate_embeddings(cfg, embed(model, cfg, data), data.eval.labels)
+            metrics = _evaluate_distributed(cfg, model, data, ctx, device)
             record.update(metrics)
             value = metrics.get(cfg.eval.best_metric)
             if value is None:
@@ -435,11 +518,18 @@ def train(
                     "value": value,
                     "metrics": metrics,
                 }
-                atomic_torch_save(
-                    run_dir / BEST,
-                    {"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch + 1},
-                )
+                if ctx.is_main:
+                    atomic_torch_save(
+                        run_dir / BEST,
+                        {
+                            "model": model.state_dict(),
+                            "loss": loss_fn.state_dict(),
+                            "epoch": epoch + 1,
+                        },
+                    )
         history.append(record)
+        if not ctx.is_main:
+            continue
         atomic_torch_save(
             ckpt_path,
             {
@@ -463,9 +553,11 @@ def train(
         "baselines": baselines,
         "config": cfg.to_dict(),
     }
-    if cfg.eval.xmodal:
-        summary["xmodal"] = _xmodal_columns(run_dir)
-    atomic_write_json(metrics_path, summary)
+    if ctx.is_main:
+        if cfg.eval.xmodal:
+            summary["xmodal"] = _xmodal_columns(run_dir)
+        atomic_write_json(metrics_path, summary)
+    summary = dd.broadcast_object(summary, ctx, device)
     if tb is not None:
         tb.close()
     return RunResult(run_dir, final, best, cfg.train.epochs, resumed, summary)
