@@ -381,9 +381,14 @@ def test_sop_official_split_when_halves_are_unequal(tmp_path):
     # Real SOP has 11318 train / 11316 test classes: the first-half rule (11317) differs by one.
     ds = load_sop(_write_sop(tmp_path, SOP_TRAIN, SOP_TEST[:1]))
     assert ds.num_classes == 4
-    assert class_disjoint_split(ds).train.num_classes == 2
     split = official_split(ds)
     assert split.train.num_classes == 3 and split.test.class_names == ["coffee maker"]
+    # the protocol split follows the official one, not the first-half rule (which would give 2)
+    default = class_disjoint_split(ds)
+    assert default.train.class_names == split.train.class_names
+    assert default.test.class_names == split.test.class_names
+    # any other fraction (e.g. carving validation classes) uses the first-classes rule
+    assert class_disjoint_split(ds, 0.25).train.num_classes == 1
 
 
 def test_sop_bad_inputs(tmp_path):
