@@ -1,6 +1,6 @@
 """Ablation grids: base loss × regularizer × seed → results.csv, results.md, results.png."""
 
-from importlib import import_module
+from langdml._lazy import lazy_getattr
 
 _EXPORTS = {
     "Ablation": "langdml.ablation.spec",
@@ -8,11 +8,5 @@ _EXPORTS = {
     "AblationResult": "langdml.ablation.runner",
     "run_ablation": "langdml.ablation.runner",
 }
-
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'langdml.ablation' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -1,9 +1,6 @@
-"""Training: m-per-class sampling, the trainer with checkpoints and exact resume.
+"""Training: m-per-class sampling, the trainer with checkpoints and exact resume."""
 
-Names are imported lazily so that ``langdml --help`` does not pay for torch/timm imports.
-"""
-
-from importlib import import_module
+from langdml._lazy import lazy_getattr
 
 _EXPORTS = {
     "MPerClassSampler": "langdml.train.sampler",
@@ -13,11 +10,5 @@ _EXPORTS = {
     "prepare_data": "langdml.train.trainer",
     "train": "langdml.train.trainer",
 }
-
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'langdml.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
