@@ -56,44 +56,54 @@ def _grads(model, loss) -> dict[str, torch.Tensor]:
     return out
 
 
-def _step_worker(rank: int, world: int, init_file: str, name: str, out: str) -> None:
+def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One spawn runs every check (process start-up dominates the cost)."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         ctx = dd.DistContext(rank, world, rank)
-        model, loss, x, y = _problem(SPECS[name])
-        ddp = dd.wrap_model(model, ctx, torch.device("cpu"))
-        dd.broadcast_parameters(loss, ctx)
-        z = dd.all_gather_with_grad(ddp(dd.shard(x, ctx)).float())
-        labels = dd.all_gather_tensor(dd.shard(y, ctx))
-        value = loss(z, labels)
-        value.backward()
-        dd.average_gradients(loss.parameters())
-        torch.save(
-            {
+        results = {}
+        for name, spec in SPECS.items():
+            model, loss, x, y = _problem(spec)
+            ddp = dd.wrap_model(model, ctx, torch.device("cpu"))
+            dd.broadcast_parameters(loss, ctx)
+            z = dd.all_gather_with_grad(ddp(dd.shard(x, ctx)).float())
+            labels = dd.all_gather_tensor(dd.shard(y, ctx))
+            value = loss(z, labels)
+            value.backward()
+            dd.average_gradients(loss.parameters())
+            results[name] = {
                 "loss": value.detach(),
                 "labels": labels,
                 "z": z.detach(),
                 "grads": _grads(model, loss),
-            },
-            f"{out}.{rank}",
-        )
+            }
+        # The gather's backward alone: L = Σ w ⊙ Z over the gathered (4, 2) batch.
+        local = torch.randn(2, 2, requires_grad=True)
+        (dd.all_gather_with_grad(local) * torch.arange(8.0).reshape(4, 2)).sum().backward()
+        results["gather_grad"] = local.grad
+        torch.save(results, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
+@pytest.fixture(scope="module")
+def two_process(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    out = str(tmp / "step")
+    mp.spawn(_worker, args=(2, str(tmp / "init"), out), nprocs=2, join=True)
+    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+
+
 @pytest.mark.parametrize("name", list(SPECS))
-def test_two_process_step_equals_one_process_step(name, tmp_path):
+def test_two_process_step_equals_one_process_step(name, two_process):
     model, loss, x, y = _problem(SPECS[name])
     z = model(x)
     reference = loss(z, y)
     reference.backward()
     expected = _grads(model, loss)
     assert any(k.startswith("loss.") for k in expected) == (name == "proxy_anchor")
-
-    out = str(tmp_path / "step")
-    mp.spawn(_step_worker, args=(2, str(tmp_path / "init"), name, out), nprocs=2, join=True)
-    for rank in range(2):
-        got = torch.load(f"{out}.{rank}", weights_only=True)
+    for results in two_process:
+        got = results[name]
         assert torch.equal(got["labels"], y)  # the gathered batch is the global batch, in order
         torch.testing.assert_close(got["z"], z.detach(), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(got["loss"], reference.detach(), rtol=1e-6, atol=1e-6)
@@ -103,25 +113,11 @@ def test_two_process_step_equals_one_process_step(name, tmp_path):
             torch.testing.assert_close(got["grads"][key], grad, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_gather_backward_scaling_without_ddp(tmp_path):
-    """The gather's backward alone returns W × the rank's slice of ∂L/∂Z (DDP's ÷W undoes it)."""
-    out = str(tmp_path / "g")
-    mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
-    weights = torch.arange(8.0).reshape(4, 2)  # L = Σ w ⊙ Z over the gathered (4, 2) batch
-    for rank in range(2):
-        got = torch.load(f"{out}.{rank}", weights_only=True)
-        torch.testing.assert_close(got, 2 * weights[2 * rank : 2 * rank + 2])
-
-
-def _gather_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        local = torch.randn(2, 2, requires_grad=True)
-        z = dd.all_gather_with_grad(local)
-        (z * torch.arange(8.0).reshape(4, 2)).sum().backward()
-        torch.save(local.grad, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def test_gather_backward_returns_world_times_local_slice(two_process):
+    """Without DDP the gather's backward gives W × the rank's rows of ∂L/∂Z (DDP's ÷W undoes it)."""
+    weights = torch.arange(8.0).reshape(4, 2)
+    for rank, results in enumerate(two_process):
+        torch.testing.assert_close(results["gather_grad"], 2 * weights[2 * rank : 2 * rank + 2])
 
 
 def test_shard_and_batch_size_rule():
@@ -175,8 +171,8 @@ def test_torchrun_two_process_training_matches_one_process(emoji_subset_folder, 
     assert two["config"]["train"]["batch_size"] == 16
     for key, value in one.metrics.items():
         assert two["final"][key] == pytest.approx(value, abs=1e-4), key
-    log1 = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().split()]
-    log2 = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().split()]
+    log1 = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    log2 = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert len(log1) == len(log2) == 3
     for a, b in zip(log1, log2, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)

@@ -376,6 +376,9 @@ def _train(
     with dd.main_first(ctx, device):
         data = prepare_data(cfg)
         text_emb = class_text_embeddings(cfg, data.train)
+    # Reseed: a cold feature cache draws augmentations from the global RNG, a warm one does not;
+    # the initial weights must not depend on which (nor on the rank that filled the cache).
+    seed_everything(cfg.seed)
     model = build_model(cfg, data).to(device)
     from langdml.losses import build_loss
 
