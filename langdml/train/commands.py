@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -35,6 +36,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(target, args.overrides)
         run_dir = Path(args.output_dir) if args.output_dir else cfg.run_dir()
     result = train(cfg, run_dir)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(
         json.dumps(
             {"run_dir": str(result.run_dir), "final": result.metrics, "best": result.best}, indent=2
