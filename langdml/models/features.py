@@ -63,11 +63,15 @@ class FeatureSpec:
 
 
 def _extract_chunk(model, dataset, indices, transforms, device) -> torch.Tensor:
+    from langdml.models.transforms import transform_batch
+
+    images = [dataset.image(int(i)) for i in indices]
     out = []
     with torch.inference_mode():
         for transform in transforms:
-            batch = torch.stack([transform(dataset.image(int(i))) for i in indices]).to(device)
-            out.append(model(batch).float().cpu())
+            batch = transform_batch(transform, images).to(device)
+            # channels_last: depthwise convolutions run ~2x faster on CPU in this layout.
+            out.append(model(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
     return torch.stack(out)  # (V, n, D)
 
 
@@ -99,7 +103,7 @@ def extract_features(
             return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
     model, info = create_backbone(spec.backbone, spec.weights)
-    model = model.eval().to(device)
+    model = model.eval().to(device).to(memory_format=torch.channels_last)
     torch.manual_seed(spec.seed)
     transforms = [image_transform(spec.image_size, info.mean, info.std, crop_pct=spec.crop_pct)]
     transforms += [

@@ -211,6 +211,7 @@ def imagenet_mean_logits(
     from tqdm.auto import tqdm
 
     from langdml.models import image_transform, load_imagenet_classifier
+    from langdml.models.transforms import transform_batch
 
     device = _encoders._check_device(device)
     counts = dataset.class_counts()
@@ -226,7 +227,7 @@ def imagenet_mean_logits(
     with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
             idx = range(start, min(start + batch_size, len(dataset)))
-            batch = _transform_batch(transform, [dataset.image(i) for i in idx])
+            batch = transform_batch(transform, [dataset.image(i) for i in idx])
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
             logits = classifier(batch).float().cpu()
             if sums is None:
@@ -235,19 +236,6 @@ def imagenet_mean_logits(
             bar.update(len(idx))
     bar.close()
     return sums / torch.as_tensor(counts, dtype=torch.float32).unsqueeze(1)
-
-
-def _transform_batch(transform, images: list) -> torch.Tensor:
-    """Stack transformed images single-threaded: per-image tensor ops are too small to gain from
-    intra-op threads, and on a busy CPU the thread hand-off cost 20x (measured 24 ms vs 1 ms)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.stack([transform(im) for im in images])
-    finally:
-        torch.set_num_threads(threads)
 
 
 def compute_pseudo_labels(
