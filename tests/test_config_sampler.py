@@ -84,3 +84,19 @@ def test_small_classes_sampled_with_replacement_and_errors():
         MPerClassSampler(labels, batch_size=7, m=2)
     with pytest.raises(ConfigError, match="classes per batch"):
         MPerClassSampler(labels, batch_size=10, m=2)
+
+
+def test_cli_starts_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, langdml.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_xmodal_cli_lists_the_library_methods():
+    from langdml.xmodal.commands import _HELP
+    from langdml.xmodal.methods import METHODS
+
+    assert tuple(_HELP) == METHODS

@@ -18,9 +18,8 @@ from typing import Any
 
 from langdml.ablation.report import write_report
 from langdml.ablation.spec import Ablation, Run, load_ablation, value_label
+from langdml.eval.metrics import METRIC_KEYS as METRICS
 from langdml.io import atomic_write_json, atomic_write_text, stable_hash
-
-METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami")
 
 
 @dataclass

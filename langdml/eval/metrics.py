@@ -47,6 +47,8 @@ from langdml.eval.knn import (
 
 PARTS = ("recall", "map_r", "clustering")
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
+# The keys retrieval_metrics returns by default (DESIGN.md), in report order.
+METRIC_KEYS = (*(f"recall@{k}" for k in DEFAULT_RECALL_KS), "map@r", "r_precision", "nmi", "ami")
 
 
 def as_labels(y: Any, name: str, n: int, rows_name: str = "embeddings") -> np.ndarray:

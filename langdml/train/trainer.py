@@ -26,6 +26,7 @@ from torch import nn
 from langdml.config import ExperimentConfig, dump_yaml, load_yaml, validate_config
 from langdml.data import ImageDataset, class_disjoint_split, load_dataset
 from langdml.errors import ConfigError, LangDMLError
+from langdml.eval.metrics import METRIC_KEYS
 from langdml.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
 from langdml.train import distributed as dd
@@ -547,7 +548,7 @@ def _train(
             },
         )
         _write_logs(run_dir, history, tb)
-    final = {k: v for k, v in history[-1].items() if k in _METRIC_KEYS}
+    final = {k: v for k, v in history[-1].items() if k in METRIC_KEYS}
     summary = {
         "final": final,
         "best": best,
@@ -567,22 +568,11 @@ def _train(
 
 
 def _xmodal_columns(run_dir: Path) -> dict[str, float]:
-    from langdml.xmodal import METRIC_KEYS, xmodal_for_run
+    from langdml.xmodal import METRIC_KEYS as XMODAL_KEYS
+    from langdml.xmodal import xmodal_for_run
 
     result = xmodal_for_run(run_dir)
-    return {f"xmodal/{k}": float(result[k]) for k in METRIC_KEYS if k in result}
-
-
-_METRIC_KEYS = (
-    "recall@1",
-    "recall@2",
-    "recall@4",
-    "recall@8",
-    "map@r",
-    "r_precision",
-    "nmi",
-    "ami",
-)
+    return {f"xmodal/{k}": float(result[k]) for k in XMODAL_KEYS if k in result}
 
 
 def _tensorboard(run_dir: Path):

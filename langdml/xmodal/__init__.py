@@ -7,43 +7,34 @@ learned alignment (:func:`xmodal_aligned`), language as proxies (:class:`TextPro
 baseline (:func:`xmodal_zeroshot`). CLI: ``langdml xmodal``.
 """
 
-from langdml.xmodal.align import CrossModalModel, info_nce, train_alignment, train_text_proxies
-from langdml.xmodal.methods import (
-    METHODS,
-    run_embeddings,
-    run_method,
-    xmodal_aligned,
-    xmodal_clip,
-    xmodal_for_run,
-    xmodal_text_proxies,
-    xmodal_zeroshot,
-)
-from langdml.xmodal.metrics import METRIC_KEYS, chance_levels, crossmodal_metrics
-from langdml.xmodal.text_proxies import (
-    TEXT_PROXY_LOSSES,
-    TextProjection,
-    TextProxyAnchorLoss,
-    TextProxyNCALoss,
-)
+from langdml._lazy import lazy_getattr
 
-__all__ = [
-    "METHODS",
-    "METRIC_KEYS",
-    "TEXT_PROXY_LOSSES",
-    "CrossModalModel",
-    "TextProjection",
-    "TextProxyAnchorLoss",
-    "TextProxyNCALoss",
-    "chance_levels",
-    "crossmodal_metrics",
-    "info_nce",
-    "run_embeddings",
-    "run_method",
-    "train_alignment",
-    "train_text_proxies",
-    "xmodal_aligned",
-    "xmodal_clip",
-    "xmodal_for_run",
-    "xmodal_text_proxies",
-    "xmodal_zeroshot",
-]
+# Imported on first use, so `langdml --help` does not pay for torch.
+_EXPORTS = {
+    **dict.fromkeys(
+        ("CrossModalModel", "info_nce", "train_alignment", "train_text_proxies"),
+        "langdml.xmodal.align",
+    ),
+    **dict.fromkeys(
+        (
+            "METHODS",
+            "run_embeddings",
+            "run_method",
+            "xmodal_aligned",
+            "xmodal_clip",
+            "xmodal_for_run",
+            "xmodal_text_proxies",
+            "xmodal_zeroshot",
+        ),
+        "langdml.xmodal.methods",
+    ),
+    **dict.fromkeys(
+        ("METRIC_KEYS", "chance_levels", "crossmodal_metrics"), "langdml.xmodal.metrics"
+    ),
+    **dict.fromkeys(
+        ("TEXT_PROXY_LOSSES", "TextProjection", "TextProxyAnchorLoss", "TextProxyNCALoss"),
+        "langdml.xmodal.text_proxies",
+    ),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

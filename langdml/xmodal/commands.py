@@ -21,7 +21,7 @@ _HELP = {
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from langdml.xmodal.methods import METHODS
+    METHODS = tuple(_HELP)  # same names as langdml.xmodal.methods.METHODS, without importing torch
 
     p = sub.add_parser(
         "xmodal",
