@@ -26,12 +26,20 @@ Chunking: queries are searched in chunks whose boundaries are multiples of faiss
 chunk, so every query is scored by the same BLAS call shape as one big ``index.search`` over all
 queries: results are bit-identical whatever ``chunk_size`` is, and memory stays bounded (faiss works
 on 4096 x 1024 distance blocks; we keep only chunk x k results, never an N x N matrix).
+
+Devices (``resolve_backend``): CPU faiss by default; on ``device="cuda"`` faiss's GPU index when
+faiss was built with GPU support, otherwise an exact torch search on the GPU (blocks of queries x
+the whole reference: one matmul + ``topk`` per block, ~1 GiB of scores at a time), otherwise CPU
+faiss. GPU scores differ from CPU faiss's by float rounding only; the tie order above is applied to
+every backend, so neighbours differ only where two scores are within rounding of each other.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -106,18 +114,49 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def resolve_gpu(device: Any) -> int | None:
-    """The faiss GPU id to use for ``device``, or None for CPU faiss.
+@dataclass(frozen=True)
+class SearchBackend:
+    """Where exact search runs: ``"faiss"`` (CPU), ``"faiss-gpu"`` (faiss GPU ``gpu``) or
+    ``"torch"`` (torch matmul + topk on ``torch_device``, used for CUDA without faiss-gpu)."""
 
-    "cpu" -> CPU; "auto" -> GPU 0 when faiss was built with GPU support and sees a GPU; "cuda" /
-    "cuda:N" / torch.device("cuda", N) -> that GPU, falling back to CPU faiss without an error when
-    faiss has no GPU support (faiss-cpu) or no GPU. Other torch device types (mps, xpu) -> CPU.
+    kind: str = "faiss"
+    gpu: int = 0
+    torch_device: str = "cpu"
+
+    def __str__(self) -> str:
+        if self.kind == "faiss-gpu":
+            return f"faiss GPU {self.gpu}"
+        return f"torch on {self.torch_device}" if self.kind == "torch" else "faiss CPU"
+
+
+CPU = SearchBackend()
+
+
+def resolve_backend(device: Any) -> SearchBackend:
+    """The search backend for ``device``.
+
+    "cpu" -> CPU faiss. "cuda" / "cuda:N" / torch.device("cuda", N) -> faiss GPU N when faiss has
+    GPU support, else torch on cuda:N when torch sees that GPU, else CPU faiss (logged, no error).
+    "auto" -> the same for GPU 0 when a GPU is usable, but it only asks torch when torch is already
+    imported (importing it costs ~0.5 GB of RSS). Other torch device types (mps, xpu) -> CPU faiss.
+    A ``SearchBackend`` is used as given (e.g. ``SearchBackend("torch", torch_device="cpu")``).
     """
+    if isinstance(device, SearchBackend):
+        if device.kind not in ("faiss", "faiss-gpu", "torch"):
+            raise LangDMLError(
+                f"SearchBackend kind must be 'faiss', 'faiss-gpu' or 'torch'; got {device.kind!r}"
+            )
+        return device
     text = str(device) if device is not None else "auto"
+    if text == "cpu":  # the common case needs no torch import
+        return CPU
     if text == "auto":
-        return 0 if _faiss_gpu_count() > 0 else None
-    if text == "cpu":  # the common case needs no torch import (it costs ~0.5 GB of RSS)
-        return None
+        if _faiss_gpu_count() > 0:
+            return SearchBackend("faiss-gpu", 0)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            return SearchBackend("torch", 0, "cuda:0")
+        return CPU
     try:
         import torch
 
@@ -127,13 +166,14 @@ def resolve_gpu(device: Any) -> int | None:
             f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}"
         ) from exc
     if dev.type != "cuda":
-        return None
-    n_gpu = _faiss_gpu_count()
+        return CPU
     gpu = dev.index or 0
-    if gpu >= n_gpu:
-        log.info("faiss has no GPU %d (faiss GPUs: %d); using CPU faiss", gpu, n_gpu)
-        return None
-    return gpu
+    if gpu < _faiss_gpu_count():
+        return SearchBackend("faiss-gpu", gpu)
+    if torch.cuda.is_available() and gpu < torch.cuda.device_count():
+        return SearchBackend("torch", gpu, f"cuda:{gpu}")
+    log.info("no usable GPU %d for search; using CPU faiss", gpu)
+    return CPU
 
 
 def _faiss_gpu_count() -> int:
@@ -151,39 +191,88 @@ def _faiss_gpu_count() -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+class TorchFlatIndex:
+    """Exact search with torch on any device: the faiss ``search(q, k) -> (D, I)`` interface.
+
+    Scores of a block of queries against the whole reference are one matmul (cosine: inner
+    product; euclidean: |q|^2 + |r|^2 - 2 q.r clamped at 0, faiss's formula), then ``topk``;
+    blocks are sized so a block's score matrix stays under ``block_bytes``.
+    """
+
+    def __init__(
+        self, reference: np.ndarray, metric: str, device: str, block_bytes: int = 1 << 30
+    ) -> None:
+        import torch
+
+        self.metric = metric
+        self.device = torch.device(device)
+        self.ref = torch.from_numpy(reference).to(self.device)
+        self.ref_sq = (self.ref * self.ref).sum(1) if metric == "euclidean" else None
+        self.rows = max(1, block_bytes // (4 * len(reference)))
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        D = np.empty((len(q), k), dtype=np.float32)
+        I = np.empty((len(q), k), dtype=np.int64)
+        with torch.no_grad():
+            for s in range(0, len(q), self.rows):
+                qb = torch.from_numpy(q[s : s + self.rows]).to(self.device, non_blocking=True)
+                scores = qb @ self.ref.T
+                if self.metric == "euclidean":
+                    scores = ((qb * qb).sum(1, keepdim=True) + self.ref_sq).sub_(2 * scores)
+                    vals, idx = scores.clamp_(min=0).topk(k, dim=1, largest=False)
+                else:
+                    vals, idx = scores.topk(k, dim=1)
+                D[s : s + len(qb)] = vals.cpu().numpy()
+                I[s : s + len(qb)] = idx.cpu().numpy()
+        return D, I
+
+
 class ExactKNN:
-    """An exact faiss index over ``reference`` (already prepared: float32, normalised for cosine).
+    """An exact index over ``reference`` (already prepared: float32, normalised for cosine).
 
     ``search(rows, k, self_ids)`` returns the k nearest reference items of each query row in the
     documented tie order, with self-matches removed by index when ``self_ids`` is given.
+    ``backend`` picks where the search runs (``resolve_backend``); a faiss GPU index that cannot be
+    built (e.g. out of GPU memory) falls back to CPU faiss with a warning.
     """
 
-    def __init__(self, reference: np.ndarray, metric: str, gpu: int | None = None) -> None:
-        faiss = _faiss()
+    def __init__(
+        self, reference: np.ndarray, metric: str, backend: SearchBackend | None = None
+    ) -> None:
         self.metric = check_metric(metric)
         self.n, self.d = reference.shape
+        self.backend = backend or CPU
+        self.cpu_index = None
+        self.gpu_index = None
+        if self.backend.kind == "torch":
+            self.gpu_index = TorchFlatIndex(reference, metric, self.backend.torch_device)
+            return
+        faiss = _faiss()
         self.cpu_index = (
             faiss.IndexFlatIP(self.d) if metric == "cosine" else faiss.IndexFlatL2(self.d)
         )
         self.cpu_index.add(reference)
-        self.gpu_index = None
-        if gpu is not None:
+        if self.backend.kind == "faiss-gpu":
             try:
                 self._gpu_res = faiss.StandardGpuResources()
-                self.gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, gpu, self.cpu_index)
-            except (AttributeError, RuntimeError) as exc:  # e.g. out of GPU memory
+                self.gpu_index = faiss.index_cpu_to_gpu(
+                    self._gpu_res, self.backend.gpu, self.cpu_index
+                )
+            except (AttributeError, RuntimeError) as exc:
                 log.warning("faiss GPU index failed (%s); using CPU faiss", exc)
-                self.gpu_index = None
+                self.backend = CPU
 
     @property
     def on_gpu(self) -> bool:
-        return self.gpu_index is not None
+        return self.backend.kind == "faiss-gpu" or self.backend.torch_device.startswith("cuda")
 
     def _raw_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index = (
-            self.gpu_index if (self.gpu_index is not None and k <= GPU_MAX_K) else self.cpu_index
-        )
-        return index.search(q, k)
+        if self.backend.kind == "torch":
+            return self.gpu_index.search(q, k)
+        gpu_ok = self.backend.kind == "faiss-gpu" and k <= GPU_MAX_K
+        return (self.gpu_index if gpu_ok else self.cpu_index).search(q, k)
 
     def _canonical(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sort each row by (score, index): best score first, equal scores by ascending index."""
@@ -307,7 +396,7 @@ def knn_search(
     if metric == "cosine":
         q = l2_normalize(q)
         ref = q if reference is None else l2_normalize(ref)
-    engine = ExactKNN(ref, metric, resolve_gpu(device))
+    engine = ExactKNN(ref, metric, resolve_backend(device))
     self_ids = np.arange(len(q), dtype=np.int64) if exclude_self else None
     D = np.empty((len(q), k), dtype=np.float32)
     I = np.empty((len(q), k), dtype=np.int64)

@@ -37,12 +37,13 @@ import numpy as np
 from langdml.errors import LangDMLError
 from langdml.eval.knn import (
     ExactKNN,
+    SearchBackend,
     _faiss,
     as_float32_matrix,
     check_metric,
     iter_knn,
     l2_normalize,
-    resolve_gpu,
+    resolve_backend,
 )
 
 PARTS = ("recall", "map_r", "clustering")
@@ -147,7 +148,9 @@ def retrieval_metrics(
         k: neighbours retrieved; None (default) = exactly enough: the largest R_q (PML's
             "max_bin_count") and the largest recall k. An explicit k must cover both.
         metric: "cosine" (inner product of L2-normalised vectors) or "euclidean".
-        device: "cpu", "cuda"/"cuda:N" or "auto"; GPU faiss when available, else CPU faiss.
+        device: "cpu", "cuda"/"cuda:N" or "auto": faiss GPU when available, else exact torch
+            search on the GPU, else CPU faiss (``knn.resolve_backend``). k-means runs on faiss
+            (GPU only with faiss-gpu).
         chunk_size: queries per search call (memory bound); rounded to faiss's 4096-query block.
             None picks it from k. Results do not depend on it.
         include: any of "recall" (recall@k), "map_r" (map@r, r_precision), "clustering" (nmi, ami).
@@ -164,7 +167,7 @@ def retrieval_metrics(
         raise LangDMLError(f"seed must be an integer; got {seed!r}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
         raise LangDMLError(f"k must be a positive integer or None; got {k!r}")
-    gpu = resolve_gpu(device)
+    backend = resolve_backend(device)
 
     q = as_float32_matrix(embeddings, "embeddings")
     q_labels = as_labels(labels, "labels", len(q))
@@ -191,11 +194,11 @@ def retrieval_metrics(
     if "recall" in parts or "map_r" in parts:
         out.update(
             _knn_metrics(
-                q, q_codes, ref, r_codes, n_codes, loo, parts, ks, k, metric, gpu, chunk_size
+                q, q_codes, ref, r_codes, n_codes, loo, parts, ks, k, metric, backend, chunk_size
             )
         )
     if "clustering" in parts:
-        out.update(_clustering_metrics(q, q_codes, seed, kmeans_iters, gpu))
+        out.update(_clustering_metrics(q, q_codes, seed, kmeans_iters, backend))
     return out
 
 
@@ -210,7 +213,7 @@ def _knn_metrics(
     ks: tuple[int, ...],
     k: int | None,
     metric: str,
-    gpu: int | None,
+    backend: SearchBackend,
     chunk_size: int | None,
 ) -> dict[str, float]:
     want_map = "map_r" in parts
@@ -252,7 +255,7 @@ def _knn_metrics(
     hits = np.zeros((valid.size, len(ks)), dtype=bool)
     ap = np.zeros(valid.size, dtype=np.float64)
     rp = np.zeros(valid.size, dtype=np.float64)
-    engine = ExactKNN(ref, metric, gpu)
+    engine = ExactKNN(ref, metric, backend)
     for start, stop, _, idx in iter_knn(engine, qv, K, self_ids, chunk_size):
         rel = r_codes[idx] == codes_v[start:stop, None]  # (rows, K) same-label neighbours
         for j, x in enumerate(ks):
@@ -296,12 +299,13 @@ def kmeans_assign(
 
 
 def _clustering_metrics(
-    x: np.ndarray, codes: np.ndarray, seed: int, niter: int, gpu: int | None
+    x: np.ndarray, codes: np.ndarray, seed: int, niter: int, backend: SearchBackend
 ) -> dict[str, float]:
     from sklearn.metrics import normalized_mutual_info_score
 
     _, codes = np.unique(codes, return_inverse=True)  # only the classes present among the queries
     codes = codes.reshape(-1)
+    gpu = backend.gpu if backend.kind == "faiss-gpu" else None  # k-means: faiss only
     assign = kmeans_assign(x, int(codes.max()) + 1, seed, niter, gpu)
     return {
         "nmi": float(normalized_mutual_info_score(codes, assign)),
