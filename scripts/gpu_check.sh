@@ -33,20 +33,21 @@ step() {  # step NAME SECONDS CMD...
   RC[$name]=$?
   echo "    rc=${RC[$name]} in $((SECONDS - t0)) s; tail:"
   tail -n 4 "$LOGS/$name.log" | cut -c1-300
+  { echo "##### $name rc=${RC[$name]}"; cat "$LOGS/$name.log"; } >>"$OUT/logs.txt"
 }
 
-step tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+step tests 80 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
   tests/test_eval_torch_backend.py tests/test_eval_metrics_inputs.py
-step eval 150 python3 scripts/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
-step train 120 python3 -m langdml train $CFG --output-dir $RUNS/frozen_amp train.device=cuda \
+step eval 110 python3 scripts/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
+step train 80 python3 -m langdml train $CFG --output-dir $RUNS/frozen_amp train.device=cuda \
   train.amp=true
-step finetune 180 bash -c "python3 -m langdml train $CFG --output-dir $RUNS/ft_amp \
+step finetune 120 bash -c "python3 -m langdml train $CFG --output-dir $RUNS/ft_amp \
   train.device=cuda train.amp=true model.frozen_trunk=false train.epochs=4 eval.every=2 &&
   python3 -m langdml train $CFG --output-dir $RUNS/ft_fp32 train.device=cuda train.amp=false \
   model.frozen_trunk=false train.epochs=4 eval.every=2"
-step torchrun 120 torchrun --standalone --nproc_per_node 1 -m langdml train $CFG \
+step torchrun 70 torchrun --standalone --nproc_per_node 1 -m langdml train $CFG \
   --output-dir $RUNS/torchrun train.device=cuda train.amp=true train.epochs=10
-step losses 150 python3 scripts/bench_losses.py --devices cuda --out "$OUT/bench_losses_cuda.md"
+step losses 90 python3 scripts/bench_losses.py --devices cuda --out "$OUT/bench_losses_cuda.md"
 
 # metrics of every run, one JSON file back
 python3 - "$RUNS" "$OUT/runs.json" <<'PY'
@@ -60,6 +61,5 @@ for m in sorted(Path(sys.argv[1]).glob("*/metrics.json")):
     out[m.parent.name]["log_csv"] = log.read_text() if log.exists() else None
 Path(sys.argv[2]).write_text(json.dumps(out, indent=1))
 PY
-for f in $LOGS/*.log; do echo "##### $f"; cat "$f"; done >"$OUT/logs.txt"
 echo "=== summary"
 for k in "${!RC[@]}"; do echo "$k rc=${RC[$k]}"; done
