@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA check, run on a lent GPU machine (no package index, no model hub) from the repo root:
 #   prepare here:  .venv/bin/python scripts/gpu_check_prepare.py   (.devdata/ and .whl/)
-#   run there:     OUT=<folder> bash scripts/gpu_check.sh          (carry .devdata and .whl)
+#   run there:     OUT=<folder> bash scripts/gpu_check.sh          (carry .devdata and .whl;
+#                  .devdata/cpu_ref, the CPU reference run, can stay behind)
 # Each step has its own time limit and log, so one failure does not hide the others; $OUT gets
 # logs.txt (all logs), runs.json (every run's metrics and log.csv) and the two benchmark tables.
 # STEPS selects steps (default all); SKIP_INSTALL=1 uses the current environment as it is.
@@ -36,7 +37,7 @@ step() {  # step NAME SECONDS CMD...
   { echo "##### $name rc=${RC[$name]}"; cat "$LOGS/$name.log"; } >>"$OUT/logs.txt"
 }
 
-step tests 80 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+step tests 80 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_eval_metrics.py \
   tests/test_eval_torch_backend.py tests/test_eval_metrics_inputs.py
 step eval 110 python3 scripts/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
 step train 80 python3 -m langdml train $CFG --output-dir $RUNS/frozen_amp train.device=cuda \

@@ -6,7 +6,8 @@ writes, under .devdata/ (git-ignored, carried by the device tool):
   of the emoji benchmark, folder names "NNN.<emoji name>" so the class order and the class-disjoint
   split are the benchmark's);
 * gpu_check.yaml: the demo recipe on that folder;
-* cache/text/: the MiniLM class-name embeddings for it (MiniLM itself does not travel);
+* tiny_bert/: a small random BERT (vocabulary: the class-name words) as the text model, since
+  MiniLM (88 MB) does not fit; the GPU machine encodes the class names with it itself;
 * cpu_ref/: the same recipe trained here on the CPU (fp32), to compare the GPU run with;
 and the Python 3.12 wheels the machine lacks into .whl/.
 
@@ -53,6 +54,30 @@ def export_subset() -> Path:
     return out
 
 
+def tiny_bert(class_names: list[str]) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    out = DEV / "tiny_bert"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    words = sorted({w for n in class_names for w in n.lower().replace("-", " ").split()})
+    vocab = out / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=5 + len(words),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
+    BertModel(cfg).save_pretrained(out)
+    BertTokenizer(str(vocab)).save_pretrained(out)
+    return out
+
+
 def write_config(folder: Path) -> Path:
     demo = (ROOT / "configs" / "emoji_demo.yaml").read_text()
     # Both regularizers on, so the language and direction terms run under autocast too.
@@ -60,8 +85,9 @@ def write_config(folder: Path) -> Path:
         demo.replace("name: emoji_demo", "name: gpu_check")
         .replace("  dataset: emoji", f"  dataset: imagefolder:{folder.relative_to(ROOT)}")
         .replace("regularizers: none", "regularizers: language+direction")
+        .replace("text_model: minilm", f"text_model: hf:{(DEV / 'tiny_bert').relative_to(ROOT)}")
     )
-    if "language+direction" not in text:
+    if "language+direction" not in text or "tiny_bert" not in text:
         sys.exit("configs/emoji_demo.yaml changed: update gpu_check_prepare.write_config")
     cfg = DEV / "gpu_check.yaml"
     cfg.write_text(text)
@@ -71,6 +97,7 @@ def write_config(folder: Path) -> Path:
 def main() -> None:
     DEV.mkdir(exist_ok=True)
     folder = export_subset()
+    tiny_bert([p.name.split(".", 1)[1] for p in folder.iterdir()])
     cfg = write_config(folder)
     env = {**os.environ, "LANGDML_CACHE": str(DEV / "cache")}
     # The CPU reference run of the same recipe (fp32) also fills the text cache the GPU run reads.
@@ -78,7 +105,7 @@ def main() -> None:
     shutil.rmtree(ref, ignore_errors=True)
     cmd = [sys.executable, "-m", "langdml", "train", str(cfg), "--output-dir", str(ref)]
     subprocess.run(cmd, check=True, env=env)
-    shutil.rmtree(DEV / "cache" / "features", ignore_errors=True)  # the GPU extracts its own
+    shutil.rmtree(DEV / "cache", ignore_errors=True)  # the GPU machine computes its own
     whl = ROOT / ".whl"
     shutil.rmtree(whl, ignore_errors=True)
     platforms = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64"]

@@ -13,6 +13,7 @@ Oracles:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -20,6 +21,11 @@ import pytest
 import torch
 
 from langdml.eval import knn_search, l2_normalize, retrieval_metrics
+
+# These tests assert bit-equality with CPU faiss (and PML on it), so they pin CPU search even on a
+# GPU machine where device="auto" would search on the GPU; tests/test_cuda.py covers the GPU.
+knn_search = functools.partial(knn_search, device="cpu")
+retrieval_metrics = functools.partial(retrieval_metrics, device="cpu")
 
 pml_ac = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
 pml_inf = pytest.importorskip("pytorch_metric_learning.utils.inference")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,11 @@ from langdml.eval import (
     retrieval_metrics,
 )
 from langdml.eval.knn import chunk_bounds
+
+# These tests assert bit-equality with CPU faiss (and PML on it), so they pin CPU search even on a
+# GPU machine where device="auto" would search on the GPU; tests/test_cuda.py covers the GPU.
+knn_search = functools.partial(knn_search, device="cpu")
+retrieval_metrics = functools.partial(retrieval_metrics, device="cpu")
 
 faiss = pytest.importorskip("faiss")
 KNN = ("recall", "map_r")
