@@ -206,6 +206,36 @@ class _Inputs:
     cache_dir: str | Path | None
     run: RunEmbeddings | None = None
 
+    def texts(self, split: str, device: str, text_embeddings: str | Path | None) -> ClassTexts:
+        """Class-name embeddings of the "train" or "test" classes with these text settings."""
+        names = (self.train if split == "train" else self.test).class_names
+        return class_texts(
+            names, self.text_model, self.prompts, self.dataset, self.cache_dir, device,
+            text_embeddings,
+        )  # fmt: skip
+
+    def evaluate(self, model: Any, texts: ClassTexts, device: str) -> dict[str, float]:
+        """Cross-modal metrics of a trained model on the test images and ``texts``."""
+        image_emb, text_emb = model.embed_images(self.x_test), model.embed_texts(texts.embeddings)
+        return _evaluate(image_emb, self.test, texts, text_emb, device)
+
+    def result(
+        self, method: str, texts: ClassTexts, metrics: dict, run_dir: Any, t0: float, **info: Any
+    ) -> dict[str, Any]:
+        return _result(
+            method,
+            self.dataset,
+            self.test,
+            texts,
+            metrics,
+            text_model=self.text_model,
+            run_dir=None if run_dir is None else str(run_dir),
+            split=self.eval_split,
+            **info,
+            num_train_classes=int(self.train.num_classes),
+            seconds=round(time.perf_counter() - t0, 2),
+        )
+
 
 def _image_inputs(
     dataset,
@@ -359,46 +389,17 @@ def xmodal_aligned(
         cache_dir,
         device,
     )
-    dataset, text_model, prompts, cache_dir = (
-        inp.dataset,
-        inp.text_model,
-        inp.prompts,
-        inp.cache_dir,
-    )
-    train, test, x_train, x_test = inp.train, inp.test, inp.x_train, inp.x_test
     if inp.run is not None:
         kwargs["image_head"] = "none"
     else:
         kwargs.update(image_head=image_head, embedding_dim=embedding_dim)
-    train_texts = class_texts(
-        train.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
-    )
-    test_texts = class_texts(
-        test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
-    )
+    train_texts = inp.texts("train", device, text_embeddings)
+    test_texts = inp.texts("test", device, text_embeddings)
     model = train_alignment(
-        x_train, train_texts.image_labels(train.labels), train_texts.embeddings, **kwargs
+        inp.x_train, train_texts.image_labels(inp.train.labels), train_texts.embeddings, **kwargs
     )
-    metrics = _evaluate(
-        model.embed_images(x_test),
-        test,
-        test_texts,
-        model.embed_texts(test_texts.embeddings),
-        device,
-    )
-    return _result(
-        "aligned",
-        dataset,
-        test,
-        test_texts,
-        metrics,
-        text_model=text_model,
-        run_dir=None if run_dir is None else str(run_dir),
-        split=inp.eval_split,
-        image_head=kwargs["image_head"],
-        num_train_classes=int(train.num_classes),
-        seconds=round(time.perf_counter() - t0, 2),
-    )
+    metrics = inp.evaluate(model, test_texts, device)
+    return inp.result("aligned", test_texts, metrics, run_dir, t0, image_head=kwargs["image_head"])
 
 
 def xmodal_text_proxies(
@@ -450,30 +451,19 @@ def xmodal_text_proxies(
         cache_dir,
         device,
     )
-    dataset, text_model, prompts, cache_dir = (
-        inp.dataset,
-        inp.text_model,
-        inp.prompts,
-        inp.cache_dir,
-    )
-    train, test, x_train, x_test = inp.train, inp.test, inp.x_train, inp.x_test
     if inp.run is not None:
         projection_module, head = _run_projection(inp.run), "none"
     else:
         projection_module, head = None, image_head
-    test_texts = class_texts(
-        test.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
-    )
+    test_texts = inp.texts("test", device, text_embeddings)
     if projection_module is not None:
         model = CrossModalModel(projection_module.to(device))
         source = "run"
     else:
-        train_texts = class_texts(
-            train.class_names, text_model, prompts, dataset, cache_dir, device, text_embeddings
-        )
+        train_texts = inp.texts("train", device, text_embeddings)
         model = train_text_proxies(
-            x_train,
-            train_texts.image_labels(train.labels),
+            inp.x_train,
+            train_texts.image_labels(inp.train.labels),
             train_texts.embeddings,
             loss=loss,
             loss_kwargs=loss_kwargs,
@@ -489,26 +479,15 @@ def xmodal_text_proxies(
             device=device,
         )
         fitted, source = True, loss
-    metrics = _evaluate(
-        model.embed_images(x_test),
-        test,
-        test_texts,
-        model.embed_texts(test_texts.embeddings),
-        device,
-    )
-    return _result(
+    metrics = inp.evaluate(model, test_texts, device)
+    return inp.result(
         "text_proxies",
-        dataset,
-        test,
         test_texts,
         metrics,
-        text_model=text_model,
-        run_dir=None if run_dir is None else str(run_dir),
-        split=inp.eval_split,
+        run_dir,
+        t0,
         loss=source,
         image_head=head if fitted else "run",
-        num_train_classes=int(train.num_classes),
-        seconds=round(time.perf_counter() - t0, 2),
     )
 
 
