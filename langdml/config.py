@@ -110,6 +110,8 @@ class TrainConfig(_Strict):
     warmup_epochs: int = Field(0, ge=0)
     device: str = "cpu"
     amp: bool = False
+    # bfloat16 needs no loss scaling; float16 (GPUs without bf16) runs with a GradScaler.
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     num_workers: int = Field(0, ge=0)
     grad_clip: float | None = None
     progress: bool = True

@@ -32,6 +32,7 @@ def test_overrides_and_regularizer_spellings(tmp_path):
         ("loss.regularizers=lang", "unknown regularizer 'lang'"),
         ("train.epochs=0", "train.epochs"),
         ("noequals", "dotted.key=value"),
+        ("train.amp_dtype=fp8", "train.amp_dtype"),
     ],
 )
 def test_config_errors_are_one_clear_line(override, fragment):

@@ -106,3 +106,48 @@ def test_cuda_search_keeps_the_documented_tie_order():
     for metric in ("cosine", "euclidean"):
         _, I = knn_search(x, k=5, metric=metric, device="cuda")
         np.testing.assert_array_equal(I[:12], np.tile(np.arange(5), (12, 1)))
+
+
+@pytest.mark.parametrize("amp_dtype", ["bfloat16", "float16"])
+def test_fine_tuning_under_autocast(amp_dtype, tmp_path):
+    """Full fine-tuning on CUDA under bf16 / fp16 autocast (fp16 with a GradScaler whose state is
+    checkpointed), on a synthetic imagefolder of coloured shapes."""
+    from PIL import Image, ImageDraw
+
+    from langdml.config import load_config
+    from langdml.train import train
+
+    rng = np.random.default_rng(0)
+    for c in range(16):
+        folder = tmp_path / "data" / f"{c:02d}.shape {c}"
+        folder.mkdir(parents=True)
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        for i in range(4):
+            img = Image.new("RGB", (48, 48), (255, 255, 255))
+            x, y = (int(v) for v in rng.integers(4, 20, 2))
+            draw = ImageDraw.Draw(img)
+            (draw.ellipse if c % 2 else draw.rectangle)((x, y, x + 20, y + 20), fill=colour)
+            img.save(folder / f"{i}.png")
+    cfg = load_config(
+        None,
+        {
+            "data.dataset": f"imagefolder:{tmp_path / 'data'}",
+            "data.cache_dir": str(tmp_path / "cache"),
+            "model.weights": "none",
+            "model.frozen_trunk": False,
+            "model.image_size": 48,
+            "model.embedding_dim": 32,
+            "train.device": "cuda",
+            "train.amp": True,
+            "train.amp_dtype": amp_dtype,
+            "train.epochs": 2,
+            "train.batch_size": 16,
+            "train.progress": False,
+            "eval.every": 1,
+            "output_dir": str(tmp_path / "run"),
+        },
+    )
+    result = train(cfg)
+    assert all(np.isfinite(v) for v in result.metrics.values())
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert bool(state["scaler"]) == (amp_dtype == "float16")

@@ -403,6 +403,10 @@ def _train(
     )
     optimizer = build_optimizer(cfg, model, loss_fn)
     scheduler = build_scheduler(cfg, optimizer, len(sampler))
+    amp = cfg.train.amp and device.type == "cuda"
+    amp_dtype = torch.float16 if cfg.train.amp_dtype == "float16" else torch.bfloat16
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     history: list[dict] = []
     best: dict[str, Any] = {}
     start_epoch = 0
@@ -417,6 +421,8 @@ def _train(
         loss_fn.load_state_dict(state["loss"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # a disabled scaler saves {} and cannot load it back
+            scaler.load_state_dict(state["scaler"])
         history, best, start_epoch = state["history"], state["best"], int(state["epoch"])
         baselines = state.get("baselines", {})
         resumed = True
@@ -465,9 +471,7 @@ def _train(
             else:
                 x, y = next(source)
             x, y = x.to(device), y.to(device)
-            with torch.autocast(
-                device.type, dtype=torch.bfloat16, enabled=cfg.train.amp and device.type == "cuda"
-            ):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 z = train_model(x)
             # Losses in fp32 on the global batch: every rank's slice, gradients to its own rows.
             z = dd.all_gather_with_grad(z.float())
@@ -481,11 +485,13 @@ def _train(
                     f"kept in {run_dir}; lower optimizer.lr or check the loss settings"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             dd.average_gradients(loss_fn.parameters())
             if cfg.train.grad_clip:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped (and the scale lowered) on inf/NaN fp16 gradients
+            scaler.update()
             scheduler.step()
             terms = {"loss": float(loss.detach())}
             terms.update(
@@ -542,6 +548,7 @@ def _train(
                 "loss": loss_fn.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
                 "history": history,
                 "best": best,
                 "baselines": baselines,
