@@ -42,10 +42,11 @@ step tests 80 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/
 step eval 110 python3 scripts/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
 step train 80 python3 -m langdml train $CFG --output-dir $RUNS/frozen_amp train.device=cuda \
   train.amp=true
-step finetune 120 bash -c "python3 -m langdml train $CFG --output-dir $RUNS/ft_amp \
-  train.device=cuda train.amp=true model.frozen_trunk=false train.epochs=4 eval.every=2 &&
-  python3 -m langdml train $CFG --output-dir $RUNS/ft_fp32 train.device=cuda train.amp=false \
-  model.frozen_trunk=false train.epochs=4 eval.every=2"
+FT="train.device=cuda model.frozen_trunk=false train.epochs=4 eval.every=2"
+step finetune 150 bash -c "python3 -m langdml train $CFG --output-dir $RUNS/ft_amp $FT \
+  train.amp=true && python3 -m langdml train $CFG --output-dir $RUNS/ft_fp32 $FT train.amp=false \
+  && python3 -m langdml train $CFG --output-dir $RUNS/ft_fp16 $FT train.amp=true \
+  train.amp_dtype=float16"
 step torchrun 70 torchrun --standalone --nproc_per_node 1 -m langdml train $CFG \
   --output-dir $RUNS/torchrun train.device=cuda train.amp=true train.epochs=10
 step losses 90 python3 scripts/bench_losses.py --devices cuda --out "$OUT/bench_losses_cuda.md"
