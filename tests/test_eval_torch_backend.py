@@ -126,3 +126,58 @@ def test_exact_knn_reports_where_it_runs():
     assert not ExactKNN(x, "cosine", CPU).on_gpu
     assert not ExactKNN(x, "cosine", TORCH_CPU).on_gpu
     assert ExactKNN(x, "cosine", TORCH_CPU).cpu_index is None  # no faiss copy of the reference
+
+
+# ----------------------------------------------------------------------------------------------
+# k-means on the torch backend
+# ----------------------------------------------------------------------------------------------
+
+
+def _loop_lloyd(x, init, niter):
+    """Plain-python Lloyd iterations (no empty clusters arise in the data used with it)."""
+    c = init.astype(np.float64).copy()
+    for _ in range(niter + 1):
+        assign = [int(np.argmin([((row - cj) ** 2).sum() for cj in c])) for row in x]
+        if _ == niter:
+            return np.array(assign)
+        for j in range(len(c)):
+            members = [row for row, a in zip(x, assign, strict=True) if a == j]
+            assert members, "the reference does not handle empty clusters"
+            c[j] = np.mean(members, axis=0)
+
+
+def test_torch_kmeans_equals_a_loop_reference():
+    from langdml.eval.kmeans import torch_kmeans_assign
+
+    x, _ = clustered(n=120, d=4, classes=6, seed=4)
+    init = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(7))[:6].numpy()]
+    for niter in (0, 1, 5):
+        got = torch_kmeans_assign(x, 6, seed=7, niter=niter)
+        np.testing.assert_array_equal(got, _loop_lloyd(x, init, niter))
+
+
+def test_torch_kmeans_clustering_metrics_agree_with_faiss():
+    x, y = clustered(n=2000, d=16, classes=40, seed=5)
+    a = retrieval_metrics(x, y, include=("clustering",), device="cpu", seed=1)
+    b = retrieval_metrics(x, y, include=("clustering",), device=TORCH_CPU, seed=1)
+    assert abs(a["nmi"] - b["nmi"]) < 0.03 and abs(a["ami"] - b["ami"]) < 0.05
+    # well-separated classes: both recover them exactly
+    sep = np.repeat(np.eye(8, dtype=np.float32) * 10, 30, axis=0)
+    sep += 0.01 * np.random.default_rng(0).standard_normal(sep.shape).astype(np.float32)
+    labels = np.repeat(np.arange(8), 30)
+    m = retrieval_metrics(sep, labels, include=("clustering",), device=TORCH_CPU, seed=3)
+    assert m["nmi"] == pytest.approx(1.0) and m["ami"] == pytest.approx(1.0)
+
+
+def test_torch_kmeans_refills_empty_clusters_and_is_seeded():
+    from langdml.eval.kmeans import torch_kmeans_assign
+
+    base = np.random.default_rng(2).standard_normal((10, 5)).astype(np.float32)
+    x = np.repeat(base, 5, axis=0)  # 10 distinct points, 15 clusters: some must start empty
+    a = torch_kmeans_assign(x, 15, seed=1, niter=10)
+    assert a.shape == (50,) and a.min() >= 0 and a.max() < 15
+    np.testing.assert_array_equal(a, torch_kmeans_assign(x, 15, seed=1, niter=10))
+    # copies of one point always share a cluster
+    assert all(len(set(a[i * 5 : i * 5 + 5])) == 1 for i in range(10))
+    with pytest.raises(ValueError, match="n_clusters"):
+        torch_kmeans_assign(x, 51)

@@ -15,7 +15,8 @@ pytorch-metric-learning 2.9 ``AccuracyCalculator(k="max_bin_count")``):
   reference -- have nothing to retrieve and are excluded from all kNN metrics (the means run over
   the other queries), exactly as PML does. If every query is lone the kNN metrics are NaN.
 * Neighbour order: by score, equal scores by ascending reference index (see ``langdml.eval.knn``).
-* NMI / AMI: k-means (faiss, ``niter=kmeans_iters``, seeded) on the query embeddings with as many
+* NMI / AMI: k-means (faiss, or ``langdml.eval.kmeans`` on the torch GPU backend; ``niter=
+  kmeans_iters``, seeded) on the query embeddings with as many
   clusters as distinct query labels, scored against the query labels with
   ``sklearn.metrics.normalized_mutual_info_score`` (arithmetic mean) and the adjusted mutual
   information (sklearn's definition, computed by ``adjusted_mutual_info`` below). As in PML only
@@ -150,7 +151,7 @@ def retrieval_metrics(
         metric: "cosine" (inner product of L2-normalised vectors) or "euclidean".
         device: "cpu", "cuda"/"cuda:N" or "auto": faiss GPU when available, else exact torch
             search on the GPU, else CPU faiss (``knn.resolve_backend``). k-means runs on faiss
-            (GPU only with faiss-gpu).
+            (on the GPU with faiss-gpu), or in torch on the GPU with the torch backend.
         chunk_size: queries per search call (memory bound); rounded to faiss's 4096-query block.
             None picks it from k. Results do not depend on it.
         include: any of "recall" (recall@k), "map_r" (map@r, r_precision), "clustering" (nmi, ami).
@@ -305,8 +306,14 @@ def _clustering_metrics(
 
     _, codes = np.unique(codes, return_inverse=True)  # only the classes present among the queries
     codes = codes.reshape(-1)
-    gpu = backend.gpu if backend.kind == "faiss-gpu" else None  # k-means: faiss only
-    assign = kmeans_assign(x, int(codes.max()) + 1, seed, niter, gpu)
+    k = int(codes.max()) + 1
+    if backend.kind == "torch":  # a GPU without faiss-gpu: Lloyd k-means in torch
+        from langdml.eval.kmeans import torch_kmeans_assign
+
+        assign = torch_kmeans_assign(x, k, seed, niter, backend.torch_device)
+    else:
+        gpu = backend.gpu if backend.kind == "faiss-gpu" else None
+        assign = kmeans_assign(x, k, seed, niter, gpu)
     return {
         "nmi": float(normalized_mutual_info_score(codes, assign)),
         "ami": adjusted_mutual_info(codes, assign),
