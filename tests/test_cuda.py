@@ -100,6 +100,22 @@ def test_cuda_search_equals_cpu_faiss():
         assert b == pytest.approx(a, abs=1e-3)
 
 
+def test_cuda_kmeans_clustering_agrees_with_cpu_faiss():
+    from langdml.eval.kmeans import torch_kmeans_assign
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 200, 8000)
+    x = rng.standard_normal((200, 32)).astype(np.float32)[y]
+    x += 0.7 * rng.standard_normal(x.shape).astype(np.float32)
+    cpu = retrieval_metrics(x, y, include=("clustering",), device="cpu", seed=1)
+    gpu = retrieval_metrics(x, y, include=("clustering",), device="cuda", seed=1)
+    assert abs(cpu["nmi"] - gpu["nmi"]) < 0.02 and abs(cpu["ami"] - gpu["ami"]) < 0.05
+    # the same seeded algorithm on the CPU and the GPU: the same partition up to rounding
+    a = torch_kmeans_assign(x, 200, seed=2, niter=10, device="cpu")
+    b = torch_kmeans_assign(x, 200, seed=2, niter=10, device="cuda")
+    assert (a == b).mean() > 0.99
+
+
 def test_cuda_search_keeps_the_documented_tie_order():
     base = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
     x = np.concatenate([np.repeat(base[:1], 12, axis=0), base[1:]])
