@@ -484,7 +484,7 @@ def main() -> None:
             res["big"].append(("clustering (NMI, AMI)", run_child(cspec)))
         print("GPU vs CPU", flush=True)
         vs = (6000, 64) if args.quick else (60_000, 512)
-        res["vs_cpu"] = [gpu_vs_cpu_case(*vs, (2, 9), noise, max(args.repeats, 3))]
+        res["vs_cpu"] = [gpu_vs_cpu_case(*vs, (2, 9), noise, args.repeats)]
         if not args.skip_clustering:
             c = gpu_vs_cpu_case(*vs, (2, 9), noise, 1, ("clustering",), seed=1234)
             res["vs_cpu"].append(c)

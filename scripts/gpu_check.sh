@@ -39,7 +39,7 @@ step() {  # step NAME SECONDS CMD...
 
 step tests 80 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_eval_metrics.py \
   tests/test_eval_torch_backend.py tests/test_eval_metrics_inputs.py
-step eval 110 python3 scripts/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
+step eval 180 python3 scripts/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
 step train 80 python3 -m langdml train $CFG --output-dir $RUNS/frozen_amp train.device=cuda \
   train.amp=true
 FT="train.device=cuda model.frozen_trunk=false train.epochs=4 eval.every=2"
