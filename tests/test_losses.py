@@ -209,3 +209,19 @@ def test_triplet_loss_large_batch_matches_pml():
     v2, g2, _ = value_and_grads(pml_losses.TripletMarginLoss(), x, y)
     assert_close_rel(v1, v2, "value")
     assert_close_rel(g1, g2, "grad")
+
+
+def test_npair_pairs_without_a_mask_equal_the_row_major_first_pairs():
+    from langdml.losses.npair import first_pair_of_each_label
+
+    g = torch.Generator().manual_seed(11)
+    for batch in (1, 2, 7, 64, 300):
+        labels = torch.randint(0, max(1, batch // 3), (batch,), generator=g)
+        expected = {}  # label -> first (i, j), i != j, same label, in row-major order
+        for i in range(batch):
+            for j in range(batch):
+                if i != j and labels[i] == labels[j] and int(labels[i]) not in expected:
+                    expected[int(labels[i])] = (i, j)
+        a, p = first_pair_of_each_label(labels)
+        got = {int(labels[x]): (int(x), int(y)) for x, y in zip(a, p, strict=True)}
+        assert got == expected and len(a) == len(expected)

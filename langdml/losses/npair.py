@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import cross_entropy, normalize, positive_negative_masks, zero_loss
+from ._common import cross_entropy, normalize, zero_loss
 from .base import IndicesTuple, MetricLoss
 
 
@@ -22,6 +22,19 @@ def first_pair_per_label(
     first[1:] = sorted_labels[1:] != sorted_labels[:-1]
     keep = order[first]
     return anchors[keep], positives[keep]
+
+
+def first_pair_of_each_label(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Without mined pairs: the row-major first positive pair of a label is (its first row, its
+    second row), found by one stable sort instead of a (B, B) mask."""
+    order = torch.sort(labels, stable=True).indices
+    s = labels[order]
+    starts = torch.ones_like(s, dtype=torch.bool)
+    starts[1:] = s[1:] != s[:-1]
+    has_second = torch.zeros_like(starts)
+    has_second[:-1] = s[1:] == s[:-1]
+    pos = torch.nonzero(starts & has_second).flatten()
+    return order[pos], order[pos + 1]
 
 
 class NPairLoss(MetricLoss):
@@ -44,11 +57,9 @@ class NPairLoss(MetricLoss):
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
         if indices_tuple is None:
-            pos, _ = positive_negative_masks(labels)
-            a, p = pos.nonzero(as_tuple=True)
+            a, p = first_pair_of_each_label(labels)
         else:
-            a, p = indices_tuple[0].long(), indices_tuple[1].long()
-        a, p = first_pair_per_label(a, p, labels)
+            a, p = first_pair_per_label(indices_tuple[0].long(), indices_tuple[1].long(), labels)
         z = normalize(x) if self.normalize_embeddings else x
         if a.numel() == 0:
             loss = zero_loss(x)
