@@ -49,6 +49,19 @@ def check_batch(embeddings: object, labels: object, who: str) -> None:
         raise LangDMLError(f"{who}: labels must be >= 0, got {int(labels.min())}")
 
 
+def check_proxy_batch(
+    embeddings: object, labels: object, num_classes: int, embedding_size: int, who: str
+) -> None:
+    """check_batch, plus labels below num_classes and embeddings of width embedding_size."""
+    check_batch(embeddings, labels, who)
+    check_labels_below(labels, num_classes, who)
+    if embeddings.shape[1] != embedding_size:
+        raise LangDMLError(
+            f"{who}: embeddings have dim {embeddings.shape[1]}, "
+            f"expected embedding_size={embedding_size}"
+        )
+
+
 def check_labels_below(labels: Tensor, num_classes: int, who: str) -> None:
     if labels.numel() and int(labels.max()) >= num_classes:
         raise LangDMLError(

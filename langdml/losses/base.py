@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 
-from ._common import as_fp32, check_batch, check_labels_below, fp32_region
+from ._common import as_fp32, check_batch, check_proxy_batch, fp32_region
 
 IndicesTuple = tuple[Tensor, ...]
 
@@ -73,14 +73,9 @@ class ProxyLoss(MetricLoss):
     def forward(
         self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None = None
     ) -> Tensor:
-        who = type(self).__name__
-        check_batch(embeddings, labels, who)
-        check_labels_below(labels, self.num_classes, who)
-        if embeddings.shape[1] != self.embedding_size:
-            raise LangDMLError(
-                f"{who}: embeddings have dim {embeddings.shape[1]}, "
-                f"expected embedding_size={self.embedding_size}"
-            )
+        check_proxy_batch(
+            embeddings, labels, self.num_classes, self.embedding_size, type(self).__name__
+        )
         return super().forward(embeddings, labels, indices_tuple)
 
     def fp32_proxies(self, device: torch.device) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 from langdml.losses import ProxyAnchorLoss, ProxyNCALoss
-from langdml.losses._common import as_fp32, check_batch, check_labels_below
+from langdml.losses._common import as_fp32, check_proxy_batch
 
 PROJECTIONS = ("linear", "mlp")
 
@@ -171,14 +171,9 @@ class _TextProxyLoss(nn.Module):
     def forward(
         self, embeddings: Tensor, labels: Tensor, indices_tuple: tuple[Tensor, ...] | None = None
     ) -> Tensor:
-        who = type(self).__name__
-        check_batch(embeddings, labels, who)
-        check_labels_below(labels, self.num_classes, who)
-        if embeddings.shape[1] != self.embedding_size:
-            raise LangDMLError(
-                f"{who}: embeddings have dim {embeddings.shape[1]}, "
-                f"expected embedding_size={self.embedding_size}"
-            )
+        check_proxy_batch(
+            embeddings, labels, self.num_classes, self.embedding_size, type(self).__name__
+        )
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             proxies = self.proxies
         self.base._external = proxies
