@@ -16,6 +16,7 @@ and the Python 3.12 wheels the machine lacks into .whl/.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,6 +106,12 @@ def main() -> None:
     shutil.rmtree(ref, ignore_errors=True)
     cmd = [sys.executable, "-m", "langdml", "train", str(cfg), "--output-dir", str(ref)]
     subprocess.run(cmd, check=True, env=env)
+    summary = json.loads((ref / "metrics.json").read_text())
+    f, u = summary["final"], summary["baselines"]["untrained"]
+    print(
+        f"cpu_ref: untrained R@1 {100 * u['recall@1']:.2f}, final R@1 {100 * f['recall@1']:.2f} "
+        f"MAP@R {100 * f['map@r']:.2f} NMI {100 * f['nmi']:.2f}"
+    )
     shutil.rmtree(DEV / "cache", ignore_errors=True)  # the GPU machine computes its own
     whl = ROOT / ".whl"
     shutil.rmtree(whl, ignore_errors=True)

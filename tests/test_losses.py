@@ -114,24 +114,19 @@ def test_proxy_loss_matches_pml(name, layout, batch):
     assert_close_rel(p1, p2, f"{name} proxy grad")
 
 
-def test_proxy_nca_softmax_scale_matches_pml():
-    x, y = make_batch(40, "random", seed=5)
-    ours = L.ProxyNCALoss(num_classes=20, embedding_size=x.shape[1], softmax_scale=3.0)
-    ref = pml_losses.ProxyNCALoss(num_classes=20, embedding_size=x.shape[1], softmax_scale=3.0)
-    with torch.no_grad():
-        ref.proxies.copy_(ours.proxies)
-    v1, g1, (p1,) = value_and_grads(ours, x, y, ours.proxies)
-    v2, g2, (p2,) = value_and_grads(ref, x, y, ref.proxies)
-    assert_close_rel(v1, v2, "value")
-    assert_close_rel(g1, g2, "grad")
-    assert_close_rel(p1, p2, "proxy grad")
-
-
-def test_proxy_anchor_large_alpha_matches_pml():
-    """alpha = 64 takes the max-shifted log-sum-exp path."""
-    x, y = make_batch(40, "random", seed=6)
-    kwargs = {"num_classes": 20, "embedding_size": x.shape[1], "margin": 0.2, "alpha": 64.0}
-    ours, ref = L.ProxyAnchorLoss(**kwargs), pml_losses.ProxyAnchorLoss(**kwargs)
+@pytest.mark.parametrize(
+    "name,kwargs,seed",
+    [
+        ("proxy_nca", {"softmax_scale": 3.0}, 5),
+        # alpha = 64 takes the max-shifted log-sum-exp path
+        ("proxy_anchor", {"margin": 0.2, "alpha": 64.0}, 6),
+    ],
+)
+def test_proxy_loss_matches_pml_with_other_hyperparameters(name, kwargs, seed):
+    ours_cls, pml_cls = PROXY_CASES[name]
+    x, y = make_batch(40, "random", seed=seed)
+    kwargs = {"num_classes": 20, "embedding_size": x.shape[1], **kwargs}
+    ours, ref = ours_cls(**kwargs), pml_cls(**kwargs)
     with torch.no_grad():
         ref.proxies.copy_(ours.proxies)
     v1, g1, (p1,) = value_and_grads(ours, x, y, ours.proxies)

@@ -244,22 +244,20 @@ class ExactKNN:
         self.metric = check_metric(metric)
         self.n, self.d = reference.shape
         self.backend = backend or CPU
-        self.cpu_index = None
-        self.gpu_index = None
+        self.cpu_index = None  # faiss CPU index: the index itself, or faiss-gpu's k > 2048 path
         if self.backend.kind == "torch":
-            self.gpu_index = TorchFlatIndex(reference, metric, self.backend.torch_device)
+            self.index = TorchFlatIndex(reference, metric, self.backend.torch_device)
             return
         faiss = _faiss()
         self.cpu_index = (
             faiss.IndexFlatIP(self.d) if metric == "cosine" else faiss.IndexFlatL2(self.d)
         )
         self.cpu_index.add(reference)
+        self.index = self.cpu_index
         if self.backend.kind == "faiss-gpu":
             try:
                 self._gpu_res = faiss.StandardGpuResources()
-                self.gpu_index = faiss.index_cpu_to_gpu(
-                    self._gpu_res, self.backend.gpu, self.cpu_index
-                )
+                self.index = faiss.index_cpu_to_gpu(self._gpu_res, self.backend.gpu, self.cpu_index)
             except (AttributeError, RuntimeError) as exc:
                 log.warning("faiss GPU index failed (%s); using CPU faiss", exc)
                 self.backend = CPU
@@ -269,10 +267,9 @@ class ExactKNN:
         return self.backend.kind == "faiss-gpu" or self.backend.torch_device.startswith("cuda")
 
     def _raw_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.backend.kind == "torch":
-            return self.gpu_index.search(q, k)
-        gpu_ok = self.backend.kind == "faiss-gpu" and k <= GPU_MAX_K
-        return (self.gpu_index if gpu_ok else self.cpu_index).search(q, k)
+        if self.backend.kind == "faiss-gpu" and k > GPU_MAX_K:
+            return self.cpu_index.search(q, k)
+        return self.index.search(q, k)
 
     def _canonical(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sort each row by (score, index): best score first, equal scores by ascending index."""

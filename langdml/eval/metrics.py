@@ -276,14 +276,21 @@ def _knn_metrics(
 
 
 def kmeans_assign(
-    x: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20, gpu: int | None = None
+    x: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20, device: Any = "cpu"
 ) -> np.ndarray:
-    """faiss k-means (``niter`` Lloyd iterations, seeded) of the rows of x; the cluster of each row.
+    """k-means (``niter`` Lloyd iterations, seeded) of the rows of x; the cluster of each row.
 
-    Same faiss call as PML's ``FaissKMeans(niter=20)`` (which uses faiss's default seed 1234);
+    ``device`` as in :func:`retrieval_metrics`. On faiss (CPU, or GPU with faiss-gpu) it is the
+    same faiss call as PML's ``FaissKMeans(niter=20)`` (which uses faiss's default seed 1234);
     ``min_points_per_centroid=1`` only silences faiss's "please provide at least ... points"
-    warning (DML test sets have ~5-60 points per class).
+    warning (DML test sets have ~5-60 points per class). On the torch backend (a GPU without
+    faiss-gpu) it is ``langdml.eval.kmeans.torch_kmeans_assign``.
     """
+    backend = resolve_backend(device)
+    if backend.kind == "torch":
+        from langdml.eval.kmeans import torch_kmeans_assign
+
+        return torch_kmeans_assign(x, n_clusters, seed, niter, backend.torch_device)
     faiss = _faiss()
     km = faiss.Kmeans(
         x.shape[1],
@@ -292,7 +299,7 @@ def kmeans_assign(
         seed=int(seed),
         min_points_per_centroid=1,
         verbose=False,
-        gpu=1 if gpu is not None else False,
+        gpu=1 if backend.kind == "faiss-gpu" else False,
     )
     km.train(x)
     _, assign = km.index.search(x, 1)
@@ -306,14 +313,7 @@ def _clustering_metrics(
 
     _, codes = np.unique(codes, return_inverse=True)  # only the classes present among the queries
     codes = codes.reshape(-1)
-    k = int(codes.max()) + 1
-    if backend.kind == "torch":  # a GPU without faiss-gpu: Lloyd k-means in torch
-        from langdml.eval.kmeans import torch_kmeans_assign
-
-        assign = torch_kmeans_assign(x, k, seed, niter, backend.torch_device)
-    else:
-        gpu = backend.gpu if backend.kind == "faiss-gpu" else None
-        assign = kmeans_assign(x, k, seed, niter, gpu)
+    assign = kmeans_assign(x, int(codes.max()) + 1, seed, niter, backend)
     return {
         "nmi": float(normalized_mutual_info_score(codes, assign)),
         "ami": adjusted_mutual_info(codes, assign),

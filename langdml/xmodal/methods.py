@@ -51,13 +51,7 @@ def _result(
 def _evaluate(
     image_emb: torch.Tensor, test: ImageDataset, texts: ClassTexts, text_emb: torch.Tensor, device
 ) -> dict[str, float]:
-    return crossmodal_metrics(
-        image_emb, texts.image_labels(test.labels), text_emb, device=_faiss_device(device)
-    )
-
-
-def _faiss_device(device: str) -> str:
-    return "cuda" if str(device).startswith("cuda") else "cpu"
+    return crossmodal_metrics(image_emb, texts.image_labels(test.labels), text_emb, device=device)
 
 
 # ---------------------------------------------------------------------------------------------
