@@ -54,11 +54,28 @@ class LanguageConfig(_Strict):
     prompts: list[str] = Field(default_factory=lambda: ["a photo of a {}"])
     pseudo_labels: bool = False  # PLG: top-k ImageNet names per class instead of class names
     top_k: int = Field(5, ge=1)
+    # Control: each train class gets the text embedding of another train class (a permutation
+    # seeded by the run's seed), so the target keeps its similarity spectrum but loses meaning.
+    shuffled_names: bool = False
 
 
 class DirectionConfig(_Strict):
-    weight: float = Field(1.0, ge=0)
+    # integrated: DR-Triplet / DR-ProxyNCA / DR-MS, weight = γ inside the base loss (the public
+    # reproductions use γ ≈ 0.3-0.49); orthogonal: the project's own additive penalty.
+    weight: float = Field(0.3, ge=0)
+    form: Literal["integrated", "orthogonal"] = "integrated"
     model_config = ConfigDict(extra="allow", validate_assignment=True)  # form-specific options
+
+    @field_validator("form", mode="before")
+    @classmethod
+    def _removed_form(cls, value: Any) -> Any:
+        if value == "reproduction":
+            raise ValueError(
+                "form 'reproduction' was removed: it was an additive -mean cos term, not the "
+                "reproductions' form; use 'integrated' (DR inside triplet / proxy_nca / "
+                "multi_similarity) or 'orthogonal' (the project's own penalty)"
+            )
+        return value
 
 
 class BaseLossConfig(BaseModel):

@@ -20,6 +20,7 @@ def test_exports_are_exactly_the_contract():
     assert set(L.__all__) == {
         "ContrastiveLoss", "TripletLoss", "NPairLoss", "MultiSimilarityLoss", "ProxyNCALoss",
         "ProxyAnchorLoss", "ProxyGMLLoss", "LanguageGuidanceLoss", "DirectionRegularizer",
+        "DRTripletLoss", "DRProxyNCALoss", "DRMultiSimilarityLoss",
         "AllTripletsMiner", "SemiHardMiner", "BatchHardMiner", "DistanceWeightedMiner",
         "MultiSimilarityMiner", "CombinedLoss", "build_loss",
     }  # fmt: skip
@@ -59,7 +60,7 @@ def test_total_is_base_plus_weighted_regularizers_and_terms_are_logged():
         "base": {"name": "multi_similarity", "alpha": 2, "beta": 40, "base": 0.5},
         "regularizers": [
             {"name": "language", "weight": 5.0, "temperature": 1.0},
-            {"name": "direction", "weight": 0.3, "form": "reproduction"},
+            {"name": "direction", "weight": 0.3, "form": "orthogonal"},
         ],
     }
     loss = L.build_loss(cfg, num_classes=C, embedding_size=D, class_text_embeddings=text)
@@ -67,7 +68,7 @@ def test_total_is_base_plus_weighted_regularizers_and_terms_are_logged():
     total = loss(x, y)
     base = L.MultiSimilarityLoss(beta=40)(x, y)
     lang = L.LanguageGuidanceLoss(text)(x, y)
-    direc = L.DirectionRegularizer(form="reproduction")(x, y)
+    direc = L.DirectionRegularizer(form="orthogonal")(x, y)
     expected = base + 5.0 * lang + 0.3 * direc
     torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-6)
     terms = loss.last_terms
@@ -83,7 +84,7 @@ def test_proxy_base_passes_its_proxies_to_proxy_mode_regularizers():
         "base": "proxy_anchor",
         "regularizers": [
             {"name": "language", "weight": 1.0, "mode": "proxy"},
-            {"name": "direction", "weight": 1.0},
+            {"name": "direction", "weight": 1.0, "form": "orthogonal"},
         ],
     }
     loss = L.build_loss(cfg, num_classes=C, embedding_size=D, class_text_embeddings=text)

@@ -31,7 +31,7 @@ def all_losses():
         "proxy_gml": L.ProxyGMLLoss(C, D, proxies_per_class=3),
         "language": L.LanguageGuidanceLoss(text()),
         "language_plg": L.LanguageGuidanceLoss(torch.randn(C, 3, 5)),
-        "direction_repro": L.DirectionRegularizer(form="reproduction", positives="all"),
+        "direction_orth_all": L.DirectionRegularizer(form="orthogonal", positives="all"),
         "direction_orth": L.DirectionRegularizer(form="orthogonal"),
     }
 

@@ -115,23 +115,20 @@ def test_language_guidance_pulls_similar_names_together_2d():
     assert abs(ab0 - ac0) < 5 and abs(ab0 - bc0) < 5, (ab0, ac0, bc0)
 
 
-# ---- direction regularisation ---------------------------------------------------------------
+# ---- direction regularisation, form "orthogonal" (our additive penalty) ----------------------
+# The integrated forms (DR-Triplet, DR-ProxyNCA, DR-MS) are tested in test_direction_integrated.py.
 
 
-def _term(a, p, n, form):
-    if form == "reproduction":
-        u, v = n - a, p - a
-        if float((u @ u).detach()) <= 1e-6 or float((v @ v).detach()) <= 1e-6:
-            return None
-        return -(u @ v) / (u.norm() * v.norm())
+def _orthogonal_term(a, p, n):
+    """((n - c)·(p - a))² / ‖n - c‖² from explicit vectors; None where n - c is undefined."""
     c = (a + p) / 2
     w, v = n - c, p - a
-    if float((w @ w).detach()) <= 1e-6 or float((v @ v).detach()) <= 1e-6:
+    if float((w @ w).detach()) < 1e-6:
         return None
-    return (w @ v) ** 2 / ((w @ w) * (v @ v))
+    return (w @ v) ** 2 / (w @ w)
 
 
-def direction_reference(x, y, form, positives, proxies=None, proxy_labels=None):
+def direction_reference(x, y, positives, proxies=None, proxy_labels=None):
     """Explicit vectors a, p, n, c for every triplet (no similarity identities)."""
     z = F.normalize(x, dim=1)
     if proxies is None:
@@ -152,49 +149,54 @@ def direction_reference(x, y, form, positives, proxies=None, proxy_labels=None):
             pos = [min(pos, key=lambda j: float((z[a] @ refs[j]).detach()))]
         for p in pos:
             for n in neg:
-                t = _term(z[a], refs[p], refs[n], form)
+                t = _orthogonal_term(z[a], refs[p], refs[n])
                 if t is not None:
                     terms.append(t)
     return torch.stack(terms).mean() if terms else torch.tensor(0.0)
 
 
-@pytest.mark.parametrize("form", ["reproduction", "orthogonal"])
 @pytest.mark.parametrize("positives", ["hardest", "all"])
-def test_direction_pairs_matches_loop_reference(form, positives):
+def test_direction_pairs_matches_loop_reference(positives):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(11, 5, generator=g)
     y = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4])  # class 2 and 4 are singletons
-    reg = L.DirectionRegularizer(form=form, mode="pairs", positives=positives)
+    reg = L.DirectionRegularizer(form="orthogonal", mode="pairs", positives=positives)
     x1 = x.clone().requires_grad_(True)
     value = reg(x1, y)
     value.backward()
     x2 = x.clone().requires_grad_(True)
-    ref = direction_reference(x2, y, form, positives)
+    ref = direction_reference(x2, y, positives)
     ref.backward()
     torch.testing.assert_close(value, ref, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("form", ["reproduction", "orthogonal"])
 @pytest.mark.parametrize("positives,per_class", [("hardest", 1), ("hardest", 3), ("all", 3)])
-def test_direction_proxies_matches_loop_reference(form, positives, per_class):
+def test_direction_proxies_matches_loop_reference(positives, per_class):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(7, 5, generator=g)
     y = torch.tensor([0, 1, 1, 2, 3, 3, 0])
     proxies = torch.randn(4 * per_class, 5, generator=g)
     proxy_labels = torch.arange(4).repeat_interleave(per_class)
-    reg = L.DirectionRegularizer(form=form, positives=positives)  # mode="auto" -> proxies
+    reg = L.DirectionRegularizer(form="orthogonal", positives=positives)  # auto -> proxies
     x1 = x.clone().requires_grad_(True)
     p1 = proxies.clone().requires_grad_(True)
     value = reg(x1, y, proxies=p1, proxy_labels=proxy_labels)
     value.backward()
     x2 = x.clone().requires_grad_(True)
     p2 = proxies.clone().requires_grad_(True)
-    ref = direction_reference(x2, y, form, positives, p2, proxy_labels)
+    ref = direction_reference(x2, y, positives, p2, proxy_labels)
     ref.backward()
     torch.testing.assert_close(value, ref, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-3, atol=1e-6)
     torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-3, atol=1e-6)
+
+
+def test_direction_rejects_removed_and_integrated_forms():
+    with pytest.raises(ValueError, match="not the reproductions' form.*'integrated'.*'orthogonal'"):
+        L.DirectionRegularizer(form="reproduction")
+    with pytest.raises(ValueError, match="not an additive term"):
+        L.DirectionRegularizer(form="integrated")
 
 
 def _unit2(deg):
@@ -202,43 +204,55 @@ def _unit2(deg):
     return torch.tensor([math.cos(r), math.sin(r)])
 
 
-def _single_triplet_update(form, a, p, n):
+def _single_triplet_update(a, p, n):
     """Descent direction on the negative n for one triplet (sample a, proxies p and n)."""
     n_param = n.clone().requires_grad_(True)
-    reg = L.DirectionRegularizer(form=form, mode="proxies", positives="hardest")
+    reg = L.DirectionRegularizer(form="orthogonal", mode="proxies", positives="hardest")
     proxies = torch.stack([p, n_param])
     value = reg(a[None], torch.tensor([0]), proxies=proxies, proxy_labels=torch.tensor([0, 1]))
     value.backward()
     return -n_param.grad
 
 
-def _cos_theta(a, p, n):
-    return float(F.cosine_similarity(n - a, p - a, dim=0))
-
-
-def test_direction_reproduction_sign_in_2d():
-    """The reproduction form (+γ cos θ on the negative's distance) turns the negative *toward*
-    the a→p direction: cos∠(n - a, p - a) grows and n moves toward p's side of the anchor."""
-    a, p, n = _unit2(0), _unit2(60), _unit2(150)
-    step = _single_triplet_update("reproduction", a, p, n)
-    assert float(step.norm()) > 0
-    moved = F.normalize(n + 0.05 * step / step.norm(), dim=0)
-    assert _cos_theta(a, p, moved) > _cos_theta(a, p, n)
-    assert float(step @ (p - a)) > 0
-    assert float((moved - p).norm()) < float((n - p).norm())  # closer to the positive
-
-
 def test_direction_orthogonal_sign_in_2d():
     """The orthogonality penalty moves the negative toward the bisector of a and p."""
     a, p, n = _unit2(0), _unit2(60), _unit2(150)
     c = (a + p) / 2
-    step = _single_triplet_update("orthogonal", a, p, n)
+    step = _single_triplet_update(a, p, n)
     moved = F.normalize(n + 0.05 * step / step.norm(), dim=0)
     before = abs(float(F.cosine_similarity(n - c, p - a, dim=0)))
     after = abs(float(F.cosine_similarity(moved - c, p - a, dim=0)))
     assert after < before
     # on the circle the bisector point is at 210 degrees: n turns that way
     assert float((moved - _unit2(210)).norm()) < float((n - _unit2(210)).norm())
+
+
+def _orthogonal_grad_norm(gap, scale_free):
+    """‖∂R/∂x‖ for a, p with ‖p - a‖ ≈ gap and a fixed negative; scale_free=True is the old
+    cos²∠(n - c, p - a) (explicit vectors, float64), else DirectionRegularizer."""
+    x = torch.tensor(
+        [[1.0, 0.0, 0.0], [1.0, gap, 0.0], [0.2, -0.5, 0.8]], dtype=torch.float64
+    ).requires_grad_(True)
+    if scale_free:
+        a, p, n = F.normalize(x, dim=1)
+        w, v = n - (a + p) / 2, p - a
+        value = (w @ v) ** 2 / ((w @ w) * (v @ v))
+    else:
+        reg = L.DirectionRegularizer(form="orthogonal", mode="pairs", positives="all")
+        value = reg(x, torch.tensor([0, 0, 1]))
+    value.backward()
+    return float(x.grad.norm())
+
+
+def test_direction_orthogonal_gradient_stays_bounded_as_pair_tightens():
+    gaps = [1e-1, 1e-2, 1e-3, 1e-4]
+    norms = [_orthogonal_grad_norm(gap, scale_free=False) for gap in gaps]
+    assert all(math.isfinite(g) for g in norms)
+    for before, after in zip(norms, norms[1:]):
+        assert after <= before * 1.01 + 1e-6, norms
+    # the scale-free ratio it replaces blows up like 1/‖p - a‖ (so this test can tell them apart)
+    old = [_orthogonal_grad_norm(gap, scale_free=True) for gap in gaps]
+    assert old[2] > 50 * old[0], old
 
 
 def _push_negative(weight, steps=100):

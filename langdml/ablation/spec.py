@@ -12,7 +12,7 @@ from langdml.config import ExperimentConfig, apply_overrides, load_yaml, validat
 from langdml.errors import ConfigError
 from langdml.io import stable_hash
 
-_ALLOWED = {"base", "grid", "seeds", "output_dir", "overrides", "when", "name"}
+_ALLOWED = {"base", "grid", "seeds", "output_dir", "overrides", "when", "name", "backend"}
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,7 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
         raise ConfigError(
             f"ablation {path}: 'grid' must be a non-empty mapping of dotted.key: [values]"
         )
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"ablation {path}: grid key {key!r} needs a non-empty list of values")
+    arms = _named_arms(grid, path)
     seeds = tree.get("seeds")
     if isinstance(seeds, int):
         seeds = list(range(seeds))
@@ -120,7 +118,11 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
     for combo in itertools.product(*(grid[k] for k in keys)):
         cell = Cell(tuple(zip(keys, combo)))
         for seed in seeds:
-            run_tree = apply_overrides(_deep_copy(base_tree), {**dict(cell.values), "seed": seed})
+            plain = {k: v for k, v in cell.values if k not in arms}
+            run_tree = apply_overrides(_deep_copy(base_tree), {**plain, "seed": seed})
+            for key, label in cell.values:
+                if key in arms:  # a named arm sets several keys at once
+                    apply_overrides(run_tree, dict(arms[key][label]))
             # Settings tied to a grid value (e.g. a regularizer weight tuned per base loss).
             for key, by_value in when.items():
                 extra = {str(k): v for k, v in by_value.items()}.get(value_label(cell.get(key)))
@@ -139,6 +141,31 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
             runs.append(Run(cell, seed, cfg, run_id))
     _check_loss_arguments(runs)
     return Ablation(name, out, grid, seeds, runs, base_tree)
+
+
+def _named_arms(grid: dict[str, Any], path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Check the grid; return its named-arm keys. A grid key maps to a list of values for one
+    dotted key, or to ``{label: {dotted.key: value, ...}}``: named arms that set several keys at
+    once (e.g. ``shuffled: {loss.regularizers: language, loss.language.shuffled_names: true}``),
+    so a control arm need not be crossed with every other arm. The grid turns each named-arm key
+    into a list of its labels."""
+    arms: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, values in grid.items():
+        if isinstance(values, dict) and values:
+            for label, overrides in values.items():
+                if not isinstance(overrides, dict):
+                    raise ConfigError(
+                        f"ablation {path}: grid arm {key}.{label} must map dotted keys to "
+                        f"values, got {overrides!r}"
+                    )
+            arms[key] = {str(label): overrides for label, overrides in values.items()}
+            grid[key] = list(arms[key])
+        elif not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"ablation {path}: grid key {key!r} needs a non-empty list of values "
+                "or a mapping of named arms {label: {dotted.key: value}}"
+            )
+    return arms
 
 
 def _deep_copy(tree: Any) -> Any:

@@ -8,6 +8,7 @@ gradients with those defaults.
 from .combined import CombinedLoss, build_loss
 from .contrastive import ContrastiveLoss
 from .direction import DirectionRegularizer
+from .dr_losses import DRMultiSimilarityLoss, DRProxyNCALoss, DRTripletLoss
 from .language import LanguageGuidanceLoss
 from .miners import (
     AllTripletsMiner,
@@ -33,6 +34,9 @@ __all__ = [
     "ProxyGMLLoss",
     "LanguageGuidanceLoss",
     "DirectionRegularizer",
+    "DRTripletLoss",
+    "DRProxyNCALoss",
+    "DRMultiSimilarityLoss",
     "AllTripletsMiner",
     "SemiHardMiner",
     "BatchHardMiner",

@@ -223,6 +223,56 @@ def mined_pair_counts(
     )
 
 
+def mined_sample_weights(
+    indices_tuple: tuple[Tensor, ...],
+    batch_size: int,
+    device: torch.device,
+    who: str,
+    anchors_only: bool = False,
+) -> Tensor | None:
+    """Per-sample float32 weights (B,) of a mined (a, p, n) or (a1, p, a2, n) tuple, as
+    pytorch-metric-learning's proxy losses read one: w_i = (number of times sample i occurs in
+    the tuple) / (the largest such count), 0 for a sample the tuple never names.
+
+    ``anchors_only`` counts only the anchors (a, or a1 and a2). Returns None when every entry is
+    empty: PML then weights every sample 1, so the loss is the unmined one. Raises
+    LangDMLError (one line) for a malformed tuple.
+    """
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        what = (
+            f"{len(indices_tuple)} entries"
+            if isinstance(indices_tuple, (tuple, list))
+            else type(indices_tuple).__name__
+        )
+        raise LangDMLError(f"{who}: indices_tuple must be (a, p, n) or (a1, p, a2, n), got {what}")
+    for t in indices_tuple:
+        integer = isinstance(t, Tensor) and not (
+            t.is_floating_point() or t.is_complex() or t.dtype == torch.bool
+        )
+        if not integer or t.ndim != 1:
+            raise LangDMLError(f"{who}: indices_tuple entries must be 1-D integer tensors")
+    lengths = [len(t) for t in indices_tuple]
+    if len(lengths) == 3:
+        consistent = lengths[0] == lengths[1] == lengths[2]
+        anchors = [indices_tuple[0]]
+    else:
+        consistent = lengths[0] == lengths[1] and lengths[2] == lengths[3]
+        anchors = [indices_tuple[0], indices_tuple[2]]
+    if not consistent:
+        raise LangDMLError(f"{who}: indices_tuple entries have mismatched lengths {lengths}")
+    if not any(lengths):
+        return None
+    every = torch.cat([t.to(device=device, dtype=torch.long) for t in indices_tuple])
+    lo, hi = (int(v) for v in torch.aminmax(every))
+    if lo < 0 or hi >= batch_size:
+        bad = lo if lo < 0 else hi
+        raise LangDMLError(f"{who}: indices_tuple index {bad} is outside the batch of {batch_size}")
+    if anchors_only:
+        every = torch.cat([t.to(device=device, dtype=torch.long) for t in anchors])
+    counts = torch.bincount(every, minlength=batch_size).to(torch.float32)
+    return counts.div_(counts.max())
+
+
 def log_softmax(x: Tensor, dim: int) -> Tensor:
     """x - logsumexp(x): same values as torch.log_softmax. On CPU, torch's softmax kernels spin
     up the thread pool even for tiny inputs, which costs milliseconds when cores are shared."""

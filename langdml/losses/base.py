@@ -46,7 +46,12 @@ class MetricLoss(nn.Module):
 
 
 class ProxyLoss(MetricLoss):
-    """A loss owning ``proxies``: nn.Parameter (num_classes * proxies_per_class, embedding_size)."""
+    """A loss owning ``proxies``: nn.Parameter (num_classes * proxies_per_class, embedding_size).
+
+    Proxy losses take no ``miner``. A mined ``indices_tuple`` passed in has no sample pairs to
+    restrict here: ProxyNCALoss and ProxyAnchorLoss turn it into per-sample weights exactly as
+    pytorch-metric-learning does (see their docstrings); ProxyGMLLoss raises LangDMLError.
+    """
 
     def __init__(self, num_classes: int, embedding_size: int, proxies_per_class: int = 1) -> None:
         super().__init__(miner=None)

@@ -14,7 +14,8 @@ from langdml.errors import ConfigError, LangDMLError
 
 from ._common import as_fp32, check_batch, fp32_region
 from .contrastive import ContrastiveLoss
-from .direction import DirectionRegularizer
+from .direction import REPRODUCTION_REMOVED, DirectionRegularizer
+from .dr_losses import DR_BASES, IntegratedDirectionLog, to_integrated_direction
 from .language import LanguageGuidanceLoss
 from .miners import (
     AllTripletsMiner,
@@ -222,6 +223,37 @@ def build_miner(entry: Any) -> nn.Module:
     return _construct(MINERS[name], kwargs, f"miner '{name}'")
 
 
+def _direction(
+    entry: Any, base: nn.Module, weight: float, kwargs: dict[str, Any]
+) -> tuple[nn.Module, nn.Module, float]:
+    """(base, regularizer module, weight) for a "direction" entry; form "integrated" replaces
+    the base by its DR form with γ = weight and logs its cos θ through a weight-0 module."""
+    form = kwargs.get("form", "integrated")
+    if form == "reproduction":
+        raise ConfigError(f"regularizer 'direction': {REPRODUCTION_REMOVED}")
+    if form == "orthogonal":
+        return base, _construct(DirectionRegularizer, kwargs, "regularizer 'direction'"), weight
+    if form != "integrated":
+        raise ConfigError(
+            "regularizer 'direction': form must be one of ['integrated', 'orthogonal'], "
+            f"got {form!r}"
+        )
+    where = "regularizer 'direction' (form 'integrated')"
+    name, _ = _split(entry, "base")
+    if name not in DR_BASES:
+        raise ConfigError(
+            f"{where} exists only for bases {list(DR_BASES)}, not {name!r}; "
+            "use form 'orthogonal' (our additive penalty) with other bases"
+        )
+    extra = sorted(set(kwargs) - {"form"})
+    if extra:
+        raise ConfigError(f"{where} takes only 'weight' (= γ), got {extra}")
+    if getattr(base, "gamma", None) is not None:
+        raise ConfigError(f"{where} given twice; list one direction entry")
+    dr_base = to_integrated_direction(base, weight)
+    return dr_base, IntegratedDirectionLog(dr_base), 0.0
+
+
 def build_loss(
     config: Mapping[str, Any],
     num_classes: int | None = None,
@@ -235,6 +267,11 @@ def build_loss(
                         {"name": "direction", "weight": 0.3}]}``
     Proxy losses get num_classes / embedding_size from the arguments; "language" gets
     ``class_text_embeddings`` ((C, d) or (C, k, d), one row per class).
+
+    "direction" with form "integrated" (the default) swaps a triplet / proxy_nca /
+    multi_similarity base for its DR form (DRTripletLoss, ...) with γ = weight, adding no term;
+    its "direction" log entry (weight 0) is the mean cos θ the γ multiplies. Form "orthogonal"
+    adds our DirectionRegularizer penalty to any base.
     """
     if not isinstance(config, Mapping):
         raise ConfigError(f"loss config must be a mapping, got {type(config).__name__}")
@@ -268,7 +305,7 @@ def build_loss(
                 "regularizer 'language'",
             )
         elif name == "direction":
-            module = _construct(DirectionRegularizer, kwargs, "regularizer 'direction'")
+            base, module, weight = _direction(config["base"], base, float(weight), kwargs)
         else:
             raise ConfigError(f"unknown regularizer {name!r}; expected one of {list(REGULARIZERS)}")
         taken = {n for n, _, _ in regs}

@@ -1,19 +1,18 @@
 """Direction regularisation (Mohan et al., CVPR 2020, "Moving in the Right Direction").
 
-Geometry, for unit vectors a (anchor), p (positive), n (negative) and c = (a + p)/2:
-  cos θ = (n - a)·(p - a) / (‖n - a‖‖p - a‖) = (S_pn - S_an - S_ap + 1) / (D_an D_ap)
-  (n - c)·(p - a) = S_pn - S_an,  ‖n - c‖² = 3/2 + S_ap/2 - S_an - S_pn,  ‖p - a‖² = 2 - 2 S_ap
-so every triplet term is elementwise in the similarity matrix.
+The paper's own equations could not be read (see REFERENCES.md); its figure states the idea: for
+unit vectors a (anchor), p (positive), n (negative) and c = (a + p)/2, the negative should move
+along (n - c), with (n - c) ⊥ (p - a). Two implementations live in the library:
 
-Two forms, both additive (the combined loss multiplies them by a weight γ):
-- "reproduction": R = -mean cos θ. Public reproductions add +γ cos θ to the negative's distance
-  inside the hinge, i.e. the loss gains -γ cos θ. Sign check (tests/test_regularizers.py, 2-D):
-  descending R turns n about the anchor *toward* the a→p direction (cos θ grows) — it does not by
-  itself move the negative away from the pair's centre c.
-- "orthogonal": R = mean ((n - c)·(p - a))² / (‖n - c‖²‖p - a‖²), the paper's stated idea as an
-  explicit penalty. Its descent turns n about c onto the bisector of a and p, where (n - c) ⊥
-  (p - a); from there the pair's push on the negative is orthogonal to the anchor–positive axis
-  (checked in the tests).
+- form "integrated" (langdml.losses.dr_losses): DR-Triplet, DR-ProxyNCA and DR-MS exactly as the
+  public reproductions write them, with +γ·cos∠(n - a, p - a) *inside* the base loss (inside the
+  triplet hinge, the NCA exponent, the MS negative term). This is what carries the paper's name.
+- form "orthogonal" (DirectionRegularizer below): an additive penalty of this project's own, our
+  variant of the stated idea (n - c) ⊥ (p - a). It is not credited to the paper.
+
+Geometry used by both, for unit vectors (every term is elementwise in the similarity matrix S):
+  cos∠(n - a, p - a) = (S_pn - S_an - S_ap + 1) / (‖n - a‖‖p - a‖),  ‖u - v‖² = 2 - 2 S_uv
+  (n - c)·(p - a) = S_pn - S_an,  ‖n - c‖² = 3/2 + S_ap/2 - S_an - S_pn
 """
 
 from __future__ import annotations
@@ -25,41 +24,72 @@ from langdml.errors import LangDMLError
 
 from ._common import as_fp32, check_batch, fp32_region, normalize, positive_negative_masks
 
-_FORMS = ("reproduction", "orthogonal")
+_FORMS = ("orthogonal",)
 _MODES = ("auto", "pairs", "proxies")
 _POSITIVES = ("hardest", "all")
-_EPS = 1e-6  # squared lengths below this make the angle undefined; such triplets are skipped
+# Squared lengths below this make an angle (or the direction n - c) undefined; such terms are 0.
+EPS = 1e-6
+
+REPRODUCTION_REMOVED = (
+    "form 'reproduction' was removed: its additive -mean cos θ over all triplets was not the "
+    "reproductions' form; use form 'integrated' (γ·cos θ inside triplet / proxy_nca / "
+    "multi_similarity) or 'orthogonal' (our additive penalty)"
+)
 
 
-def direction_terms(
-    s_ap: Tensor, s_an: Tensor, s_pn: Tensor, valid: Tensor, form: str
+def angle_cosine(s_ap: Tensor, s_an: Tensor, s_pn: Tensor) -> Tensor:
+    """cos∠(n - a, p - a) of unit vectors from their similarities (broadcast), 0 where undefined.
+
+    Undefined means ‖p - a‖² or ‖n - a‖² < EPS; the clamps keep the discarded branch finite so
+    torch.where does not leak a NaN gradient from it.
+    """
+    ap_sq = 2.0 - 2.0 * s_ap
+    an_sq = 2.0 - 2.0 * s_an
+    defined = (ap_sq >= EPS) & (an_sq >= EPS)
+    den = (ap_sq.clamp_min(EPS) * an_sq.clamp_min(EPS)).sqrt()
+    cos = (s_pn - s_an - s_ap + 1.0) / den
+    return torch.where(defined, cos, torch.zeros_like(cos))
+
+
+def orthogonal_terms(
+    s_ap: Tensor, s_an: Tensor, s_pn: Tensor, valid: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Sum and count of the per-triplet terms; s_ap (R, 1), s_an / s_pn / valid (R, M)."""
-    ap_sq = (2.0 - 2.0 * s_ap).expand_as(s_an)
-    if form == "reproduction":
-        an_sq = 2.0 - 2.0 * s_an
-        valid = valid & (ap_sq > _EPS) & (an_sq > _EPS)
-        den = (ap_sq.clamp_min(_EPS) * an_sq.clamp_min(_EPS)).sqrt()
-        term = -(s_pn - s_an - s_ap + 1.0) / den
-    else:
-        nc_sq = 1.5 + 0.5 * s_ap - s_an - s_pn
-        valid = valid & (ap_sq > _EPS) & (nc_sq > _EPS)
-        term = (s_pn - s_an).square() / (nc_sq.clamp_min(_EPS) * ap_sq.clamp_min(_EPS))
+    """Sum and count of ((n - c)·(p - a))² / ‖n - c‖²; s_ap (R, 1), s_an / s_pn / valid (R, M).
+
+    Not divided by ‖p - a‖²: that would make the term scale-free, and its gradient would grow
+    like 1/‖p - a‖ as a class tightens. As written it is ‖p - a‖²·cos²∠(n - c, p - a), whose
+    gradient vanishes with ‖p - a‖. Only ‖n - c‖ → 0 leaves it undefined (term dropped).
+    """
+    nc_sq = 1.5 + 0.5 * s_ap - s_an - s_pn
+    valid = valid & (nc_sq >= EPS)
+    term = (s_pn - s_an).square() / nc_sq.clamp_min(EPS)
     term = torch.where(valid, term, torch.zeros_like(term))
     return term.sum(), valid.sum()
 
 
 class DirectionRegularizer(nn.Module):
-    """R = -mean cos∠(n - a, p - a) ("reproduction") or mean cos²∠(n - c, p - a) ("orthogonal").
+    """R = mean over triplets of ((n - c)·(p - a))² / ‖n - c‖², c = (a + p)/2 (form "orthogonal").
+
+    Our own additive variant of the paper's stated idea (n - c) ⊥ (p - a), not a form from the
+    paper or its reproductions (those are the integrated DR losses, selected by build_loss with
+    form "integrated"). Equal to ‖p - a‖²·cos²∠(n - c, p - a): it vanishes when the negative sits
+    on the bisector of a and p, and stays well-conditioned as ‖p - a‖ → 0.
 
     mode="pairs": triplets of the batch (p a positive, n a negative of anchor a); mode="proxies":
-    a = sample, p = a proxy of its class, n = every proxy of another class (DR-ProxyNCA);
-    "auto" picks proxies when the combined loss passes them. positives="hardest" uses each
-    anchor's least similar positive (DR-MS), "all" every positive (O(B² · positives) memory).
+    a = sample, p = a proxy of its class, n = every proxy of another class; "auto" picks proxies
+    when the combined loss passes them. positives="hardest" uses each anchor's least similar
+    positive, "all" every positive (O(B² · positives) memory).
     """
 
     def __init__(self, form: str = "orthogonal", mode: str = "auto", positives: str = "hardest"):
         super().__init__()
+        if form == "reproduction":
+            raise LangDMLError(f"DirectionRegularizer: {REPRODUCTION_REMOVED}")
+        if form == "integrated":
+            raise LangDMLError(
+                "DirectionRegularizer: form 'integrated' is not an additive term; select it "
+                "through build_loss or use DRTripletLoss / DRProxyNCALoss / DRMultiSimilarityLoss"
+            )
         for name, value, allowed in (
             ("form", form, _FORMS),
             ("mode", mode, _MODES),
@@ -147,6 +177,6 @@ class DirectionRegularizer(nn.Module):
         for idx, has in candidates:
             s_ap = s_an.gather(1, idx)
             s_pn = s_other[idx.squeeze(1)]
-            t, c = direction_terms(s_ap, s_an, s_pn, neg & has, self.form)
+            t, c = orthogonal_terms(s_ap, s_an, s_pn, neg & has)
             total, count = total + t, count + c
         return total, count

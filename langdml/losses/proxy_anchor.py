@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._common import mined_sample_weights
 from ._fused import DIRECT_EXP_BOUND, cross_loss, log1p_sum_exp_, log1p_sum_exp_direct_
 from .base import IndicesTuple, ProxyLoss
 
@@ -15,6 +16,12 @@ class ProxyAnchorLoss(ProxyLoss):
 
     s_ic is the cosine similarity of sample i and proxy c, P⁺ the classes present in the batch,
     δ = ``margin``. Proxies start from kaiming-normal (fan_out), as PML and the paper's code.
+
+    A mined ``indices_tuple`` (a, p, n) or (a1, p, a2, n) weights samples as PML does: with
+    w_i = (times sample i occurs anywhere in the tuple) / (the largest such count), every
+    exponent of sample i, positive and negative, gets + (w_i - 1); each of its terms is scaled
+    by e^{w_i - 1}, so a sample the tuple never names still counts, at e^{-1}. The divisors
+    (|P⁺| and C) are unchanged. A tuple with no indices at all leaves the loss unmined (as PML).
     """
 
     def __init__(
@@ -30,10 +37,18 @@ class ProxyAnchorLoss(ProxyLoss):
         rows = torch.arange(x.shape[0], device=x.device)
         # cosines lie in [-1, 1]: within DIRECT_EXP_BOUND the exps need no max-shift
         direct = abs(alpha) * (1 + abs(delta)) <= DIRECT_EXP_BOUND
+        # Mined: log-weights w_i - 1 <= 0, added to sample i's exponents (keeps `direct` safe).
+        log_w = None
+        if indices_tuple is not None:
+            who = type(self).__name__
+            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who)
+            log_w = None if weights is None else weights.sub_(1.0)
 
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
             # Positive part: each sample has exactly one positive proxy, so it is O(B).
             t = cos[rows, labels].sub(delta).mul_(-alpha)
+            if log_w is not None:
+                t.add_(log_w)
             shift = cos.new_zeros(num_classes).scatter_reduce_(0, labels, t, "amax")
             e = (t - shift[labels]).exp_()
             denom = cos.new_zeros(num_classes).index_add_(0, labels, e).add_(torch.exp(-shift))
@@ -43,6 +58,8 @@ class ProxyAnchorLoss(ProxyLoss):
             pos_value = (shift + denom.log()).sum() / n_present  # absent classes add log(1) = 0
             # Negative part over all (sample, other proxy) entries, in cos's buffer.
             t_neg = cos.add_(delta).mul_(alpha)
+            if log_w is not None:
+                t_neg.add_(log_w[:, None])
             t_neg[rows, labels] = float("-inf")  # exp -> 0: positives drop out
             summed = log1p_sum_exp_direct_ if direct else log1p_sum_exp_
             neg_value = summed(t_neg, None, dim=0).sum() / num_classes

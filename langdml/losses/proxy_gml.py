@@ -28,6 +28,8 @@ class ProxyGMLLoss(ProxyLoss):
     - Proxy regulariser: each proxy j classifies itself by Σ_{k∈class c} cos(p_j, p_k) (all
       proxies, itself included); mean CE against its own class, weighted by λ = weight_lambda.
     ``scale`` multiplies the class scores before the softmax (1 in the paper).
+    A mined ``indices_tuple`` is refused (LangDMLError): ProxyGML has no per-pair or PML
+    counterpart to define what it would do.
     """
 
     def __init__(
@@ -51,6 +53,15 @@ class ProxyGMLLoss(ProxyLoss):
     def num_kept(self) -> int:
         total = self.num_classes * self.proxies_per_class
         return min(total, max(self.proxies_per_class, math.ceil(self.r * total)))
+
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None = None
+    ) -> Tensor:
+        if indices_tuple is not None:
+            raise LangDMLError(
+                "ProxyGMLLoss does not support mined tuples (indices_tuple); remove the miner"
+            )
+        return super().forward(embeddings, labels)
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
         c, n = self.num_classes, self.proxies_per_class

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from langdml.errors import LangDMLError
 
+from ._common import mined_sample_weights
 from ._fused import cross_loss
 from .base import IndicesTuple, ProxyLoss
 
@@ -18,6 +19,12 @@ class ProxyNCALoss(ProxyLoss):
     ``softmax_scale``); variant="paper" excludes c = y_i from the denominator as in the paper.
     Proxies start from N(0, 1) like PML's. (PML drops samples whose softmax underflows to 0;
     this log-softmax form never underflows, so the two agree whenever PML's value is finite.)
+
+    A mined ``indices_tuple`` (a, p, n) or (a1, p, a2, n) does not restrict pairs (there are
+    none between samples); as in PML it weights each sample's term by w_i = (times i occurs as
+    an anchor, a or a1/a2) / (the largest such count): mean_i w_i · loss_i, still divided by B,
+    so samples never mined as anchors contribute 0. variant="paper" weights its terms the same
+    way. A tuple with no indices at all leaves the loss unmined (as PML does).
     """
 
     def __init__(
@@ -40,6 +47,10 @@ class ProxyNCALoss(ProxyLoss):
         scale = 2.0 * self.softmax_scale
         rows = torch.arange(x.shape[0], device=x.device)
         paper = self.variant == "paper"
+        weights = None
+        if indices_tuple is not None:
+            who = type(self).__name__
+            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, True)
 
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
             # -s‖z - p‖² = 2s·cos - 2s for unit vectors; the constant cancels in the softmax.
@@ -48,10 +59,15 @@ class ProxyNCALoss(ProxyLoss):
             if paper:
                 logits[rows, labels] = float("-inf")  # denominator over c != y only
             lse = torch.logsumexp(logits, dim=1, keepdim=True)
-            value = (lse.squeeze(1) - target).mean()
+            per_sample = lse.squeeze(1) - target
+            if weights is not None:
+                per_sample.mul_(weights)
+            value = per_sample.mean()
             # ∂/∂logits = softmax (over the denominator's classes) - one_hot(y), per sample / B
             grad = logits.sub_(lse).exp_()
             grad[rows, labels] -= 1.0
+            if weights is not None:
+                grad.mul_(weights[:, None])
             return value, grad.mul_(scale / x.shape[0])
 
         return cross_loss(x, self.fp32_proxies(x.device), value_and_grad)

@@ -116,11 +116,23 @@ def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.T
         device=cfg.train.device,
     )
     if lang.pseudo_labels:
-        return text.pseudo_label_embeddings(train, k=lang.top_k, **kwargs).embeddings.float()
-    # Several classes may share a name (SOP's super-class names): embed each name once.
-    position = {name: i for i, name in enumerate(dict.fromkeys(train.class_names))}
-    rows = torch.as_tensor([position[n] for n in train.class_names])
-    return text.precompute_text_embeddings(list(position), **kwargs).embeddings.float()[rows]
+        emb = text.pseudo_label_embeddings(train, k=lang.top_k, **kwargs).embeddings.float()
+    else:
+        # Several classes may share a name (SOP's super-class names): embed each name once.
+        position = {name: i for i, name in enumerate(dict.fromkeys(train.class_names))}
+        rows = torch.as_tensor([position[n] for n in train.class_names])
+        emb = text.precompute_text_embeddings(list(position), **kwargs).embeddings.float()[rows]
+    if lang.shuffled_names:
+        emb = emb[shuffled_classes(emb.shape[0], cfg.seed)]
+    return emb
+
+
+def shuffled_classes(num_classes: int, seed: int) -> torch.Tensor:
+    """The shuffled-names control's permutation: class c gets the text embedding of class
+    perm[c]. Seeded by the run seed, so seeds average over permutations; the stream is separate
+    from training's."""
+    generator = torch.Generator().manual_seed(1_000_003 + seed)
+    return torch.randperm(num_classes, generator=generator)
 
 
 def uses_text_proxies(cfg: ExperimentConfig) -> bool:
