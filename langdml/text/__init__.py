@@ -1,8 +1,10 @@
 """Precompute stage: class-name and pseudo-label text embeddings, cached on disk.
 
-Text models (TEXTMODEL): ``minilm`` (packaged all-MiniLM-L6-v2, offline default),
+Text models (TEXTMODEL): ``minilm`` (packaged all-MiniLM-L6-v2, offline default), ``mpnet``
+(packaged all-mpnet-base-v2, optional; :mod:`langdml.text.packaged`),
 ``hf:ID_OR_PATH[#pooler|cls|mean]``, ``st:ID_OR_PATH``, ``clip:ARCH/PRETRAINED``,
-``clip:ARCH@CHECKPOINT_PATH``, ``clip:DIR``. Importing this package loads no model library.
+``clip:ARCH@CHECKPOINT_PATH``, ``clip:DIR``, and ``file:PATH``: class embeddings computed elsewhere
+(:mod:`langdml.text.userfile`). Importing this package loads no model library.
 """
 
 from langdml.text.cache import CacheMismatchError, TextEmbeddings, load_text_embeddings

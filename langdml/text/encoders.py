@@ -408,6 +408,15 @@ def create_text_encoder(
     if spec.kind == "minilm":
         # all-MiniLM-L6-v2 is meant to run as its sentence-transformers pipeline (mean + normalise)
         return STTextEncoder(spec, device=device, path=minilm_path())
+    if spec.kind == "mpnet":
+        from langdml.text.packaged import mpnet_path
+
+        return STTextEncoder(spec, device=device, path=mpnet_path())
+    if spec.kind == "file":
+        raise ModelError(
+            f"{spec.raw!r} is a fixed table of class-name embeddings, not a text encoder: it "
+            "serves class names (precompute, language guidance, diagnose), not free text"
+        )
     if spec.kind == "hf":
         return HFTextEncoder(spec, device=device)
     if spec.kind == "st":

