@@ -40,12 +40,28 @@ from langdml import losses as ours  # noqa: E402
 from langdml.io import atomic_write_text  # noqa: E402
 
 TARGETS = ("multi_similarity", "triplet", "contrastive", "proxy_anchor")
-ALL_CASES = TARGETS + ("proxy_nca", "npair")
+# Losses with class weights: PML keeps them as a (d, C) ``W`` (SoftTriple: ``fc``), ours as the
+# (C, d) ``proxies``; copied transposed.
+CLASS_WEIGHT_CASES = {
+    "arcface": ("ArcFaceLoss", "W"),
+    "cosface": ("CosFaceLoss", "W"),
+    "normalized_softmax": ("NormalizedSoftmaxLoss", "W"),
+    "soft_triple": ("SoftTripleLoss", "fc"),
+}
+# Cross-batch memory around a pair loss: the queue holds XBM_MEMORY embeddings (or the batch).
+XBM_CASES = {"xbm_multi_similarity": "MultiSimilarityLoss", "xbm_contrastive": "ContrastiveLoss"}
+XBM_MEMORY = 1024
+ALL_CASES = (
+    TARGETS
+    + ("proxy_nca", "npair", "margin", "circle")
+    + tuple(CLASS_WEIGHT_CASES)
+    + tuple(XBM_CASES)
+)
 PER_CLASS = 4
 
 
 def build(
-    name: str, num_classes: int, dim: int, device: str
+    name: str, num_classes: int, dim: int, device: str, batch_size: int = 0
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     from pytorch_metric_learning import losses as pml
 
@@ -62,12 +78,29 @@ def build(
         pair = ours.ProxyAnchorLoss(num_classes, dim), pml.ProxyAnchorLoss(num_classes, dim)
     elif name == "proxy_nca":
         pair = ours.ProxyNCALoss(num_classes, dim), pml.ProxyNCALoss(num_classes, dim)
+    elif name == "margin":
+        pair = ours.MarginLoss(), pml.MarginLoss()
+    elif name == "circle":
+        pair = ours.CircleLoss(), pml.CircleLoss()
+    elif name in CLASS_WEIGHT_CASES:
+        cls_name, weight = CLASS_WEIGHT_CASES[name]
+        pair = getattr(ours, cls_name)(num_classes, dim), getattr(pml, cls_name)(num_classes, dim)
+    elif name in XBM_CASES:
+        inner = XBM_CASES[name]
+        memory = max(XBM_MEMORY, batch_size)
+        pair = (
+            ours.CrossBatchMemory(getattr(ours, inner)(), dim, memory_size=memory),
+            pml.CrossBatchMemory(getattr(pml, inner)(), dim, memory_size=memory),
+        )
     else:
         raise SystemExit(f"unknown case {name!r}; expected one of {ALL_CASES}")
     a, b = (m.to(device) for m in pair)
     if hasattr(a, "proxies"):
         with torch.no_grad():
-            b.proxies.copy_(a.proxies)
+            if name in CLASS_WEIGHT_CASES:
+                getattr(b, CLASS_WEIGHT_CASES[name][1]).copy_(a.proxies.T)
+            else:
+                b.proxies.copy_(a.proxies)
     return a, b
 
 
@@ -96,7 +129,7 @@ def step(loss: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 def time_case(name: str, batch: int, dim: int, device: str, repeats: int) -> dict[str, float]:
     """Medians of wall time ("ours", "pml") and of process CPU time ("ours_cpu", "pml_cpu")."""
     num_classes = max(512, batch // PER_CLASS)
-    mine, theirs = build(name, num_classes, dim, device)
+    mine, theirs = build(name, num_classes, dim, device, batch)
     x, y = inputs(batch, dim, num_classes, device)
     impls = {"ours": mine, "pml": theirs}
     times: dict[str, list[float]] = {k: [] for k in ("ours", "pml", "ours_cpu", "pml_cpu")}
@@ -140,7 +173,7 @@ def peak_extra_bytes(loss: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, de
 def _memory_task(name: str, impl: str, batch: int, dim: int, device: str, threads: int) -> int:
     torch.set_num_threads(threads)
     num_classes = max(512, batch // PER_CLASS)
-    mine, theirs = build(name, num_classes, dim, device)
+    mine, theirs = build(name, num_classes, dim, device, batch)
     x, y = inputs(batch, dim, num_classes, device)
     return peak_extra_bytes(mine if impl == "ours" else theirs, x, y, device)
 
@@ -214,8 +247,10 @@ def run(args: argparse.Namespace) -> str:
         + f"; load average (1/5/15 min) {load_before} before, {_load()} after.",
         "",
         f"Forward+backward of one batch: B embeddings of dimension d = {args.dim}, "
-        f"{PER_CLASS} per class, default hyperparameters, proxy losses with "
-        "max(512, B/4) classes and PML's proxies copied from ours. Wall: median wall time of "
+        f"{PER_CLASS} per class, default hyperparameters, proxy and class-weight losses with "
+        "max(512, B/4) classes and PML's proxies / class weights copied from ours, xbm_* rows "
+        f"a cross-batch memory of max({XBM_MEMORY}, B) entries around the pair loss (filling "
+        "over the repeats). Wall: median wall time of "
         "interleaved repeats after one warm-up each (fewer repeats at B = 2048); CPU: median "
         "process CPU time of the same calls (all threads), less sensitive to other processes "
         "on a shared machine; ratios are ours / PML, below 1 is better. Peak: extra memory of "

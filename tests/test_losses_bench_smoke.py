@@ -37,6 +37,14 @@ def test_bench_losses_quick_smoke(tmp_path):
         "proxy_anchor",
         "proxy_nca",
         "npair",
+        "margin",
+        "circle",
+        "arcface",
+        "cosface",
+        "normalized_softmax",
+        "soft_triple",
+        "xbm_multi_similarity",
+        "xbm_contrastive",
     ]
     for row in cells:
         assert row["threads"] == "1"

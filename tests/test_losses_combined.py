@@ -19,7 +19,9 @@ def batch(seed=0):
 def test_exports_are_exactly_the_contract():
     assert set(L.__all__) == {
         "ContrastiveLoss", "TripletLoss", "NPairLoss", "MultiSimilarityLoss", "ProxyNCALoss",
-        "ProxyAnchorLoss", "ProxyGMLLoss", "LanguageGuidanceLoss", "DirectionRegularizer",
+        "ProxyAnchorLoss", "ProxyGMLLoss", "MarginLoss", "CircleLoss", "ArcFaceLoss",
+        "CosFaceLoss", "NormalizedSoftmaxLoss", "SoftTripleLoss", "ProxyNCAPlusPlusLoss",
+        "CrossBatchMemory", "S2SDLoss", "LanguageGuidanceLoss", "DirectionRegularizer",
         "DRTripletLoss", "DRProxyNCALoss", "DRMultiSimilarityLoss",
         "AllTripletsMiner", "SemiHardMiner", "BatchHardMiner", "DistanceWeightedMiner",
         "MultiSimilarityMiner", "CombinedLoss", "build_loss",
@@ -128,7 +130,7 @@ def test_pml_base_loss():
 @pytest.mark.parametrize(
     "cfg,kwargs,needle",
     [
-        ({"base": {"name": "arcface"}}, {}, "unknown base loss 'arcface'"),
+        ({"base": {"name": "sphereface"}}, {}, "unknown base loss 'sphereface'"),
         ({"base": "proxy_anchor"}, {}, "needs num_classes="),
         ({"base": {"name": "triplet", "margn": 0.1}}, {}, "bad arguments"),
         (

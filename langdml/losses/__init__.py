@@ -5,11 +5,14 @@ proxy losses use pytorch-metric-learning's argument names and defaults and match
 gradients with those defaults.
 """
 
+from .arcface import ArcFaceLoss, CosFaceLoss
+from .circle import CircleLoss
 from .combined import CombinedLoss, build_loss
 from .contrastive import ContrastiveLoss
 from .direction import DirectionRegularizer
 from .dr_losses import DRMultiSimilarityLoss, DRProxyNCALoss, DRTripletLoss
 from .language import LanguageGuidanceLoss
+from .margin import MarginLoss
 from .miners import (
     AllTripletsMiner,
     BatchHardMiner,
@@ -18,11 +21,16 @@ from .miners import (
     SemiHardMiner,
 )
 from .multi_similarity import MultiSimilarityLoss
+from .normalized_softmax import NormalizedSoftmaxLoss
 from .npair import NPairLoss
 from .proxy_anchor import ProxyAnchorLoss
 from .proxy_gml import ProxyGMLLoss
 from .proxy_nca import ProxyNCALoss
+from .proxy_nca_pp import ProxyNCAPlusPlusLoss
+from .s2sd import S2SDLoss
+from .soft_triple import SoftTripleLoss
 from .triplet import TripletLoss
+from .xbm import CrossBatchMemory
 
 __all__ = [
     "ContrastiveLoss",
@@ -32,6 +40,15 @@ __all__ = [
     "ProxyNCALoss",
     "ProxyAnchorLoss",
     "ProxyGMLLoss",
+    "MarginLoss",
+    "CircleLoss",
+    "ArcFaceLoss",
+    "CosFaceLoss",
+    "NormalizedSoftmaxLoss",
+    "SoftTripleLoss",
+    "ProxyNCAPlusPlusLoss",
+    "CrossBatchMemory",
+    "S2SDLoss",
     "LanguageGuidanceLoss",
     "DirectionRegularizer",
     "DRTripletLoss",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,10 +14,13 @@ from torch import Tensor, nn
 from langdml.errors import ConfigError, LangDMLError
 
 from ._common import as_fp32, check_batch, fp32_region
+from .arcface import ArcFaceLoss, CosFaceLoss
+from .circle import CircleLoss
 from .contrastive import ContrastiveLoss
 from .direction import REPRODUCTION_REMOVED, DirectionRegularizer
 from .dr_losses import DR_BASES, IntegratedDirectionLog, to_integrated_direction
 from .language import LanguageGuidanceLoss
+from .margin import MarginLoss
 from .miners import (
     AllTripletsMiner,
     BatchHardMiner,
@@ -25,22 +29,34 @@ from .miners import (
     SemiHardMiner,
 )
 from .multi_similarity import MultiSimilarityLoss
+from .normalized_softmax import NormalizedSoftmaxLoss
 from .npair import NPairLoss
 from .proxy_anchor import ProxyAnchorLoss
 from .proxy_gml import ProxyGMLLoss
 from .proxy_nca import ProxyNCALoss
+from .proxy_nca_pp import ProxyNCAPlusPlusLoss
+from .soft_triple import SoftTripleLoss
 from .triplet import TripletLoss
+from .xbm import CrossBatchMemory
 
 PAIR_LOSSES: dict[str, type[nn.Module]] = {
     "contrastive": ContrastiveLoss,
     "triplet": TripletLoss,
     "npair": NPairLoss,
     "multi_similarity": MultiSimilarityLoss,
+    "margin": MarginLoss,
+    "circle": CircleLoss,
 }
+# Losses with trainable class weights / proxies: built with num_classes and embedding_size.
 PROXY_LOSSES: dict[str, type[nn.Module]] = {
     "proxy_nca": ProxyNCALoss,
     "proxy_anchor": ProxyAnchorLoss,
     "proxy_gml": ProxyGMLLoss,
+    "proxy_nca_pp": ProxyNCAPlusPlusLoss,
+    "arcface": ArcFaceLoss,
+    "cosface": CosFaceLoss,
+    "normalized_softmax": NormalizedSoftmaxLoss,
+    "soft_triple": SoftTripleLoss,
 }
 MINERS: dict[str, type[nn.Module]] = {
     "all_triplets": AllTripletsMiner,
@@ -54,11 +70,13 @@ REGULARIZERS = ("language", "direction")
 
 
 class PMLLossAdapter(nn.Module):
-    """A pytorch-metric-learning loss behind our interface (validation, fp32, proxies)."""
+    """A pytorch-metric-learning loss behind our interface (validation, fp32, proxies). With a
+    ``miner`` (a PML miner or one of ours) the loss gets the mined indices_tuple on every call."""
 
-    def __init__(self, loss: nn.Module) -> None:
+    def __init__(self, loss: nn.Module, miner: nn.Module | None = None) -> None:
         super().__init__()
         self.loss = loss
+        self.miner = miner
 
     @property
     def proxies(self) -> nn.Parameter | None:
@@ -69,10 +87,17 @@ class PMLLossAdapter(nn.Module):
         proxies = self.proxies
         return None if proxies is None else torch.arange(proxies.shape[0], device=proxies.device)
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, indices_tuple: tuple[Tensor, ...] | None = None
+    ) -> Tensor:
         check_batch(embeddings, labels, type(self.loss).__name__)
         with fp32_region(embeddings):
-            return self.loss(as_fp32(embeddings), labels.to(embeddings.device).long())
+            x, y = as_fp32(embeddings), labels.to(embeddings.device).long()
+            if indices_tuple is None and self.miner is not None:
+                indices_tuple = self.miner(x, y)
+            if indices_tuple is None:
+                return self.loss(x, y)
+            return self.loss(x, y, indices_tuple)
 
     def proxy_parameters(self) -> list[nn.Parameter]:
         return [self.proxies] if self.proxies is not None else []
@@ -154,25 +179,107 @@ def _construct(factory: Callable[..., nn.Module], kwargs: dict[str, Any], where:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _build_pml(class_name: str, kwargs: dict[str, Any], num_classes, embedding_size) -> nn.Module:
+# Where a nested "pml:" object is looked up, by the argument it is given for.
+_PML_MODULES = ("losses", "miners", "distances", "reducers", "regularizers")
+_PML_MODULE_OF_KEY = {"miner": "miners", "distance": "distances", "reducer": "reducers"}
+
+
+def _is_pml_entry(value: Any) -> bool:
+    name = value.get("name") if isinstance(value, Mapping) else value
+    return isinstance(name, str) and name.startswith("pml:")
+
+
+def _pml_class(class_name: str, modules: tuple[str, ...], where: str) -> type:
     try:
-        from pytorch_metric_learning import losses as pml_losses
+        import importlib
+
+        found = [importlib.import_module(f"pytorch_metric_learning.{m}") for m in modules]
     except ImportError:
         raise ConfigError(
-            f"base 'pml:{class_name}' needs pytorch-metric-learning, which is not installed"
+            f"{where} needs pytorch-metric-learning, which is not installed"
         ) from None
-    cls = getattr(pml_losses, class_name, None)
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise ConfigError(
-            f"base 'pml:{class_name}': no such loss in pytorch_metric_learning.losses"
-        )
+    for module in found:
+        cls = getattr(module, class_name, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return cls
+    places = " / ".join(f"pytorch_metric_learning.{m}" for m in modules)
+    kind = modules[0].removesuffix("es" if modules[0] == "losses" else "s")
+    kind = kind if len(modules) == 1 else "class"
+    raise ConfigError(f"{where}: no such {kind} {class_name!r} in {places}")
+
+
+def _pml_kwargs(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Build nested {name: "pml:Class", ...} arguments (a distance, reducer, miner, loss,
+    regularizer) into PML objects, recursively; other values pass through."""
+    out = {}
+    for key, value in kwargs.items():
+        if not _is_pml_entry(value):
+            out[key] = value
+            continue
+        if key in _PML_MODULE_OF_KEY:
+            modules: tuple[str, ...] = (_PML_MODULE_OF_KEY[key],)
+        elif key.endswith("regularizer"):
+            modules = ("regularizers",)
+        elif key == "loss":
+            modules = ("losses",)
+        else:
+            modules = _PML_MODULES
+        out[key] = _build_pml_object(value, modules, f"{where} {key}")
+    return out
+
+
+def _build_pml_object(entry: Any, modules: tuple[str, ...], where: str) -> nn.Module:
+    name, kwargs = _split(entry, where)
+    where = f"{where} '{name}'"
+    cls = _pml_class(name[4:], modules, where)
+    return _construct_pml(cls, _pml_kwargs(kwargs, where), where)
+
+
+def _construct_pml(cls: type, kwargs: dict[str, Any], where: str) -> nn.Module:
+    """PML classes take **kwargs, so a misspelt argument fails inside the constructor."""
+    try:
+        return _construct(cls, kwargs, where)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: bad arguments {sorted(kwargs)} ({exc})") from None
+
+
+def _build_pml(class_name: str, kwargs: dict[str, Any], num_classes, embedding_size) -> nn.Module:
+    """base "pml:ClassName": a PML loss; nested {name: "pml:…"} arguments (distance, reducer,
+    regularizers, an inner loss) become PML objects, and ``miner`` — a PML miner
+    ({name: "pml:MultiSimilarityMiner", …}) or one of ours — mines every call's pairs."""
+    where = f"base 'pml:{class_name}'"
+    cls = _pml_class(class_name, ("losses",), where)
     params = inspect.signature(cls.__init__).parameters
     for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
         if key in params and key not in kwargs:
             if value is None:
                 raise ConfigError(f"base 'pml:{class_name}' needs {key}= from the builder")
             kwargs[key] = value
-    return PMLLossAdapter(_construct(cls, kwargs, f"base 'pml:{class_name}'"))
+    miner_entry = kwargs.pop("miner", None)
+    miner = None
+    if miner_entry is not None:
+        if _is_pml_entry(miner_entry):
+            miner = _build_pml_object(miner_entry, ("miners",), f"{where} miner")
+        else:
+            miner = build_miner(miner_entry)
+    loss = _construct_pml(cls, _pml_kwargs(kwargs, where), where)
+    return PMLLossAdapter(loss, miner)
+
+
+def _wrap_xbm(loss: nn.Module, entry: Any, name: str, embedding_size: int | None) -> nn.Module:
+    """base {name: <pair loss>, xbm: {memory_size: …, start_iteration: …, batch_weight: …}}
+    (or ``xbm: true`` for the defaults): the loss inside a CrossBatchMemory."""
+    where = f"base '{name}' xbm"
+    if entry is True:
+        entry = {}
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of CrossBatchMemory arguments or true")
+    kwargs = dict(entry)
+    if "embedding_size" not in kwargs:
+        if embedding_size is None:
+            raise ConfigError(f"{where} needs embedding_size=; pass it to build_loss")
+        kwargs["embedding_size"] = embedding_size
+    return _construct(functools.partial(CrossBatchMemory, loss), kwargs, where)
 
 
 def build_base(
@@ -181,7 +288,20 @@ def build_base(
     embedding_size: int | None = None,
     class_text_embeddings: Tensor | None = None,
 ) -> nn.Module:
+    """The base loss of a config entry: a name or {name: …, <constructor arguments>}.
+
+    Pair losses (PAIR_LOSSES) take ``miner`` (a miner entry) and ``xbm`` (a mapping of
+    CrossBatchMemory arguments — memory_size, start_iteration, batch_weight — or true): the
+    loss is then wrapped in a cross-batch memory of embedding_size-wide entries. MarginLoss's
+    ``num_classes: auto`` means one β per class of the builder's num_classes. Proxy and
+    class-weight losses (PROXY_LOSSES) get num_classes / embedding_size from the builder.
+    "pml:ClassName" builds a pytorch-metric-learning loss; nested {name: "pml:…"} arguments
+    (distance, reducer, miner, …) become PML objects (see _build_pml).
+    """
     name, kwargs = _split(entry, "base")
+    xbm = kwargs.pop("xbm", None)
+    if xbm not in (None, False) and name not in PAIR_LOSSES:
+        raise ConfigError(f"base '{name}': xbm wraps the pair losses {sorted(PAIR_LOSSES)} only")
     if name.startswith("text_proxy_"):
         # Language as proxies: proxies projected from class-name embeddings (langdml.xmodal).
         from langdml.xmodal.text_proxies import TEXT_PROXY_LOSSES
@@ -201,7 +321,12 @@ def build_base(
     if name in PAIR_LOSSES:
         if "miner" in kwargs and kwargs["miner"] is not None:
             kwargs["miner"] = build_miner(kwargs["miner"])
-        return _construct(PAIR_LOSSES[name], kwargs, f"base '{name}'")
+        if kwargs.get("num_classes") == "auto":  # MarginLoss: one β per class
+            if num_classes is None:
+                raise ConfigError(f"base '{name}' num_classes='auto' needs num_classes=")
+            kwargs["num_classes"] = num_classes
+        loss = _construct(PAIR_LOSSES[name], kwargs, f"base '{name}'")
+        return loss if xbm in (None, False) else _wrap_xbm(loss, xbm, name, embedding_size)
     if name in PROXY_LOSSES:
         for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
             if key not in kwargs:
