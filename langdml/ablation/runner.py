@@ -2,24 +2,27 @@
 
 The run directories are the source of truth: a finished run has ``metrics.json`` and is skipped, an
 interrupted one resumes from its checkpoint, a failed one is recorded with its error (and retried
-on the next invocation) without stopping the grid.
+on the next invocation) without stopping the grid, and one a live attempt holds (its
+``running.json`` marker, see ``langdml.ablation.cells``) is left alone. The same holds whichever
+backend (local processes, Slurm, Ray) runs the cells, so a grid can move between them.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langdml.ablation.backends import make_backend, resolve_options
+from langdml.ablation.cells import cell_record, finished, run_state
+from langdml.ablation.local_backend import LocalBackend
 from langdml.ablation.report import write_report
 from langdml.ablation.spec import Ablation, Run, load_ablation, value_label
 from langdml.eval.metrics import METRIC_KEYS as METRICS
-from langdml.io import atomic_write_json, atomic_write_text, stable_hash
+from langdml.io import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -29,6 +32,7 @@ class AblationResult:
     table_path: Path
     plot_path: Path | None
     markdown: str
+    notes: list[str] = field(default_factory=list)  # runs running elsewhere, submitted jobs
 
 
 def _row(
@@ -53,144 +57,98 @@ def _row(
     return row
 
 
-def _execute(config: dict, threads: int) -> dict:
-    """Train one run (in a worker process or in-process); never raises."""
-    import torch
-
-    from langdml.config import validate_config
-    from langdml.train import train
-
-    torch.set_num_threads(max(1, threads))
-    t0 = time.perf_counter()
-    try:
-        cfg = validate_config(config)
-        cfg.train.progress = False
-        result = train(cfg)
-        extra = {k: v for k, v in result.extra.get("xmodal", {}).items()}
-        return {
-            "status": "ok",
-            "metrics": result.metrics,
-            "extra": extra,
-            "seconds": time.perf_counter() - t0,
-        }
-    except Exception as exc:  # a failed cell must not stop the grid
-        msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        tb = traceback.format_exc()
-        return {
-            "status": "failed",
-            "error": msg,
-            "traceback": tb,
-            "seconds": time.perf_counter() - t0,
-        }
-
-
-def _finished(run: Run) -> dict | None:
-    path = Path(run.config.output_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        done = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return done if done.get("epochs") == run.config.train.epochs else None
-
-
 def shared_precompute(ablation: Ablation, progress: bool = True) -> None:
     """Frozen features and text embeddings once, in this process, so runs only read caches."""
-    from langdml.train.trainer import class_text_embeddings, prepare_data
-
-    done_data, done_text = {}, set()
-    for run in ablation.runs:
-        cfg = run.config.model_copy(deep=True)
-        cfg.train.progress = progress
-        data_key = stable_hash([cfg.data.model_dump(), cfg.model.model_dump()])
-        if data_key not in done_data:
-            done_data[data_key] = prepare_data(cfg)
-        if "language" in cfg.loss.regularizers:
-            text_key = stable_hash([data_key, cfg.loss.language.model_dump()])
-            if text_key not in done_text:
-                class_text_embeddings(cfg, done_data[data_key].train)
-                done_text.add(text_key)
+    LocalBackend().prepare([run.config.to_dict() for run in ablation.runs], progress)
 
 
 def run_ablation(
-    path: str | os.PathLike, workers: int = 1, output_dir: str | None = None, progress: bool = True
+    path: str | os.PathLike,
+    workers: int = 1,
+    output_dir: str | None = None,
+    progress: bool = True,
+    backend: str = "local",
+    backend_flags: dict[str, Any] | None = None,
+    detach: bool = False,
 ) -> AblationResult:
+    """Run the grid's unfinished runs on ``backend`` (local / slurm / ray) and write the table.
+
+    ``backend_flags`` override the file's ``backend:`` section (dotted keys such as
+    ``"slurm.partition"``; see ``langdml.ablation.backends``)."""
     ablation = load_ablation(path, output_dir)  # validates every run before any starts
+    options = resolve_options(backend, path, backend_flags)
     out = ablation.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    import yaml
-
-    atomic_write_text(
-        out / "ablation.yaml",
-        yaml.safe_dump(
-            {
-                "name": ablation.name,
-                "grid": ablation.grid,
-                "seeds": ablation.seeds,
-                "base": ablation.base_tree,
-            },
-            sort_keys=False,
-        ),
-    )
+    _write_snapshot(out, ablation)
     rows: dict[str, dict] = {}
     todo: list[Run] = []
+    notes: list[str] = []
     for run in ablation.runs:
-        done = _finished(run)
-        if done is not None:
-            rows[run.id] = _row(run, ablation, "ok", done["final"], extra=done.get("xmodal"))
+        state = run_state(run.id, Path(run.config.output_dir), run.config.train.epochs)
+        if state.status == "done":
+            done = finished(Path(run.config.output_dir), run.config.train.epochs) or {}
+            seconds = cell_record(Path(run.config.output_dir)).get("seconds")
+            final, xmodal = done.get("final"), done.get("xmodal")
+            rows[run.id] = _row(run, ablation, "ok", final, seconds, extra=xmodal)
+        elif state.status == "running":
+            notes.append(f"{run.id} is running elsewhere ({state.detail}); not submitted")
         else:
             todo.append(run)
     _save_rows(out, ablation, rows)
-    if todo:
-        shared_precompute(ablation, progress)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    with _Progress(len(ablation.runs), len(ablation.runs) - len(todo), progress) as bar:
+    engine = make_backend(backend, options, workers, out, f"langdml-{ablation.name}", detach)
+    try:
+        if todo:
+            configs = [run.config.to_dict() for run in todo]
+            if options.prepare_mode(backend) == "here":
+                LocalBackend().prepare(configs, progress)
+            else:
+                engine.prepare(configs, progress)
+        with _Progress(len(ablation.runs), len(rows), progress) as bar:
 
-        def record(run: Run, res: dict) -> None:
-            if res["status"] != "ok":
-                atomic_write_text(
-                    Path(run.config.output_dir) / "error.txt", res.get("traceback", "")
+            def record(run: Run, res: dict) -> None:
+                rows[run.id] = _row(
+                    run,
+                    ablation,
+                    res["status"],
+                    res.get("metrics"),
+                    res.get("seconds"),
+                    res.get("error", ""),
+                    res.get("extra"),
                 )
-            rows[run.id] = _row(
-                run,
-                ablation,
-                res["status"],
-                res.get("metrics"),
-                res["seconds"],
-                res.get("error", ""),
-                res.get("extra"),
-            )
-            _save_rows(out, ablation, rows)
-            bar.advance(run, res)
+                _save_rows(out, ablation, rows)
+                bar.advance(run, res)
 
-        if workers <= 1:
-            for run in todo:
-                record(run, _execute(run.config.to_dict(), threads))
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=mp.get_context("spawn")
-            ) as pool:
-                futures = {
-                    pool.submit(_execute, run.config.to_dict(), threads): run for run in todo
-                }
-                for fut in as_completed(futures):
-                    record(futures[fut], fut.result())
+            notes += engine.run(todo, record) if todo else []
+    finally:
+        engine.close()
+    if progress:
+        for note in notes:
+            print(f"langdml: {note}", file=sys.stderr)
     ordered = [rows[r.id] for r in ablation.runs if r.id in rows]
     markdown, plot = write_report(out, ablation, ordered, _baselines(ablation))
-    return AblationResult(out, ordered, out / "results.md", plot, markdown)
+    return AblationResult(out, ordered, out / "results.md", plot, markdown, notes)
+
+
+def _write_snapshot(out: Path, ablation: Ablation) -> None:
+    import yaml
+
+    snapshot = {
+        "name": ablation.name,
+        "grid": ablation.grid,
+        "seeds": ablation.seeds,
+        "base": ablation.base_tree,
+    }
+    atomic_write_text(out / "ablation.yaml", yaml.safe_dump(snapshot, sort_keys=False))
 
 
 def _baselines(ablation: Ablation) -> dict[str, dict]:
     """Reference points recorded by the runs: raw trunk features and the untrained head."""
     for run in ablation.runs:
-        path = Path(run.config.output_dir) / "metrics.json"
-        if path.is_file():
-            found = json.loads(path.read_text()).get("baselines") or {}
-            if found:
-                return found
+        found = (finished(Path(run.config.output_dir), run.config.train.epochs) or {}).get(
+            "baselines"
+        )
+        if found:
+            return found
     return {}
 
 
