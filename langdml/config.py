@@ -15,8 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langdml.errors import ConfigError
-
-REGULARIZERS = ("language", "direction")
+from langdml.losses.vocab import REGULARIZERS
 
 
 class _Strict(BaseModel):

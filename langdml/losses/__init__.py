@@ -3,34 +3,47 @@
 Every loss is an nn.Module called as ``loss(embeddings (B, d), labels (B,)) -> scalar``; pair and
 proxy losses use pytorch-metric-learning's argument names and defaults and match its values and
 gradients with those defaults.
+
+The package loads lazily (``from langdml.losses import X`` imports X's module on first use), so
+the config and the CLI can read :mod:`langdml.losses.vocab` without importing torch.
 """
 
-from .arcface import ArcFaceLoss, CosFaceLoss
-from .circle import CircleLoss
-from .combined import CombinedLoss, build_loss
-from .contrastive import ContrastiveLoss
-from .direction import DirectionRegularizer
-from .dr_losses import DRMultiSimilarityLoss, DRProxyNCALoss, DRTripletLoss
-from .language import LanguageGuidanceLoss
-from .margin import MarginLoss
-from .miners import (
-    AllTripletsMiner,
-    BatchHardMiner,
-    DistanceWeightedMiner,
-    MultiSimilarityMiner,
-    SemiHardMiner,
-)
-from .multi_similarity import MultiSimilarityLoss
-from .normalized_softmax import NormalizedSoftmaxLoss
-from .npair import NPairLoss
-from .proxy_anchor import ProxyAnchorLoss
-from .proxy_gml import ProxyGMLLoss
-from .proxy_nca import ProxyNCALoss
-from .proxy_nca_pp import ProxyNCAPlusPlusLoss
-from .s2sd import S2SDLoss
-from .soft_triple import SoftTripleLoss
-from .triplet import TripletLoss
-from .xbm import CrossBatchMemory
+from langdml._lazy import lazy_getattr
+
+_EXPORTS = {
+    "ArcFaceLoss": "langdml.losses.arcface",
+    "CosFaceLoss": "langdml.losses.arcface",
+    "CircleLoss": "langdml.losses.circle",
+    "CombinedLoss": "langdml.losses.combined",
+    "build_loss": "langdml.losses.combined",
+    "ContrastiveLoss": "langdml.losses.contrastive",
+    "DirectionRegularizer": "langdml.losses.direction",
+    "DRMultiSimilarityLoss": "langdml.losses.dr_losses",
+    "DRProxyNCALoss": "langdml.losses.dr_losses",
+    "DRTripletLoss": "langdml.losses.dr_losses",
+    "LanguageGuidanceLoss": "langdml.losses.language",
+    "MarginLoss": "langdml.losses.margin",
+    "AllTripletsMiner": "langdml.losses.miners",
+    "BatchHardMiner": "langdml.losses.miners",
+    "DistanceWeightedMiner": "langdml.losses.miners",
+    "MultiSimilarityMiner": "langdml.losses.miners",
+    "SemiHardMiner": "langdml.losses.miners",
+    "MultiSimilarityLoss": "langdml.losses.multi_similarity",
+    "NormalizedSoftmaxLoss": "langdml.losses.normalized_softmax",
+    "NPairLoss": "langdml.losses.npair",
+    "ProxyAnchorLoss": "langdml.losses.proxy_anchor",
+    "ProxyGMLLoss": "langdml.losses.proxy_gml",
+    "ProxyNCALoss": "langdml.losses.proxy_nca",
+    "ProxyNCAPlusPlusLoss": "langdml.losses.proxy_nca_pp",
+    "S2SDLoss": "langdml.losses.s2sd",
+    "SoftTripleLoss": "langdml.losses.soft_triple",
+    "TripletLoss": "langdml.losses.triplet",
+    "CrossBatchMemory": "langdml.losses.xbm",
+    "TextProxyAnchorLoss": "langdml.losses.text_proxies",
+    "TextProxyNCALoss": "langdml.losses.text_proxies",
+    "TEXT_PROXY_LOSSES": "langdml.losses.text_proxies",
+    "BASE_LOSSES": "langdml.losses.combined",
+}
 
 __all__ = [
     "ContrastiveLoss",
@@ -62,3 +75,4 @@ __all__ = [
     "CombinedLoss",
     "build_loss",
 ]
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -36,7 +36,9 @@ from .proxy_gml import ProxyGMLLoss
 from .proxy_nca import ProxyNCALoss
 from .proxy_nca_pp import ProxyNCAPlusPlusLoss
 from .soft_triple import SoftTripleLoss
+from .text_proxies import TEXT_PROXY_LOSSES, TextProjection
 from .triplet import TripletLoss
+from .vocab import REGULARIZERS
 from .xbm import CrossBatchMemory
 
 PAIR_LOSSES: dict[str, type[nn.Module]] = {
@@ -66,7 +68,9 @@ MINERS: dict[str, type[nn.Module]] = {
     "distance_weighted": DistanceWeightedMiner,
     "multi_similarity": MultiSimilarityMiner,
 }
-REGULARIZERS = ("language", "direction")
+# Every base loss by the name a config gives it. Text-proxy losses are proxy losses whose proxies
+# are projected class-name embeddings: they are built with class_text_embeddings as well.
+BASE_LOSSES: dict[str, type[nn.Module]] = {**PAIR_LOSSES, **PROXY_LOSSES, **TEXT_PROXY_LOSSES}
 
 
 class PMLLossAdapter(nn.Module):
@@ -132,6 +136,11 @@ class CombinedLoss(nn.Module):
     def proxy_parameters(self) -> list[nn.Parameter]:
         getter = getattr(self.base, "proxy_parameters", None)
         return list(getter()) if getter is not None else []
+
+    def text_projection(self) -> TextProjection | None:
+        """The base loss's text → proxy projection (text-proxy bases), else None."""
+        getter = getattr(self.base, "text_projection", None)
+        return getter() if getter is not None else None
 
     @property
     def last_terms(self) -> dict[str, float]:
@@ -302,14 +311,8 @@ def build_base(
     xbm = kwargs.pop("xbm", None)
     if xbm not in (None, False) and name not in PAIR_LOSSES:
         raise ConfigError(f"base '{name}': xbm wraps the pair losses {sorted(PAIR_LOSSES)} only")
-    if name.startswith("text_proxy_"):
-        # Language as proxies: proxies projected from class-name embeddings (langdml.xmodal).
-        from langdml.xmodal.text_proxies import TEXT_PROXY_LOSSES
-
-        if name not in TEXT_PROXY_LOSSES:
-            raise ConfigError(
-                f"unknown base loss {name!r}; expected one of {sorted(TEXT_PROXY_LOSSES)}"
-            )
+    if name in TEXT_PROXY_LOSSES:
+        # Language as proxies: proxies projected from class-name embeddings.
         if class_text_embeddings is None:
             raise ConfigError(f"base '{name}' needs class_text_embeddings (precompute them first)")
         kwargs.setdefault("num_classes", num_classes)
@@ -334,8 +337,8 @@ def build_base(
                     raise ConfigError(f"base '{name}' needs {key}=; pass it to build_loss")
                 kwargs[key] = value
         return _construct(PROXY_LOSSES[name], kwargs, f"base '{name}'")
-    choices = sorted(PAIR_LOSSES) + sorted(PROXY_LOSSES)
-    choices += ["text_proxy_anchor", "text_proxy_nca", "pml:<ClassName>"]
+    choices = sorted(PAIR_LOSSES) + sorted(PROXY_LOSSES) + list(TEXT_PROXY_LOSSES)
+    choices += ["pml:<ClassName>"]
     raise ConfigError(f"unknown base loss {name!r}; expected one of {choices}")
 
 

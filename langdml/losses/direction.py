@@ -23,9 +23,10 @@ from torch import Tensor, nn
 from langdml.errors import LangDMLError
 
 from ._common import as_fp32, check_batch, fp32_region, normalize, positive_negative_masks
+from .vocab import MODES, canonical_mode
 
 _FORMS = ("orthogonal",)
-_MODES = ("auto", "pairs", "proxies")
+_MODES = ("auto", *MODES)
 _POSITIVES = ("hardest", "all")
 # Squared lengths below this make an angle (or the direction n - c) undefined; such terms are 0.
 EPS = 1e-6
@@ -75,7 +76,7 @@ class DirectionRegularizer(nn.Module):
     form "integrated"). Equal to ‖p - a‖²·cos²∠(n - c, p - a): it vanishes when the negative sits
     on the bisector of a and p, and stays well-conditioned as ‖p - a‖ → 0.
 
-    mode="pairs": triplets of the batch (p a positive, n a negative of anchor a); mode="proxies":
+    mode="batch": triplets of the batch (p a positive, n a negative of anchor a); mode="proxy":
     a = sample, p = a proxy of its class, n = every proxy of another class; "auto" picks proxies
     when the combined loss passes them. positives="hardest" uses each anchor's least similar
     positive, "all" every positive (O(B² · positives) memory).
@@ -90,6 +91,7 @@ class DirectionRegularizer(nn.Module):
                 "DirectionRegularizer: form 'integrated' is not an additive term; select it "
                 "through build_loss or use DRTripletLoss / DRProxyNCALoss / DRMultiSimilarityLoss"
             )
+        mode = canonical_mode(mode, "DirectionRegularizer")
         for name, value, allowed in (
             ("form", form, _FORMS),
             ("mode", mode, _MODES),
@@ -110,9 +112,9 @@ class DirectionRegularizer(nn.Module):
     ) -> Tensor:
         check_batch(embeddings, labels, "DirectionRegularizer")
         labels = labels.to(device=embeddings.device, dtype=torch.long)
-        use_proxies = self.mode == "proxies" or (self.mode == "auto" and proxies is not None)
+        use_proxies = self.mode == "proxy" or (self.mode == "auto" and proxies is not None)
         if use_proxies and (proxies is None or proxy_labels is None):
-            raise LangDMLError("DirectionRegularizer: mode='proxies' needs a proxy-based base loss")
+            raise LangDMLError("DirectionRegularizer: mode='proxy' needs a proxy-based base loss")
         with fp32_region(embeddings):
             z = normalize(as_fp32(embeddings))
             if use_proxies:

@@ -18,9 +18,10 @@ from ._common import (
     fp32_region,
     log_softmax,
 )
+from .vocab import MODES as _MODES
+from .vocab import canonical_mode
 
 _DIRECTIONS = ("backward", "forward")
-_MODES = ("batch", "proxy")
 
 
 class LanguageGuidanceLoss(nn.Module):
@@ -61,6 +62,7 @@ class LanguageGuidanceLoss(nn.Module):
             raise LangDMLError(
                 f"LanguageGuidanceLoss: direction must be one of {_DIRECTIONS}, got {direction!r}"
             )
+        mode = canonical_mode(mode, "LanguageGuidanceLoss")
         if mode not in _MODES:
             raise LangDMLError(f"LanguageGuidanceLoss: mode must be one of {_MODES}, got {mode!r}")
         if temperature <= 0:

@@ -33,7 +33,7 @@ _EXPORTS = {
     ),
     **dict.fromkeys(
         ("TEXT_PROXY_LOSSES", "TextProjection", "TextProxyAnchorLoss", "TextProxyNCALoss"),
-        "langdml.xmodal.text_proxies",
+        "langdml.losses.text_proxies",
     ),
 }
 __all__ = sorted(_EXPORTS)

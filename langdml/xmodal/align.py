@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
+from langdml.losses.text_proxies import TEXT_PROXY_LOSSES, TextProjection, class_rows
 from langdml.models import EmbeddingHead
-from langdml.xmodal.text_proxies import TEXT_PROXY_LOSSES, TextProjection, class_rows
 
 IMAGE_HEADS = ("none", "linear", "mlp")
 
