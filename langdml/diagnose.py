@@ -244,10 +244,9 @@ def diagnose(
     import torch
 
     from langdml.data import load_dataset
-    from langdml.io import cache_root
+    from langdml.io import text_cache_dir
     from langdml.models import FeatureSpec
-    from langdml.text import precompute_text_embeddings
-    from langdml.text.prompts import cleaner_for_dataset
+    from langdml.text.precompute import distinct_name_embeddings
 
     if not models:
         raise LangDMLError("give at least one text model")
@@ -255,19 +254,16 @@ def diagnose(
     train = train_classes(full, train_fraction, validation_fraction)
     # Classes may share a name (SOP super-classes): embed each distinct name once. Text first, so
     # a name mismatch (file: embeddings) is reported before any feature extraction.
-    position = {name: i for i, name in enumerate(dict.fromkeys(train.class_names))}
-    rows = torch.as_tensor([position[n] for n in train.class_names])
-    texts = [
-        precompute_text_embeddings(
-            list(position),
+    texts = []
+    for model in models:
+        found, rows = distinct_name_embeddings(
+            train.class_names,
             model=model,
             prompts=prompts,
-            cache_dir=cache_root(cache_dir) / "text",
+            cache_dir=text_cache_dir(cache_dir),
             device=device,
-            name_cleaner=cleaner_for_dataset(dataset),
-        ).embeddings.float()[rows]
-        for model in models
-    ]
+        )
+        texts.append(found.embeddings.float()[torch.as_tensor(rows)])
     feats = train_features(full, train, feature_spec or FeatureSpec(), cache_dir, device, progress)
     centroids = class_centroids(feats, train.labels, train.num_classes)
     out = []

@@ -18,6 +18,11 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("LANGDML_CACHE", "cache"))
 
 
+def text_cache_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where text embeddings live under a cache root: ``<root>/text`` (derived here only)."""
+    return cache_root(root) / "text"
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
     """Call ``writer(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
     path = Path(path)

@@ -15,11 +15,11 @@ from langdml.errors import DataError
 # kind -> (module, function); the function takes (argument after the colon or None, cache_dir).
 _LOADERS: dict[str, tuple[str, str]] = {
     "emoji": ("langdml.data.emoji", "load_emoji"),
-    "cub200": ("langdml.data.formats", "load_cub200"),
-    "cars196": ("langdml.data.formats", "load_cars196"),
-    "sop": ("langdml.data.formats", "load_sop"),
-    "imagefolder": ("langdml.data.formats", "load_imagefolder"),
-    "hf": ("langdml.data.formats", "load_hf"),
+    "cub200": ("langdml.data.cub", "load_cub200"),
+    "cars196": ("langdml.data.cars", "load_cars196"),
+    "sop": ("langdml.data.sop", "load_sop"),
+    "imagefolder": ("langdml.data.imagefolder", "load_imagefolder"),
+    "hf": ("langdml.data.hf", "load_hf"),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from langdml.data.names import distinct_names
 from langdml.errors import DataError
 from langdml.io import stable_hash
 
@@ -78,6 +79,15 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def shares_names(self) -> bool:
+        """Whether several classes share a name (SOP: 22634 classes, 12 super-class names)."""
+        return len(set(self.class_names)) < len(self.class_names)
+
+    def distinct_class_names(self) -> tuple[list[str], np.ndarray]:
+        """(distinct names in first-appearance order, (C,) row of each class's name)."""
+        return distinct_names(self.class_names)
+
     def image(self, i: int) -> Image.Image:
         return self.images[i]
 
@@ -118,8 +128,6 @@ def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> 
         raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
     marks = set(dataset.extras.get("official_split", ()))
     if train_fraction == 0.5 and "train" in marks and len(marks) > 1:
-        from langdml.data.formats import official_split
-
         return official_split(dataset)
     n_train = int(dataset.num_classes * train_fraction)
     if n_train < 1 or n_train >= dataset.num_classes:
@@ -131,6 +139,31 @@ def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> 
     return DatasetSplit(
         train=dataset.subset_classes(classes[:n_train], ":train"),
         test=dataset.subset_classes(classes[n_train:], ":test"),
+    )
+
+
+def official_split(dataset: ImageDataset) -> DatasetSplit:
+    """The split a dataset's own files define (``extras["official_split"]``, e.g. SOP's).
+
+    Train classes are those whose images are marked ``"train"``; both halves keep label order.
+    """
+    marks = dataset.extras.get("official_split")
+    if marks is None:
+        raise DataError(
+            f"dataset {dataset.name!r} has no official split (no 'official_split' column); "
+            "use class_disjoint_split"
+        )
+    marks_arr = np.asarray(marks)
+    train = set(np.unique(dataset.labels[marks_arr == "train"]).tolist())
+    test = set(np.unique(dataset.labels[marks_arr != "train"]).tolist())
+    if train & test:
+        raise DataError(
+            f"dataset {dataset.name!r}: {len(train & test)} class(es) have images on both sides "
+            "of the official split"
+        )
+    return DatasetSplit(
+        train=dataset.subset_classes(sorted(train), ":train"),
+        test=dataset.subset_classes(sorted(test), ":test"),
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langdml.errors import LangDMLError
-from langdml.io import atomic_write, cache_root, stable_hash
+from langdml.io import atomic_write, stable_hash, text_cache_dir
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,7 @@ class TextEmbeddings:
 
 def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """``cache_dir`` itself, else ``<cache_root()>/text``."""
-    return Path(cache_dir) if cache_dir is not None else cache_root() / "text"
+    return Path(cache_dir) if cache_dir is not None else text_cache_dir()
 
 
 def cache_key(fields: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from langdml.errors import LangDMLError
-from langdml.text.prompts import NAME_CLEANERS, cleaner_for_dataset
+from langdml.text.prompts import NAME_CLEANERS
 from langdml.text.spec import HF_POOLINGS, KINDS_HELP
 
 
@@ -33,7 +33,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--names",
         choices=["auto", *NAME_CLEANERS],
         default="auto",
-        help="class-name cleaning (auto: per dataset kind; none: names as given)",
+        help="class-name cleaning (auto: default; datasets clean their names when loaded; "
+        "none: names as given)",
     )
     p.add_argument(
         "--split",
@@ -44,14 +45,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plg", action="store_true", help="pseudo-label guidance: top-k ImageNet names")
     p.add_argument("--top-k", type=int, default=5, help="pseudo-labels per class (with --plg)")
     p.add_argument("--image-size", type=int, default=224, help="classifier input size (with --plg)")
-    p.add_argument("--cache-dir", default=None, help="text-embedding cache (default cache/text)")
-    p.add_argument("--data-cache-dir", default=None, help="dataset cache root (default cache)")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache root, as in every command (default $LANGDML_CACHE or cache); text embeddings "
+        "go to <root>/text",
+    )
+    p.add_argument("--data-cache-dir", default=None, help=argparse.SUPPRESS)  # deprecated
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
         "--allow-duplicate-names",
         action="store_true",
-        help="let classes share a name (automatic for sop: classes named by super-class)",
+        help="let names in --classes repeat (a dataset's shared names are embedded once each)",
     )
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.set_defaults(func=run_precompute)
@@ -72,11 +78,37 @@ def read_class_file(path: str) -> list[str]:
     return names
 
 
+def cache_roots(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    """(dataset cache root, text cache folder) from ``--cache-dir`` (the root). The old meanings
+    — ``--cache-dir`` naming the text folder itself, ``--data-cache-dir`` the root — still work
+    for one release, with a one-line deprecation message."""
+    from langdml.io import text_cache_dir
+
+    root = Path(args.cache_dir) if args.cache_dir is not None else None
+    if args.data_cache_dir is not None:
+        print(
+            "langdml: warning: --data-cache-dir is deprecated; --cache-dir names the cache root",
+            file=sys.stderr,
+        )
+        if root is not None:  # old meaning: --cache-dir was the text folder
+            return Path(args.data_cache_dir), root
+        root = Path(args.data_cache_dir)
+    if root is not None and root.name == "text":
+        print(
+            f"langdml: warning: --cache-dir {root} looks like a text folder; --cache-dir now names "
+            f"the cache root, using {root.parent}",
+            file=sys.stderr,
+        )
+        root = root.parent
+    return root, text_cache_dir(root)
+
+
 def run_precompute(args: argparse.Namespace) -> int:
     from langdml.text.precompute import precompute_text_embeddings, pseudo_label_embeddings
 
     cleaner = args.names
     allow_duplicates = args.allow_duplicate_names
+    data_root, text_dir = cache_roots(args)
     if args.classes is not None:
         if args.plg:
             raise LangDMLError("--plg needs --dataset (pseudo-labels come from the class images)")
@@ -84,19 +116,15 @@ def run_precompute(args: argparse.Namespace) -> int:
             raise LangDMLError(f"--split {args.split} applies to --dataset, not --classes")
         names = read_class_file(args.classes)
         dataset = None
-        if cleaner == "auto":
-            cleaner = "default"
     else:
         from langdml.data import class_disjoint_split, load_dataset
 
-        full = load_dataset(args.dataset, cache_dir=args.data_cache_dir)
+        full = load_dataset(args.dataset, cache_dir=data_root)
         split = args.split or "train"
         dataset = full if split == "all" else getattr(class_disjoint_split(full), split)
-        names = dataset.class_names
-        if cleaner == "auto":
-            cleaner = cleaner_for_dataset(args.dataset)
-        # SOP names each of its 22634 classes by one of 12 super-classes, as the LG paper did.
-        allow_duplicates = allow_duplicates or cleaner_for_dataset(args.dataset) == "sop"
+        # Distinct names, embedded once each: exactly the request training makes for a dataset
+        # whose classes share names (SOP's super-classes).
+        names = dataset.distinct_class_names()[0]
         if args.plg and split != "train":
             print(
                 f"langdml: warning: pseudo-labels from {split} images; training uses --split train",
@@ -105,11 +133,11 @@ def run_precompute(args: argparse.Namespace) -> int:
     common = dict(
         model=args.model,
         prompts=args.prompt,
-        cache_dir=args.cache_dir,
+        cache_dir=text_dir,
         device=args.device,
         batch_size=args.batch_size,
         pooling=args.pooling,
-        name_cleaner=cleaner,
+        name_cleaner="default" if cleaner == "auto" else cleaner,
         force=args.force,
         allow_duplicates=allow_duplicates,
     )

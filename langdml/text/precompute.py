@@ -161,6 +161,22 @@ def _embed_texts(
     return emb, "cpu", _versions(None)
 
 
+def distinct_name_embeddings(
+    class_names: Sequence[str], **kwargs: Any
+) -> tuple[TextEmbeddings, Any]:
+    """Embeddings of the DISTINCT ``class_names`` (first-appearance order) and, per class, its row.
+
+    The one handling of classes that share a name (SOP's super-classes): each distinct name is
+    embedded (and cached) once, so every stage asking for a dataset's classes — ``precompute``,
+    training, xmodal, diagnose — reads the same cache file. ``kwargs`` go to
+    :func:`precompute_text_embeddings`.
+    """
+    from langdml.data.names import distinct_names
+
+    names, rows = distinct_names(list(class_names))
+    return precompute_text_embeddings(names, **kwargs), rows
+
+
 def precompute_text_embeddings(
     class_names: Sequence[str],
     model: str = "minilm",

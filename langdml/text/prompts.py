@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from langdml.data.names import words
 from langdml.errors import LangDMLError
 
 DEFAULT_PROMPT = "a photo of a {}"
@@ -69,14 +70,9 @@ def check_class_names(
     return names
 
 
-_NUMBER_PREFIX = re.compile(r"^\d+\.")  # CUB folders: "001.Black_footed_Albatross"
-_WS = re.compile(r"\s+")
-
-
-def clean_name(name: str) -> str:
-    """Default cleaning: drop a leading ``NNN.`` id, underscores → spaces, collapse whitespace."""
-    name = _NUMBER_PREFIX.sub("", name.strip())
-    return _WS.sub(" ", name.replace("_", " ")).strip() or name.strip()
+# Default cleaning (drop a leading ``NNN.`` id, underscores → spaces, collapse whitespace): the
+# one implementation lives with the datasets, which clean their names when they are loaded.
+clean_name = words
 
 
 def clean_sop_name(name: str) -> str:
@@ -93,12 +89,6 @@ NAME_CLEANERS: dict[str, NameCleaner] = {
     "sop": clean_sop_name,
     "none": raw_name,
 }
-
-
-def cleaner_for_dataset(spec: str | None) -> str:
-    """Name of the registered cleaner for a dataset SPEC (``sop:PATH`` → ``sop``)."""
-    kind = (spec or "").partition(":")[0].strip().lower()
-    return kind if kind in NAME_CLEANERS else "default"
 
 
 def resolve_cleaner(cleaner: str | NameCleaner | None) -> NameCleaner:

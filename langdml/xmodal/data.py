@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from langdml.data import ImageDataset
+from langdml.data.names import distinct_names
 from langdml.errors import LangDMLError
-from langdml.io import cache_root
+from langdml.io import text_cache_dir
 
 
 @dataclass
@@ -81,9 +82,8 @@ def split_features(
     )
 
 
-def text_cache_dir(cache_dir: str | Path | None) -> Path:
-    """Where the trainer keeps text embeddings for a data cache root (``<root>/text``)."""
-    return cache_root(cache_dir) / "text"
+# text_cache_dir (``<root>/text``) is langdml.io's, re-exported for scripts.
+__all__ = ["ClassTexts", "class_texts", "split_features", "text_cache_dir"]
 
 
 @dataclass
@@ -101,11 +101,6 @@ class ClassTexts:
     def image_labels(self, class_labels: np.ndarray) -> np.ndarray:
         """Image class ids → text-row ids."""
         return self.text_of_class[np.asarray(class_labels, dtype=np.int64)]
-
-
-def distinct_names(class_names: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    position = {n: i for i, n in enumerate(dict.fromkeys(class_names))}
-    return list(position), np.asarray([position[n] for n in class_names], dtype=np.int64)
 
 
 def rows_for_names(
@@ -140,7 +135,15 @@ def class_texts(
     ``text_model`` and ``prompts``, cleaning names the way the dataset kind wants.
     """
     names, text_of_class = distinct_names(class_names)
-    if text_embeddings is not None:
+    if text_embeddings is None:
+        from langdml.text.precompute import distinct_name_embeddings
+
+        found, _ = distinct_name_embeddings(
+            names, model=text_model, prompts=prompts, cache_dir=text_cache_dir(cache_dir),
+            device=device,
+        )  # fmt: skip
+        emb = found.embeddings.float()
+    else:
         from langdml.text import load_text_embeddings
 
         loaded = load_text_embeddings(text_embeddings)
@@ -156,16 +159,4 @@ def class_texts(
             names,
             f"text-embedding file {str(text_embeddings)!r}",
         )
-    else:
-        from langdml.text import precompute_text_embeddings
-        from langdml.text.prompts import cleaner_for_dataset
-
-        emb = precompute_text_embeddings(
-            names,
-            model=text_model,
-            prompts=prompts,
-            cache_dir=text_cache_dir(cache_dir),
-            device=device,
-            name_cleaner=cleaner_for_dataset(dataset),
-        ).embeddings.float()
     return ClassTexts(names, torch.nn.functional.normalize(emb, dim=-1), text_of_class)

@@ -498,13 +498,12 @@ def clip_test_embeddings(
     from langdml.data import class_disjoint_split, load_dataset
     from langdml.text import create_clip_model
     from langdml.text.precompute import embed_with_prompts
-    from langdml.text.prompts import check_prompts, clean_names, cleaner_for_dataset
-    from langdml.xmodal.data import distinct_names
+    from langdml.text.prompts import check_prompts, clean_names
 
     clip = create_clip_model(model, device=device)
     test = class_disjoint_split(load_dataset(dataset, cache_dir=cache_dir), train_fraction).test
-    names, text_of_class = distinct_names(test.class_names)
-    cleaned = clean_names(names, cleaner_for_dataset(dataset))
+    names, text_of_class = test.distinct_class_names()
+    cleaned = clean_names(names, "default")
     text_emb = embed_with_prompts(clip, cleaned, check_prompts(prompts), batch_size)
     chunks = []
     for start in range(0, len(test), batch_size):  # a batch of decoded images at a time
