@@ -6,8 +6,10 @@ overrides (``loss.language.weight=5``) apply on top of the YAML before validatio
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,16 +45,24 @@ class ModelConfig(_Strict):
     frozen_bn: bool = True
 
 
+class TextConfig(_Strict):
+    """The text side, shared by language guidance, text-proxy losses and xmodal."""
+
+    text_model: str = "minilm"
+    prompts: list[str] = Field(default_factory=lambda: ["a photo of a {}"])
+    pseudo_labels: bool = False  # PLG: top-k ImageNet names per class instead of class names
+    top_k: int = Field(5, ge=1)
+
+
+TEXT_KEYS = tuple(TextConfig.model_fields)
+
+
 class LanguageConfig(_Strict):
     weight: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     shift: float = 1.0
     direction: Literal["backward", "forward"] = "backward"
-    level: Literal["batch", "proxy"] = "batch"
-    text_model: str = "minilm"
-    prompts: list[str] = Field(default_factory=lambda: ["a photo of a {}"])
-    pseudo_labels: bool = False  # PLG: top-k ImageNet names per class instead of class names
-    top_k: int = Field(5, ge=1)
+    level: Literal["batch", "proxy"] = "batch"  # the loss's ``mode`` (one vocabulary)
     # Control: each train class gets the text embedding of another train class (a permutation
     # seeded by the run's seed), so the target keeps its similarity spectrum but loses meaning.
     shuffled_names: bool = False
@@ -157,16 +167,64 @@ class ExperimentConfig(_Strict):
     output_dir: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, tree: Any) -> Any:
+        return migrate_config(tree) if isinstance(tree, dict) else tree
 
     def run_dir(self) -> Path:
         return Path(self.output_dir or Path("runs") / self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys of older releases
+
+
+def deprecated(message: str) -> None:
+    """A one-line deprecation message on stderr (once per message and process)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(f"langdml: deprecated: {message}", file=sys.stderr)
+
+
+_SAID: set[str] = set()
+
+
+def migrate_config(tree: dict, source: str = "config") -> dict:
+    """``loss.language.{text_model,prompts,pseudo_labels,top_k}`` (before the ``text:`` section)
+    move to ``text.*``; a key given both ways with different values is an error."""
+    loss = tree.get("loss")
+    language = loss.get("language") if isinstance(loss, dict) else None
+    if not isinstance(language, dict) or not set(language) & set(TEXT_KEYS):
+        return tree
+    tree = copy.deepcopy(tree)
+    language = tree["loss"]["language"]
+    text = tree.get("text")
+    if not isinstance(text, dict):
+        text = tree["text"] = {}
+    moved = [k for k in TEXT_KEYS if k in language]
+    for key in moved:
+        value = language.pop(key)
+        if key in text and text[key] != value:
+            raise ConfigError(
+                f"{source}: loss.language.{key} ({value!r}) and text.{key} ({text[key]!r}) "
+                f"disagree; keep text.{key}"
+            )
+        text[key] = value
+    deprecated(
+        f"{source}: loss.language.{{{','.join(moved)}}} moved to text.{{{','.join(moved)}}}; "
+        "the old keys work for one release"
+    )
+    return tree
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from langdml.ablation import load_ablation
 from langdml.config import load_config
 from langdml.data import class_disjoint_split, load_dataset
 from langdml.errors import ConfigError
-from langdml.train.trainer import class_text_embeddings, shuffled_classes
+from langdml.experiment import class_text_embeddings, shuffled_classes
 
 
 def test_shuffled_classes_is_a_seeded_permutation():
@@ -36,7 +36,10 @@ def test_shuffled_names_permute_the_class_embeddings(emoji_subset_folder, tmp_pa
     perm = shuffled_classes(real.shape[0], 3)
     assert torch.equal(shuffled, real[perm])
     # same similarity spectrum, different assignment to classes
-    sims = (lambda e: torch.nn.functional.normalize(e, dim=1) @ torch.nn.functional.normalize(e, dim=1).T)
+    def sims(e):
+        unit = torch.nn.functional.normalize(e, dim=1)
+        return unit @ unit.T
+
     ev_real = torch.linalg.eigvalsh(sims(real))
     ev_shuf = torch.linalg.eigvalsh(sims(shuffled))
     assert torch.allclose(ev_real, ev_shuf, atol=1e-4)

@@ -43,7 +43,7 @@ def execute(config: dict, threads: int) -> dict:
     import torch
 
     from langdml.config import validate_config
-    from langdml.train import train
+    from langdml.pipeline import train
 
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()
@@ -334,8 +334,8 @@ def prepare_shared(configs: list[dict], progress: bool = False) -> None:
     """Datasets, frozen features and text embeddings the runs need, each built once, so runs
     only read caches (N cells never extract the same features N times)."""
     from langdml.config import validate_config
+    from langdml.experiment import class_text_embeddings, prepare_data
     from langdml.io import stable_hash
-    from langdml.train.trainer import class_text_embeddings, prepare_data
 
     done_data, done_text = {}, set()
     for config in configs:
@@ -345,7 +345,9 @@ def prepare_shared(configs: list[dict], progress: bool = False) -> None:
         if data_key not in done_data:
             done_data[data_key] = prepare_data(cfg)
         # class names or pseudo-labels through the text model (None when the run uses neither)
-        text_key = stable_hash([data_key, cfg.loss.language.model_dump(), cfg.loss.base.name])
+        text_key = stable_hash(
+            [data_key, cfg.text.model_dump(), cfg.loss.language.model_dump(), cfg.loss.base.name]
+        )
         if text_key not in done_text:
             class_text_embeddings(cfg, done_data[data_key].train)
             done_text.add(text_key)

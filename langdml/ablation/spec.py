@@ -180,8 +180,8 @@ def _check_loss_arguments(runs: list[Run]) -> None:
     """A base-loss name or argument the loss library rejects fails here, before any training."""
     import torch
 
+    from langdml.experiment import loss_spec
     from langdml.losses import build_loss
-    from langdml.train.trainer import loss_spec
 
     seen = set()
     for run in runs:

@@ -21,39 +21,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str = "final", split: str | None = None) -> dict:
-    import torch
+    from langdml.experiment import embed, evaluate_embeddings, open_run
 
-    from langdml.errors import LangDMLError
-    from langdml.train.trainer import (
-        BEST,
-        CHECKPOINT,
-        build_model,
-        embed,
-        evaluate_embeddings,
-        load_run_config,
-        prepare_data,
-    )
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    if split == "test":
-        cfg.data.validation_fraction = 0.0
-    ckpt = run_dir / (BEST if checkpoint == "best" else CHECKPOINT)
-    if not ckpt.is_file():
-        raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
-    cfg.train.progress = False
-    data = prepare_data(cfg)
-    if split == "val" and data.eval_split != "val":
-        raise LangDMLError(f"run {run_dir} has no validation split (data.validation_fraction is 0)")
-    model = build_model(cfg, data)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    model.to(cfg.train.device)
-    metrics = evaluate_embeddings(cfg, embed(model, cfg, data), data.eval.labels)
+    run = open_run(run_dir, checkpoint, split=split)
+    cfg, data = run.config, run.data
+    metrics = evaluate_embeddings(cfg, embed(run.model, cfg, data), data.eval.labels)
     return {
-        "run_dir": str(run_dir),
+        "run_dir": str(run.run_dir),
         "checkpoint": checkpoint,
-        "epoch": int(state["epoch"]),
+        "epoch": run.epoch,
         "split": data.eval_split,
         **metrics,
     }

@@ -137,6 +137,11 @@ class CombinedLoss(nn.Module):
         getter = getattr(self.base, "proxy_parameters", None)
         return list(getter()) if getter is not None else []
 
+    @staticmethod
+    def base_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The base loss's part of a CombinedLoss ``state_dict()``."""
+        return {k[len("base.") :]: v for k, v in state.items() if k.startswith("base.")}
+
     def text_projection(self) -> TextProjection | None:
         """The base loss's text → proxy projection (text-proxy bases), else None."""
         getter = getattr(self.base, "text_projection", None)

@@ -158,6 +158,21 @@ class _TextProxyLoss(nn.Module):
         weight = next(self.projection.parameters())
         return self.projection(text.to(weight.device))
 
+    @classmethod
+    def from_state_dict(
+        cls, state: dict[str, Tensor], embedding_size: int, **kwargs: Any
+    ) -> _TextProxyLoss:
+        """The loss a ``state_dict()`` of this class was saved from (its training classes' text
+        embeddings are part of the state); ``kwargs`` are the constructor's other arguments."""
+        if "class_text_embeddings" not in state:
+            raise LangDMLError(
+                f"{cls.__name__}: the saved state holds no class_text_embeddings "
+                f"(keys {sorted(state)[:4]})"
+            )
+        loss = cls(state["class_text_embeddings"], embedding_size, **kwargs)
+        loss.load_state_dict(state)
+        return loss
+
     def text_projection(self) -> TextProjection:
         """The learned text → proxy projection g (the explicit accessor for cross-modal use)."""
         return self.projection

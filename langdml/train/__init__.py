@@ -1,14 +1,18 @@
-"""Training: m-per-class sampling, the trainer with checkpoints and exact resume."""
+"""Training: m-per-class sampling, the trainer with checkpoints and exact resume.
+
+``train`` is the full training entry (the loop plus the post-training steps the config asks
+for, :mod:`langdml.pipeline`); ``langdml.train.trainer.train`` is the bare loop.
+"""
 
 from langdml._lazy import lazy_getattr
 
 _EXPORTS = {
     "MPerClassSampler": "langdml.train.sampler",
-    "RunData": "langdml.train.trainer",
+    "RunData": "langdml.experiment",
     "RunResult": "langdml.train.trainer",
-    "load_run_config": "langdml.train.trainer",
-    "prepare_data": "langdml.train.trainer",
-    "train": "langdml.train.trainer",
+    "load_run_config": "langdml.experiment",
+    "prepare_data": "langdml.experiment",
+    "train": "langdml.pipeline",
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

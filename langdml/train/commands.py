@@ -22,7 +22,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from langdml.config import load_config
-    from langdml.train import load_run_config, train
+    from langdml.experiment import load_run_config
+    from langdml.pipeline import train
 
     target = Path(args.config)
     if target.is_dir():

@@ -69,7 +69,7 @@ def split_features(
 ) -> SplitFeatures:
     """Class-disjoint split (first ``train_fraction`` of classes train, rest test) with cached
     frozen features of the clean (un-augmented) view of every image."""
-    from langdml.train.trainer import prepare_data
+    from langdml.experiment import prepare_data
 
     cfg = feature_config(dataset, image_size, backbone, weights, train_fraction, cache_dir, device)
     data = prepare_data(cfg)

@@ -23,6 +23,7 @@ import torch
 
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
+from langdml.losses.vocab import TEXT_PROXY_BASES
 from langdml.xmodal.data import ClassTexts, class_texts, split_features
 from langdml.xmodal.metrics import crossmodal_metrics
 
@@ -70,6 +71,7 @@ class RunEmbeddings:
     loss_state: dict[str, torch.Tensor]
     epoch: int
     eval_split: str = "test"  # which held-out classes ``test`` holds: "test" or "val"
+    opened: Any = None  # the langdml.experiment.OpenRun it came from
 
 
 def run_embeddings(
@@ -82,56 +84,21 @@ def run_embeddings(
     trunk: from the feature cache). ``split``: None = the run's own evaluation split (its
     validation classes when ``data.validation_fraction`` > 0, so tuning never sees test
     classes), "test" = the test classes, "val" = the validation classes (an error if none)."""
-    from langdml.train.trainer import (
-        BEST,
-        CHECKPOINT,
-        RunData,
-        build_model,
-        embed,
-        load_run_config,
-        prepare_data,
-    )
+    from langdml.experiment import embed, embed_train, open_run
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LangDMLError(f"run directory {str(run_dir)!r} does not exist")
-    cfg = load_run_config(run_dir)
     if checkpoint not in ("final", "best"):
         raise LangDMLError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
-    ckpt = run_dir / (BEST if checkpoint == "best" else CHECKPOINT)
-    if not ckpt.is_file():
-        raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
-    if split not in (None, "test", "val"):
-        raise LangDMLError(f"split must be 'test' or 'val', got {split!r}")
-    if split == "val" and cfg.data.validation_fraction == 0:
-        raise LangDMLError(
-            f"run {str(run_dir)!r} has no validation split (data.validation_fraction is 0)"
-        )
-    if split == "test":
-        cfg.data.validation_fraction = 0.0
-    cfg.train.progress = False
-    if device is not None:
-        cfg.train.device = device
-    data = prepare_data(cfg)
-    model = build_model(cfg, data)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    model.to(cfg.train.device)
-    test_emb = embed(model, cfg, data)
-    train_features = None if data.train_features is None else data.train_features[0]
-    as_eval = RunData(
-        train=data.train, eval=data.train, eval_split="train", eval_features=train_features
-    )
-    train_emb = embed(model, cfg, as_eval)
+    run = open_run(run_dir, checkpoint, split=split, device=device)
     return RunEmbeddings(
-        cfg,
-        data.train,
-        data.eval,
-        train_emb,
-        test_emb,
-        dict(state.get("loss", {})),
-        int(state.get("epoch", 0)),
-        data.eval_split,
+        run.config,
+        run.data.train,
+        run.data.eval,
+        embed_train(run.model, run.config, run.data),
+        embed(run.model, run.config, run.data),
+        run.loss_state,
+        run.epoch,
+        run.data.eval_split,
+        run,
     )
 
 
@@ -146,45 +113,20 @@ def _check_dataset(dataset: str | None, run: RunEmbeddings, run_dir: Path) -> st
 
 
 def _run_text_model(run: RunEmbeddings, text_model: str | None, prompts) -> tuple[str, Any]:
-    lang = run.config.loss.language
-    return text_model or lang.text_model, prompts if prompts is not None else lang.prompts
-
-
-TEXT_PROXY_BASES = ("text_proxy_anchor", "text_proxy_nca")
+    text = run.config.text
+    return text_model or text.text_model, prompts if prompts is not None else text.prompts
 
 
 def _run_projection(run: RunEmbeddings) -> torch.nn.Module | None:
-    """The text projection a run trained as its proxies (base loss text_proxy_*), else None."""
-    base = run.config.loss.base
-    if base.name not in TEXT_PROXY_BASES:
+    """The text projection a run trained as its proxies (base loss text_proxy_*), else None;
+    the loss rebuilds itself from the checkpoint (no guessing at state-dict keys here)."""
+    if run.config.loss.base.name not in TEXT_PROXY_BASES:
         return None
-    from langdml.xmodal.text_proxies import TextProjection
+    if run.opened is not None:
+        return run.opened.text_projection()
+    from langdml.experiment import text_proxy_loss
 
-    prefix = next(
-        (
-            p
-            for p in ("base.projection.", "projection.")
-            if any(k.startswith(p) for k in run.loss_state)
-        ),
-        None,
-    )
-    if prefix is None:
-        raise LangDMLError(
-            f"run trained with {base.name!r} but its checkpoint holds no text projection "
-            f"(loss keys {sorted(run.loss_state)[:4]})"
-        )
-    state = {k[len(prefix) :]: v for k, v in run.loss_state.items() if k.startswith(prefix)}
-    extra = base.model_extra or {}
-    first = state[min(k for k in state if k.endswith("weight"))]
-    text_dim = int(first.shape[1])
-    proj = TextProjection(
-        text_dim,
-        run.config.model.embedding_dim,
-        extra.get("projection", "linear"),
-        extra.get("hidden_dim"),
-    )
-    proj.load_state_dict(state)
-    return proj.eval()
+    return text_proxy_loss(run.config, run.loss_state).text_projection().eval()
 
 
 @dataclass
@@ -548,7 +490,7 @@ def xmodal_for_run(
     :func:`xmodal_aligned` / :func:`xmodal_text_proxies` (e.g. ``epochs``, ``seed``, ``split``).
     Cost: the run's images are embedded again (frozen trunk: from the feature cache, seconds).
     """
-    from langdml.train.trainer import load_run_config
+    from langdml.experiment import load_run_config
 
     cfg = load_run_config(run_dir)
     device = device or cfg.train.device

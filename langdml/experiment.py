@@ -1,0 +1,357 @@
+"""The assembly layer: an experiment config → data split (+ frozen features), text embeddings,
+model and loss; and :func:`open_run`, the one way to reopen a finished run.
+
+Every stage that needs these pieces — the trainer (``langdml.train``), ``evaluate``, ``xmodal``,
+the ablation runner — asks here, so they all see the same images, classes, text and weights.
+This module imports the library layers (data, text, models, losses) and nothing above them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate_config
+from langdml.data import ImageDataset, class_disjoint_split, load_dataset
+from langdml.errors import ConfigError, LangDMLError
+from langdml.io import text_cache_dir
+from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
+
+# The files of a run directory.
+CONFIG = "config.yaml"
+CHECKPOINT = "checkpoint.pt"  # the last epoch, with optimiser state (resume)
+BEST = "best.pt"  # the best epoch by eval.best_metric
+METRICS = "metrics.json"
+CHECKPOINTS = {"last": CHECKPOINT, "final": CHECKPOINT, "best": BEST}
+
+
+@dataclass
+class RunData:
+    """What a run trains and evaluates on; frozen-trunk runs carry cached features."""
+
+    train: ImageDataset
+    eval: ImageDataset
+    eval_split: str  # "test" or "val"
+    train_features: torch.Tensor | None = None  # (V, N_train, D)
+    eval_features: torch.Tensor | None = None  # (N_eval, D)
+
+
+# ---------------------------------------------------------------------------------------------
+# config → pieces
+
+
+def prepare_data(cfg: ExperimentConfig) -> RunData:
+    """Class-disjoint split (optionally a validation split carved from train classes) + features."""
+    dataset = load_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
+    split = class_disjoint_split(dataset, cfg.data.train_fraction)
+    train, held_out, name = split.train, split.test, "test"
+    if cfg.data.validation_fraction > 0:
+        inner = class_disjoint_split(train, 1.0 - cfg.data.validation_fraction)
+        train, held_out, name = inner.train, inner.test, "val"
+    data = RunData(train=train, eval=held_out, eval_split=name)
+    if cfg.model.frozen_trunk:
+        _attach_features(cfg, dataset, data)
+    return data
+
+
+def _attach_features(cfg: ExperimentConfig, dataset: ImageDataset, data: RunData) -> None:
+    from langdml.models import extract_features
+
+    m = cfg.model
+    spec = FeatureSpec(m.backbone, m.weights, m.image_size, m.augment_views, m.crop_pct)
+    feats = extract_features(
+        dataset, spec, cache_dir=cfg.data.cache_dir, device=cfg.train.device,
+        progress=cfg.train.progress,
+    )  # fmt: skip
+    # Map split members back to rows of the full dataset by their image items.
+    row = {item: i for i, item in enumerate(dataset.images.items)}
+    tr = torch.as_tensor([row[i] for i in data.train.images.items])
+    ev = torch.as_tensor([row[i] for i in data.eval.images.items])
+    data.train_features = feats.features[:, tr]
+    data.eval_features = feats.features[0, ev]
+
+
+def uses_text_proxies(cfg: ExperimentConfig) -> bool:
+    """Base losses whose proxies are projected class-name embeddings (language as proxies)."""
+    return cfg.loss.base.name in TEXT_PROXY_BASES
+
+
+def needs_text(cfg: ExperimentConfig) -> bool:
+    return "language" in cfg.loss.regularizers or uses_text_proxies(cfg)
+
+
+def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.Tensor | None:
+    """(C, d) class-name or (C, k, d) pseudo-label embeddings of the TRAIN classes, cached under
+    ``<data.cache_dir>/text`` — the file ``langdml precompute --dataset`` writes."""
+    if not needs_text(cfg):
+        return None
+    from langdml import text
+    from langdml.text.precompute import distinct_name_embeddings
+
+    t = cfg.text
+    kwargs = dict(
+        model=t.text_model,
+        prompts=t.prompts,
+        cache_dir=text_cache_dir(cfg.data.cache_dir),
+        device=cfg.train.device,
+    )
+    if t.pseudo_labels:
+        emb = text.pseudo_label_embeddings(train, k=t.top_k, **kwargs).embeddings.float()
+    else:
+        found, rows = distinct_name_embeddings(train.class_names, **kwargs)
+        emb = found.embeddings.float()[torch.as_tensor(rows)]
+    if cfg.loss.language.shuffled_names:
+        emb = emb[shuffled_classes(emb.shape[0], cfg.seed)]
+    return emb
+
+
+def shuffled_classes(num_classes: int, seed: int) -> torch.Tensor:
+    """The shuffled-names control's permutation: class c gets the text embedding of class
+    perm[c]. Seeded by the run seed, so seeds average over permutations; the stream is separate
+    from training's."""
+    generator = torch.Generator().manual_seed(1_000_003 + seed)
+    return torch.randperm(num_classes, generator=generator)
+
+
+def loss_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The loss library's plain-dict spec from the typed config."""
+    regs = []
+    for name in cfg.loss.regularizers:
+        if name == "language":
+            lang = cfg.loss.language
+            regs.append(
+                {
+                    "name": "language",
+                    "weight": lang.weight,
+                    "temperature": lang.temperature,
+                    "shift": lang.shift,
+                    "direction": lang.direction,
+                    "mode": lang.level,
+                }
+            )
+        else:
+            regs.append({"name": "direction", **cfg.loss.direction.model_dump()})
+    return {"base": cfg.loss.base.model_dump(), "regularizers": regs}
+
+
+def build_model(cfg: ExperimentConfig, data: RunData) -> EmbeddingModel:
+    if cfg.model.frozen_trunk:
+        in_dim = int(data.train_features.shape[-1])
+        return EmbeddingModel(EmbeddingHead(in_dim, cfg.model.embedding_dim, cfg.model.head))
+    backbone, info = create_backbone(
+        cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn
+    )
+    head = EmbeddingHead(info.feature_dim, cfg.model.embedding_dim, cfg.model.head)
+    return EmbeddingModel(head, backbone)
+
+
+def build_run_loss(
+    cfg: ExperimentConfig, data: RunData, text_embeddings: torch.Tensor | None
+) -> torch.nn.Module:
+    """The CombinedLoss of a run (base + regularizers), on the CPU."""
+    from langdml.losses import build_loss
+
+    try:
+        return build_loss(
+            loss_spec(cfg),
+            num_classes=data.train.num_classes,
+            embedding_size=cfg.model.embedding_dim,
+            class_text_embeddings=text_embeddings,
+        )
+    except TypeError as exc:
+        raise ConfigError(f"loss config: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding and metrics
+
+
+class _ImageBatches(torch.utils.data.Dataset):
+    def __init__(self, dataset: ImageDataset, transform) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.dataset.image(int(i))), int(self.dataset.labels[int(i)])
+
+
+def image_loader(cfg: ExperimentConfig, dataset: ImageDataset, batches, train: bool):
+    """A DataLoader of (image tensor, label) batches over ``batches`` (lists of row indices)."""
+    from langdml.models import image_transform
+
+    mean, std = _normalisation(cfg)
+    tf = image_transform(cfg.model.image_size, mean, std, train=train, crop_pct=cfg.model.crop_pct)
+    return torch.utils.data.DataLoader(
+        _ImageBatches(dataset, tf), batch_sampler=batches, num_workers=cfg.train.num_workers
+    )
+
+
+def _normalisation(cfg: ExperimentConfig):
+    import timm
+
+    pcfg = timm.models.get_pretrained_cfg(cfg.model.backbone)
+    if pcfg is None:
+        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    return pcfg.mean, pcfg.std
+
+
+@torch.no_grad()
+def embed(
+    model: EmbeddingModel,
+    cfg: ExperimentConfig,
+    data: RunData,
+    batch_size: int = 512,
+    rows: np.ndarray | None = None,
+) -> torch.Tensor:
+    """Embeddings of the evaluation images (clean view); only ``rows`` of them if given."""
+    model.eval()
+    device = cfg.train.device
+    rows = np.arange(len(data.eval)) if rows is None else np.asarray(rows)
+    if data.eval_features is not None:
+        feats = data.eval_features[torch.as_tensor(rows, dtype=torch.long)]
+        chunks = [
+            model(feats[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(feats), batch_size)
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, cfg.model.embedding_dim)
+    if len(rows) == 0:
+        return torch.zeros(0, cfg.model.embedding_dim)
+    loader = image_loader(
+        cfg, data.eval, list(np.array_split(rows, max(1, len(rows) // 64))), False
+    )
+    return torch.cat([model(x.to(device)).float().cpu() for x, _ in loader])
+
+
+def embed_train(model: EmbeddingModel, cfg: ExperimentConfig, data: RunData) -> torch.Tensor:
+    """Embeddings of the TRAIN images (clean view)."""
+    features = None if data.train_features is None else data.train_features[0]
+    as_eval = RunData(train=data.train, eval=data.train, eval_split="train", eval_features=features)
+    return embed(model, cfg, as_eval)
+
+
+def evaluate_embeddings(
+    cfg: ExperimentConfig, embeddings: torch.Tensor, labels: np.ndarray
+) -> dict:
+    from langdml.eval import retrieval_metrics
+
+    include = ("recall", "map_r", "clustering") if cfg.eval.clustering else ("recall", "map_r")
+    return retrieval_metrics(
+        embeddings,
+        labels,
+        metric=cfg.eval.metric,
+        include=include,
+        seed=cfg.seed,
+        device=cfg.train.device,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reopening a finished run
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """A run's resolved config; keys of older releases are migrated (one deprecation line)."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG})")
+    return validate_config(migrate_config(load_yaml(path), source=str(path)))
+
+
+@dataclass
+class OpenRun:
+    """A finished run, reopened: its config, data split, model with the checkpoint's weights,
+    and, for text-proxy runs, the base loss rebuilt from the checkpoint (its projection is the
+    run's text side) with the training classes' text embeddings; None otherwise."""
+
+    run_dir: Path
+    config: ExperimentConfig
+    data: RunData
+    model: EmbeddingModel
+    epoch: int
+    checkpoint: str
+    loss_state: dict[str, torch.Tensor]
+    text_embeddings: torch.Tensor | None = None
+    loss: torch.nn.Module | None = None
+
+    def text_projection(self) -> torch.nn.Module | None:
+        """The text → proxy projection a text-proxy run learned, in eval mode; else None."""
+        proj = None if self.loss is None else self.loss.text_projection()
+        return None if proj is None else proj.eval()
+
+
+def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, split) -> Path:
+    if checkpoint not in CHECKPOINTS:
+        raise LangDMLError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    ckpt = run_dir / CHECKPOINTS[checkpoint]
+    if not ckpt.is_file():
+        raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
+    if split not in (None, "test", "val"):
+        raise LangDMLError(f"split must be 'test' or 'val', got {split!r}")
+    if split == "val" and cfg.data.validation_fraction == 0:
+        raise LangDMLError(
+            f"run {str(run_dir)!r} has no validation split (data.validation_fraction is 0)"
+        )
+    return ckpt
+
+
+def open_run(
+    run_dir: str | Path,
+    checkpoint: str = "last",
+    *,
+    split: str | None = None,
+    device: str | None = None,
+) -> OpenRun:
+    """Reopen a trained run: config, data, model (weights loaded with ``weights_only=True``).
+
+    ``checkpoint``: "last" (alias "final") or "best". ``split``: None = the run's own
+    evaluation split, "test" = the test classes, "val" = its validation classes.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LangDMLError(f"run directory {str(run_dir)!r} does not exist")
+    cfg = load_run_config(run_dir)
+    ckpt = _check_open_args(run_dir, cfg, checkpoint, split)
+    if split == "test":
+        cfg.data.validation_fraction = 0.0
+    cfg.train.progress = False
+    if device is not None:
+        cfg.train.device = device
+    data = prepare_data(cfg)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model = build_model(cfg, data)
+    model.load_state_dict(state["model"])
+    model.to(cfg.train.device)
+    loss_state = dict(state.get("loss", {}))
+    run = OpenRun(run_dir, cfg, data, model, int(state.get("epoch", 0)), checkpoint, loss_state)
+    if uses_text_proxies(cfg):
+        run.loss = text_proxy_loss(cfg, loss_state)
+        run.text_embeddings = run.loss.class_text_embeddings
+    return run
+
+
+def text_proxy_loss(cfg: ExperimentConfig, loss_state: dict[str, torch.Tensor]):
+    """The text-proxy base loss of a run trained with one, rebuilt from its saved state (its
+    projection is the run's text side); a LangDMLError when the state does not fit."""
+    from langdml.losses import CombinedLoss
+    from langdml.losses.text_proxies import TEXT_PROXY_LOSSES
+
+    base = cfg.loss.base
+    cls = TEXT_PROXY_LOSSES[base.name]
+    try:
+        return cls.from_state_dict(
+            CombinedLoss.base_state_dict(loss_state),
+            cfg.model.embedding_dim,
+            **(base.model_extra or {}),
+        )
+    except (RuntimeError, KeyError) as exc:
+        raise LangDMLError(
+            f"run trained with {base.name!r} but its checkpoint holds no matching text "
+            f"projection ({str(exc).splitlines()[0]})"
+        ) from None

@@ -1,0 +1,35 @@
+"""Training with the steps a config asks for after it: ``langdml.train.train`` and the
+``langdml train`` command land here. The trainer (:mod:`langdml.train.trainer`) trains and
+imports no stage above it; this module hands it the later stages as a ``post_train`` hook
+(``eval.xmodal``: cross-modal columns in metrics.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langdml.config import ExperimentConfig
+from langdml.train.trainer import PostTrain, RunResult
+from langdml.train.trainer import train as train_loop
+
+
+def post_train_steps(cfg: ExperimentConfig) -> PostTrain | None:
+    """The post-training hook the config asks for, or None."""
+    return _xmodal_columns if cfg.eval.xmodal else None
+
+
+def _xmodal_columns(run_dir: Path) -> dict[str, Any]:
+    from langdml.xmodal import METRIC_KEYS as XMODAL_KEYS
+    from langdml.xmodal import xmodal_for_run
+
+    result = xmodal_for_run(run_dir)
+    return {"xmodal": {f"xmodal/{k}": float(result[k]) for k in XMODAL_KEYS if k in result}}
+
+
+def train(
+    cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None
+) -> RunResult:
+    """Train (or resume, or return a finished run), then the configured post-training steps."""
+    return train_loop(
+        cfg, run_dir, stop_after_iters=stop_after_iters, post_train=post_train_steps(cfg)
+    )

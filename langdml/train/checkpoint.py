@@ -1,0 +1,84 @@
+"""The run directory during training: the config check before a (re)start, exact-resume
+checkpoints every epoch and the best-epoch weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langdml.config import ExperimentConfig, dump_yaml, load_yaml, migrate_config
+from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS
+from langdml.io import atomic_torch_save, atomic_write_text
+
+# Keys that do not change results: a resumed run may differ in them.
+_IGNORED = {"train.progress", "output_dir", "train.num_workers", "eval.every"}
+
+
+def same_config(saved: dict, current: dict) -> list[str]:
+    """Dotted keys that differ, ignoring keys that do not change results."""
+    diffs: list[str] = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}{k}.")
+        elif a != b and prefix[:-1] not in _IGNORED:
+            diffs.append(prefix[:-1])
+
+    walk(saved, current, "")
+    return diffs
+
+
+def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
+    """("error", message) | ("done", metrics.json summary) | ("go", None) for ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / CHECKPOINT
+    saved_cfg = run_dir / CONFIG
+    if saved_cfg.is_file() and ckpt_path.is_file():
+        saved = migrate_config(load_yaml(saved_cfg), source=str(saved_cfg))
+        diffs = same_config(saved, cfg.to_dict())
+        if diffs:
+            return "error", (
+                f"run directory {run_dir} holds a run of a different config (differs at "
+                f"{', '.join(diffs[:4])}); choose another output_dir or delete the directory"
+            )
+    metrics_path = run_dir / METRICS
+    if metrics_path.is_file() and ckpt_path.is_file():
+        done = json.loads(metrics_path.read_text())
+        if done.get("epochs") == cfg.train.epochs:
+            return "done", done
+    atomic_write_text(saved_cfg, dump_yaml(cfg))
+    return "go", None
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    path = run_dir / CHECKPOINT
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def save_checkpoint(run_dir: Path, state, epoch: int) -> None:
+    """Everything an exact resume needs (``state`` is the loop's TrainState)."""
+    atomic_torch_save(
+        run_dir / CHECKPOINT,
+        {
+            "epoch": epoch,
+            "model": state.model.state_dict(),
+            "loss": state.loss_fn.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict(),
+            "history": state.history,
+            "best": state.best,
+            "baselines": state.baselines,
+        },
+    )
+
+
+def save_best(run_dir: Path, state, epoch: int) -> None:
+    atomic_torch_save(
+        run_dir / BEST,
+        {"model": state.model.state_dict(), "loss": state.loss_fn.state_dict(), "epoch": epoch},
+    )

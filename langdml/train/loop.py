@@ -1,0 +1,142 @@
+"""One training epoch: m-per-class batches (frozen features or images), AMP forward, the loss on
+the global batch in fp32, the optimiser step. All randomness of epoch ``e`` derives from
+``(seed, e)``, so a resumed epoch replays exactly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from langdml.config import ExperimentConfig
+from langdml.errors import LangDMLError
+from langdml.experiment import RunData, image_loader
+from langdml.models import EmbeddingModel
+from langdml.train import distributed as dd
+from langdml.train.sampler import MPerClassSampler
+
+
+@dataclass
+class TrainState:
+    """Everything the loop changes, and what a checkpoint stores."""
+
+    data: RunData
+    model: EmbeddingModel
+    loss_fn: torch.nn.Module
+    sampler: MPerClassSampler
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp: bool
+    amp_dtype: torch.dtype
+    history: list[dict] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, Any] = field(default_factory=dict)
+    start_epoch: int = 0
+    resumed: bool = False
+    iters_done: int = 0
+    run_dir: Any = None
+
+    def last_good_epoch(self) -> int:
+        return self.start_epoch if not self.history else self.history[-1]["epoch"]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919) % 2**31
+
+
+def _batch_inputs(state: TrainState, batch, source, ctx: dd.DistContext, labels_t):
+    """(x, y) of one batch on this rank: a feature view per image, or decoded images."""
+    if source is not None:
+        return next(source)
+    feats = state.data.train_features
+    idx = torch.as_tensor(batch)
+    views = feats.shape[0]
+    view = (
+        torch.randint(views, (len(idx),)) if views > 1 else torch.zeros(len(idx), dtype=torch.long)
+    )
+    # Views are drawn for the GLOBAL batch on every rank, then sliced, so the random stream (and
+    # the batch) match the 1-process run.
+    return dd.shard(feats[view, idx], ctx), dd.shard(labels_t[idx], ctx)
+
+
+def _step(cfg: ExperimentConfig, state: TrainState, train_model, x, y, device, epoch: int):
+    """Forward, loss on the global batch, backward and optimiser step; the logged terms."""
+    x, y = x.to(device), y.to(device)
+    with torch.autocast(device.type, dtype=state.amp_dtype, enabled=state.amp):
+        z = train_model(x)
+    # Losses in fp32 on the global batch: every rank's slice, gradients to its own rows.
+    z = dd.all_gather_with_grad(z.float())
+    y = dd.all_gather_tensor(y)
+    loss = state.loss_fn(z, y)
+    if not torch.isfinite(loss):
+        raise LangDMLError(
+            f"loss became {loss.item()} at epoch {epoch + 1}; training stopped, the last good "
+            f"checkpoint (epoch {state.last_good_epoch()}) is kept in {state.run_dir}; lower "
+            "optimizer.lr or check the loss settings"
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    dd.average_gradients(state.loss_fn.parameters())
+    if cfg.train.grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.grad_clip)
+    state.scaler.step(state.optimizer)  # skipped (and the scale lowered) on inf/NaN fp16 grads
+    state.scaler.update()
+    state.scheduler.step()
+    terms = {"loss": float(loss.detach())}
+    last = getattr(state.loss_fn, "last_terms", {})
+    terms.update({f"loss/{k}": float(v) for k, v in last.items()})
+    return terms
+
+
+def run_epoch(
+    cfg: ExperimentConfig,
+    state: TrainState,
+    train_model,
+    epoch: int,
+    ctx: dd.DistContext,
+    device: torch.device,
+    stop_after_iters: int | None = None,
+) -> dict[str, Any]:
+    """Train one epoch; the epoch's log record (mean of every logged loss term)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(epoch_seed(cfg.seed, epoch))
+    state.model.train()
+    t0 = time.perf_counter()
+    sums: dict[str, float] = {}
+    batches = state.sampler.epoch(epoch)
+    data = state.data
+    source = None
+    if data.train_features is None:
+        shards = [dd.shard(b, ctx) for b in batches]
+        source = iter(image_loader(cfg, data.train, shards, True))
+    labels_t = torch.as_tensor(data.train.labels)
+    bar = tqdm(
+        batches,
+        desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+        leave=False,
+        disable=not cfg.train.progress or not ctx.is_main,
+    )
+    best_metric = cfg.eval.best_metric
+    for batch in bar:
+        x, y = _batch_inputs(state, batch, source, ctx, labels_t)
+        terms = _step(cfg, state, train_model, x, y, device, epoch)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v
+        last = state.history[-1].get(best_metric) if state.history else None
+        shown = {best_metric: f"{last:.4f}"} if last is not None else {}
+        bar.set_postfix(loss=f"{terms['loss']:.4f}", **shown)
+        state.iters_done += 1
+        if stop_after_iters is not None and state.iters_done >= stop_after_iters:
+            raise KeyboardInterrupt  # test hook: simulates a kill mid-epoch
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "lr": state.optimizer.param_groups[0]["lr"],
+    }
+    record.update({k: v / len(batches) for k, v in sums.items()})
+    return record
