@@ -17,7 +17,7 @@ _EXPORTS = {
     ),
     **dict.fromkeys(
         (
-            "METHODS",
+            "RunEmbeddings",
             "run_embeddings",
             "run_method",
             "xmodal_aligned",
@@ -31,6 +31,7 @@ _EXPORTS = {
     **dict.fromkeys(
         ("METRIC_KEYS", "chance_levels", "crossmodal_metrics"), "langdml.xmodal.metrics"
     ),
+    **dict.fromkeys(("METHODS", "XmodalConfig", "xmodal_config"), "langdml.xmodal.config"),
     **dict.fromkeys(
         ("TEXT_PROXY_LOSSES", "TextProjection", "TextProxyAnchorLoss", "TextProxyNCALoss"),
         "langdml.losses.text_proxies",

@@ -15,6 +15,7 @@ Neither ever sees a test class; at test time the text side embeds the unseen cla
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,8 +27,12 @@ from torch import Tensor, nn
 from langdml.errors import LangDMLError
 from langdml.losses.text_proxies import TEXT_PROXY_LOSSES, TextProjection, class_rows
 from langdml.models import EmbeddingHead
+from langdml.xmodal.config import method_default
 
 IMAGE_HEADS = ("none", "linear", "mlp")
+# Trainer defaults are the xmodal config's (one definition for CLI, methods and trainers).
+_ALIGNED = functools.partial(method_default, "aligned")
+_PROXIES = functools.partial(method_default, "text_proxies")
 
 
 class CrossModalModel(nn.Module):
@@ -159,14 +164,14 @@ def train_alignment(
     *,
     image_head: str = "none",
     embedding_dim: int | None = None,
-    text_head: str = "linear",
-    temperature: float = 0.2,
-    epochs: int = 40,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-    device: str = "cpu",
+    text_head: str = _ALIGNED("projection"),
+    temperature: float = _ALIGNED("temperature"),
+    epochs: int = _ALIGNED("epochs"),
+    batch_size: int = _ALIGNED("batch_size"),
+    lr: float = _ALIGNED("lr"),
+    weight_decay: float = _ALIGNED("weight_decay"),
+    seed: int = _ALIGNED("seed"),
+    device: str = _ALIGNED("device"),
 ) -> CrossModalModel:
     """Learned alignment on the TRAIN classes: minimise :func:`info_nce` over minibatches.
 
@@ -212,18 +217,18 @@ def train_text_proxies(
     labels: Any,
     class_text: Tensor,
     *,
-    loss: str = "text_proxy_anchor",
+    loss: str = _PROXIES("loss"),
     loss_kwargs: Mapping[str, Any] | None = None,
-    image_head: str = "linear",
-    embedding_dim: int = 128,
-    projection: str = "linear",
-    epochs: int = 40,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    proxy_lr_multiplier: float = 10.0,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-    device: str = "cpu",
+    image_head: str = _PROXIES("image_head"),
+    embedding_dim: int = _PROXIES("embedding_dim"),
+    projection: str = _PROXIES("projection"),
+    epochs: int = _PROXIES("epochs"),
+    batch_size: int = _PROXIES("batch_size"),
+    lr: float = _PROXIES("lr"),
+    proxy_lr_multiplier: float = _PROXIES("proxy_lr_multiplier"),
+    weight_decay: float = _PROXIES("weight_decay"),
+    seed: int = _PROXIES("seed"),
+    device: str = _PROXIES("device"),
 ) -> CrossModalModel:
     """Language as proxies on the TRAIN classes: image head f and text projection g trained with
     a text-proxy loss ``L(f(x), y)`` whose proxies are g(e_c). ``image_head="none"`` keeps the

@@ -1,12 +1,19 @@
-"""`langdml xmodal`: image→text and text→image retrieval on the test classes, printed as JSON."""
+"""`langdml xmodal`: image→text and text→image retrieval on the test classes, printed as JSON.
+
+The flags are generated from :class:`langdml.xmodal.config.XmodalConfig` (names, types, choices,
+defaults and help), so the command, the Python functions and the trainers share one definition.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import types
+import typing
 from typing import Any
 
 from langdml.errors import LangDMLError
+from langdml.xmodal.config import METHODS, XmodalConfig, cli_fields, xmodal_config
 
 _HELP = {
     "clip": "an open_clip model's image and text towers (--text-model clip:ARCH/PRETRAINED, "
@@ -18,11 +25,36 @@ _HELP = {
     "zeroshot": "no training: ImageNet classifier probabilities mapped through ImageNet name "
     "embeddings",
 }
+assert tuple(_HELP) == METHODS  # same names as langdml.xmodal.methods.METHODS
+
+
+def _argument(name: str, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(flag, argparse keyword arguments) of one XmodalConfig field."""
+    field = XmodalConfig.model_fields[name]
+    flag = meta.get("flag", "--" + name.replace("_", "-"))
+    kwargs: dict[str, Any] = {"dest": name, "help": meta["help"]}
+    if "metavar" in meta:
+        kwargs["metavar"] = meta["metavar"]
+    kind = field.annotation
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) is typing.Literal:
+        kwargs["choices"] = list(typing.get_args(kind))
+    elif typing.get_origin(kind) is list:
+        kwargs["action"] = "append"
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    if field.is_required():
+        kwargs["required"] = True
+    else:
+        # Unset flags stay None, so the config (and the method) supply the defaults.
+        kwargs["default"] = None
+        if field.default is not None and "action" not in kwargs:
+            kwargs["help"] += f" (default {field.default})"
+    return flag, kwargs
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    METHODS = tuple(_HELP)  # same names as langdml.xmodal.methods.METHODS, without importing torch
-
     p = sub.add_parser(
         "xmodal",
         help="cross-modal (image <-> class-name) retrieval metrics on unseen classes, as JSON",
@@ -31,142 +63,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "R@10, MAP@R, mAP) on the classes held out from training, with chance levels. Methods: "
         + "; ".join(f"{m}: {_HELP[m]}" for m in METHODS),
     )
-    p.add_argument(
-        "--dataset",
-        default=None,
-        metavar="SPEC",
-        help="dataset spec (default emoji, or the run's with --run)",
-    )
-    p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument(
-        "--run",
-        default=None,
-        metavar="RUN_DIR",
-        help="aligned/text_proxies: a langdml train run directory for the image side",
-    )
-    p.add_argument("--checkpoint", choices=["final", "best"], default="final")
-    p.add_argument(
-        "--split",
-        choices=["test", "val"],
-        default=None,
-        help="with --run: held-out classes to evaluate (default: the run's own eval split)",
-    )
-    p.add_argument(
-        "--text-model",
-        default=None,
-        metavar="TEXTMODEL",
-        help="text model (default minilm, or the run's; clip: required, a clip:... spec)",
-    )
-    p.add_argument(
-        "--prompt",
-        action="append",
-        metavar="TEMPLATE",
-        help="prompt with {} for the name (default 'a photo of a {}'); repeatable",
-    )
-    p.add_argument(
-        "--text-embeddings",
-        default=None,
-        metavar="FILE",
-        help="a langdml precompute cache file holding every needed class name",
-    )
-    p.add_argument("--image-size", type=int, default=128, help="frozen-feature image size")
-    p.add_argument("--train-fraction", type=float, default=0.5)
-    p.add_argument(
-        "--loss",
-        default="text_proxy_anchor",
-        choices=["text_proxy_anchor", "text_proxy_nca"],
-        help="text_proxies loss",
-    )
-    p.add_argument(
-        "--image-head",
-        default="linear",
-        choices=["linear", "mlp", "none"],
-        help="image head on frozen features (without --run)",
-    )
-    p.add_argument("--embedding-dim", type=int, default=128)
-    p.add_argument(
-        "--projection",
-        default="linear",
-        choices=["linear", "mlp"],
-        help="text head / text-proxy projection",
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="aligned: InfoNCE temperature (0.2); zeroshot: softmax temperature (1)",
-    )
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--cache-dir", default=None, help="cache root (default $LANGDML_CACHE or cache)")
+    for name, meta in cli_fields().items():
+        flag, kwargs = _argument(name, meta)
+        p.add_argument(flag, **kwargs)
     p.add_argument("--output", default=None, metavar="FILE", help="also write the JSON here")
     p.set_defaults(func=run_xmodal_command)
 
 
-def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    if args.method in ("clip", "zeroshot") and args.run:
-        raise LangDMLError(f"--run does not apply to method {args.method!r}")
-    common = dict(
-        prompts=args.prompt,
-        cache_dir=args.cache_dir,
-        device=args.device,
-        train_fraction=args.train_fraction,
-    )
-    if args.method == "clip":
-        if not args.text_model:
-            raise LangDMLError(
-                "method clip needs --text-model clip:ARCH/PRETRAINED (e.g. clip:ViT-B-32/openai), "
-                "clip:ARCH@CHECKPOINT or clip:DIR"
-            )
-        return dict(
-            common,
-            dataset=args.dataset or "emoji",
-            model=args.text_model,
-            **({"batch_size": args.batch_size} if args.batch_size else {}),
-        )
-    common.update(text_embeddings=args.text_embeddings, image_size=args.image_size)
-    if args.method == "zeroshot":
-        return dict(
-            common,
-            dataset=args.dataset or "emoji",
-            text_model=args.text_model or "minilm",
-            temperature=1.0 if args.temperature is None else args.temperature,
-        )
-    trained = dict(
-        common,
-        dataset=args.dataset if args.run else (args.dataset or "emoji"),
-        run_dir=args.run,
-        text_model=args.text_model,
-        checkpoint=args.checkpoint,
-        split=args.split,
-        image_head=args.image_head,
-        embedding_dim=args.embedding_dim,
-        epochs=args.epochs,
-        lr=args.lr,
-        seed=args.seed,
-    )
-    if args.batch_size:
-        trained["batch_size"] = args.batch_size
-    if args.method == "aligned":
-        trained["text_head"] = args.projection
-        if args.temperature is not None:
-            trained["temperature"] = args.temperature
-        return trained
-    if args.temperature is not None:
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags the user gave, as XmodalConfig settings (validated)."""
+    given = {k: getattr(args, k) for k in cli_fields() if getattr(args, k, None) is not None}
+    if given.get("method") == "clip" and not given.get("text_model"):
         raise LangDMLError(
-            "--temperature applies to methods aligned and zeroshot, not text_proxies"
+            "method clip needs --text-model clip:ARCH/PRETRAINED (e.g. clip:ViT-B-32/openai), "
+            "clip:ARCH@CHECKPOINT or clip:DIR"
         )
-    return dict(trained, loss=args.loss, projection=args.projection)
+    return xmodal_config(**given).model_dump(exclude_unset=True)
 
 
 def run_xmodal_command(args: argparse.Namespace) -> int:
     from langdml.io import atomic_write_json
     from langdml.xmodal.methods import run_method
 
-    result = run_method(args.method, **_kwargs(args))
+    settings = _settings(args)
+    result = run_method(settings.pop("method"), **settings)
     print(json.dumps(result, indent=2))
     if args.output:
         atomic_write_json(args.output, result)
