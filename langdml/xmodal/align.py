@@ -15,8 +15,8 @@ Neither ever sees a test class; at test time the text side embeds the unseen cla
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Iterator, Mapping
+import types
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,44 @@ from langdml.models import EmbeddingHead
 from langdml.xmodal.config import method_default
 
 IMAGE_HEADS = ("none", "linear", "mlp")
-# Trainer defaults are the xmodal config's (one definition for CLI, methods and trainers).
-_ALIGNED = functools.partial(method_default, "aligned")
-_PROXIES = functools.partial(method_default, "text_proxies")
+# Trainer options and their defaults: the xmodal config's (one definition for CLI, methods and
+# trainers), plus the trainers' own (train_alignment fits a text head alone unless asked).
+_COMMON = ("epochs", "batch_size", "lr", "weight_decay", "seed", "device")
+ALIGN_OPTIONS = ("image_head", "embedding_dim", "text_head", "temperature", *_COMMON)
+PROXY_OPTIONS = ("loss", "loss_kwargs", "image_head", "embedding_dim", "projection")
+PROXY_OPTIONS += ("proxy_lr_multiplier", *_COMMON)
+_OWN_DEFAULTS = {"aligned": {"image_head": "none", "embedding_dim": None}}
+_CONFIG_NAME = {"text_head": "projection"}
+
+
+def _options(who: str, method: str, names: tuple[str, ...], given: dict[str, Any]):
+    """``given`` keyword options over the defaults, as attributes; an unknown one is a
+    TypeError as for any Python function."""
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise TypeError(f"{who}() got unexpected keyword arguments {unknown}")
+    own = _OWN_DEFAULTS.get(method, {})
+    values = {
+        n: own[n] if n in own else method_default(method, _CONFIG_NAME.get(n, n)) for n in names
+    }
+    return types.SimpleNamespace(**{**values, **given})
+
+
+def options_from(config: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """A trainer's keyword options taken from an XmodalConfig (its method's defaults filled)."""
+    return {n: config.get(_CONFIG_NAME.get(n, n)) for n in names}
+
+
+def _fit(opt, step, n: int, o) -> None:
+    """``o.epochs`` full passes over n rows in shuffled batches (seeded), ``step(idx)`` → loss."""
+    gen = torch.Generator().manual_seed(o.seed)
+    with _cpu_threads(o.device):
+        for _ in range(o.epochs):
+            for idx in _batches(n, o.batch_size, gen):
+                loss = step(idx.to(o.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
 
 
 class CrossModalModel(nn.Module):
@@ -158,20 +193,7 @@ def info_nce(z_img: Tensor, labels: Tensor, z_text: Tensor, temperature: float) 
 
 
 def train_alignment(
-    image_inputs: Tensor,
-    labels: Any,
-    class_text: Tensor,
-    *,
-    image_head: str = "none",
-    embedding_dim: int | None = None,
-    text_head: str = _ALIGNED("projection"),
-    temperature: float = _ALIGNED("temperature"),
-    epochs: int = _ALIGNED("epochs"),
-    batch_size: int = _ALIGNED("batch_size"),
-    lr: float = _ALIGNED("lr"),
-    weight_decay: float = _ALIGNED("weight_decay"),
-    seed: int = _ALIGNED("seed"),
-    device: str = _ALIGNED("device"),
+    image_inputs: Tensor, labels: Any, class_text: Tensor, **options: Any
 ) -> CrossModalModel:
     """Learned alignment on the TRAIN classes: minimise :func:`info_nce` over minibatches.
 
@@ -179,90 +201,73 @@ def train_alignment(
     only the text head g: d_text → D learns) or frozen trunk features (``image_head="linear"`` or
     ``"mlp"``: an image head f: D → ``embedding_dim`` learns jointly with g). ``class_text`` is
     (C, d_text), row c the name of class c. Adam(W), full passes over the images in shuffled
-    batches, deterministic for a given ``seed``.
+    batches, deterministic for a given ``seed``. Options (defaults: XmodalConfig for method
+    aligned): image_head, embedding_dim, text_head, temperature, epochs, batch_size, lr,
+    weight_decay, seed, device.
     """
     who = "train_alignment"
+    o = _options(who, "aligned", ALIGN_OPTIONS, options)
     x, y, text = _check_inputs(image_inputs, labels, class_text, who)
-    if temperature <= 0:
-        raise LangDMLError(f"{who}: temperature must be > 0, got {temperature}")
-    torch.manual_seed(seed)
-    img = _image_head(image_head, x.shape[1], embedding_dim)
-    if img is None and embedding_dim not in (None, x.shape[1]):
+    if o.temperature <= 0:
+        raise LangDMLError(f"{who}: temperature must be > 0, got {o.temperature}")
+    torch.manual_seed(o.seed)
+    img = _image_head(o.image_head, x.shape[1], o.embedding_dim)
+    if img is None and o.embedding_dim not in (None, x.shape[1]):
         raise LangDMLError(
-            f"{who}: embedding_dim={embedding_dim} needs an image head; with image_head='none' "
+            f"{who}: embedding_dim={o.embedding_dim} needs an image head; with image_head='none' "
             f"the joint space is the image inputs' ({x.shape[1]}-d)"
         )
-    out_dim = x.shape[1] if img is None else (embedding_dim or x.shape[1])
-    model = CrossModalModel(TextProjection(text.shape[1], out_dim, text_head), img).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    x, y, text = x.to(device), y.to(device), text.to(device)
-    gen = torch.Generator().manual_seed(seed)
+    out_dim = x.shape[1] if img is None else (o.embedding_dim or x.shape[1])
+    model = CrossModalModel(TextProjection(text.shape[1], out_dim, o.text_head), img).to(o.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    x, y, text = x.to(o.device), y.to(o.device), text.to(o.device)
     model.train()
-    with _cpu_threads(device):
-        for _ in range(epochs):
-            for idx in _batches(len(x), batch_size, gen):
-                idx = idx.to(device)
-                xb = x[idx]
-                z = F.normalize(model.image_head(xb) if img is not None else xb, dim=-1)
-                t = F.normalize(model.text_head(text), dim=-1)
-                loss = info_nce(z, y[idx], t, temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+    def step(idx: Tensor) -> Tensor:
+        xb = x[idx]
+        z = F.normalize(model.image_head(xb) if img is not None else xb, dim=-1)
+        t = F.normalize(model.text_head(text), dim=-1)
+        return info_nce(z, y[idx], t, o.temperature)
+
+    _fit(opt, step, len(x), o)
     return model.eval()
 
 
 def train_text_proxies(
-    image_inputs: Tensor,
-    labels: Any,
-    class_text: Tensor,
-    *,
-    loss: str = _PROXIES("loss"),
-    loss_kwargs: Mapping[str, Any] | None = None,
-    image_head: str = _PROXIES("image_head"),
-    embedding_dim: int = _PROXIES("embedding_dim"),
-    projection: str = _PROXIES("projection"),
-    epochs: int = _PROXIES("epochs"),
-    batch_size: int = _PROXIES("batch_size"),
-    lr: float = _PROXIES("lr"),
-    proxy_lr_multiplier: float = _PROXIES("proxy_lr_multiplier"),
-    weight_decay: float = _PROXIES("weight_decay"),
-    seed: int = _PROXIES("seed"),
-    device: str = _PROXIES("device"),
+    image_inputs: Tensor, labels: Any, class_text: Tensor, **options: Any
 ) -> CrossModalModel:
     """Language as proxies on the TRAIN classes: image head f and text projection g trained with
     a text-proxy loss ``L(f(x), y)`` whose proxies are g(e_c). ``image_head="none"`` keeps the
     image inputs fixed (then ``embedding_dim`` is their dimension) and fits g alone. The text
-    side of the returned model is ``loss.project``.
+    side of the returned model is ``loss.project``. Options (defaults: XmodalConfig for method
+    text_proxies): loss, loss_kwargs, image_head, embedding_dim, projection,
+    proxy_lr_multiplier, epochs, batch_size, lr, weight_decay, seed, device.
     """
     who = "train_text_proxies"
+    o = _options(who, "text_proxies", PROXY_OPTIONS, options)
     x, y, text = _check_inputs(image_inputs, labels, class_text, who)
-    if loss not in TEXT_PROXY_LOSSES:
+    if o.loss not in TEXT_PROXY_LOSSES:
         raise LangDMLError(
-            f"{who}: unknown loss {loss!r}; expected one of {', '.join(TEXT_PROXY_LOSSES)}"
+            f"{who}: unknown loss {o.loss!r}; expected one of {', '.join(TEXT_PROXY_LOSSES)}"
         )
-    torch.manual_seed(seed)
-    img = _image_head(image_head, x.shape[1], embedding_dim)
-    dim = embedding_dim if img is not None else x.shape[1]
-    criterion = TEXT_PROXY_LOSSES[loss](
-        text, dim, num_classes=len(text), projection=projection, **dict(loss_kwargs or {})
-    ).to(device)
-    groups = [{"params": criterion.proxy_parameters(), "lr": lr * proxy_lr_multiplier}]
+    torch.manual_seed(o.seed)
+    img = _image_head(o.image_head, x.shape[1], o.embedding_dim)
+    dim = o.embedding_dim if img is not None else x.shape[1]
+    criterion = TEXT_PROXY_LOSSES[o.loss](
+        text, dim, num_classes=len(text), projection=o.projection, **dict(o.loss_kwargs or {})
+    ).to(o.device)
+    groups = [{"params": criterion.proxy_parameters(), "lr": o.lr * o.proxy_lr_multiplier}]
     if img is not None:
-        img.to(device)
-        groups.append({"params": list(img.parameters()), "lr": lr})
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    x, y = x.to(device), y.to(device)
-    gen = torch.Generator().manual_seed(seed)
+        img.to(o.device)
+        groups.append({"params": list(img.parameters()), "lr": o.lr})
+    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    x, y = x.to(o.device), y.to(o.device)
     if img is not None:
         img.train()
-    with _cpu_threads(device):
-        for _ in range(epochs):
-            for idx in _batches(len(x), batch_size, gen):
-                idx = idx.to(device)
-                xb = x[idx]
-                value = criterion(img(xb) if img is not None else xb, y[idx])
-                opt.zero_grad(set_to_none=True)
-                value.backward()
-                opt.step()
+
+    def step(idx: Tensor) -> Tensor:
+        xb = x[idx]
+        return criterion(img(xb) if img is not None else xb, y[idx])
+
+    _fit(opt, step, len(x), o)
     return CrossModalModel(_ProjectionOf(criterion), img).eval()

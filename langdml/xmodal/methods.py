@@ -71,24 +71,13 @@ def _zeroshot(cfg: XmodalConfig) -> dict[str, Any]:
 
 
 def _aligned(cfg: XmodalConfig) -> dict[str, Any]:
-    from langdml.xmodal.align import train_alignment
+    from langdml.xmodal.align import ALIGN_OPTIONS, options_from, train_alignment
 
     t0 = time.perf_counter()
     inp = image_inputs(cfg)
-    kwargs = dict(
-        text_head=cfg.projection,
-        temperature=cfg.get("temperature"),
-        epochs=cfg.epochs,
-        batch_size=cfg.get("batch_size"),
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        device=cfg.device,
-    )
+    kwargs = options_from(cfg, ALIGN_OPTIONS)
     if inp.run is not None:  # the run's embeddings stay fixed; only the text head learns
-        kwargs["image_head"] = "none"
-    else:
-        kwargs.update(image_head=cfg.image_head, embedding_dim=cfg.embedding_dim)
+        kwargs.update(image_head="none", embedding_dim=None)
     train_texts, test_texts = inp.texts("train"), inp.texts("test")
     model = train_alignment(
         inp.x_train, train_texts.image_labels(inp.train.labels), train_texts.embeddings, **kwargs
@@ -98,7 +87,12 @@ def _aligned(cfg: XmodalConfig) -> dict[str, Any]:
 
 
 def _text_proxies(cfg: XmodalConfig) -> dict[str, Any]:
-    from langdml.xmodal.align import CrossModalModel, train_text_proxies
+    from langdml.xmodal.align import (
+        PROXY_OPTIONS,
+        CrossModalModel,
+        options_from,
+        train_text_proxies,
+    )
 
     t0 = time.perf_counter()
     inp = image_inputs(cfg)
@@ -113,18 +107,7 @@ def _text_proxies(cfg: XmodalConfig) -> dict[str, Any]:
             inp.x_train,
             train_texts.image_labels(inp.train.labels),
             train_texts.embeddings,
-            loss=cfg.loss,
-            loss_kwargs=cfg.loss_kwargs,
-            image_head=head,
-            embedding_dim=cfg.embedding_dim,
-            projection=cfg.projection,
-            epochs=cfg.epochs,
-            batch_size=cfg.get("batch_size"),
-            lr=cfg.lr,
-            proxy_lr_multiplier=cfg.proxy_lr_multiplier,
-            weight_decay=cfg.weight_decay,
-            seed=cfg.seed,
-            device=cfg.device,
+            **{**options_from(cfg, PROXY_OPTIONS), "image_head": head},
         )
         source, head_info = cfg.loss, head
     metrics = inp.evaluate(model, test_texts)
@@ -195,13 +178,28 @@ def xmodal_zeroshot(
     )
 
 
-def xmodal_aligned(
-    dataset: str | None = "emoji",
-    run_dir: str | Path | None = None,
-    text_model: str | None = None,
-    prompts=None,
-    **settings: Any,
-) -> dict[str, Any]:
+def _trained_method(method: str, doc: str):
+    """The public function of a method trained on the train classes (aligned, text_proxies)."""
+
+    def run(
+        dataset: str | None = "emoji",
+        run_dir: str | Path | None = None,
+        text_model: str | None = None,
+        prompts=None,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        return run_method(
+            method, dataset=dataset, run_dir=run_dir, text_model=text_model, prompts=prompts,
+            **settings,
+        )  # fmt: skip
+
+    run.__name__ = run.__qualname__ = f"xmodal_{method}"
+    run.__doc__ = doc
+    return run
+
+
+xmodal_aligned = _trained_method(
+    "aligned",
     """Learned alignment (:func:`langdml.xmodal.align.train_alignment`) on the train classes,
     evaluated on the test classes.
 
@@ -209,20 +207,10 @@ def xmodal_aligned(
     (``image_head`` is ignored; text model and prompts default to the run's text settings).
     Without: frozen trunk features of ``dataset`` at ``image_size``, and an image head
     (``image_head``, ``embedding_dim``) learns jointly with the text head.
-    """
-    return run_method(
-        "aligned", dataset=dataset, run_dir=run_dir, text_model=text_model, prompts=prompts,
-        **settings,
-    )  # fmt: skip
-
-
-def xmodal_text_proxies(
-    dataset: str | None = "emoji",
-    run_dir: str | Path | None = None,
-    text_model: str | None = None,
-    prompts=None,
-    **settings: Any,
-) -> dict[str, Any]:
+    """,
+)
+xmodal_text_proxies = _trained_method(
+    "text_proxies",
     """Language as proxies (:func:`langdml.xmodal.align.train_text_proxies`): text→image queries
     for unseen classes are their projected names.
 
@@ -230,11 +218,8 @@ def xmodal_text_proxies(
     that run's own projection is used (no training here); with another run, a projection is
     fitted to its fixed embeddings with ``loss``; without a run, an image head on frozen features
     and the projection are trained together with ``loss``.
-    """
-    return run_method(
-        "text_proxies", dataset=dataset, run_dir=run_dir, text_model=text_model,
-        prompts=prompts, **settings,
-    )  # fmt: skip
+    """,
+)
 
 
 def xmodal_clip(
