@@ -101,7 +101,10 @@ def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.T
         device=cfg.train.device,
     )
     if t.pseudo_labels:
-        emb = text.pseudo_label_embeddings(train, k=t.top_k, **kwargs).embeddings.float()
+        found = text.pseudo_label_embeddings(
+            train, k=t.top_k, allow_duplicates=train.shares_names, **kwargs
+        )
+        emb = found.embeddings.float()
     else:
         found, rows = distinct_name_embeddings(train.class_names, **kwargs)
         emb = found.embeddings.float()[torch.as_tensor(rows)]

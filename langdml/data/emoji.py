@@ -127,21 +127,10 @@ def parse_styles(arg: str | None) -> tuple[str, ...]:
     return tuple(sorted(set(styles), key=list(STYLES).index))
 
 
-def build_emoji(
-    styles: tuple[str, ...] = DEFAULT_STYLES,
-    cache_dir: str | Path | None = None,
-    min_styles: int = 2,
-    seed: int = 0,
-    force: bool = False,
-) -> Path:
-    """Render the benchmark into ``cache/datasets/emoji[-STYLES]`` (an HF dataset saved to disk)."""
-    import datasets
+def _load_fonts(styles: tuple[str, ...]) -> dict:
+    """style → (PIL font, code points it covers, font path); a missing font is an error."""
     from fontTools.ttLib import TTFont
 
-    styles = parse_styles(",".join(styles))
-    out_dir = dataset_dir(styles, cache_dir)
-    if (out_dir / "langdml_meta.json").is_file() and not force:
-        return out_dir
     fonts = {}
     for s in styles:
         path = STYLES[s].path()
@@ -156,7 +145,12 @@ def build_emoji(
             set(TTFont(path, lazy=True).getBestCmap()),
             path,
         )
+    return fonts
 
+
+def _draw_classes(styles: tuple[str, ...], fonts: dict, min_styles: int):
+    """(rows (class index, style, image), kept names, kept characters): classes that at least
+    ``min_styles`` styles draw."""
     classes = emoji_classes()
     rows: list[tuple[int, str, Image.Image]] = []
     kept_names, kept_chars = [], []
@@ -177,6 +171,25 @@ def build_emoji(
             f"only {len(kept_names)} emoji classes were drawn by >= {min_styles} styles"
         )
 
+    return rows, kept_names, kept_chars
+
+
+def build_emoji(
+    styles: tuple[str, ...] = DEFAULT_STYLES,
+    cache_dir: str | Path | None = None,
+    min_styles: int = 2,
+    seed: int = 0,
+    force: bool = False,
+) -> Path:
+    """Render the benchmark into ``cache/datasets/emoji[-STYLES]`` (an HF dataset saved to disk)."""
+    import datasets
+
+    styles = parse_styles(",".join(styles))
+    out_dir = dataset_dir(styles, cache_dir)
+    if (out_dir / "langdml_meta.json").is_file() and not force:
+        return out_dir
+    fonts = _load_fonts(styles)
+    rows, kept_names, kept_chars = _draw_classes(styles, fonts, min_styles)
     # Class ids: a seeded permutation of name order, so both halves span all emoji groups.
     perm = np.random.default_rng(seed).permutation(len(kept_names))
     new_id = np.empty_like(perm)

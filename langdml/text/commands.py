@@ -125,6 +125,8 @@ def run_precompute(args: argparse.Namespace) -> int:
         # Distinct names, embedded once each: exactly the request training makes for a dataset
         # whose classes share names (SOP's super-classes).
         names = dataset.distinct_class_names()[0]
+        # PLG keys on the per-class names (one row per class), as training asks for them.
+        allow_duplicates = allow_duplicates or dataset.shares_names
         if args.plg and split != "train":
             print(
                 f"langdml: warning: pseudo-labels from {split} images; training uses --split train",

@@ -351,6 +351,28 @@ def compute_pseudo_labels(
     return data
 
 
+def _plg_fields(spec, prompts, names, dataset, image_size: int, k: int, name_cleaner) -> dict:
+    """What a pseudo-label cache file is keyed on."""
+    cleaner_tag = name_cleaner if isinstance(name_cleaner, str) or name_cleaner is None else None
+    if cleaner_tag is None:
+        # A callable cannot be hashed by content; key on its qualified name.
+        cleaner_tag = (
+            f"{name_cleaner.__module__}.{getattr(name_cleaner, '__qualname__', name_cleaner)}"
+        )
+    return {
+        "kind": "pseudo_label_embeddings",
+        "model": spec.canonical,
+        "pooling": spec.pooling,
+        "model_identity": model_identity(spec),
+        "prompts": prompts,
+        "class_names": names,
+        "dataset": dataset.fingerprint,
+        "classifier": classifier_identity(image_size),
+        "k": k,
+        "name_cleaner": cleaner_tag,
+    }
+
+
 def pseudo_label_embeddings(
     dataset: ImageDataset,
     model: str = "minilm",
@@ -378,24 +400,7 @@ def pseudo_label_embeddings(
         raise LangDMLError(f"batch_size must be ≥ 1, got {batch_size}")
     spec = parse_text_model_spec(model, pooling=pooling)
     _check_model_paths(spec)
-    cleaner_tag = name_cleaner if isinstance(name_cleaner, str) or name_cleaner is None else None
-    if cleaner_tag is None:
-        # A callable cannot be hashed by content; key on its qualified name.
-        cleaner_tag = (
-            f"{name_cleaner.__module__}.{getattr(name_cleaner, '__qualname__', name_cleaner)}"
-        )
-    fields = {
-        "kind": "pseudo_label_embeddings",
-        "model": spec.canonical,
-        "pooling": spec.pooling,
-        "model_identity": model_identity(spec),
-        "prompts": prompts,
-        "class_names": names,
-        "dataset": dataset.fingerprint,
-        "classifier": classifier_identity(image_size),
-        "k": k,
-        "name_cleaner": cleaner_tag,
-    }
+    fields = _plg_fields(spec, prompts, names, dataset, image_size, k, name_cleaner)
     key = cache_key(fields)
     path = cache_path(default_cache_dir(cache_dir), f"plg{k}", spec.describe(), key)
     if not force:
