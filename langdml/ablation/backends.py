@@ -251,24 +251,3 @@ def deliver(run: Any, res: dict, record: Record, notes: list[str]) -> None:
         notes.append(f"{run.id}: {res['error']}")
     else:
         record(run, res)
-
-
-def make_backend(
-    name: str,
-    options: BackendOptions,
-    workers: int = 1,
-    output_dir: Path = Path("."),
-    job_name: str = "langdml",
-    detach: bool = False,
-) -> Backend:
-    if name == "local":
-        from langdml.ablation.local_backend import LocalBackend
-
-        return LocalBackend(workers, options.cpus_per_cell)
-    if name == "slurm":
-        from langdml.ablation.slurm_backend import SlurmBackend
-
-        return SlurmBackend(options, output_dir, job_name, detach)
-    from langdml.ablation.ray_backend import RayBackend
-
-    return RayBackend(options)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langdml.ablation.backends import make_backend, resolve_options
+from langdml.ablation.backends import Backend, BackendOptions, resolve_options
 from langdml.ablation.cells import cell_record, finished, run_state
 from langdml.ablation.local_backend import LocalBackend
 from langdml.ablation.report import write_report
@@ -209,3 +209,24 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self.enabled:
             self.progress.stop()
+
+
+def make_backend(
+    name: str,
+    options: BackendOptions,
+    workers: int = 1,
+    output_dir: Path = Path("."),
+    job_name: str = "langdml",
+    detach: bool = False,
+) -> Backend:
+    if name == "local":
+        from langdml.ablation.local_backend import LocalBackend
+
+        return LocalBackend(workers, options.cpus_per_cell)
+    if name == "slurm":
+        from langdml.ablation.slurm_backend import SlurmBackend
+
+        return SlurmBackend(options, output_dir, job_name, detach)
+    from langdml.ablation.ray_backend import RayBackend
+
+    return RayBackend(options)
