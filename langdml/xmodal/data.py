@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,27 +59,24 @@ def feature_config(
     )
 
 
-def split_features(
-    dataset: str,
-    image_size: int = 128,
-    backbone: str = "tf_efficientnet_lite0",
-    weights: str = "packaged",
-    train_fraction: float = 0.5,
-    cache_dir: str | Path | None = None,
-    device: str = "cpu",
-) -> SplitFeatures:
+def split_features(dataset: str, image_size: int = 128, **setting: Any) -> SplitFeatures:
     """Class-disjoint split (first ``train_fraction`` of classes train, rest test) with cached
-    frozen features of the clean (un-augmented) view of every image."""
+    frozen features of the clean (un-augmented) view of every image. ``setting``: the other
+    arguments of :func:`feature_config` (backbone, weights, train_fraction, cache_dir, device)."""
     from langdml.experiment import prepare_data
 
-    cfg = feature_config(dataset, image_size, backbone, weights, train_fraction, cache_dir, device)
+    cfg = feature_config(dataset, image_size, **setting)
     data = prepare_data(cfg)
     return SplitFeatures(
         train=data.train,
         test=data.eval,
         train_features=data.train_features[0].float(),
         test_features=data.eval_features.float(),
-        feature_spec={"backbone": backbone, "weights": weights, "image_size": image_size},
+        feature_spec={
+            "backbone": cfg.model.backbone,
+            "weights": cfg.model.weights,
+            "image_size": image_size,
+        },
     )
 
 

@@ -26,14 +26,12 @@ import torch
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
 from langdml.losses.vocab import TEXT_PROXY_BASES
-from langdml.xmodal.config import METHODS, XmodalConfig, xmodal_config
+from langdml.xmodal.config import XmodalConfig, xmodal_config
 from langdml.xmodal.data import ClassTexts, class_texts, split_features
 from langdml.xmodal.inputs import (
-    RunEmbeddings,
     evaluate_texts,
     image_inputs,
     result_record,
-    run_embeddings,
     run_projection,
 )
 
@@ -256,16 +254,3 @@ def xmodal_for_run(
         method, dataset=None, run_dir=run_dir, text_model=text_model, checkpoint=checkpoint,
         device=device or cfg.train.device, **settings,
     )  # fmt: skip
-
-
-__all__ = [
-    "METHODS",
-    "RunEmbeddings",
-    "run_embeddings",
-    "run_method",
-    "xmodal_aligned",
-    "xmodal_clip",
-    "xmodal_for_run",
-    "xmodal_text_proxies",
-    "xmodal_zeroshot",
-]
