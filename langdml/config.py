@@ -62,7 +62,8 @@ class LanguageConfig(_Strict):
     temperature: float = Field(1.0, gt=0)
     shift: float = 1.0
     direction: Literal["backward", "forward"] = "backward"
-    level: Literal["batch", "proxy"] = "batch"  # the loss's ``mode`` (one vocabulary)
+    # batch: the batch's image similarities; proxy: the base loss's proxy-proxy similarities
+    mode: Literal["batch", "proxy"] = "batch"
     # Control: each train class gets the text embedding of another train class (a permutation
     # seeded by the run's seed), so the target keeps its similarity spectrum but loses meaning.
     shuffled_names: bool = False
@@ -199,29 +200,45 @@ def deprecated(message: str) -> None:
 _SAID: set[str] = set()
 
 
+# Keys of the previous release → their place now (dotted). Old run directories keep loading.
+RENAMED_KEYS: dict[str, str] = {
+    **{f"loss.language.{k}": f"text.{k}" for k in TEXT_KEYS},
+    "loss.language.level": "loss.language.mode",  # one vocabulary: the loss's ``mode``
+}
+
+
+def _section(tree: dict, dotted: str, create: bool) -> dict | None:
+    node = tree
+    for key in dotted.split(".")[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            if not create:
+                return None
+            child = node[key] = {}
+        node = child
+    return node
+
+
 def migrate_config(tree: dict, source: str = "config") -> dict:
-    """``loss.language.{text_model,prompts,pseudo_labels,top_k}`` (before the ``text:`` section)
-    move to ``text.*``; a key given both ways with different values is an error."""
-    loss = tree.get("loss")
-    language = loss.get("language") if isinstance(loss, dict) else None
-    if not isinstance(language, dict) or not set(language) & set(TEXT_KEYS):
+    """Move the keys of the previous release (RENAMED_KEYS) to their new place, with a one-line
+    deprecation message; a key given both ways with different values is an error."""
+    found = [
+        old for old in RENAMED_KEYS if old.rpartition(".")[2] in (_section(tree, old, False) or {})
+    ]
+    if not found:
         return tree
     tree = copy.deepcopy(tree)
-    language = tree["loss"]["language"]
-    text = tree.get("text")
-    if not isinstance(text, dict):
-        text = tree["text"] = {}
-    moved = [k for k in TEXT_KEYS if k in language]
-    for key in moved:
-        value = language.pop(key)
-        if key in text and text[key] != value:
+    for old in found:
+        new = RENAMED_KEYS[old]
+        value = _section(tree, old, False).pop(old.rpartition(".")[2])
+        target, key = _section(tree, new, True), new.rpartition(".")[2]
+        if key in target and target[key] != value:
             raise ConfigError(
-                f"{source}: loss.language.{key} ({value!r}) and text.{key} ({text[key]!r}) "
-                f"disagree; keep text.{key}"
+                f"{source}: {old} ({value!r}) and {new} ({target[key]!r}) disagree; keep {new}"
             )
-        text[key] = value
+        target[key] = value
     deprecated(
-        f"{source}: loss.language.{{{','.join(moved)}}} moved to text.{{{','.join(moved)}}}; "
+        f"{source}: {', '.join(found)} moved to {', '.join(RENAMED_KEYS[o] for o in found)}; "
         "the old keys work for one release"
     )
     return tree

@@ -134,7 +134,7 @@ def loss_spec(cfg: ExperimentConfig) -> dict[str, Any]:
                     "temperature": lang.temperature,
                     "shift": lang.shift,
                     "direction": lang.direction,
-                    "mode": lang.level,
+                    "mode": lang.mode,
                 }
             )
         else:
