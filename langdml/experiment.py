@@ -283,6 +283,13 @@ class OpenRun:
     text_embeddings: torch.Tensor | None = None
     loss: torch.nn.Module | None = None
 
+    def training_text_embeddings(self) -> torch.Tensor | None:
+        """The train classes' text embeddings the run trained with (from the text cache;
+        None when it used no text)."""
+        if self.text_embeddings is None and needs_text(self.config):
+            self.text_embeddings = class_text_embeddings(self.config, self.data.train)
+        return self.text_embeddings
+
     def text_projection(self) -> torch.nn.Module | None:
         """The text → proxy projection a text-proxy run learned, in eval mode; else None."""
         proj = None if self.loss is None else self.loss.text_projection()

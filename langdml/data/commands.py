@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 
+CACHE_HELP = "cache root, as in every command (default $LANGDML_CACHE or cache)"
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build and inspect datasets")
@@ -20,13 +22,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="comma-separated font styles (default: all four: openmoji,noto_color,"
         "noto_mono,symbola); a non-default set builds a differently named variant",
     )
-    build.add_argument("--cache-dir", default=None)
+    build.add_argument("--cache-dir", default=None, help=CACHE_HELP)
     build.add_argument("--force", action="store_true", help="rebuild even if present")
     build.set_defaults(func=_build)
 
     info = dsub.add_parser("info", help="class count, images per class, a few names")
     info.add_argument("spec")
-    info.add_argument("--cache-dir", default=None)
+    info.add_argument("--cache-dir", default=None, help=CACHE_HELP)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_info)
 
