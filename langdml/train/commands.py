@@ -22,9 +22,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from langdml.config import load_config
+    from langdml.packaged_configs import resolve_config
     from langdml.train import load_run_config, train
 
-    target = Path(args.config)
+    target = resolve_config(args.config)  # a path, or the name of a shipped config
     if target.is_dir():
         cfg = load_run_config(target)
         if args.overrides:
