@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh requirements/assets.txt
 	bash scripts/setup.sh $(VENV)
 	touch $(STAMP)
 

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "langdml.ablation.commands",
     "langdml.xmodal.commands",
     "langdml.diagnose",
+    "langdml.packaged_configs",
 )
 
 

