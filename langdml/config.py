@@ -94,11 +94,31 @@ class BaseLossConfig(BaseModel):
     name: str = "multi_similarity"
 
 
+class S2SDConfig(_Strict):
+    """S2SD (Roth et al., ICML 2021; langdml.losses.S2SDLoss): auxiliary MLP heads of these
+    sizes are trained with the base loss and distilled into the target embedding; empty = off.
+    Defaults of the authors' code: T = 1, weight 50, feature weight 50 after 1000 steps."""
+
+    dims: list[int] = Field(default_factory=list)
+    temperature: float = Field(1.0, gt=0)
+    weight: float = Field(50.0, ge=0)
+    feature_weight: float = Field(50.0, ge=0)
+    feature_delay: int = Field(1000, ge=0)
+
+    @field_validator("dims")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(d < 2 for d in value):
+            raise ValueError(f"every S2SD head size must be >= 2, got {value}")
+        return value
+
+
 class LossConfig(_Strict):
     base: BaseLossConfig = Field(default_factory=BaseLossConfig)
     regularizers: list[str] = Field(default_factory=list)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     direction: DirectionConfig = Field(default_factory=DirectionConfig)
+    s2sd: S2SDConfig = Field(default_factory=S2SDConfig)
 
     @field_validator("regularizers", mode="before")
     @classmethod

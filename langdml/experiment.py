@@ -143,28 +143,49 @@ def loss_spec(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def build_model(cfg: ExperimentConfig, data: RunData) -> EmbeddingModel:
+    backbone = None
     if cfg.model.frozen_trunk:
         in_dim = int(data.train_features.shape[-1])
-        return EmbeddingModel(EmbeddingHead(in_dim, cfg.model.embedding_dim, cfg.model.head))
-    backbone, info = create_backbone(
-        cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn
-    )
-    head = EmbeddingHead(info.feature_dim, cfg.model.embedding_dim, cfg.model.head)
-    return EmbeddingModel(head, backbone)
+    else:
+        backbone, info = create_backbone(
+            cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn
+        )
+        in_dim = info.feature_dim
+    head = EmbeddingHead(in_dim, cfg.model.embedding_dim, cfg.model.head)
+    # S2SD's auxiliary heads: Linear(f, d)-ReLU-Linear(d, d) on the pooled features, as its paper.
+    aux = [EmbeddingHead(in_dim, d, "mlp", hidden_dim=d) for d in cfg.loss.s2sd.dims]
+    return EmbeddingModel(head, backbone, aux or None)
 
 
 def build_run_loss(
     cfg: ExperimentConfig, data: RunData, text_embeddings: torch.Tensor | None
 ) -> torch.nn.Module:
     """The CombinedLoss of a run (base + regularizers), on the CPU."""
-    from langdml.losses import build_loss
+    from langdml.losses import S2SDLoss, build_loss
+    from langdml.losses.combined import build_base
 
+    num_classes = data.train.num_classes
     try:
-        return build_loss(
+        loss = build_loss(
             loss_spec(cfg),
-            num_classes=data.train.num_classes,
+            num_classes=num_classes,
             embedding_size=cfg.model.embedding_dim,
             class_text_embeddings=text_embeddings,
+        )
+        s2sd = cfg.loss.s2sd
+        if not s2sd.dims:
+            return loss
+        # S2SD: the full loss (base + regularizers) on the target embedding, the base loss alone
+        # on each auxiliary head.
+        base = cfg.loss.base.model_dump()
+        heads = [build_base(base, num_classes, d, text_embeddings) for d in s2sd.dims]
+        return S2SDLoss(
+            loss,
+            heads,
+            temperature=s2sd.temperature,
+            weight=s2sd.weight,
+            feature_weight=s2sd.feature_weight,
+            feature_delay=s2sd.feature_delay,
         )
     except TypeError as exc:
         raise ConfigError(f"loss config: {exc}") from None

@@ -60,7 +60,7 @@ def test_a_name_resolves_to_the_shipped_config_and_a_path_wins(tmp_path, monkeyp
 
 
 def test_train_by_name_loads_the_shipped_config(tmp_path, monkeypatch, capsys):
-    import langdml.train as train_module
+    import langdml.pipeline as train_module  # what `langdml train` calls
 
     seen = {}
 

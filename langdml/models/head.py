@@ -42,14 +42,27 @@ class EmbeddingHead(nn.Module):
 
 
 class EmbeddingModel(nn.Module):
-    """Backbone → head; ``backbone=None`` means the inputs are already (cached) features."""
+    """Backbone → head; ``backbone=None`` means the inputs are already (cached) features.
 
-    def __init__(self, head: EmbeddingHead, backbone: nn.Module | None = None) -> None:
+    ``aux_heads`` (S2SD's auxiliary embedding heads) only run with ``with_aux=True``, which returns
+    (embedding, [auxiliary embeddings], features); evaluation uses the embedding alone."""
+
+    def __init__(
+        self,
+        head: EmbeddingHead,
+        backbone: nn.Module | None = None,
+        aux_heads: list[EmbeddingHead] | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.aux_heads = nn.ModuleList(aux_heads) if aux_heads else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_aux: bool = False):
         if self.backbone is not None:
             x = self.backbone(x)
-        return self.head(x)
+        if not with_aux:
+            return self.head(x)
+        if self.aux_heads is None:
+            raise ModelError("with_aux=True needs auxiliary heads (loss.s2sd.dims)")
+        return self.head(x), [h(x) for h in self.aux_heads], x

@@ -65,12 +65,18 @@ def _batch_inputs(state: TrainState, batch, source, ctx: dd.DistContext, labels_
 def _step(cfg: ExperimentConfig, state: TrainState, train_model, x, y, device, epoch: int):
     """Forward, loss on the global batch, backward and optimiser step; the logged terms."""
     x, y = x.to(device), y.to(device)
+    s2sd = bool(cfg.loss.s2sd.dims)
     with torch.autocast(device.type, dtype=state.amp_dtype, enabled=state.amp):
-        z = train_model(x)
+        out = train_model(x, with_aux=True) if s2sd else train_model(x)
     # Losses in fp32 on the global batch: every rank's slice, gradients to its own rows.
-    z = dd.all_gather_with_grad(z.float())
     y = dd.all_gather_tensor(y)
-    loss = state.loss_fn(z, y)
+    if s2sd:
+        z = dd.all_gather_with_grad(out[0].float())
+        aux = [dd.all_gather_with_grad(a.float()) for a in out[1]]
+        feats = dd.all_gather_with_grad(out[2].float())
+        loss = state.loss_fn(z, aux, y, features=feats)
+    else:
+        loss = state.loss_fn(dd.all_gather_with_grad(out.float()), y)
     if not torch.isfinite(loss):
         raise LangDMLError(
             f"loss became {loss.item()} at epoch {epoch + 1}; training stopped, the last good "
