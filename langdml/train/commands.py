@@ -23,8 +23,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from langdml.config import load_config
     from langdml.experiment import load_run_config
-    from langdml.pipeline import train
     from langdml.packaged_configs import resolve_config
+    from langdml.pipeline import train
 
     target = resolve_config(args.config)  # a path, or the name of a shipped config
     if target.is_dir():
