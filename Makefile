@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint docs clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check langdml tests scripts
+
+# docs/config.md and docs/api.md from the code (tests/test_docs_sync.py checks they are current)
+docs: $(STAMP)
+	$(PY) scripts/gen_docs.py
 
 clean:
 	rm -rf $(VENV) cache/datasets cache/features cache/text runs

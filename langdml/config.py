@@ -25,45 +25,98 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: str = "emoji"
-    train_fraction: float = Field(0.5, gt=0, lt=1)
+    dataset: str = Field(
+        "emoji",
+        description="Dataset spec: emoji, cub200:PATH, cars196:PATH, sop:PATH, imagefolder:PATH or "
+        "hf:NAME_OR_PATH.",
+    )
+    train_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of the classes that train (the first ones); the rest are the held-out "
+        "test classes (class-disjoint split).",
+    )
     # > 0 carves a validation split from the TRAIN classes (the last fraction of them) and
     # evaluates on it instead of the test classes: the way to tune without seeing test classes.
     validation_fraction: float = Field(0.0, ge=0, lt=1)
-    cache_dir: str | None = None
+    cache_dir: str | None = Field(
+        None,
+        description="Cache folder (datasets, features, text embeddings); null: $LANGDML_CACHE, the "
+        "checkout's cache/ or the platform cache dir.",
+    )
 
 
 class ModelConfig(_Strict):
-    backbone: str = "tf_efficientnet_lite0"
-    weights: str = "packaged"
-    frozen_trunk: bool = True
-    image_size: int = Field(128, ge=16)
-    augment_views: int = Field(0, ge=0)
-    crop_pct: float | None = None
-    embedding_dim: int = Field(128, ge=2)
-    head: Literal["linear", "mlp", "identity"] = "linear"
-    frozen_bn: bool = True
+    backbone: str = Field("tf_efficientnet_lite0", description="timm architecture of the trunk.")
+    weights: str = Field(
+        "packaged",
+        description="Trunk weights: packaged (EfficientNet-Lite0, the offline extra), hub (timm's "
+        "pretrained; needs hub access), none (random) or a .pth / .safetensors path.",
+    )
+    frozen_trunk: bool = Field(
+        True, description="Freeze the trunk and train the head on its cached features."
+    )
+    image_size: int = Field(128, ge=16, description="Side of the square input in pixels.")
+    augment_views: int = Field(
+        0, ge=0, description="Frozen trunk: extra augmented views cached per training image."
+    )
+    crop_pct: float | None = Field(
+        None,
+        description="Eval resize: short side to image_size / crop_pct, then a center crop; null "
+        "resizes straight to image_size x image_size.",
+    )
+    embedding_dim: int = Field(128, ge=2, description="Size of the embedding.")
+    head: Literal["linear", "mlp", "identity"] = Field(
+        "linear",
+        description="Embedding head on the trunk features (identity needs embedding_dim = the "
+        "trunk's feature size).",
+    )
+    frozen_bn: bool = Field(
+        True, description="Fine-tuning: keep the trunk's BatchNorm statistics and affine fixed."
+    )
 
 
 class TextConfig(_Strict):
     """The text side, shared by language guidance, text-proxy losses and xmodal."""
 
-    text_model: str = "minilm"
-    prompts: list[str] = Field(default_factory=lambda: ["a photo of a {}"])
+    text_model: str = Field(
+        "minilm",
+        description="Text model of the class names: minilm, mpnet, hf:..., st:..., clip:... or "
+        "file:PATH.",
+    )
+    prompts: list[str] = Field(
+        default_factory=lambda: ["a photo of a {}"],
+        description="Prompt templates ({} is the class name); a class's embedding is the mean "
+        "over its prompts.",
+    )
     pseudo_labels: bool = False  # PLG: top-k ImageNet names per class instead of class names
-    top_k: int = Field(5, ge=1)
+    top_k: int = Field(5, ge=1, description="PLG: ImageNet pseudo-labels per class.")
 
 
 TEXT_KEYS = tuple(TextConfig.model_fields)
 
 
 class LanguageConfig(_Strict):
-    weight: float = Field(1.0, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    shift: float = 1.0
-    direction: Literal["backward", "forward"] = "backward"
-    # batch: the batch's image similarities; proxy: the base loss's proxy-proxy similarities
-    mode: Literal["batch", "proxy"] = "batch"
+    weight: float = Field(1.0, ge=0, description="Weight of the language-guidance term.")
+    temperature: float = Field(
+        1.0, gt=0, description="Softmax temperature of the image and language similarities."
+    )
+    shift: float = Field(
+        1.0,
+        description="Added to the language similarities; same-class entries are 1 + shift on "
+        "both sides.",
+    )
+    direction: Literal["backward", "forward"] = Field(
+        "backward",
+        description="KL direction: backward KL(P_img || P_lang) (the paper's) or forward "
+        "KL(P_lang || P_img).",
+    )
+    mode: Literal["batch", "proxy"] = Field(
+        "batch",
+        description="batch: KL over the batch's sample similarities; proxy: over the proxies' "
+        "similarities (proxy-based base losses).",
+    )
     # Control: each train class gets the text embedding of another train class (a permutation
     # seeded by the run's seed), so the target keeps its similarity spectrum but loses meaning.
     shuffled_names: bool = False
@@ -73,7 +126,11 @@ class DirectionConfig(_Strict):
     # integrated: DR-Triplet / DR-ProxyNCA / DR-MS, weight = γ inside the base loss (the public
     # reproductions use γ ≈ 0.3-0.49); orthogonal: the project's own additive penalty.
     weight: float = Field(0.3, ge=0)
-    form: Literal["integrated", "orthogonal"] = "integrated"
+    form: Literal["integrated", "orthogonal"] = Field(
+        "integrated",
+        description="integrated: DR inside a triplet / proxy_nca / multi_similarity base; "
+        "orthogonal: an additive penalty for any base.",
+    )
     model_config = ConfigDict(extra="allow", validate_assignment=True)  # form-specific options
 
     @field_validator("form", mode="before")
@@ -91,7 +148,11 @@ class DirectionConfig(_Strict):
 class BaseLossConfig(BaseModel):
     # Extra keys are the loss's constructor arguments, checked against its signature at build time.
     model_config = ConfigDict(extra="allow", validate_assignment=True)
-    name: str = "multi_similarity"
+    name: str = Field(
+        "multi_similarity",
+        description="Base loss: a langdml.losses name (multi_similarity, proxy_anchor, triplet, "
+        "arcface, ...) or pml:ClassName (the pml extra).",
+    )
 
 
 class S2SDConfig(_Strict):
@@ -99,11 +160,17 @@ class S2SDConfig(_Strict):
     sizes are trained with the base loss and distilled into the target embedding; empty = off.
     Defaults of the authors' code: T = 1, weight 50, feature weight 50 after 1000 steps."""
 
-    dims: list[int] = Field(default_factory=list)
-    temperature: float = Field(1.0, gt=0)
-    weight: float = Field(50.0, ge=0)
-    feature_weight: float = Field(50.0, ge=0)
-    feature_delay: int = Field(1000, ge=0)
+    dims: list[int] = Field(
+        default_factory=list, description="Sizes of the auxiliary heads, e.g. [512, 1024]; [] = off."
+    )
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of the distillation.")
+    weight: float = Field(50.0, ge=0, description="Weight of the head-to-target distillation.")
+    feature_weight: float = Field(
+        50.0, ge=0, description="Weight of the feature-to-target distillation."
+    )
+    feature_delay: int = Field(
+        1000, ge=0, description="Training steps before feature distillation starts."
+    )
 
     @field_validator("dims")
     @classmethod
@@ -115,7 +182,11 @@ class S2SDConfig(_Strict):
 
 class LossConfig(_Strict):
     base: BaseLossConfig = Field(default_factory=BaseLossConfig)
-    regularizers: list[str] = Field(default_factory=list)
+    regularizers: list[str] = Field(
+        default_factory=list,
+        description="Terms added to the base loss: none, language, direction or "
+        "language+direction (a list works too).",
+    )
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     direction: DirectionConfig = Field(default_factory=DirectionConfig)
     s2sd: S2SDConfig = Field(default_factory=S2SDConfig)
@@ -140,28 +211,35 @@ class LossConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    name: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    name: Literal["adam", "adamw", "sgd"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate of the model.")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
     # Proxy losses need a much larger learning rate on their proxies (Proxy Anchor: x100).
     proxy_lr_multiplier: float = Field(100.0, gt=0)
-    momentum: float = 0.9
+    momentum: float = Field(0.9, description="Momentum (sgd only).")
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=2)
-    m_per_class: int = Field(2, ge=1)
-    iterations_per_epoch: int | None = Field(None, ge=1)
-    scheduler: Literal["none", "cosine", "step"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
-    device: str = "cpu"
-    amp: bool = False
+    epochs: int = Field(30, ge=1, description="Training epochs.")
+    batch_size: int = Field(64, ge=2, description="Batch size, a multiple of m_per_class.")
+    m_per_class: int = Field(2, ge=1, description="Images per class in a batch.")
+    iterations_per_epoch: int | None = Field(
+        None, ge=1, description="Batches per epoch; null: training images // batch_size."
+    )
+    scheduler: Literal["none", "cosine", "step"] = Field(
+        "cosine",
+        description="Learning-rate schedule: cosine to 0, or step (x0.1 after each third).",
+    )
+    warmup_epochs: int = Field(0, ge=0, description="Epochs of linear learning-rate warm-up.")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N.")
+    amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
     # bfloat16 needs no loss scaling; float16 (GPUs without bf16) runs with a GradScaler.
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    num_workers: int = Field(0, ge=0)
-    grad_clip: float | None = None
-    progress: bool = True
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    grad_clip: float | None = Field(
+        None, description="Clip the gradient norm to this value; null: no clipping."
+    )
+    progress: bool = Field(True, description="Show progress bars.")
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:
@@ -173,19 +251,39 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    every: int = Field(5, ge=1)
-    best_metric: str = "recall@1"
-    clustering: bool = True
-    metric: Literal["cosine", "euclidean"] = "cosine"
+    every: int = Field(5, ge=1, description="Evaluate every N epochs (and after the last).")
+    best_metric: str = Field(
+        "recall@1", description="Metric that picks best.pt: recall@K, map@r, r_precision, nmi, ami."
+    )
+    clustering: bool = Field(True, description="Also compute NMI and AMI (k-means).")
+    metric: Literal["cosine", "euclidean"] = Field(
+        "cosine", description="Similarity of the kNN retrieval."
+    )
     # After training, also measure image <-> class-name retrieval on the held-out classes
     # (langdml.xmodal.xmodal_for_run); the ablation table then gets cross-modal columns.
     xmodal: bool = False
+    # kNN search of the metrics: exact (default) or an approximate faiss index for large eval
+    # sets (langdml.eval.ann), e.g. search: ivf, search_params: {nprobe: 128}; approximate runs
+    # also report neighbor_recall.
+    search: Literal["exact", "ivf", "hnsw"] = "exact"
+    search_params: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the approximate index (see search)."
+    )
+
+    @model_validator(mode="after")
+    def _check_search(self) -> EvalConfig:
+        from langdml.eval.ann import check_search
+
+        check_search(self.search, self.search_params)
+        return self
 
 
 class ExperimentConfig(_Strict):
-    name: str = "experiment"
-    seed: int = 0
-    output_dir: str | None = None
+    name: str = Field("experiment", description="Run name.")
+    seed: int = Field(0, description="Random seed (sampling, initialisation, name shuffling).")
+    output_dir: str | None = Field(
+        None, description="Run directory; null: runs/NAME in the working directory."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     text: TextConfig = Field(default_factory=TextConfig)

@@ -37,6 +37,18 @@ if TYPE_CHECKING:
 
 DEFAULT_K = 10
 DEFAULT_SEEDS = 5
+__all__ = [
+    "Agreement",
+    "agreement",
+    "class_centroids",
+    "diagnose",
+    "format_table",
+    "knn_overlap",
+    "nearest_classes",
+    "spearman_upper",
+    "train_classes",
+    "train_features",
+]
 
 
 @dataclass(frozen=True)

@@ -273,6 +273,8 @@ def evaluate_embeddings(
         include=include,
         seed=cfg.seed,
         device=cfg.train.device,
+        search=cfg.eval.search,
+        search_params=cfg.eval.search_params,
     )
 
 

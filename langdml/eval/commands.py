@@ -17,24 +17,84 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="held-out classes to evaluate (default: the run's own eval split)",
     )
+    p.add_argument(
+        "--search",
+        choices=["exact", "ivf", "hnsw"],
+        default=None,
+        help="kNN search: exact, or an approximate faiss index for large sets "
+        "(default: the run's eval.search)",
+    )
+    p.add_argument(
+        "--search-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a search parameter, repeatable: ivf nlist/nprobe/train_size, hnsw "
+        "M/efConstruction/efSearch, any recall_queries (e.g. --search-param nprobe=128)",
+    )
     p.set_defaults(func=_evaluate)
 
 
-def evaluate_run(run_dir: str | Path, checkpoint: str = "final", split: str | None = None) -> dict:
+def parse_search_params(items: list[str]) -> dict:
+    """``["nprobe=128", ...]`` -> ``{"nprobe": 128}`` (values parsed as YAML)."""
+    from langdml.config import parse_value
+    from langdml.errors import LangDMLError
+
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LangDMLError(f"--search-param {item!r} must look like KEY=VALUE, e.g. nprobe=128")
+        params[key.strip()] = parse_value(value)
+    return params
+
+
+def _with_search(cfg, search: str | None, search_params: dict | None):
+    """cfg with eval.search / eval.search_params replaced (--search) or updated (params only)."""
+    from langdml.eval.ann import check_search
+
+    if search is None and not search_params:
+        return cfg
+    kind = search or cfg.eval.search
+    params = dict(search_params or {})
+    if search is None:
+        params = {**cfg.eval.search_params, **params}
+    check_search(kind, params)  # one clear line before the config sees it
+    cfg.eval = cfg.eval.model_validate(
+        {**cfg.eval.model_dump(), "search": kind, "search_params": params}
+    )
+    return cfg
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    checkpoint: str = "final",
+    split: str | None = None,
+    search: str | None = None,
+    search_params: dict | None = None,
+) -> dict:
+    """A run's metrics on its held-out classes; ``search`` / ``search_params`` override the
+    run's ``eval.search`` / ``eval.search_params`` (``search`` alone replaces both)."""
+    from langdml.eval.ann import check_search
     from langdml.experiment import embed, evaluate_embeddings, open_run
 
+    if search is not None:
+        check_search(search, search_params)  # fail before loading anything
     run = open_run(run_dir, checkpoint, split=split)
-    cfg, data = run.config, run.data
+    cfg, data = _with_search(run.config, search, search_params), run.data
     metrics = evaluate_embeddings(cfg, embed(run.model, cfg, data), data.eval.labels)
     return {
         "run_dir": str(run.run_dir),
         "checkpoint": checkpoint,
         "epoch": run.epoch,
         "split": data.eval_split,
+        **({"search": cfg.eval.search} if cfg.eval.search != "exact" else {}),
         **metrics,
     }
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    print(json.dumps(evaluate_run(args.run_dir, args.checkpoint, args.split), indent=2))
+    params = parse_search_params(args.search_param)
+    result = evaluate_run(args.run_dir, args.checkpoint, args.split, args.search, params)
+    print(json.dumps(result, indent=2))
     return 0

@@ -1,4 +1,5 @@
 """Exact k-nearest-neighbour search with faiss, chunked over queries, with a defined tie order.
+(Approximate IVF / HNSW search with the same contract: ``langdml.eval.ann``.)
 
 Scores: ``metric="cosine"`` searches ``faiss.IndexFlatIP`` on L2-normalised float32 vectors and
 returns cosine similarities (higher is nearer); ``metric="euclidean"`` searches
@@ -303,7 +304,8 @@ class ExactKNN:
         D, I = self._canonical(*self._raw_search(q, kk))
         if kk == k:  # k == n: the whole reference came back, nothing can straddle
             return D, I
-        last = D[:, kk - 1]
+        # An approximate index pads rows it could not fill with index -1: nothing more to find.
+        last = np.where(I[:, kk - 1] >= 0, D[:, kk - 1], np.nan)
         D, I = D[:, :k].copy(), I[:, :k].copy()
         straddle = np.flatnonzero(D[:, k - 1] == last)
         while straddle.size:
@@ -315,7 +317,7 @@ class ExactKNN:
                 D2, I2 = self._canonical(*self._raw_search(q[rows], kk))
                 D[rows], I[rows] = D2[:, :k], I2[:, :k]
                 if kk < self.n:
-                    still.append(rows[D2[:, k - 1] == D2[:, kk - 1]])
+                    still.append(rows[(D2[:, k - 1] == D2[:, kk - 1]) & (I2[:, kk - 1] >= 0)])
             straddle = np.concatenate(still) if still else np.empty(0, dtype=np.int64)
         return D, I
 
@@ -360,36 +362,33 @@ def knn_search(
     metric: str = "cosine",
     device: Any = "auto",
     chunk_size: int | None = None,
+    search: str = "exact",
+    search_params: Any = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest reference items of every query: ``(distances, indices)``, both (N, k).
+    """The k nearest reference items of every query: ``(distances, indices)``, both (N, k).
 
     ``reference=None`` searches the queries themselves. ``exclude_self=True`` treats query i as
     reference row i and leaves it out by index (leave-one-out); it needs ``len(query) <=
     len(reference)``. ``distances`` are cosine similarities (descending) for ``metric="cosine"`` and
     squared Euclidean distances (ascending) for ``"euclidean"``; ``indices`` are int64 rows of the
     reference. Ties are ordered by ascending reference index (module docstring). Accepts torch
-    tensors or numpy arrays; returns numpy arrays.
+    tensors or numpy arrays; returns numpy arrays. ``search="ivf"`` / ``"hnsw"`` (with
+    ``search_params`` and ``seed``) is an approximate search, ``langdml.eval.ann``; its rows hold
+    index -1 where the index reached fewer than k items.
     """
     check_metric(metric)
+    if search != "exact" or search_params:
+        from langdml.eval.ann import approx_knn_search, check_search
+
+        spec = check_search(search, search_params)
+        if spec.approximate:
+            return approx_knn_search(
+                query, reference, k, exclude_self, metric, device, chunk_size, spec, seed
+            )
     q = as_float32_matrix(query, "query")
     ref = q if reference is None else as_float32_matrix(reference, "reference")
-    if ref.shape[1] != q.shape[1]:
-        raise LangDMLError(
-            f"query and reference dimensions differ: {q.shape[1]} vs {ref.shape[1]}; "
-            "expected embeddings of the same size"
-        )
-    if exclude_self and len(q) > len(ref):
-        raise LangDMLError(
-            f"exclude_self needs query row i to be reference row i, but there are {len(q)} queries "
-            f"and only {len(ref)} reference rows"
-        )
-    available = len(ref) - int(bool(exclude_self))
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= available:
-        raise LangDMLError(
-            f"k must be an integer in [1, {available}] (reference size"
-            f"{' minus the query itself' if exclude_self else ''}); got {k!r}"
-        )
-    k = int(k)
+    k = check_knn_shapes(q.shape, ref.shape, k, exclude_self)
     if metric == "cosine":
         q = l2_normalize(q)
         ref = q if reference is None else l2_normalize(ref)
@@ -400,3 +399,26 @@ def knn_search(
     for start, stop, d_chunk, i_chunk in iter_knn(engine, q, k, self_ids, chunk_size):
         D[start:stop], I[start:stop] = d_chunk, i_chunk
     return D, I
+
+
+def check_knn_shapes(
+    q_shape: tuple[int, int], ref_shape: tuple[int, int], k: Any, exclude_self: bool
+) -> int:
+    """Check knn_search's query / reference shapes and k; returns k as an int."""
+    if ref_shape[1] != q_shape[1]:
+        raise LangDMLError(
+            f"query and reference dimensions differ: {q_shape[1]} vs {ref_shape[1]}; "
+            "expected embeddings of the same size"
+        )
+    if exclude_self and q_shape[0] > ref_shape[0]:
+        raise LangDMLError(
+            f"exclude_self needs query row i to be reference row i, but there are {q_shape[0]} "
+            f"queries and only {ref_shape[0]} reference rows"
+        )
+    available = ref_shape[0] - int(bool(exclude_self))
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= available:
+        raise LangDMLError(
+            f"k must be an integer in [1, {available}] (reference size"
+            f"{' minus the query itself' if exclude_self else ''}); got {k!r}"
+        )
+    return int(k)

