@@ -161,7 +161,7 @@ class S2SDConfig(_Strict):
     Defaults of the authors' code: T = 1, weight 50, feature weight 50 after 1000 steps."""
 
     dims: list[int] = Field(
-        default_factory=list, description="Sizes of the auxiliary heads, e.g. [512, 1024]; [] = off."
+        default_factory=list, description="Auxiliary head sizes, e.g. [512, 1024]; [] = off."
     )
     temperature: float = Field(1.0, gt=0, description="Softmax temperature of the distillation.")
     weight: float = Field(50.0, ge=0, description="Weight of the head-to-target distillation.")

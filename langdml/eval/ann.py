@@ -50,6 +50,7 @@ from langdml.eval.knn import (
     _faiss,
     check_knn_shapes,
     check_metric,
+    exact_knn_search,
     l2_normalize,
     resolve_backend,
 )
@@ -342,12 +343,10 @@ def approx_knn_search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``knn_search`` with an approximate ``spec``: the same contract, embeddings read in blocks.
     On the torch backend (a GPU without faiss-gpu) it is the exact torch search."""
-    from langdml.eval.knn import knn_search
-
     backend = resolve_backend(device)
     if backend.kind == "torch":
         log.info("search=%r on %s runs the exact torch search", spec.kind, backend)
-        return knn_search(
+        return exact_knn_search(
             query,
             reference,
             k,

@@ -353,7 +353,7 @@ def iter_knn(
         yield start, stop, D, I
 
 
-def knn_search(
+def exact_knn_search(
     query: Any,
     reference: Any = None,
     k: int = 10,
@@ -362,30 +362,10 @@ def knn_search(
     metric: str = "cosine",
     device: Any = "auto",
     chunk_size: int | None = None,
-    search: str = "exact",
-    search_params: Any = None,
-    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest reference items of every query: ``(distances, indices)``, both (N, k).
-
-    ``reference=None`` searches the queries themselves. ``exclude_self=True`` treats query i as
-    reference row i and leaves it out by index (leave-one-out); it needs ``len(query) <=
-    len(reference)``. ``distances`` are cosine similarities (descending) for ``metric="cosine"`` and
-    squared Euclidean distances (ascending) for ``"euclidean"``; ``indices`` are int64 rows of the
-    reference. Ties are ordered by ascending reference index (module docstring). Accepts torch
-    tensors or numpy arrays; returns numpy arrays. ``search="ivf"`` / ``"hnsw"`` (with
-    ``search_params`` and ``seed``) is an approximate search, ``langdml.eval.ann``; its rows hold
-    index -1 where the index reached fewer than k items.
-    """
+    """Exact k nearest reference items of every query (see ``langdml.eval.search.knn_search``,
+    the public entry point, which also dispatches approximate searches)."""
     check_metric(metric)
-    if search != "exact" or search_params:
-        from langdml.eval.ann import approx_knn_search, check_search
-
-        spec = check_search(search, search_params)
-        if spec.approximate:
-            return approx_knn_search(
-                query, reference, k, exclude_self, metric, device, chunk_size, spec, seed
-            )
     q = as_float32_matrix(query, "query")
     ref = q if reference is None else as_float32_matrix(reference, "reference")
     k = check_knn_shapes(q.shape, ref.shape, k, exclude_self)

@@ -57,7 +57,7 @@ def full_ranking_ap(
     """Per-query average precision over the full cosine ranking of ``gallery`` (kNN order):
     AP = (1/R) Σ_{i=1}^{G} P@i · rel_i, R = number of relevant gallery items (must be >= 1).
     Queries are ranked in chunks, so memory stays bounded whatever the sizes."""
-    from langdml.eval.knn import knn_search
+    from langdml.eval.search import knn_search
 
     k = len(gallery)
     step = max(1, _RANK_ENTRIES // k)
