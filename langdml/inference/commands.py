@@ -168,7 +168,8 @@ def run_search(args) -> int:
         print(json.dumps({"query": query, "metric": index.table.metric, "results": results}))
         return 0
     for hit in results:
-        print(f"{hit['rank']:>3}  {hit['score']:+.4f}  {hit['class_name'] or '-':<30}  {hit['path']}")
+        name = hit["class_name"] or "-"
+        print(f"{hit['rank']:>3}  {hit['score']:+.4f}  {name:<30}  {hit['path']}")
     return 0
 
 

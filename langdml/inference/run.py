@@ -225,9 +225,7 @@ def _batches(n: int, size: int, progress: bool, desc: str) -> Iterable[int]:
     return tqdm(starts, desc=desc, unit="batch")
 
 
-def load_run(
-    run_dir: str | Path, checkpoint: str = "last", device: str | None = None
-) -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str = "last", device: str | None = None) -> LoadedRun:
     """Reopen a trained run for inference (``checkpoint``: "last" or "best")."""
     return LoadedRun(open_run(run_dir, checkpoint, split="test", device=device or "cpu"))
 
@@ -235,12 +233,12 @@ def load_run(
 def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
     """A string per image: its file path, or ``SPEC#row`` for datasets stored in one file."""
     items = dataset.images.items
-    return [
-        str(x) if isinstance(x, str | Path) else f"{spec}#{i}" for i, x in enumerate(items)
-    ]
+    return [str(x) if isinstance(x, str | Path) else f"{spec}#{i}" for i, x in enumerate(items)]
 
 
-def select_split(run: LoadedRun, dataset: ImageDataset, split: str) -> tuple[ImageDataset, np.ndarray]:
+def select_split(
+    run: LoadedRun, dataset: ImageDataset, split: str
+) -> tuple[ImageDataset, np.ndarray]:
     """``dataset`` restricted to the run's train or test classes ("all": unchanged)."""
     from langdml.data import class_disjoint_split
 
