@@ -148,3 +148,50 @@ def test_bad_input_is_one_line(runs, tmp_path, capsys):
     assert "has no text side" in err
     err = _one_error_line(capsys, ["search", str(tmp_path), "--image", "q"])
     assert "not an index folder" in err
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_report_is_one_self_contained_page(runs, tmp_path, capsys):
+    out = tmp_path / "tp.html"
+    assert main(["report", str(runs["tp"]), "-o", str(out), "--queries", "4", "-k", "3"]) == 0
+    page = out.read_text()
+    for part in ("Headline metrics", "raw features", "Learning curves", "top-3 neighbours",
+                 "Worst and best", "t-SNE", "image vs name similarity"):  # fmt: skip
+        assert part in page, part
+    assert page.count('class="cell q"') == 4 and page.count("data:image/png;base64,") > 16
+    assert 'src="http' not in page and 'src="file' not in page  # nothing outside the file
+    plain = tmp_path / "plain.html"
+    assert main(["report", str(runs["plain"]), "-o", str(plain)]) == 0
+    assert "image vs name similarity" not in plain.read_text()  # no language guidance
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"no {CHROMIUM}: install Debian's chromium (scripts/setup.sh does as root with apt)",
+)
+def test_report_renders_with_pictures_in_headless_chromium(runs, tmp_path):
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    page, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    assert main(["report", str(runs["plain"]), "-o", str(page)]) == 0
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         f"--screenshot={shot}", "--window-size=1200,2000", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.is_file(), proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []
+    grid = np.asarray(Image.open(shot).convert("RGB"))[460:900, 30:800]
+    # loaded pictures: thousands of colours (a page of broken images has a few hundred)
+    assert len(np.unique(grid.reshape(-1, 3), axis=0)) > 2000
+    green = (grid[..., 1] > 130) & (grid[..., 0] < 60) & (grid[..., 2] < 80)
+    blue = (grid[..., 2] > 160) & (grid[..., 0] < 60)
+    assert blue.sum() > 100 and green.sum() + ((grid[..., 0] > 180) & (grid[..., 1] < 60)).sum()
