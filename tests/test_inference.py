@@ -195,3 +195,19 @@ def test_report_renders_with_pictures_in_headless_chromium(runs, tmp_path):
     green = (grid[..., 1] > 130) & (grid[..., 0] < 60) & (grid[..., 2] < 80)
     blue = (grid[..., 2] > 160) & (grid[..., 0] < 60)
     assert blue.sum() > 100 and green.sum() + ((grid[..., 0] > 180) & (grid[..., 1] < 60)).sum()
+
+
+def test_ablation_report_has_table_plot_and_cell_links(runs, tmp_path, capsys):
+    folder = tmp_path / "abl"
+    shutil.copytree(runs["plain"], folder / "runs" / "cell-a-seed0-x")
+    (folder / "results.csv").write_text(
+        "run_id,cell_id,seed,loss.base.name,loss.regularizers,status,recall@1\n"
+        "cell-a-seed0-x,cell-a,0,multi_similarity,none,ok,0.5\n"
+    )
+    (folder / "results.md").write_text(
+        "# Ablation: t\n\n| base loss | R@1 |\n|---|---|\n| ms | **50.0** |\n"
+    )
+    assert main(["report", str(folder), "--cell-reports"]) == 0
+    page = (folder / "report.html").read_text()
+    assert "<b>50.0</b>" in page and 'href="runs/cell-a-seed0-x/report.html"' in page
+    assert (folder / "runs" / "cell-a-seed0-x" / "report.html").is_file()

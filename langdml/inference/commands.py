@@ -61,9 +61,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="FILE (the model card is FILE.json)")
     p.set_defaults(func=run_export)
 
-    p = sub.add_parser("report", help="a self-contained HTML report of a run")
+    p = sub.add_parser("report", help="a self-contained HTML report of a run or an ablation")
     _run_args(p)
     p.add_argument("-o", "--output", help="report.html (default: RUN_DIR/report.html)")
+    p.add_argument(
+        "--cell-reports", action="store_true",
+        help="ablation folder: also write each finished cell run's report.html (slow)",
+    )  # fmt: skip
     p.add_argument("--queries", type=int, default=8, help="query rows in the retrieval grid")
     p.add_argument("-k", type=int, default=6, help="neighbours per query")
     p.set_defaults(func=run_report)
@@ -186,6 +190,13 @@ def run_export(args) -> int:
 
 
 def run_report(args) -> int:
+    from langdml.inference.ablation_report import is_ablation_dir, write_ablation_report
+
+    if is_ablation_dir(args.run_dir):
+        out = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
+        write_ablation_report(args.run_dir, out, cell_reports=args.cell_reports)
+        print(f"ablation report → {out}")
+        return 0
     from langdml.inference.report import write_report
 
     run = _load(args)
