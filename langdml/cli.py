@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "langdml.eval.commands",
     "langdml.ablation.commands",
     "langdml.xmodal.commands",
+    "langdml.inference.commands",
     "langdml.diagnose",
     "langdml.packaged_configs",
 )

@@ -41,4 +41,13 @@ if [ "$need_fonts" = 1 ]; then
         echo "note: the emoji benchmark needs two fonts; run: sudo apt-get install fonts-noto-color-emoji fonts-symbola"
     fi
 fi
+# `langdml report`'s browser test renders the page with headless Chromium (skipped without it).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+            >/dev/null) || echo "warning: could not install chromium; run: apt-get install chromium"
+    else
+        echo "note: the report's browser test needs Chromium; run: sudo apt-get install chromium"
+    fi
+fi
 echo "langdml installed in $VENV"

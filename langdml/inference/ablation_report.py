@@ -1,0 +1,91 @@
+"""``langdml report ABLATION_DIR``: the ablation's table and plot in one HTML page, with a link per
+cell run (to its ``report.html``, written with ``--cell-reports``, else to its folder)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import os
+import re
+from pathlib import Path
+
+STYLE = (
+    "body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
+    "th{background:#f2f2f2}.muted{color:#777;font-size:12px}"
+)
+
+
+def is_ablation_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "results.csv").is_file() and not (path / "config.yaml").is_file()
+
+
+def _markdown_table(text: str) -> str:
+    """The pipe table of ``results.md`` as HTML (**bold** kept); other lines as paragraphs."""
+    rows, out = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                rows.append(cells)
+        elif line.strip():
+            out.append(f"<p>{html.escape(line.lstrip('# '))}</p>")
+    if rows:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = ["<tr>" + "".join(f"<td>{_bold(c)}</td>" for c in row) + "</tr>" for row in rows[1:]]
+        out.insert(1 if out else 0, f"<table><tr>{head}</tr>{''.join(body)}</table>")
+    return "".join(out)
+
+
+def _bold(cell: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(cell))
+
+
+def write_ablation_report(folder: str | Path, out: str | Path, cell_reports: bool = False) -> Path:
+    """Write the ablation page to ``out``; with ``cell_reports`` each finished cell run gets its
+    own ``report.html`` first (slow: one run report each)."""
+    folder, out = Path(folder), Path(out)
+    md = folder / "results.md"
+    parts = [_markdown_table(md.read_text()) if md.is_file() else ""]
+    png = folder / "results.png"
+    if png.is_file():
+        data = base64.b64encode(png.read_bytes()).decode()
+        parts.append(
+            f'<img alt="results" style="max-width:100%" src="data:image/png;base64,{data}">'
+        )
+    with open(folder / "results.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    links = []
+    for rec in records:
+        run_dir = folder / "runs" / rec.get("run_id", "")
+        if cell_reports and rec.get("status") == "ok" and (run_dir / "checkpoint.pt").is_file():
+            from langdml.inference.report import write_report
+            from langdml.inference.run import load_run
+
+            write_report(load_run(run_dir), run_dir / "report.html")
+        target = run_dir / "report.html" if (run_dir / "report.html").is_file() else run_dir
+        label = " · ".join(
+            f"{k.split('.')[-1]}={v}"
+            for k, v in rec.items()
+            if k.startswith("loss.") or k == "seed"
+        )
+        r1 = f"{float(rec['recall@1']):.4f}" if rec.get("recall@1") else "-"
+        href = Path(os.path.relpath(target, out.parent)).as_posix()
+        links.append(
+            f'<tr><td><a href="{html.escape(href)}">'
+            f"{html.escape(rec.get('run_id', ''))}</a></td><td>{html.escape(label)}</td>"
+            f"<td>{html.escape(rec.get('status', ''))}</td><td>{html.escape(r1)}</td></tr>"
+        )
+    parts.append(
+        "<h2>Cells</h2><table><tr><th>run</th><th>cell</th><th>status</th><th>R@1</th></tr>"
+        f"{''.join(links)}</table>"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(folder.name)}"
+        f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,206 @@
+"""``langdml embed``, ``index``, ``search``, ``export`` and ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from langdml.errors import LangDMLError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a trained run directory")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.add_argument("--device", default="cpu")
+
+
+def _gallery_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a dataset SPEC (emoji, imagefolder:PATH, cub200:PATH, ...)")
+    src.add_argument("--images", help="a folder of images (subfolders name their class)")
+    p.add_argument(
+        "--split", default="test", choices=["test", "train", "all"],
+        help="with --dataset: the run's test classes (default), train classes or all",
+    )  # fmt: skip
+    p.add_argument("--cache-dir", help="cache root for --dataset (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="embed images with a trained run → .safetensors")
+    _run_args(p)
+    _gallery_args(p)
+    p.add_argument("-o", "--output", required=True, help="OUT.safetensors")
+    p.set_defaults(func=run_embed)
+
+    p = sub.add_parser("index", help="build an exact faiss index of a gallery with a trained run")
+    _run_args(p)
+    _gallery_args(p)
+    p.add_argument("-o", "--output", required=True, help="INDEX_DIR")
+    p.set_defaults(func=run_index)
+
+    p = sub.add_parser("search", help="search an index by an image or by a class name")
+    p.add_argument("index_dir")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--image", help="a query image")
+    q.add_argument("--text", help="a class name (runs trained with a text-proxy loss)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_search)
+
+    p = sub.add_parser("export", help="export the image tower to TorchScript or ONNX + model card")
+    _run_args(p)
+    p.add_argument("--format", required=True, help="torchscript or onnx")
+    p.add_argument("-o", "--output", required=True, help="FILE (the model card is FILE.json)")
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a run or an ablation")
+    _run_args(p)
+    p.add_argument("-o", "--output", help="report.html (default: RUN_DIR/report.html)")
+    p.add_argument(
+        "--cell-reports", action="store_true",
+        help="ablation folder: also write each finished cell run's report.html (slow)",
+    )  # fmt: skip
+    p.add_argument("--queries", type=int, default=8, help="query rows in the retrieval grid")
+    p.add_argument("-k", type=int, default=6, help="neighbours per query")
+    p.set_defaults(func=run_report)
+
+
+def _load(args):
+    from langdml.inference.run import load_run
+
+    return load_run(args.run_dir, args.checkpoint, device=args.device)
+
+
+def folder_images(folder: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Image files under ``folder`` (sorted), their labels by first subfolder (-1 at top level)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise LangDMLError(f"image folder {str(root)!r} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise LangDMLError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(root)!r}")
+    groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
+              for p in files]  # fmt: skip
+    names = sorted({g for g in groups if g is not None})
+    labels = np.asarray([names.index(g) if g is not None else -1 for g in groups], np.int64)
+    return [str(p) for p in files], labels, names
+
+
+def gallery_table(run, args):
+    """Embed ``--images DIR`` or ``--dataset SPEC`` (``--split``) → GalleryTable."""
+    from langdml.inference.index import GalleryTable
+    from langdml.inference.run import dataset_paths, select_split
+
+    progress = not args.no_progress
+    metric = run.config.eval.metric
+    if args.images:
+        paths, labels, names = folder_images(args.images)
+        emb = run.embed(paths, batch_size=args.batch_size, progress=progress)
+        return GalleryTable(emb, labels, paths, names, run.fingerprint(), metric, args.images)
+    from langdml.data import load_dataset
+
+    dataset = load_dataset(args.dataset, cache_dir=args.cache_dir or run.config.data.cache_dir)
+    part, rows = select_split(run, dataset, args.split)
+    emb = run.embed_dataset(dataset, batch_size=args.batch_size, progress=progress)[rows]
+    paths = [dataset_paths(dataset, args.dataset)[i] for i in rows]
+    source = f"{args.dataset} ({args.split})"
+    return GalleryTable(emb, part.labels, paths, list(part.class_names), run.fingerprint(),
+                        metric, source)  # fmt: skip
+
+
+def run_embed(args) -> int:
+    from langdml.inference.index import save_embeddings
+
+    table = gallery_table(_load(args), args)
+    path = save_embeddings(args.output, table)
+    print(f"{len(table.paths)} embeddings ({table.embeddings.shape[1]}-d) → {path}")
+    return 0
+
+
+def run_index(args) -> int:
+    from langdml.inference.index import GalleryIndex
+
+    index = GalleryIndex(gallery_table(_load(args), args))
+    folder = index.save(args.output)
+    print(f"exact index of {len(index)} images → {folder}")
+    return 0
+
+
+def _index_run(index, device: str):
+    """The run an index was built with, checked against the index's fingerprint."""
+    from langdml.inference.run import load_run
+
+    fp = index.table.fingerprint
+    if not fp.get("run_dir"):
+        raise LangDMLError("the index records no run directory; rebuild it with langdml index")
+    checkpoint = "best" if fp.get("checkpoint") == "best.pt" else "last"
+    run = load_run(fp["run_dir"], checkpoint, device=device)
+    now = run.fingerprint()
+    for key in ("config_sha256", "checkpoint_sha256"):
+        if now[key] != fp.get(key):
+            raise LangDMLError(
+                f"run {fp['run_dir']!r} changed since the index was built ({key} "
+                f"{fp.get(key)} → {now[key]}); rebuild it with langdml index"
+            )
+    return run
+
+
+def run_search(args) -> int:
+    from langdml.inference.index import GalleryIndex
+
+    index = GalleryIndex.load(args.index_dir)
+    run = _index_run(index, args.device)
+    if args.text is not None:
+        query, q = args.text, run.embed_text([args.text])
+    else:
+        query, q = args.image, run.embed([args.image])
+    scores, rows = index.search(q, args.k)
+    results = [
+        {"rank": r + 1, "score": float(s), "path": index.table.paths[i],
+         "label": int(index.table.labels[i]), "class_name": index.table.class_name(i)}
+        for r, (s, i) in enumerate(zip(scores[0], rows[0], strict=True)) if i >= 0
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps({"query": query, "metric": index.table.metric, "results": results}))
+        return 0
+    for hit in results:
+        name = hit["class_name"] or "-"
+        print(f"{hit['rank']:>3}  {hit['score']:+.4f}  {name:<30}  {hit['path']}")
+    return 0
+
+
+def run_export(args) -> int:
+    from langdml.inference.export import FORMATS, card_path, export_run
+
+    if args.format not in FORMATS:  # before reopening the run
+        raise LangDMLError(
+            f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}"
+        )
+    path = export_run(_load(args), args.format, args.output)
+    print(f"{args.format} image tower → {path} (model card {card_path(path)})")
+    return 0
+
+
+def run_report(args) -> int:
+    from langdml.inference.ablation_report import is_ablation_dir, write_ablation_report
+
+    if is_ablation_dir(args.run_dir):
+        out = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
+        write_ablation_report(args.run_dir, out, cell_reports=args.cell_reports)
+        print(f"ablation report → {out}")
+        return 0
+    from langdml.inference.report import write_report
+
+    run = _load(args)
+    out = Path(args.output) if args.output else run.run_dir / "report.html"
+    write_report(run, out, queries=args.queries, k=args.k)
+    print(f"report → {out}")
+    return 0

@@ -1,0 +1,153 @@
+"""Embedding files and gallery indexes.
+
+An embedding file (``langdml embed -o OUT.safetensors``) holds the tensors ``embeddings``
+(N, d) float32 and ``labels`` (N,) int64 (-1: no label), and in its safetensors metadata (all
+strings) ``paths`` (JSON list, one per row), ``class_names`` (JSON list, indexed by label),
+``fingerprint`` (JSON: the run's config and checkpoint SHA-256 prefixes), ``metric`` and
+``source``.
+
+An index folder (``langdml index -o INDEX_DIR``) is ``gallery.safetensors`` (the same layout) plus
+``index.faiss``, an exact faiss index (inner product on unit vectors for cosine runs, L2 for
+euclidean runs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from langdml.errors import LangDMLError
+
+GALLERY = "gallery.safetensors"
+FAISS = "index.faiss"
+
+
+def save_embeddings(path: str | Path, table: GalleryTable) -> Path:
+    from safetensors.torch import save_file
+
+    from langdml.io import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        "embeddings": table.embeddings.float().contiguous(),
+        "labels": torch.as_tensor(table.labels, dtype=torch.long).contiguous(),
+    }
+    meta = {
+        "paths": json.dumps(table.paths),
+        "class_names": json.dumps(table.class_names),
+        "fingerprint": json.dumps(table.fingerprint),
+        "metric": table.metric,
+        "source": table.source,
+    }
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_embeddings(path: str | Path) -> GalleryTable:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise LangDMLError(f"embedding file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            emb, labels = f.get_tensor("embeddings"), f.get_tensor("labels")
+    except Exception as exc:  # a foreign or truncated file
+        raise LangDMLError(f"{str(path)!r} is not a langdml embedding file ({exc})") from None
+    return GalleryTable(
+        emb,
+        labels.numpy(),
+        json.loads(meta.get("paths", "[]")),
+        json.loads(meta.get("class_names", "[]")),
+        json.loads(meta.get("fingerprint", "{}")),
+        meta.get("metric", "cosine"),
+        meta.get("source", ""),
+    )
+
+
+@dataclass
+class GalleryTable:
+    embeddings: torch.Tensor  # (N, d)
+    labels: np.ndarray  # (N,), -1 = unlabelled
+    paths: list[str]
+    class_names: list[str] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    metric: str = "cosine"
+    source: str = ""
+
+    def class_name(self, row: int) -> str | None:
+        label = int(self.labels[row])
+        return self.class_names[label] if 0 <= label < len(self.class_names) else None
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+class GalleryIndex:
+    """An exact faiss index over a gallery table."""
+
+    def __init__(self, table: GalleryTable, index: Any | None = None) -> None:
+        self.table = table
+        self.index = index if index is not None else self._build(table)
+
+    @staticmethod
+    def _prepare(x: torch.Tensor, metric: str) -> np.ndarray:
+        from langdml.eval.knn import as_float32_matrix, l2_normalize
+
+        x = as_float32_matrix(x, "embeddings")
+        return l2_normalize(x) if metric == "cosine" else x
+
+    @classmethod
+    def build(cls, embeddings: torch.Tensor, metric: str = "cosine") -> GalleryIndex:
+        n = len(embeddings)
+        return cls(GalleryTable(embeddings, -np.ones(n, np.int64), [""] * n, metric=metric))
+
+    @staticmethod
+    def _build(table: GalleryTable):
+        faiss = _faiss()
+        x = GalleryIndex._prepare(table.embeddings, table.metric)
+        d = x.shape[1] if x.ndim == 2 else 1
+        index = faiss.IndexFlatIP(d) if table.metric == "cosine" else faiss.IndexFlatL2(d)
+        if len(x):
+            index.add(x)
+        return index
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: torch.Tensor, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (Q, min(k, N)): cosine similarity (higher first) or squared L2
+        distance (lower first)."""
+        if k < 1:
+            raise LangDMLError(f"k must be at least 1, got {k}")
+        q = self._prepare(torch.as_tensor(queries).reshape(-1, self.index.d), self.table.metric)
+        return self.index.search(q, min(k, len(self)))
+
+    def save(self, folder: str | Path) -> Path:
+        from langdml.io import atomic_write
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_embeddings(folder / GALLERY, self.table)
+        atomic_write(folder / FAISS, lambda tmp: _faiss().write_index(self.index, str(tmp)))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> GalleryIndex:
+        folder = Path(folder)
+        if not (folder / GALLERY).is_file() or not (folder / FAISS).is_file():
+            raise LangDMLError(
+                f"{str(folder)!r} is not an index folder (no {GALLERY} + {FAISS}); "
+                "build one with: langdml index RUN_DIR --images DIR -o INDEX_DIR"
+            )
+        table = load_embeddings(folder / GALLERY)
+        return cls(table, _faiss().read_index(str(folder / FAISS)))

@@ -1,0 +1,252 @@
+"""A trained run as a model: embed images (the run's preprocessing), embed class names (runs with
+a text side), search a gallery. Reopening goes through :func:`langdml.experiment.open_run`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from langdml.data import ImageDataset
+from langdml.errors import LangDMLError
+from langdml.experiment import (
+    CHECKPOINTS,
+    CONFIG,
+    OpenRun,
+    _normalisation,
+    open_run,
+    uses_text_proxies,
+)
+
+
+class ImageTower(nn.Module):
+    """Image (B, 3, S, S), normalised as :meth:`LoadedRun.preprocessing` says → embedding (B, d).
+
+    For frozen-trunk runs the trunk is the configured timm backbone with its configured weights
+    (the one the cached features came from) and the head is the trained one."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def file_sha256(path: Path, length: int = 16) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+def open_image(item: Any):
+    """A path or PIL image → RGB PIL image; anything else is one LangDMLError line."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    path = Path(item)
+    if not path.is_file():
+        raise LangDMLError(f"image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise LangDMLError(f"{str(path)!r} is not an image PIL can read ({exc})") from None
+
+
+class LoadedRun:
+    """A finished run ready for inference; build it with :func:`load_run`."""
+
+    def __init__(self, opened: OpenRun) -> None:
+        self.opened = opened
+        self.config = opened.config
+        self.model = opened.model.eval()
+        self.device = self.config.train.device
+        self._tower: ImageTower | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.opened.run_dir
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config.model.embedding_dim)
+
+    @property
+    def has_text(self) -> bool:
+        return uses_text_proxies(self.config)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the model: its config file and checkpoint file (SHA-256 prefixes)."""
+        ckpt = self.run_dir / CHECKPOINTS[self.opened.checkpoint]
+        return {
+            "run_dir": str(self.run_dir.resolve()),
+            "config_sha256": file_sha256(self.run_dir / CONFIG),
+            "checkpoint": ckpt.name,
+            "checkpoint_sha256": file_sha256(ckpt),
+            "epoch": self.opened.epoch,
+        }
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The eval transform: RGB, resize, [0, 1], normalise with mean/std; NCHW float32."""
+        m = self.config.model
+        mean, std = _normalisation(self.config)
+        resize = (
+            f"resize short side to round({m.image_size}/{m.crop_pct}) (bicubic), center-crop"
+            if m.crop_pct
+            else f"resize to {m.image_size}x{m.image_size} (bicubic)"
+        )
+        return {
+            "image_size": int(m.image_size),
+            "crop_pct": m.crop_pct,
+            "resize": resize,
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+            "input": "float32 (N, 3, H, W), RGB, scaled to [0, 1] then (x - mean) / std",
+        }
+
+    def transform(self):
+        from langdml.models import image_transform
+
+        m = self.config.model
+        mean, std = _normalisation(self.config)
+        return image_transform(m.image_size, mean, std, train=False, crop_pct=m.crop_pct)
+
+    def tower(self) -> ImageTower:
+        """The image tower (trunk + trained head) in eval mode on the run's device."""
+        if self._tower is None:
+            backbone = self.model.backbone
+            if backbone is None:  # frozen trunk: the configured backbone the features came from
+                from langdml.models import create_backbone
+
+                backbone, _ = create_backbone(self.config.model.backbone, self.config.model.weights)
+            self._tower = ImageTower(backbone, self.model.head).to(self.device).eval()
+        return self._tower
+
+    @torch.no_grad()
+    def embed(
+        self, images: Sequence[Any], batch_size: int = 64, progress: bool = False
+    ) -> torch.Tensor:
+        """(N, d) float32 embeddings of images given as paths or PIL images (the eval view)."""
+        from langdml.models.transforms import transform_batch
+
+        tower, tf = self.tower(), self.transform()
+        out = []
+        for start in _batches(len(images), batch_size, progress, "embed"):
+            batch = [open_image(x) for x in images[start : start + batch_size]]
+            x = transform_batch(tf, batch).to(self.device)
+            out.append(tower(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
+
+    @torch.no_grad()
+    def embed_dataset(
+        self, dataset: ImageDataset, batch_size: int = 64, progress: bool = False
+    ) -> torch.Tensor:
+        """(N, d) embeddings of a loaded dataset; a frozen-trunk run reuses the feature cache."""
+        if self.model.backbone is None:
+            from langdml.models import FeatureSpec, extract_features
+
+            m = self.config.model
+            spec = FeatureSpec(m.backbone, m.weights, m.image_size, 0, m.crop_pct)
+            feats = extract_features(
+                dataset, spec, cache_dir=self.config.data.cache_dir, device=self.device,
+                progress=progress,
+            ).clean  # fmt: skip
+            chunks = [
+                self.model(feats[i : i + 4096].to(self.device)).float().cpu()
+                for i in range(0, len(feats), 4096)
+            ]
+            return torch.cat(chunks) if chunks else torch.zeros(0, self.embedding_dim)
+        images = _LazyImages(dataset)
+        return self.embed(images, batch_size=batch_size, progress=progress)
+
+    @torch.no_grad()
+    def embed_text(self, names: Sequence[str]) -> torch.Tensor:
+        """(n, d) unit embeddings of class names: the run's text model, prompts and learned
+        projection (runs trained with a text-proxy loss); else one LangDMLError line."""
+        if not self.has_text:
+            raise LangDMLError(
+                f"run {str(self.run_dir)!r} has no text side: its base loss "
+                f"{self.config.loss.base.name!r} learns no text projection (search by class "
+                "name needs a run trained with text_proxy_anchor or text_proxy_nca)"
+            )
+        from langdml.io import text_cache_dir
+        from langdml.text.precompute import distinct_name_embeddings
+
+        t = self.config.text
+        found, rows = distinct_name_embeddings(
+            list(names), model=t.text_model, prompts=t.prompts,
+            cache_dir=text_cache_dir(self.config.data.cache_dir), device=self.device,
+        )  # fmt: skip
+        text = found.embeddings.float()[torch.as_tensor(rows)]
+        projection = self.opened.text_projection().cpu()
+        return F.normalize(projection(text), dim=-1)
+
+    def search(self, queries: torch.Tensor, index, k: int = 10):
+        """Top-k gallery rows per query: ``index`` is a :class:`~langdml.inference.GalleryIndex`
+        or an (N, d) tensor of gallery embeddings. Returns (scores, rows), each (Q, k')."""
+        from langdml.inference.index import GalleryIndex
+
+        if not isinstance(index, GalleryIndex):
+            index = GalleryIndex.build(torch.as_tensor(index), metric=self.config.eval.metric)
+        return index.search(queries, k)
+
+
+class _LazyImages(Sequence):
+    """A dataset's images as a sequence of PIL images, loaded on access."""
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.dataset.image(j) for j in range(*i.indices(len(self)))]
+        return self.dataset.image(int(i))
+
+
+def _batches(n: int, size: int, progress: bool, desc: str) -> Iterable[int]:
+    starts = range(0, n, size)
+    if not progress:
+        return starts
+    from tqdm import tqdm
+
+    return tqdm(starts, desc=desc, unit="batch")
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "last", device: str | None = None) -> LoadedRun:
+    """Reopen a trained run for inference (``checkpoint``: "last" or "best")."""
+    return LoadedRun(open_run(run_dir, checkpoint, split="test", device=device or "cpu"))
+
+
+def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
+    """A string per image: its file path, or ``SPEC#row`` for datasets stored in one file."""
+    items = dataset.images.items
+    return [str(x) if isinstance(x, str | Path) else f"{spec}#{i}" for i, x in enumerate(items)]
+
+
+def select_split(
+    run: LoadedRun, dataset: ImageDataset, split: str
+) -> tuple[ImageDataset, np.ndarray]:
+    """``dataset`` restricted to the run's train or test classes ("all": unchanged)."""
+    from langdml.data import class_disjoint_split
+
+    if split == "all":
+        return dataset, np.arange(len(dataset))
+    if split not in ("train", "test"):
+        raise LangDMLError(f"split must be test, train or all; got {split!r}")
+    parts = class_disjoint_split(dataset, run.config.data.train_fraction)
+    part = parts.train if split == "train" else parts.test
+    row = {item: i for i, item in enumerate(dataset.images.items)}
+    return part, np.asarray([row[i] for i in part.images.items])
