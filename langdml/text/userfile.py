@@ -18,7 +18,6 @@ text model's output. Prompts do not apply. Nothing here loads a model library ex
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from langdml.errors import ModelError
+from langdml.io import file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -78,20 +78,12 @@ def source_files(path: str | Path) -> list[Path]:
     return [p, names_file(p)] if p.suffix.lower() == ".npy" else [p]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_identity(path: str | Path) -> dict:
     """Cache-key identity: the resolved paths and content hashes (re-saved file = new key)."""
     files = source_files(path)
-    ident = {"kind": "file", "path": str(files[0].resolve()), "sha256": _sha256(files[0])}
+    ident = {"kind": "file", "path": str(files[0].resolve()), "sha256": file_sha256(files[0])}
     if len(files) > 1:
-        ident.update(names_file=files[1].name, names_sha256=_sha256(files[1]))
+        ident.update(names_file=files[1].name, names_sha256=file_sha256(files[1]))
     return ident
 
 
