@@ -1,0 +1,199 @@
+"""Fault injection: damaged files, full disks, foreign run directories, bad values. Each case
+ends in one ``langdml: error:`` line naming the file or value (no traceback without --debug), or
+in a correct result; nothing is lost."""
+
+import argparse
+import errno
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+from langdml.cli import main
+from langdml.config import dump_yaml, load_config
+from langdml.errors import DataError, LangDMLError
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("langdml: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _run_raising(monkeypatch, exc, *extra):
+    """main() with a command that raises ``exc``."""
+
+    def boom(_args):
+        raise exc
+
+    monkeypatch.setattr(
+        argparse.ArgumentParser,
+        "parse_known_args",
+        lambda self, argv=None, namespace=None: (argparse.Namespace(func=boom), []),
+    )
+    return main(["diagnose", *extra])
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (errno.ENOSPC, "disk is full"),
+        (errno.EACCES, "permission"),
+        (errno.EEXIST, "in the way"),
+        (errno.EISDIR, "directory"),
+    ],
+)
+def test_oserror_families_are_one_line_naming_the_file(monkeypatch, capsys, code, words):
+    exc = OSError(code, "strerror text", "/some/run/file.pt")
+    assert _run_raising(monkeypatch, exc) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "/some/run/file.pt" in line and words in line
+
+
+def test_torch_iostream_error_reads_as_disk_full(monkeypatch, capsys):
+    exc = RuntimeError("[enforce fail at inline_container.cc] basic_ios::clear: iostream error")
+    assert _run_raising(monkeypatch, exc) == 2
+    assert "disk is full" in _one_line(capsys.readouterr().err)
+
+
+def test_debug_flag_and_env_show_the_traceback(monkeypatch, capsys):
+    exc = OSError(errno.ENOSPC, "No space left on device", "/x")
+    assert _run_raising(monkeypatch, exc, "--debug") == 2
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("LANGDML_DEBUG", "1")
+    assert _run_raising(monkeypatch, exc) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_bug_is_still_a_traceback(monkeypatch):
+    with pytest.raises(ZeroDivisionError):
+        _run_raising(monkeypatch, ZeroDivisionError("bug"))
+
+
+def test_binary_config_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe\x00\x81binary" * 10)
+    assert main(["train", str(bad)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(bad) in line and "UTF-8" in line
+
+
+def test_decompression_bomb_names_the_image(tmp_path, monkeypatch):
+    from langdml.data.records import open_rgb
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DataError, match="big.png") as info:
+        open_rgb(path)
+    assert "decompression-bomb" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A tiny imagefolder: 8 classes x 4 images of distinct colours."""
+    root = tmp_path_factory.mktemp("faults_images")
+    gen = torch.Generator().manual_seed(0)
+    for c in range(8):
+        (root / f"class_{c}").mkdir()
+        for i in range(4):
+            rgb = tuple(int(v) for v in torch.randint(0, 255, (3,), generator=gen))
+            Image.new("RGB", (32, 32), rgb).save(root / f"class_{c}" / f"{i}.png")
+    return root
+
+
+def _cfg(folder, tmp_path, **over):
+    base = {
+        "data.dataset": f"imagefolder:{folder}",
+        "data.cache_dir": str(tmp_path / "cache"),
+        "model.image_size": 32,
+        "model.embedding_dim": 16,
+        "train.epochs": 2,
+        "train.batch_size": 8,
+        "train.m_per_class": 2,
+        "train.iterations_per_epoch": 2,
+        "train.progress": False,
+        "output_dir": str(tmp_path / "run"),
+    }
+    base.update(over)
+    return load_config(None, base)
+
+
+def _write_cfg(cfg, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(cfg))
+    return path
+
+
+def test_cuda_without_cuda_is_one_line(folder, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    assert main(["train", str(path), "train.device=cuda"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "train.device=cuda" in line and "train.device=cpu" in line
+
+
+def test_output_dir_that_is_a_file_is_one_line(folder, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    assert main(["train", str(path), "--output-dir", str(blocker)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(blocker) in line
+
+
+def _finished_run(folder, tmp_path):
+    cfg = _cfg(folder, tmp_path)
+    path = _write_cfg(cfg, tmp_path)
+    assert main(["train", str(path)]) == 0
+    return cfg, path, tmp_path / "run"
+
+
+class _NotATensor:
+    pass
+
+
+def test_damaged_checkpoints_are_one_line_naming_the_file(folder, tmp_path, capsys):
+    cfg, path, run = _finished_run(folder, tmp_path)
+    (run / "metrics.json").unlink()  # force a resume that reads checkpoint.pt
+    good = (run / "checkpoint.pt").read_bytes()
+    damaged = {
+        "truncated": good[: len(good) // 2],
+        "random": torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes(),
+        "pickle": pickle.dumps({"model": _NotATensor()}),
+    }
+    for name, blob in damaged.items():
+        (run / "checkpoint.pt").write_bytes(blob)
+        capsys.readouterr()
+        assert main(["train", str(path)]) == 2, name
+        line = _one_line(capsys.readouterr().err)
+        assert str(run / "checkpoint.pt") in line, line
+        assert "best.pt" in line  # the intact best weights are pointed out
+        assert "weights_only=False" not in line
+    assert (run / "best.pt").is_file() and (run / "config.yaml").is_file()  # nothing lost
+
+
+def test_unsafe_pickle_refusal_never_suggests_weights_only_false(tmp_path):
+    from langdml.io import load_torch_file
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _NotATensor()}, path)
+    with pytest.raises(LangDMLError, match="evil.pt") as info:
+        load_torch_file(path)
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_run_dir_without_config_is_refused_as_foreign(folder, tmp_path, capsys):
+    cfg, path, run = _finished_run(folder, tmp_path)
+    (run / "config.yaml").unlink()
+    other = _write_cfg(_cfg(folder, tmp_path, **{"optimizer.lr": 0.5}), tmp_path)
+    capsys.readouterr()
+    assert main(["train", str(other)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "no config.yaml" in line and str(run) in line
+    assert (run / "checkpoint.pt").is_file() and (run / "metrics.json").is_file()
+
