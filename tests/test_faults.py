@@ -197,3 +197,72 @@ def test_run_dir_without_config_is_refused_as_foreign(folder, tmp_path, capsys):
     assert "no config.yaml" in line and str(run) in line
     assert (run / "checkpoint.pt").is_file() and (run / "metrics.json").is_file()
 
+
+# --- feature cache: checksummed, content-keyed -------------------------------------------------
+
+
+def _features(folder, cache):
+    from langdml.data import load_dataset
+    from langdml.models.features import FeatureSpec, extract_features
+
+    ds = load_dataset(f"imagefolder:{folder}")
+    return extract_features(ds, FeatureSpec(image_size=32), cache_dir=cache, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "meta"])
+def test_damaged_feature_cache_is_reported_and_rebuilt(folder, tmp_path, damage):
+    first = _features(folder, tmp_path)
+    path = first.path
+    meta_path = path.with_suffix(".json")
+    if damage == "truncate":
+        blob = path.read_bytes()
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "bitflip":
+        blob = bytearray(path.read_bytes())
+        blob[-5] ^= 0x10  # inside the float data: safetensors alone would not notice
+        path.write_bytes(bytes(blob))
+    else:
+        meta_path.write_text('{"class_names": [')
+    with pytest.warns(UserWarning) as record:
+        again = _features(folder, tmp_path)
+    messages = [str(w.message) for w in record]
+    named = str(meta_path) if damage == "meta" else str(path)
+    assert any(named in m and "rebuilding" in m for m in messages), messages
+    assert torch.equal(again.features, first.features)
+    # the rebuilt entry verifies: no warning the next time
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(_features(folder, tmp_path).features, first.features)
+
+
+def test_overwritten_images_invalidate_the_feature_cache(folder, tmp_path_factory):
+    import shutil
+
+    root = tmp_path_factory.mktemp("overwrite") / "images"
+    shutil.copytree(folder, root)
+    cache = root.parent / "cache"
+    before = _features(root, cache)
+    for i, img in enumerate(sorted(root.rglob("*.png"))):
+        Image.new("RGB", (32, 32), ((i * 37) % 256, (i * 91) % 256, 7)).save(img)
+    after = _features(root, cache)
+    assert after.path != before.path
+    assert not torch.equal(after.features, before.features)
+
+
+def test_damaged_extraction_chunk_is_redone(folder, tmp_path, monkeypatch):
+    from langdml.data import load_dataset
+    from langdml.models import features as F
+
+    ds = load_dataset(f"imagefolder:{folder}")
+    spec = F.FeatureSpec(image_size=32)
+    full = F.extract_features(ds, spec, cache_dir=tmp_path / "a", progress=False, chunk_size=8)
+    # an interrupted extraction left a damaged chunk behind
+    parts = (tmp_path / "b" / "features" / full.path.name).with_suffix(".parts")
+    parts.mkdir(parents=True)
+    (parts / "part_000001.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.warns(UserWarning, match="part_000001"):
+        again = F.extract_features(ds, spec, cache_dir=tmp_path / "b", progress=False, chunk_size=8)
+    assert torch.equal(again.features, full.features)
+
