@@ -266,3 +266,41 @@ def test_damaged_extraction_chunk_is_redone(folder, tmp_path, monkeypatch):
         again = F.extract_features(ds, spec, cache_dir=tmp_path / "b", progress=False, chunk_size=8)
     assert torch.equal(again.features, full.features)
 
+
+# --- dataset walking: loop-safe, stays inside the root -----------------------------------------
+
+
+def _tree(tmp_path):
+    root = tmp_path / "ds"
+    for c in ("class_a", "class_b"):
+        (root / c / "sub").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(root / c / f"{i}.png")
+        Image.new("RGB", (8, 8)).save(root / c / "sub" / "x.png")
+    return root
+
+
+def test_symlink_loops_count_each_image_once(tmp_path):
+    from langdml.data import load_dataset
+
+    root = _tree(tmp_path)
+    plain = load_dataset(f"imagefolder:{root}")
+    (root / "class_a" / "self").symlink_to(root / "class_a")  # class_a/self -> .
+    (root / "class_a" / "sub" / "up").symlink_to(root / "class_a")  # a longer cycle
+    (root / "class_b" / "again").symlink_to(root / "class_b" / "sub")  # the same dir twice
+    looped = load_dataset(f"imagefolder:{root}")
+    assert len(looped) == len(plain) == 6
+    assert looped.class_names == plain.class_names
+
+
+def test_symlink_leaving_the_root_is_refused(tmp_path, capsys):
+    from langdml.data import load_dataset
+
+    root = _tree(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.new("RGB", (8, 8)).save(outside / "y.png")
+    (root / "class_b" / "ext").symlink_to(outside)
+    with pytest.raises(DataError, match="outside the dataset root") as info:
+        load_dataset(f"imagefolder:{root}")
+    assert str(root / "class_b" / "ext") in str(info.value)
