@@ -304,3 +304,39 @@ def test_symlink_leaving_the_root_is_refused(tmp_path, capsys):
     with pytest.raises(DataError, match="outside the dataset root") as info:
         load_dataset(f"imagefolder:{root}")
     assert str(root / "class_b" / "ext") in str(info.value)
+
+
+# --- ablate: a failed cell fails the command -----------------------------------------------------
+
+
+def test_ablate_exits_nonzero_and_lists_failed_cells(folder, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    import langdml.pipeline
+
+    base = {
+        "name": "tiny",
+        "data": {"dataset": f"imagefolder:{folder}", "cache_dir": str(tmp_path / "cache")},
+        "model": {"image_size": 32, "embedding_dim": 16},
+        "train": {"epochs": 1, "batch_size": 8, "m_per_class": 2, "iterations_per_epoch": 2},
+        "eval": {"clustering": False},
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    abl = {"base": "base.yaml", "output_dir": str(tmp_path / "out"), "seeds": [0, 1]}
+    abl["grid"] = {"loss.regularizers": ["none"]}
+    (tmp_path / "abl.yaml").write_text(yaml.safe_dump(abl))
+    real = langdml.pipeline.train
+
+    def flaky(cfg, *a, **k):
+        if cfg.seed == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", "/full/disk/checkpoint.pt")
+        return real(cfg, *a, **k)
+
+    monkeypatch.setattr(langdml.pipeline, "train", flaky)
+    assert main(["ablate", str(tmp_path / "abl.yaml"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(("langdml: error:", "  "))]
+    assert lines[0].startswith("langdml: error: 1 of 2 runs failed"), err
+    assert len(lines) == 2 and "seed1" in lines[1].replace("_", "").replace("-", "")
+    assert "No space left on device" in lines[1]
+
