@@ -275,6 +275,15 @@ class EvalConfig(_Strict):
         from langdml.eval.ann import check_search
 
         check_search(self.search, self.search_params)
+        names = [f"recall@{k}" for k in (1, 2, 4, 8)] + ["map@r", "r_precision"]
+        names += ["nmi", "ami"] if self.clustering else []  # k = langdml.eval DEFAULT_RECALL_KS
+        if self.best_metric not in names:
+            near = difflib.get_close_matches(self.best_metric, names, n=1)
+            raise ValueError(
+                f"best_metric {self.best_metric!r} is not a metric this evaluation computes; "
+                + (f"did you mean {near[0]!r}? " if near else "")
+                + f"expected one of {', '.join(names)}"
+            )
         return self
 
 

@@ -340,3 +340,42 @@ def test_ablate_exits_nonzero_and_lists_failed_cells(folder, tmp_path, monkeypat
     assert len(lines) == 2 and "seed1" in lines[1].replace("_", "").replace("-", "")
     assert "No space left on device" in lines[1]
 
+
+# --- validate early: before the first epoch ------------------------------------------------------
+
+
+def test_misspelled_best_metric_is_rejected_at_validation(folder, tmp_path, capsys):
+    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    assert main(["train", str(path), "eval.best_metric=recal@1"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "recal@1" in line and "did you mean 'recall@1'" in line
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_negative_loss_parameter_is_rejected_before_the_first_epoch(folder, tmp_path, capsys):
+    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    assert main(["train", str(path), "loss.base.alpha=-2"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "alpha" in line and "-2" in line and "> 0" in line
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("multi_similarity", {"alpha": -2.0}),
+        ("multi_similarity", {"beta": 0.0}),
+        ("proxy_anchor", {"alpha": 0.0}),
+        ("proxy_anchor", {"margin": -0.1}),
+        ("triplet", {"margin": -0.05}),
+        ("contrastive", {"neg_margin": -1.0}),
+        ("proxy_nca", {"softmax_scale": -1.0}),
+        ("proxy_gml", {"scale": 0.0}),
+    ],
+)
+def test_loss_constructors_check_their_ranges(name, kwargs):
+    from langdml.losses import build_loss
+
+    with pytest.raises(LangDMLError, match=next(iter(kwargs))):
+        build_loss({"base": {"name": name, **kwargs}}, num_classes=4, embedding_size=8)
