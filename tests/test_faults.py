@@ -4,6 +4,7 @@ in a correct result; nothing is lost."""
 
 import argparse
 import errno
+import json
 import pickle
 
 import pytest
@@ -379,3 +380,13 @@ def test_loss_constructors_check_their_ranges(name, kwargs):
 
     with pytest.raises(LangDMLError, match=next(iter(kwargs))):
         build_loss({"base": {"name": name, **kwargs}}, num_classes=4, embedding_size=8)
+
+
+def test_damaged_metrics_json_is_recomputed_from_the_checkpoint(folder, tmp_path, capsys):
+    cfg, path, run = _finished_run(folder, tmp_path)
+    before = json.loads((run / "metrics.json").read_text())["final"]
+    (run / "metrics.json").write_text('{"final": {"recall@1": 0.9')  # truncated
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="metrics.json is damaged"):
+        assert main(["train", str(path)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["final"] == before

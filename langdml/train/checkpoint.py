@@ -4,6 +4,7 @@ checkpoints every epoch and the best-epoch weights."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,18 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
             )
     metrics_path = run_dir / METRICS
     if metrics_path.is_file() and ckpt_path.is_file():
-        done = json.loads(metrics_path.read_text())
+        try:
+            done = json.loads(metrics_path.read_text(encoding="utf-8"))
+            if not isinstance(done, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+            # the checkpoint holds the history: resuming it rewrites metrics.json
+            warnings.warn(
+                f"{metrics_path} is damaged ({str(exc).splitlines()[0]}); recomputing it from "
+                f"{ckpt_path}",
+                stacklevel=2,
+            )
+            done = {}
         if done.get("epochs") == cfg.train.epochs:
             return "done", done
     atomic_write_text(saved_cfg, dump_yaml(cfg))
