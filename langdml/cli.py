@@ -1,16 +1,21 @@
 """The `langdml` command line. Each stage registers its own subcommands in ``<stage>/commands.py``.
 
-Errors the user can fix (LangDMLError, missing files) print as one line and exit with status 2.
+Errors the user can fix (LangDMLError, OSError such as a full disk or a denied write, undecodable
+files, decompression bombs, refused checkpoints) print as one ``langdml: error:`` line and exit
+with status 2; ``--debug`` (anywhere on the line) or ``LANGDML_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+import warnings
 
 from langdml import __version__
-from langdml.errors import LangDMLError
+from langdml.errors import describe_exception
 
 # Stage modules exposing ``add_commands(subparsers)``; each subparser sets ``func=callable(args)``.
 _COMMAND_MODULES = (
@@ -31,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="langdml", description="Language-guided deep metric learning for computer vision."
     )
     parser.add_argument("--version", action="version", version=f"langdml {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (or LANGDML_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -43,7 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_plain_formatwarning = warnings.formatwarning
+
+
+def _formatwarning(message, category, filename, lineno, line=None):
+    """langdml's own warnings (a damaged cache being rebuilt, ...) as one line."""
+    if os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(__file__))):
+        return f"langdml: warning: {message}\n"
+    return _plain_formatwarning(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("LANGDML_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        warnings.formatwarning = _formatwarning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse stops filling a positional list at the first option, so ``train CFG --output-dir D
@@ -58,12 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         result = args.func(args)
-    except (LangDMLError, FileNotFoundError) as exc:
-        print(f"langdml: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("langdml: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        line = describe_exception(exc)
+        if line is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"langdml: error: {line}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

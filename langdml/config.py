@@ -275,6 +275,15 @@ class EvalConfig(_Strict):
         from langdml.eval.ann import check_search
 
         check_search(self.search, self.search_params)
+        names = [f"recall@{k}" for k in (1, 2, 4, 8)] + ["map@r", "r_precision"]
+        names += ["nmi", "ami"] if self.clustering else []  # k = langdml.eval DEFAULT_RECALL_KS
+        if self.best_metric not in names:
+            near = difflib.get_close_matches(self.best_metric, names, n=1)
+            raise ValueError(
+                f"best_metric {self.best_metric!r} is not a metric this evaluation computes; "
+                + (f"did you mean {near[0]!r}? " if near else "")
+                + f"expected one of {', '.join(names)}"
+            )
         return self
 
 
@@ -442,7 +451,11 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); is it the right file?"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(tree, dict):

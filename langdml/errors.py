@@ -15,3 +15,49 @@ class DataError(LangDMLError):
 
 class ModelError(LangDMLError):
     """A model spec or weights file that cannot be loaded."""
+
+
+_OS_ADVICE = {
+    "ENOSPC": "the disk is full; free space (or move output_dir / LANGDML_CACHE) and rerun",
+    "EDQUOT": "the disk quota is exhausted; free space and rerun",
+    "EACCES": "permission denied; choose a writable location or fix the permissions",
+    "EPERM": "operation not permitted; choose a writable location or fix the permissions",
+    "EROFS": "the file system is read-only; choose a writable location",
+    "EEXIST": "a file is in the way where a directory is needed; remove it or choose another path",
+    "ENOTDIR": "a file is in the way where a directory is needed; remove it or choose another path",
+    "EISDIR": "this is a directory where a file is needed; pass a file path",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the file it concerns and what to do."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    where = exc.filename if exc.filename is not None else None
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if name == "ENOSPC" or "iostream error" in str(exc):
+        name = "ENOSPC"
+    advice = _OS_ADVICE.get(name)
+    head = f"{where}: {reason}" if where is not None else reason
+    if exc.filename2 is not None:
+        head += f" (-> {exc.filename2})"
+    return f"{head}; {advice}" if advice else head
+
+
+def describe_exception(exc: BaseException) -> str | None:
+    """One line for the faults the CLI reports without a traceback; None for bugs."""
+    if isinstance(exc, LangDMLError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"cannot decode text as {exc.encoding} (byte {exc.start}); is it the right file?"
+    if type(exc).__name__ == "DecompressionBombError":
+        return f"an image is over PIL's decompression-bomb limit: {exc}"
+    if isinstance(exc, RuntimeError) and "iostream error" in str(exc):
+        return (
+            "writing a file failed (torch: iostream error), usually because the disk is full; "
+            "free space and rerun"
+        )
+    return None

@@ -18,7 +18,7 @@ import torch
 from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate_config
 from langdml.data import ImageDataset, class_disjoint_split, load_dataset
 from langdml.errors import ConfigError, LangDMLError
-from langdml.io import text_cache_dir
+from langdml.io import load_torch_file, text_cache_dir
 from langdml.losses.vocab import TEXT_PROXY_BASES
 from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
 
@@ -357,7 +357,9 @@ def open_run(
     if device is not None:
         cfg.train.device = device
     data = prepare_data(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = load_torch_file(ckpt, "checkpoint")
+    if not isinstance(state, dict) or "model" not in state:
+        raise LangDMLError(f"checkpoint {ckpt} is not a langdml checkpoint (no model weights)")
     model = build_model(cfg, data)
     model.load_state_dict(state["model"])
     model.to(cfg.train.device)

@@ -106,3 +106,27 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)``; a damaged or foreign file is a one-line
+    LangDMLError naming it (never a hint towards the unsafe ``weights_only=False``)."""
+    import pickle
+
+    import torch
+
+    from langdml.errors import LangDMLError
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+        unsafe = "weights_only" in str(exc) or isinstance(exc, pickle.UnpicklingError)
+        why = (
+            "it holds objects other than tensors (refused: only weights are loaded)"
+            if unsafe and "weights_only" in str(exc)
+            else "it is truncated or not a torch file"
+        )
+        raise LangDMLError(f"cannot load {what} {path}: {why}{hint}") from None

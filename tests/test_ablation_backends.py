@@ -187,7 +187,8 @@ def test_preempted_job_requeues_and_killed_cell_resumes_next_invocation(
     assert second["job_id"] == first["job_id"]
     os.kill(second["pid"], signal.SIGKILL)  # the job's worker process, not the driver
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    assert proc.returncode == 1, err.decode()[-2000:]  # a failed run fails the command
+    assert "langdml: error: 1 of 1 runs failed" in err.decode()
     (row,) = csv.DictReader((out / "results.csv").open())
     assert row["status"] == "failed" and "ended without a result" in row["error"]
 

@@ -112,4 +112,21 @@ def _ablate(args: argparse.Namespace) -> int:
         f"results: {result.output_dir}/results.csv, results.md"
         + (f", {result.plot_path.name}" if result.plot_path else "")
     )
-    return 0
+    return _report_failures(result.rows)
+
+
+def _report_failures(rows: list[dict]) -> int:
+    """Failed runs on stderr, one line each with its reason; 1 when any failed, else 0."""
+    import sys
+
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if not failed:
+        return 0
+    print(
+        f"langdml: error: {len(failed)} of {len(rows)} runs failed (rerun the same command to "
+        "retry them; each run's error.txt holds the traceback):",
+        file=sys.stderr,
+    )
+    for r in failed:
+        print(f"  {r['run_id']}: {r.get('error') or 'failed'}", file=sys.stderr)
+    return 1

@@ -8,6 +8,10 @@ imagefolder, hf).
   :func:`~langdml.data.records.open_rgb`. Loaders check that every file an index lists exists.
 - ``fingerprint`` hashes the index content (paths relative to the dataset root, labels, class
   names), so caches key on content and survive moving the dataset folder.
+- folder walking (``images_below``) follows symlinked directories, but visits each real directory
+  at most once (a link such as ``class_05/self -> .`` cannot repeat images or loop), and refuses a
+  directory link that resolves outside the dataset root (one ``DataError`` line naming the link).
+  Symlinked image *files* are read where they point.
 - the ``cache_dir`` argument is accepted for the common loader signature; nothing is cached.
 """
 
@@ -167,11 +171,43 @@ def class_dirs(root: Path) -> list[Path]:
     return sorted(found)  # scandir order is arbitrary; image order must be reproducible
 
 
-def images_below(folder: Path, root: Path) -> list[str]:
-    """Image files below ``folder`` as paths relative to ``root`` (posix), in natural order."""
+def images_below(folder: Path, root: Path, seen: set[str] | None = None) -> list[str]:
+    """Image files below ``folder`` as paths relative to ``root`` (posix), in natural order.
+
+    Symlinked directories are followed once per real directory (``seen`` holds the real paths
+    walked so far; pass one set for a whole dataset); a link leaving ``root`` is a DataError."""
+    real_root = os.path.realpath(root)
+    seen = set() if seen is None else seen
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+    if not inside(folder):
+        raise DataError(
+            f"{folder} is a link to {os.path.realpath(folder)}, outside the dataset root "
+            f"{root}; copy the images into the dataset or point at the folder that holds both"
+        )
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back to a directory walked already
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        keep = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            sub = os.path.join(dirpath, d)
+            if os.path.islink(sub) and not inside(sub):
+                raise DataError(
+                    f"{sub} is a link to {os.path.realpath(sub)}, outside the dataset root "
+                    f"{root}; copy the images into the dataset or remove the link"
+                )
+            if os.path.realpath(sub) not in seen:
+                keep.append(d)
+        dirnames[:] = keep
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         found += [f"{rel_dir}/{f}" for f in filenames if is_image(f)]
     return sorted(found, key=natural_key)
@@ -187,8 +223,9 @@ def folder_dataset(
     rel: list[str] = []
     labels: list[int] = []
     class_names: list[str] = []
+    seen: set[str] = set()  # real directories walked: each at most once in the whole dataset
     for cname in sorted(by_name, key=natural_key):
-        files = [f for folder in by_name[cname] for f in images_below(folder, root)]
+        files = [f for folder in by_name[cname] for f in images_below(folder, root, seen)]
         if not files:
             continue
         labels += [len(class_names)] * len(files)

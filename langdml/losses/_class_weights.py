@@ -57,6 +57,14 @@ def check_positive(who: str, **values: float) -> None:
             raise LangDMLError(f"{who}: {name} must be a finite number > 0, got {value!r}")
 
 
+def check_non_negative(who: str, **values: float) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)) or not (
+            math.isfinite(value) and value >= 0
+        ):
+            raise LangDMLError(f"{who}: {name} must be a finite number >= 0, got {value!r}")
+
+
 class ClassWeightLoss(ProxyLoss):
     """A ProxyLoss whose ``proxies`` are a classifier's class weights (PML's ``W.T``), drawn as
     PML draws them. Subclasses give ``logit_fn(labels, weights) -> fn(cos) -> (L, ∂L/∂cos)`` on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._class_weights import check_non_negative
 from ._common import float_pair_masks, mined_pair_counts
 from ._fused import above, below, distance_grad_to_similarity_, gram_loss, unit_distances_
 from .base import IndicesTuple, MetricLoss
@@ -15,12 +16,15 @@ class ContrastiveLoss(MetricLoss):
     D is the Euclidean distance of L2-normalised embeddings; each mean runs over the pairs with a
     non-zero term (PML's AvgNonZeroReducer). Pairs come from the labels (all i != j) or a miner
     (a pair mined k times counts k times, as in PML).
+
+    Valid ranges: m_pos ≥ 0, m_neg ≥ 0.
     """
 
     def __init__(
         self, pos_margin: float = 0.0, neg_margin: float = 1.0, miner: nn.Module | None = None
     ) -> None:
         super().__init__(miner)
+        check_non_negative("ContrastiveLoss", pos_margin=pos_margin, neg_margin=neg_margin)
         self.pos_margin = float(pos_margin)
         self.neg_margin = float(neg_margin)
 

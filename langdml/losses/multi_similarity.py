@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
+from ..errors import LangDMLError
+from ._class_weights import check_positive
 from ._common import float_pair_masks, mined_pair_masks
 from ._fused import DIRECT_EXP_BOUND, gram_loss, log1p_sum_exp_, log1p_sum_exp_direct_
 from .base import IndicesTuple, MetricLoss
@@ -14,6 +18,8 @@ class MultiSimilarityLoss(MetricLoss):
 
     S is the cosine similarity, λ = ``base``; P_i / N_i are all positives / negatives of anchor i,
     or those a miner keeps (e.g. MultiSimilarityMiner). Mean over all anchors, as PML.
+
+    Valid ranges: α > 0, β > 0 (scales), λ finite.
     """
 
     def __init__(
@@ -24,6 +30,9 @@ class MultiSimilarityLoss(MetricLoss):
         miner: nn.Module | None = None,
     ) -> None:
         super().__init__(miner)
+        check_positive("MultiSimilarityLoss", alpha=alpha, beta=beta)
+        if not math.isfinite(base):
+            raise LangDMLError(f"MultiSimilarityLoss: base must be a finite number, got {base!r}")
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.base = float(base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._class_weights import check_non_negative, check_positive
 from ._common import mined_sample_weights
 from ._fused import DIRECT_EXP_BOUND, cross_loss, log1p_sum_exp_, log1p_sum_exp_direct_
 from .base import IndicesTuple, ProxyLoss
@@ -22,12 +23,16 @@ class ProxyAnchorLoss(ProxyLoss):
     exponent of sample i, positive and negative, gets + (w_i - 1); each of its terms is scaled
     by e^{w_i - 1}, so a sample the tuple never names still counts, at e^{-1}. The divisors
     (|P⁺| and C) are unchanged. A tuple with no indices at all leaves the loss unmined (as PML).
+
+    Valid ranges: δ ≥ 0 (margin), α > 0 (scale).
     """
 
     def __init__(
         self, num_classes: int, embedding_size: int, margin: float = 0.1, alpha: float = 32.0
     ) -> None:
         super().__init__(num_classes, embedding_size)
+        check_non_negative("ProxyAnchorLoss", margin=margin)
+        check_positive("ProxyAnchorLoss", alpha=alpha)
         self.margin = float(margin)
         self.alpha = float(alpha)
         torch.nn.init.kaiming_normal_(self.proxies, mode="fan_out")

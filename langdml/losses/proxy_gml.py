@@ -10,6 +10,7 @@ from torch import Tensor
 
 from langdml.errors import LangDMLError
 
+from ._class_weights import check_non_negative, check_positive
 from ._common import cross_entropy, normalize
 from .base import IndicesTuple, ProxyLoss
 
@@ -28,6 +29,7 @@ class ProxyGMLLoss(ProxyLoss):
     - Proxy regulariser: each proxy j classifies itself by Σ_{k∈class c} cos(p_j, p_k) (all
       proxies, itself included); mean CE against its own class, weighted by λ = weight_lambda.
     ``scale`` multiplies the class scores before the softmax (1 in the paper).
+    Valid ranges: r in (0, 1], weight_lambda ≥ 0, scale > 0.
     A mined ``indices_tuple`` is refused (LangDMLError): ProxyGML has no per-pair or PML
     counterpart to define what it would do.
     """
@@ -45,6 +47,8 @@ class ProxyGMLLoss(ProxyLoss):
         if not 0.0 < r <= 1.0:
             raise LangDMLError(f"ProxyGMLLoss: r must be in (0, 1], got {r}")
         self.r = float(r)
+        check_non_negative("ProxyGMLLoss", weight_lambda=weight_lambda)
+        check_positive("ProxyGMLLoss", scale=scale)
         self.weight_lambda = float(weight_lambda)
         self.scale = float(scale)
         torch.nn.init.kaiming_normal_(self.proxies, mode="fan_out")

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from langdml.errors import LangDMLError
 
+from ._class_weights import check_positive
 from ._common import mined_sample_weights
 from ._fused import cross_loss
 from .base import IndicesTuple, ProxyLoss
@@ -25,6 +26,8 @@ class ProxyNCALoss(ProxyLoss):
     an anchor, a or a1/a2) / (the largest such count): mean_i w_i · loss_i, still divided by B,
     so samples never mined as anchors contribute 0. variant="paper" weights its terms the same
     way. A tuple with no indices at all leaves the loss unmined (as PML does).
+
+    Valid range: softmax_scale > 0.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class ProxyNCALoss(ProxyLoss):
             raise LangDMLError(f"ProxyNCALoss: variant must be 'pml' or 'paper', got {variant!r}")
         if variant == "paper" and num_classes < 2:
             raise LangDMLError("ProxyNCALoss: variant='paper' needs num_classes >= 2")
+        check_positive("ProxyNCALoss", softmax_scale=softmax_scale)
         self.softmax_scale = float(softmax_scale)
         self.variant = variant
         torch.nn.init.normal_(self.proxies)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ._class_weights import check_non_negative
 from ._common import distance_matrix, mined_pair_masks, positive_negative_masks
 from ._fused import distance_grad_to_similarity_, gram_loss, unit_distances_
 from .base import IndicesTuple, MetricLoss
@@ -85,10 +86,13 @@ class TripletLoss(MetricLoss):
     O(B^2 · P) time for P <= 16 positives per anchor, else O(B^2 log P). A pair miner
     (a1, p, a2, n) restricts positives / negatives per anchor; a triplet miner (a, p, n) gives
     explicit triplets.
+
+    Valid range: margin ≥ 0.
     """
 
     def __init__(self, margin: float = 0.05, miner: nn.Module | None = None) -> None:
         super().__init__(miner)
+        check_non_negative("TripletLoss", margin=margin)
         self.margin = float(margin)
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:

@@ -1,16 +1,26 @@
 """Frozen-trunk feature cache: extract once, train heads in seconds.
 
-A cache entry is keyed by backbone + weights + image size + dataset fingerprint + augmentation, and
-stored as safetensors (``features``: (V, N, D) float32, view 0 the clean eval transform, views
-1..V-1
-augmented) plus JSON metadata. Extraction writes one part file per chunk, so an interrupted
-extraction resumes where it stopped.
+A cache entry is keyed by backbone + weights + image size + dataset fingerprint + augmentation +
+a content fingerprint of the images, and stored as safetensors (``features``: (V, N, D) float32,
+view 0 the clean eval transform, views 1..V-1 augmented) plus JSON metadata. Extraction writes one
+part file per chunk, so an interrupted extraction resumes where it stopped.
+
+Content fingerprint (``content_fingerprint``): for images that are files, the (path, size,
+mtime_ns) of every file — the fast path, one ``stat`` per image, no reading — so overwriting
+images under the same names (which changes their mtime) gives a new key and a fresh extraction;
+images held in a built dataset file (emoji Arrow rows) are covered by that dataset's fingerprint.
+The metadata stores the SHA-256 of the feature file; it is verified on every load, and a damaged
+entry (truncated or bit-flipped features, unreadable metadata) is reported in one warning line
+naming the file and rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +56,6 @@ class FeatureSpec:
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
         if Path(self.weights).is_file():  # a local file: key on its content, not its path
-            import hashlib
-
             weights_id = hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()[:16]
         return stable_hash(
             [
@@ -58,8 +66,65 @@ class FeatureSpec:
                 self.crop_pct,
                 self.seed,
                 dataset.fingerprint,
+                content_fingerprint(dataset),
             ]
         )
+
+
+def content_fingerprint(dataset: ImageDataset) -> str:
+    """(path, size, mtime_ns) of every image file of ``dataset`` (one stat each), hashed; items
+    that are not files (rows of a built dataset, in-memory images) add nothing."""
+    digest = hashlib.sha256()
+    for item in dataset.images.items:
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                st = os.stat(item)
+            except OSError:
+                continue  # reading the image reports it, naming the file
+            digest.update(f"{os.fspath(item)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _report(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_cached(path: Path, meta_path: Path, dataset: ImageDataset) -> tuple | None:
+    """(features, meta) of a verified cache entry; None when absent, stale or damaged (a damaged
+    entry is reported in one warning line naming the file, and the caller rebuilds it)."""
+    from safetensors.torch import load_file
+
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as exc:
+        _report(f"feature cache metadata {meta_path} is unreadable ({exc}); rebuilding it")
+        return None
+    if meta.get("class_names") != dataset.class_names or meta.get("num_images") != len(dataset):
+        return None
+    if meta.get("sha256") != _file_sha256(path):
+        _report(
+            f"feature cache {path} does not match its checksum (truncated or corrupted); "
+            "rebuilding it"
+        )
+        return None
+    try:
+        feats = load_file(str(path))["features"]
+    except Exception as exc:  # safetensors raises its own error type
+        _report(f"feature cache {path} is unreadable ({exc}); rebuilding it")
+        return None
+    return feats, meta
 
 
 def _extract_chunk(model, dataset, indices, transforms, device) -> torch.Tensor:
@@ -84,7 +149,7 @@ def extract_features(
     progress: bool = True,
 ) -> FeatureSet:
     """Features of every image of ``dataset`` under ``spec``, from the cache when present."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from langdml.models.backbones import create_backbone
     from langdml.models.transforms import image_transform
@@ -94,13 +159,10 @@ def extract_features(
     key = spec.key(dataset)
     path = root / f"{dataset.name.replace(':', '_').replace('/', '_')}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
-    if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("class_names") == dataset.class_names and meta.get("num_images") == len(
-            dataset
-        ):
-            feats = load_file(str(path))["features"]
-            return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
+    cached = _load_cached(path, meta_path, dataset)
+    if cached is not None:
+        feats, meta = cached
+        return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
     model, info = create_backbone(spec.backbone, spec.weights)
     model = model.eval().to(device).to(memory_format=torch.channels_last)
@@ -114,19 +176,20 @@ def extract_features(
     n = len(dataset)
     starts = list(range(0, n, chunk_size))
     bar = _progress(len(starts), f"features {dataset.name}", progress)
-    parts = []
+    chunks = []
     for k, start in enumerate(starts):
         part = parts_dir / f"part_{k:06d}.safetensors"
-        if not part.is_file():
+        chunk = _load_part(part)
+        if chunk is None:
             # Seed per chunk so a resumed extraction draws the same augmentations.
             torch.manual_seed(spec.seed * 1_000_003 + k)
             chunk = _extract_chunk(
                 model, dataset, range(start, min(n, start + chunk_size)), transforms, device
             )
             atomic_write(part, lambda p, c=chunk: save_file({"f": c.contiguous()}, str(p)))
-        parts.append(part)
+        chunks.append(chunk)
         bar(k + 1)
-    feats = torch.cat([load_file(str(p))["f"] for p in parts], dim=1)
+    feats = torch.cat(chunks, dim=1)
     meta = {
         "backbone": spec.backbone,
         "weights": spec.weights,
@@ -141,9 +204,23 @@ def extract_features(
         "class_names": dataset.class_names,
     }
     atomic_write(path, lambda p: save_file({"features": feats.contiguous()}, str(p)))
+    meta["sha256"] = _file_sha256(path)
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
+
+
+def _load_part(part: Path) -> torch.Tensor | None:
+    """A finished chunk of an interrupted extraction; a damaged one is reported and redone."""
+    from safetensors.torch import load_file
+
+    if not part.is_file():
+        return None
+    try:
+        return load_file(str(part))["f"]
+    except Exception as exc:  # safetensors raises its own error type
+        _report(f"feature chunk {part} is unreadable ({exc}); extracting it again")
+        return None
 
 
 def _progress(total: int, desc: str, enabled: bool):

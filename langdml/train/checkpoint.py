@@ -4,14 +4,14 @@ checkpoints every epoch and the best-epoch weights."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from langdml.config import ExperimentConfig, dump_yaml, load_yaml, migrate_config
+from langdml.errors import LangDMLError
 from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS
-from langdml.io import atomic_torch_save, atomic_write_text
+from langdml.io import atomic_torch_save, atomic_write_text, load_torch_file
 
 # Keys that do not change results: a resumed run may differ in them.
 _IGNORED = {"train.progress", "output_dir", "train.num_workers", "eval.every"}
@@ -37,6 +37,11 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
     saved_cfg = run_dir / CONFIG
+    if not saved_cfg.is_file() and any(p.is_file() for p in (ckpt_path, run_dir / BEST)):
+        return "error", (
+            f"run directory {run_dir} holds checkpoints but no {CONFIG}, so it is not a run this "
+            f"config can resume; choose another output_dir or delete the directory"
+        )
     if saved_cfg.is_file() and ckpt_path.is_file():
         saved = migrate_config(load_yaml(saved_cfg), source=str(saved_cfg))
         diffs = same_config(saved, cfg.to_dict())
@@ -47,7 +52,18 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
             )
     metrics_path = run_dir / METRICS
     if metrics_path.is_file() and ckpt_path.is_file():
-        done = json.loads(metrics_path.read_text())
+        try:
+            done = json.loads(metrics_path.read_text(encoding="utf-8"))
+            if not isinstance(done, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+            # the checkpoint holds the history: resuming it rewrites metrics.json
+            warnings.warn(
+                f"{metrics_path} is damaged ({str(exc).splitlines()[0]}); recomputing it from "
+                f"{ckpt_path}",
+                stacklevel=2,
+            )
+            done = {}
         if done.get("epochs") == cfg.train.epochs:
             return "done", done
     atomic_write_text(saved_cfg, dump_yaml(cfg))
@@ -55,8 +71,21 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:
+    """The resume checkpoint, or None; a damaged one is a one-line error naming the file."""
     path = run_dir / CHECKPOINT
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    if not path.is_file():
+        return None
+    best = run_dir / BEST
+    hint = (
+        f"; {best} (the best epoch's weights) is intact for evaluation, but resuming needs "
+        f"{CHECKPOINT}: delete it to retrain from scratch"
+        if best.is_file()
+        else "; delete it to retrain from scratch"
+    )
+    state = load_torch_file(path, "checkpoint", hint)
+    if not isinstance(state, dict) or "model" not in state:
+        raise LangDMLError(f"checkpoint {path} is not a langdml training checkpoint{hint}")
+    return state
 
 
 def save_checkpoint(run_dir: Path, state, epoch: int) -> None:

@@ -69,6 +69,16 @@ def init_distributed(device: str) -> tuple[DistContext, torch.device]:
     """
     ctx = torchrun_env()
     dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device={device} but CUDA is not available on this machine; "
+            f"set train.device=cpu (or install a CUDA build of torch)"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"train.device={device} but this machine has {torch.cuda.device_count()} CUDA "
+            f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
     if dev.type == "cuda" and ctx.enabled:
         if dev.index is not None and dev.index != ctx.local_rank:
             raise ConfigError(
