@@ -167,6 +167,30 @@ def plot(cells: list[dict], path: Path) -> Path | None:
     return path
 
 
+def versions_note(ablation, rows: list[dict]) -> str:
+    """One line naming the package versions the runs ran with (their provenance.json; the
+    reporting process's versions for runs without one)."""
+    import json
+
+    from langdml.provenance import PROVENANCE, package_versions, versions_line
+
+    ok = {r["run_id"] for r in rows if r["status"] == "ok"}
+    lines: set[str] = set()
+    for run in ablation.runs:
+        path = Path(run.config.output_dir) / PROVENANCE
+        if run.id in ok and path.is_file():
+            try:
+                lines.add(versions_line(json.loads(path.read_text())["versions"]))
+            except (ValueError, KeyError):
+                pass
+    if not lines:
+        now = versions_line(package_versions())
+        return f"Versions (of this report; the runs recorded none): {now}."
+    if len(lines) == 1:
+        return f"Versions: {lines.pop()}."
+    return "Versions differ between runs: " + " | ".join(sorted(lines)) + "."
+
+
 def write_report(
     out: Path, ablation, rows: list[dict], baselines: dict[str, dict] | None = None
 ) -> tuple[str, Path | None]:
@@ -185,6 +209,7 @@ def write_report(
                 f"MAP@R {m['map@r'] * 100:.2f}."
             )
     md += "\n" if baselines else ""
+    md += "\n" + versions_note(ablation, rows) + "\n"
     if failed:
         md += "\nFailed runs:\n" + "".join(f"- {r['run_id']}: {r['error']}\n" for r in failed)
     atomic_write_text(out / "results.md", md)
