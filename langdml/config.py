@@ -255,7 +255,13 @@ class EvalConfig(_Strict):
     best_metric: str = Field(
         "recall@1", description="Metric that picks best.pt: recall@K, map@r, r_precision, nmi, ami."
     )
-    clustering: bool = Field(True, description="Also compute NMI and AMI (k-means).")
+    recall_at: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8],
+        description="The k of recall@k (train, evaluate, ablate), e.g. [1, 10, 100, 1000] for SOP.",
+    )
+    clustering: bool = Field(
+        True, description="Also compute NMI, AMI and the pairwise F1 (k-means)."
+    )
     metric: Literal["cosine", "euclidean"] = Field(
         "cosine", description="Similarity of the kNN retrieval."
     )
@@ -269,6 +275,13 @@ class EvalConfig(_Strict):
     search_params: dict[str, Any] = Field(
         default_factory=dict, description="Options of the approximate index (see search)."
     )
+
+    @field_validator("recall_at")
+    @classmethod
+    def _check_recall_at(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"recall_at must be distinct positive integers, got {ks}")
+        return sorted(ks)
 
     @model_validator(mode="after")
     def _check_search(self) -> EvalConfig:

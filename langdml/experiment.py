@@ -271,10 +271,12 @@ def evaluate_embeddings(
 ) -> dict:
     from langdml.eval import retrieval_metrics
 
-    include = ("recall", "map_r", "clustering") if cfg.eval.clustering else ("recall", "map_r")
+    include = ("recall", "map_r", "map_1000")
+    include += ("clustering", "f1") if cfg.eval.clustering else ()
     return retrieval_metrics(
         embeddings,
         labels,
+        recall_ks=tuple(cfg.eval.recall_at),
         metric=cfg.eval.metric,
         include=include,
         seed=cfg.seed,

@@ -26,7 +26,7 @@ import torch
 
 from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError
-from langdml.eval.metrics import METRIC_KEYS
+from langdml.eval.roth import is_metric_key
 from langdml.experiment import (
     METRICS,
     NO_BEST,
@@ -219,7 +219,7 @@ def _train(
 
 def _finish(cfg, state: TrainState, run_dir: Path, ctx, device, post_train) -> dict[str, Any]:
     """metrics.json (rank 0, after the post-training step) and the summary every rank returns."""
-    final = {k: v for k, v in state.history[-1].items() if k in METRIC_KEYS}
+    final = {k: v for k, v in state.history[-1].items() if is_metric_key(k)}
     summary = {
         "final": final,
         "best": state.best,
