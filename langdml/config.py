@@ -288,6 +288,12 @@ class EvalConfig(_Strict):
         from langdml.eval.ann import check_search
 
         check_search(self.search, self.search_params)
+        k = self.best_metric[7:] if self.best_metric.startswith("recall@") else ""
+        if k.isdigit() and int(k) not in self.recall_at:
+            raise ValueError(
+                f"eval.best_metric {self.best_metric!r} needs {k} in eval.recall_at "
+                f"{self.recall_at}"
+            )
         return self
 
 

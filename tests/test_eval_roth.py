@@ -92,3 +92,6 @@ def test_recall_at_config_any_ks(tmp_path):
     assert "recall@2" not in m and m["recall@100"] == 1.0
     with pytest.raises((ConfigError, ValueError)):
         load_config(None, {"eval.recall_at": [0, 1]})
+    with pytest.raises((ConfigError, ValueError), match="recall_at"):
+        load_config(None, {"eval.recall_at": [10, 100]})  # best_metric recall@1 not computed
+    assert load_config(None, {"eval.recall_at": [10], "eval.best_metric": "recall@10"})
