@@ -255,7 +255,13 @@ class EvalConfig(_Strict):
     best_metric: str = Field(
         "recall@1", description="Metric that picks best.pt: recall@K, map@r, r_precision, nmi, ami."
     )
-    clustering: bool = Field(True, description="Also compute NMI and AMI (k-means).")
+    recall_at: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8],
+        description="The k of recall@k (train, evaluate, ablate), e.g. [1, 10, 100, 1000] for SOP.",
+    )
+    clustering: bool = Field(
+        True, description="Also compute NMI, AMI and the pairwise F1 (k-means)."
+    )
     metric: Literal["cosine", "euclidean"] = Field(
         "cosine", description="Similarity of the kNN retrieval."
     )
@@ -270,13 +276,26 @@ class EvalConfig(_Strict):
         default_factory=dict, description="Options of the approximate index (see search)."
     )
 
+    @field_validator("recall_at")
+    @classmethod
+    def _check_recall_at(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"recall_at must be distinct positive integers, got {ks}")
+        return sorted(ks)
+
     @model_validator(mode="after")
     def _check_search(self) -> EvalConfig:
         from langdml.eval.ann import check_search
 
         check_search(self.search, self.search_params)
-        names = [f"recall@{k}" for k in (1, 2, 4, 8)] + ["map@r", "r_precision"]
-        names += ["nmi", "ami"] if self.clustering else []  # k = langdml.eval DEFAULT_RECALL_KS
+        k = self.best_metric[7:] if self.best_metric.startswith("recall@") else ""
+        if k.isdigit() and int(k) not in self.recall_at:
+            raise ValueError(
+                f"eval.best_metric {self.best_metric!r} needs {k} in eval.recall_at "
+                f"{self.recall_at}"
+            )
+        names = [f"recall@{k}" for k in self.recall_at] + ["map@r", "r_precision", "map@1000"]
+        names += ["nmi", "ami", "f1"] if self.clustering else []
         if self.best_metric not in names:
             near = difflib.get_close_matches(self.best_metric, names, n=1)
             raise ValueError(

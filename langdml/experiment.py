@@ -28,6 +28,12 @@ CHECKPOINT = "checkpoint.pt"  # the last epoch, with optimiser state (resume)
 BEST = "best.pt"  # the best epoch by eval.best_metric
 METRICS = "metrics.json"
 CHECKPOINTS = {"last": CHECKPOINT, "final": CHECKPOINT, "best": BEST}
+# Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
+NO_BEST = (
+    "no validation split (data.validation_fraction is 0): choosing the best epoch on the test "
+    "classes would be model selection on test data; use the final epoch, or set "
+    "data.validation_fraction > 0 to select on held-out training classes"
+)
 
 
 @dataclass
@@ -265,10 +271,12 @@ def evaluate_embeddings(
 ) -> dict:
     from langdml.eval import retrieval_metrics
 
-    include = ("recall", "map_r", "clustering") if cfg.eval.clustering else ("recall", "map_r")
+    include = ("recall", "map_r", "map_1000")
+    include += ("clustering", "f1") if cfg.eval.clustering else ()
     return retrieval_metrics(
         embeddings,
         labels,
+        recall_ks=tuple(cfg.eval.recall_at),
         metric=cfg.eval.metric,
         include=include,
         seed=cfg.seed,
@@ -323,6 +331,8 @@ def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, spli
     if checkpoint not in CHECKPOINTS:
         raise LangDMLError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     ckpt = run_dir / CHECKPOINTS[checkpoint]
+    if checkpoint == "best" and cfg.data.validation_fraction == 0:
+        raise LangDMLError(f"run {str(run_dir)!r} has no best checkpoint: {NO_BEST}")
     if not ckpt.is_file():
         raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
     if split not in (None, "test", "val"):

@@ -118,6 +118,10 @@ run "$WORK/venv/bin/langdml" configs | tee "$WORK/configs.txt"
 grep -q "emoji_demo" "$WORK/configs.txt"
 grep -q "emoji_ablation" "$WORK/configs.txt"
 
+echo "== the pinned emoji class list ships with the wheel"
+run "$VPY" -c 'from langdml.data.emoji import pinned_classes; assert len(pinned_classes()) > 1000'
+echo "pinned class list: ok"
+
 echo "== langdml train emoji_demo (1 epoch on the tiny imagefolder)"
 run "$WORK/venv/bin/langdml" train emoji_demo train.epochs=1 "data.dataset=imagefolder:$WORK/data" \
     train.batch_size=12 train.m_per_class=2 train.progress=false | tee "$WORK/train.json"
@@ -130,6 +134,7 @@ work = Path(sys.argv[1])
 out = json.loads((work / "train.json").read_text())
 run_dir = work / "empty" / out["run_dir"]
 assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoint.pt").is_file(), run_dir
+assert (run_dir / "provenance.json").is_file(), run_dir
 assert "recall@1" in out["final"], out["final"]
 cwd_entries = sorted(p.name for p in (work / "empty").iterdir())
 assert cwd_entries == ["runs"], f"the working folder got {cwd_entries}, expected only runs/"

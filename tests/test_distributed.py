@@ -182,5 +182,12 @@ def test_torchrun_two_process_training_matches_one_process(emoji_subset_folder, 
         for key, value in one.extra["baselines"][which].items():
             assert two["baselines"][which][key] == pytest.approx(value, abs=1e-6), (which, key)
     # rank 0 wrote the run directory (the other rank writes nothing; same files as 1 process)
-    names = {"best.pt", "checkpoint.pt", "config.yaml", "log.csv", "log.jsonl", "metrics.json"}
+    names = {
+        "checkpoint.pt",
+        "config.yaml",
+        "log.csv",
+        "log.jsonl",
+        "metrics.json",
+        "provenance.json",
+    }  # no best.pt: no validation split (no selection on test classes)
     assert names <= {p.name for p in (tmp_path / "two").iterdir()}

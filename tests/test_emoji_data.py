@@ -85,6 +85,41 @@ def test_cli_build_and_info(emoji_cache, capsys, monkeypatch):
     assert main(["data", "info", "emoji", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["train_classes"] + info["test_classes"] == info["num_classes"]
+    from langdml.data.emoji import PIN_FILE, PIN_SHA256
+
+    assert (
+        info["class_list_sha256"] == PIN_SHA256 == hashlib.sha256(PIN_FILE.read_bytes()).hexdigest()
+    )
+    assert main(["data", "info", "emoji"]) == 0
+    assert PIN_SHA256 in capsys.readouterr().out
+
+
+def test_build_follows_the_pinned_class_list(emoji_cache):
+    from langdml.data.emoji import pinned_classes
+
+    ds = load_dataset("emoji", cache_dir=emoji_cache)
+    pinned = pinned_classes()
+    assert ds.class_names == [name for _, name, _ in pinned]
+    first = {}
+    for label, char in zip(ds.labels.tolist(), ds.extras["emoji"]):
+        first.setdefault(label, char)
+    assert [first[i] for i in range(len(pinned))] == [c for c, _, _ in pinned]
+    split = class_disjoint_split(ds)
+    assert split.train.class_names == [n for _, n, s in pinned if s == "train"]
+    assert split.test.class_names == [n for _, n, s in pinned if s == "test"]
+
+
+def test_missing_glyph_of_a_pinned_class_is_an_error(tmp_path, monkeypatch):
+    from langdml.data import emoji
+
+    fake = [("\U0001f436", "dog face", "train"), ("\U0010fffd", "no such emoji", "test")]
+    monkeypatch.setattr(emoji, "pinned_classes", lambda: fake)
+    with pytest.raises(DataError, match=r"'no such emoji' \(U\+10FFFD\).*reshuffling"):
+        build_emoji(cache_dir=tmp_path)
+    monkeypatch.undo()
+    monkeypatch.setattr(emoji, "PIN_SHA256", "0" * 64)
+    with pytest.raises(DataError, match="does not match its pinned SHA-256"):
+        emoji.pinned_classes()
 
 
 def test_cli_bad_specs_give_one_line(capsys):

@@ -51,8 +51,16 @@ def test_training_beats_untrained_head_and_raw_features(emoji_subset_folder, cac
     r1 = result.metrics["recall@1"]
     assert r1 > summary["baselines"]["untrained"]["recall@1"]
     assert r1 > summary["baselines"]["raw_features"]["recall@1"]
-    for name in ("config.yaml", "log.jsonl", "log.csv", "checkpoint.pt", "best.pt"):
+    for name in ("config.yaml", "log.jsonl", "log.csv", "checkpoint.pt", "provenance.json"):
         assert (tmp_path / "run" / name).is_file(), name
+    # no validation split: no best epoch chosen on the test classes, and metrics.json says why
+    assert not (tmp_path / "run" / "best.pt").exists()
+    assert summary["best"] == {} and "validation_fraction" in summary["best_unavailable"]
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert prov["versions"]["torch"] and prov["versions"]["numpy"]
+    assert {"python", "numpy", "timm", "faiss"} <= set(prov["versions"])
+    assert prov["dataset"]["fingerprints"]["train"] and prov["dataset"]["fingerprints"]["test"]
+    assert "cuda" in prov["device"] and "gpus" in prov["device"]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 11))
     assert "recall@1" in log[1] and "recall@1" not in log[0]  # eval every 2 epochs
@@ -168,6 +176,9 @@ def test_cli_train_then_evaluate(emoji_subset_folder, cache, tmp_path, capsys):
     final = json.loads((tmp_path / "cli" / "metrics.json").read_text())["final"]
     for key in ("recall@1", "map@r", "r_precision"):
         assert evaluated[key] == pytest.approx(final[key], abs=1e-9)
+    assert main(["evaluate", str(tmp_path / "cli"), "--checkpoint", "best"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no best checkpoint" in err and "validation_fraction" in err and "\n" not in err
     assert main(["train", str(cfg_path), "train.batch_size=15"]) == 2
     assert "not divisible" in capsys.readouterr().err
     assert main(["train", str(cfg_path), "data.dataset=imagefolder:/no/such/dir"]) == 2
@@ -195,3 +206,39 @@ def test_language_as_proxies_base_trains_and_projects(emoji_subset_folder, cache
     assert any(k.startswith("base.projection") for k in state["loss"])
     assert not any(k.endswith("proxies") for k in state["loss"])  # no free proxies
     assert result.extra["xmodal"]["xmodal/t2i_map@r"] > 0
+
+
+def test_best_is_selected_on_validation_classes_only(emoji_subset_folder, cache, tmp_path):
+    over = {"train.epochs": 4, "data.validation_fraction": 0.25}
+    result = train(_cfg(emoji_subset_folder, cache, tmp_path / "val", **over))
+    summary = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    assert summary["eval_split"] == "val" and "best_unavailable" not in summary
+    assert result.best["epoch"] in (2, 4) and (tmp_path / "val" / "best.pt").is_file()
+    from langdml.experiment import open_run
+
+    assert open_run(tmp_path / "val", "best", device="cpu").epoch == result.best["epoch"]
+
+
+def test_provenance_record_names_versions_git_and_text_model(tmp_path):
+    from langdml import provenance
+
+    rec = provenance.collect(dataset="emoji", fingerprints={"train": "abc"}, text_model="minilm")
+    assert rec["versions"]["python"] and rec["versions"]["numpy"]
+    assert set(provenance.PACKAGES.values()) <= set(rec["versions"])
+    assert rec["text_model"]["spec"] == "minilm" and "identity" in rec["text_model"]
+    if rec["git"] is not None:  # this checkout is a git repository
+        assert len(rec["git"]["commit"]) == 40 and isinstance(rec["git"]["dirty"], bool)
+    assert provenance.git_info(tmp_path) is None
+    line = provenance.versions_line({"python": "3.11", "torch": "2.4", "faiss": None})
+    assert line == "python 3.11, torch 2.4"
+    hub = tmp_path / "hub" / "models--org--m" / "refs"
+    hub.mkdir(parents=True)
+    (hub / "main").write_text("deadbeef\n")
+    import os
+
+    os.environ["HF_HUB_CACHE"] = str(tmp_path / "hub")
+    try:
+        assert provenance.hub_revision("org/m") == "deadbeef"
+        assert provenance.text_model_info("hf:org/m")["revision"] == "deadbeef"
+    finally:
+        del os.environ["HF_HUB_CACHE"]

@@ -22,6 +22,7 @@ from langdml.ablation.local_backend import LocalBackend
 from langdml.ablation.report import write_report
 from langdml.ablation.spec import Ablation, Run, load_ablation, value_label
 from langdml.eval.metrics import METRIC_KEYS as METRICS
+from langdml.eval.roth import is_metric_key
 from langdml.io import atomic_write_json, atomic_write_text
 
 
@@ -48,7 +49,11 @@ def _row(
     for key in ablation.grid:
         row[key] = value_label(run.cell.get(key))
     row["status"] = status
-    for m in METRICS:
+    # recall@k for the config's eval.recall_at ks, then the other metrics; any extra ks of a
+    # run land in the CSV too
+    keys = [f"recall@{k}" for k in run.config.eval.recall_at]
+    keys += [m for m in (*METRICS, *(metrics or {})) if is_metric_key(m) and m not in keys]
+    for m in dict.fromkeys(keys):
         row[m] = (metrics or {}).get(m, "")
     for k, v in (extra or {}).items():
         row[k] = v

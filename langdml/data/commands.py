@@ -60,6 +60,11 @@ def dataset_summary(spec: str, cache_dir: str | None = None) -> dict:
         "test_classes": split.test.num_classes,
         "example_classes": ds.class_names[:8],
     }
+    if ds.name == "emoji":  # the pinned benchmark: its class list's checksum
+        from langdml.data.emoji import PIN_FILE, PIN_SHA256
+
+        out["class_list"] = PIN_FILE.name
+        out["class_list_sha256"] = PIN_SHA256
     if "style" in ds.extras:
         styles, n = np.unique(np.asarray(ds.extras["style"]), return_counts=True)
         out["images_per_style"] = {str(s): int(c) for s, c in zip(styles, n)}

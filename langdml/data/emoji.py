@@ -6,6 +6,11 @@ sequences are multi-code-point and monochrome fonts draw them as several glyphs.
 when the font's cmap has the code point and the rendering has ink; a class is kept when at least
 ``min_styles`` styles drew it. Class ids are a seeded permutation of the name-sorted emoji, so the
 class-disjoint halves (first half train, second half test) both span all emoji groups.
+
+The benchmark itself (the default styles) is pinned: ``emoji_benchmark.tsv`` beside this module
+lists every class (id, code point, name, split) and its SHA-256 is checked; the build renders
+exactly those classes in that order, and a listed class that the fonts no longer draw is an
+error naming it, never a silent reshuffle. Style variants (``emoji:STYLE,...``) are unpinned.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from langdml.io import cache_root
 
 DEFAULT_STYLES = ("openmoji", "noto_color", "noto_mono", "symbola")
 IMAGE_SIZE = 128
+PIN_FILE = Path(__file__).with_name("emoji_benchmark.tsv")
+PIN_SHA256 = "9ce621406754589474840346fde36e6b60f808d619d3894b1b76a1ee9fda1fa4"
 _FONT_PX = 109  # Noto Color Emoji is a bitmap font with a single strike at 109 px
 
 
@@ -150,12 +157,31 @@ def _load_fonts(styles: tuple[str, ...]) -> dict:
     return fonts
 
 
-def _draw_classes(styles: tuple[str, ...], fonts: dict, min_styles: int):
+def pinned_classes() -> list[tuple[str, str, str]]:
+    """(character, name, split) of each class id of the pinned benchmark; checks the checksum."""
+    data = PIN_FILE.read_bytes()
+    if hashlib.sha256(data).hexdigest() != PIN_SHA256:
+        raise DataError(f"{PIN_FILE} does not match its pinned SHA-256 {PIN_SHA256[:16]}...")
+    lines = [x for x in data.decode("utf-8").splitlines() if x and not x.startswith("#")]
+    return [(chr(int(cp[2:], 16)), name, split) for _, cp, name, split in
+            (x.split("\t") for x in lines[1:])]  # fmt: skip
+
+
+def _missing_glyphs(char: str, name: str, drawn: list, styles, min_styles: int) -> str:
+    got = [s for s, _ in drawn]
+    return (
+        f"pinned emoji class {name!r} (U+{ord(char):04X}) is drawn by {len(got)} of the styles "
+        f"{', '.join(styles)} (needs {min_styles}; drawn by: {', '.join(got) or 'none'})"
+    )
+
+
+def _draw_classes(styles: tuple[str, ...], fonts: dict, min_styles: int, pinned=None):
     """(rows (class index, style, image), kept names, kept characters): classes that at least
-    ``min_styles`` styles draw."""
-    classes = emoji_classes()
+    ``min_styles`` styles draw; with ``pinned`` ((char, name) per class id) every pinned class,
+    in order, and a DataError when one is not drawn."""
+    classes = pinned if pinned is not None else emoji_classes()
     rows: list[tuple[int, str, Image.Image]] = []
-    kept_names, kept_chars = [], []
+    kept_names, kept_chars, missing = [], [], []
     for char, name in classes:
         drawn = []
         for s in styles:
@@ -164,10 +190,18 @@ def _draw_classes(styles: tuple[str, ...], fonts: dict, min_styles: int):
                 img = _render(char, font, STYLES[s].color)
                 if img is not None:
                     drawn.append((s, img))
-        if len(drawn) >= min_styles:
+        if pinned is not None and len(drawn) < min_styles:
+            missing.append(_missing_glyphs(char, name, drawn, styles, min_styles))
+        elif len(drawn) >= min_styles:
             kept_names.append(name)
             kept_chars.append(char)
             rows.extend((len(kept_names) - 1, s, img) for s, img in drawn)
+    if missing:
+        raise DataError(
+            f"{len(missing)} classes of the pinned benchmark cannot be drawn with these fonts "
+            f"(first: {missing[0]}); install the fonts it was pinned with (langdml data build "
+            "emoji lists them) instead of reshuffling the classes"
+        )
     if len(kept_names) < 4:
         raise DataError(
             f"only {len(kept_names)} emoji classes were drawn by >= {min_styles} styles"
@@ -191,9 +225,12 @@ def build_emoji(
     if (out_dir / "langdml_meta.json").is_file() and not force:
         return out_dir
     fonts = _load_fonts(styles)
-    rows, kept_names, kept_chars = _draw_classes(styles, fonts, min_styles)
-    # Class ids: a seeded permutation of name order, so both halves span all emoji groups.
-    perm = np.random.default_rng(seed).permutation(len(kept_names))
+    pinned = [(c, n) for c, n, _ in pinned_classes()] if styles == DEFAULT_STYLES else None
+    rows, kept_names, kept_chars = _draw_classes(styles, fonts, min_styles, pinned)
+    # Class ids: the pinned order, or (variants) a seeded permutation of name order, so both
+    # halves span all emoji groups.
+    n = len(kept_names)
+    perm = np.arange(n) if pinned else np.random.default_rng(seed).permutation(n)
     new_id = np.empty_like(perm)
     new_id[perm] = np.arange(len(perm))
     names = [kept_names[i] for i in perm]
@@ -226,6 +263,7 @@ def build_emoji(
         "num_classes": len(names),
         "num_images": len(ds),
         "image_size": IMAGE_SIZE,
+        "class_list_sha256": PIN_SHA256 if pinned else None,
         "fonts": {s: {"file": fonts[s][2].name, "sha256": _sha256(fonts[s][2])} for s in styles},
     }
     (tmp / "langdml_meta.json").write_text(json.dumps(meta, indent=2) + "\n")

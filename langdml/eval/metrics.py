@@ -55,10 +55,12 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
+from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
 
 log = logging.getLogger(__name__)
 
 PARTS = ("recall", "map_r", "clustering")
+EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.roth
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
 # The keys retrieval_metrics returns by default (DESIGN.md), in report order.
 METRIC_KEYS = (*(f"recall@{k}" for k in DEFAULT_RECALL_KS), "map@r", "r_precision", "nmi", "ami")
@@ -113,10 +115,11 @@ def _label_codes(
 
 def _check_parts(include: Any) -> tuple[str, ...]:
     parts = (include,) if isinstance(include, str) else tuple(include)
-    bad = [p for p in parts if p not in PARTS]
+    bad = [p for p in parts if p not in PARTS + EXTRA_PARTS]
     if bad or not parts:
         raise LangDMLError(
-            f"include must be a non-empty subset of {', '.join(PARTS)}; got {include!r}"
+            f"include must be a non-empty subset of {', '.join(PARTS + EXTRA_PARTS)}; "
+            f"got {include!r}"
         )
     return parts
 
@@ -168,7 +171,8 @@ def retrieval_metrics(
             (on the GPU with faiss-gpu), or in torch on the GPU with the torch backend.
         chunk_size: queries per search call (memory bound); rounded to faiss's 4096-query block.
             None picks it from k. Results do not depend on it.
-        include: any of "recall" (recall@k), "map_r" (map@r, r_precision), "clustering" (nmi, ami).
+        include: any of "recall", "map_r" (map@r, r_precision), "clustering" (nmi, ami), "map_1000",
+            "f1" (``eval.roth``).
         seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
             of recall@k. kmeans_iters: k-means iterations.
         search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``);
@@ -196,13 +200,13 @@ def retrieval_metrics(
     q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
 
     out: dict[str, float] = {}
-    if "recall" in parts or "map_r" in parts:
+    if {"recall", "map_r", "map_1000"} & set(parts):
         codes = (q_codes, r_codes, n_codes)
         how = (metric, backend, chunk_size, spec, int(seed))
         out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
-    if "clustering" in parts:
+    if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
-        out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend))
+        out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend, parts))
     return out
 
 
@@ -284,8 +288,9 @@ def _knn_metrics(
     """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed)."""
     q_codes, r_codes, n_codes = codes
     metric, backend, chunk_size, spec, seed = how
-    want_map = "map_r" in parts
+    want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
+    keys += ["map@1000"] if want_1000 else []
     keys += ["neighbor_recall"] if spec.recall_queries > 0 else []
     r_count = np.bincount(r_codes, minlength=n_codes)
     R = r_count[q_codes] - int(loo)  # relevant items per query
@@ -301,11 +306,14 @@ def _knn_metrics(
         ref = q
     n_ref = ref.n if isinstance(ref, Rows) else len(ref)
     K = _neighbours_needed(R, valid, n_ref - int(loo), ks, want_map, k)
+    if want_1000:
+        K = max(K, min(MAP_AT, n_ref - int(loo)))
 
     codes_v, R_v = q_codes[valid], R[valid]
     hits = np.zeros((valid.size, len(ks)), dtype=bool)
     ap = np.zeros(valid.size, dtype=np.float64)
     rp = np.zeros(valid.size, dtype=np.float64)
+    ap1000 = np.zeros(valid.size, dtype=np.float64)
     if isinstance(ref, Rows):
         engine: ExactKNN = ApproxKNN(ref, metric, spec, seed, backend)
         chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
@@ -321,14 +329,14 @@ def _knn_metrics(
         rel = (r_codes[idx] == codes_v[start:stop, None]) & (idx >= 0)
         for j, x in enumerate(ks):
             hits[start:stop, j] = rel[:, : min(x, K)].any(axis=1)
+        if want_1000:
+            n_q = R_v[start:stop] + int(loo)  # Roth: the class size, the query included
+            ap1000[start:stop] = average_precision_rows(rel[:, :MAP_AT], n_q)
         if want_map:
-            r = R_v[start:stop]
-            rel_r = rel & (np.arange(K)[None, :] < r[:, None])  # only the first R_q ranks count
-            hits_so_far = np.cumsum(rel_r, axis=1, dtype=np.int32)
-            precision_at_i = hits_so_far / np.arange(1, K + 1, dtype=np.float64)
-            ap[start:stop] = (precision_at_i * rel_r).sum(axis=1) / r
-            rp[start:stop] = rel_r.sum(axis=1) / r
+            ap[start:stop], rp[start:stop] = _map_r_rows(rel, R_v[start:stop])
     out = {f"recall@{x}": float(hits[:, j].mean()) for j, x in enumerate(ks)}
+    if want_1000:
+        out["map@1000"] = float(ap1000.sum() / (len(q_codes) if loo else valid.size))
     if want_map:
         out["map@r"] = float(ap.mean())
         out["r_precision"] = float(rp.mean())
@@ -347,6 +355,12 @@ def _knn_metrics(
                 knob,
             )
     return out
+
+
+def _map_r_rows(rel: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP@R and R-precision of each query from its retrieved ranks ``rel`` and R_q ``r``."""
+    rel_r = rel & (np.arange(rel.shape[1])[None, :] < r[:, None])  # only the first R_q ranks
+    return average_precision_rows(rel_r, r), rel_r.sum(axis=1) / r
 
 
 def kmeans_assign(
@@ -381,17 +395,18 @@ def kmeans_assign(
 
 
 def _clustering_metrics(
-    x: np.ndarray, codes: np.ndarray, seed: int, niter: int, backend: SearchBackend
+    x: np.ndarray, codes: np.ndarray, seed: int, niter: int, backend: SearchBackend, parts=PARTS
 ) -> dict[str, float]:
     from sklearn.metrics import normalized_mutual_info_score
 
     _, codes = np.unique(codes, return_inverse=True)  # only the classes present among the queries
     codes = codes.reshape(-1)
     assign = kmeans_assign(x, int(codes.max()) + 1, seed, niter, backend)
-    return {
-        "nmi": float(normalized_mutual_info_score(codes, assign)),
-        "ami": adjusted_mutual_info(codes, assign),
-    }
+    out = {"f1": pairwise_f1(codes, assign)} if "f1" in parts else {}
+    if "clustering" in parts:
+        out["nmi"] = float(normalized_mutual_info_score(codes, assign))
+        out["ami"] = adjusted_mutual_info(codes, assign)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 from langdml.config import ExperimentConfig, dump_yaml, load_yaml, migrate_config
 from langdml.errors import LangDMLError
 from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS
-from langdml.io import atomic_torch_save, atomic_write_text, load_torch_file
+from langdml.io import atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
 
 # Keys that do not change results: a resumed run may differ in them.
 _IGNORED = {"train.progress", "output_dir", "train.num_workers", "eval.every"}
@@ -111,3 +111,23 @@ def save_best(run_dir: Path, state, epoch: int) -> None:
         run_dir / BEST,
         {"model": state.model.state_dict(), "loss": state.loss_fn.state_dict(), "epoch": epoch},
     )
+
+
+def write_provenance(cfg: ExperimentConfig, state, run_dir: Path) -> None:
+    """provenance.json (versions, CUDA/GPU, git commit, dataset fingerprints, text model) at
+    training start; a resumed run keeps the original record and appends what it resumed with."""
+    from langdml import provenance
+    from langdml.experiment import needs_text
+
+    record = provenance.collect(
+        dataset=cfg.data.dataset,
+        fingerprints={"train": state.data.train.fingerprint, state.data.eval_split:
+                      state.data.eval.fingerprint},
+        text_model=cfg.text.text_model if needs_text(cfg) else None,
+    )  # fmt: skip
+    path = run_dir / provenance.PROVENANCE
+    if state.resumed and path.is_file():
+        old = json.loads(path.read_text())
+        old.setdefault("resumed", []).append({"epoch": state.start_epoch, **record})
+        record = old
+    atomic_write_json(path, record)

@@ -26,9 +26,10 @@ import torch
 
 from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError
-from langdml.eval.metrics import METRIC_KEYS
+from langdml.eval.roth import is_metric_key
 from langdml.experiment import (
     METRICS,
+    NO_BEST,
     build_model,
     build_run_loss,
     class_text_embeddings,
@@ -36,7 +37,13 @@ from langdml.experiment import (
 )
 from langdml.io import atomic_write_json
 from langdml.train import distributed as dd
-from langdml.train.checkpoint import load_checkpoint, precheck, save_best, save_checkpoint
+from langdml.train.checkpoint import (
+    load_checkpoint,
+    precheck,
+    save_best,
+    save_checkpoint,
+    write_provenance,
+)
 from langdml.train.evaluation import evaluate_distributed
 from langdml.train.logs import tensorboard, write_logs
 from langdml.train.loop import TrainState, run_epoch
@@ -154,6 +161,8 @@ def _evaluate_epoch(
         raise ConfigError(
             f"eval.best_metric {cfg.eval.best_metric!r} is not one of {sorted(metrics)}"
         )
+    if state.data.eval_split != "val":
+        return  # no validation split: selecting on the test classes would bias the results
     if not state.best or value > state.best["value"]:
         state.best = {
             "epoch": epoch + 1,
@@ -187,6 +196,8 @@ def _train(
     state = _setup(cfg, ctx, device)
     state.run_dir = run_dir
     _resume(cfg, state, run_dir, ctx, device)
+    if ctx.is_main:
+        write_provenance(cfg, state, run_dir)
     # DDP wraps the model only for the training forward; evaluation calls the bare module (a
     # DDP forward would issue collectives that ranks embedding different shares cannot match).
     train_model = dd.wrap_model(state.model, ctx, device)
@@ -208,10 +219,11 @@ def _train(
 
 def _finish(cfg, state: TrainState, run_dir: Path, ctx, device, post_train) -> dict[str, Any]:
     """metrics.json (rank 0, after the post-training step) and the summary every rank returns."""
-    final = {k: v for k, v in state.history[-1].items() if k in METRIC_KEYS}
+    final = {k: v for k, v in state.history[-1].items() if is_metric_key(k)}
     summary = {
         "final": final,
         "best": state.best,
+        **({} if state.best else {"best_unavailable": NO_BEST}),
         "epochs": cfg.train.epochs,
         "eval_split": state.data.eval_split,
         "baselines": state.baselines,
