@@ -147,8 +147,8 @@ def test_output_dir_that_is_a_file_is_one_line(folder, tmp_path, capsys):
     assert str(blocker) in line
 
 
-def _finished_run(folder, tmp_path):
-    cfg = _cfg(folder, tmp_path)
+def _finished_run(folder, tmp_path, **over):
+    cfg = _cfg(folder, tmp_path, **over)
     path = _write_cfg(cfg, tmp_path)
     assert main(["train", str(path)]) == 0
     return cfg, path, tmp_path / "run"
@@ -159,7 +159,9 @@ class _NotATensor:
 
 
 def test_damaged_checkpoints_are_one_line_naming_the_file(folder, tmp_path, capsys):
-    cfg, path, run = _finished_run(folder, tmp_path)
+    # a validation split, so the run keeps a best.pt (chosen on validation) to point at
+    over = {"data.validation_fraction": 0.3, "train.batch_size": 4}
+    cfg, path, run = _finished_run(folder, tmp_path, **over)
     (run / "metrics.json").unlink()  # force a resume that reads checkpoint.pt
     good = (run / "checkpoint.pt").read_bytes()
     damaged = {
