@@ -55,7 +55,15 @@ class ModelConfig(_Strict):
         "pretrained; needs hub access), none (random) or a .pth / .safetensors path.",
     )
     frozen_trunk: bool = Field(
-        True, description="Freeze the trunk and train the head on its cached features."
+        True,
+        description="Freeze the trunk and train the head on its cached features (the same as "
+        "trainable_blocks 0; false is trainable_blocks all).",
+    )
+    trainable_blocks: int | Literal["all"] | None = Field(
+        None,
+        description="Trunk stages trained with the head: 0 (frozen trunk, cached features), N "
+        "(the last N stages of timm's blocks + conv_head/bn2/pool, on cached prefix "
+        "activations) or all (full fine-tuning); null: from frozen_trunk.",
     )
     image_size: int = Field(128, ge=16, description="Side of the square input in pixels.")
     augment_views: int = Field(
@@ -75,6 +83,36 @@ class ModelConfig(_Strict):
     frozen_bn: bool = Field(
         True, description="Fine-tuning: keep the trunk's BatchNorm statistics and affine fixed."
     )
+
+    @field_validator("trainable_blocks", mode="before")
+    @classmethod
+    def _blocks(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+    @model_validator(mode="after")
+    def _trunk(self) -> ModelConfig:
+        blocks = self.trainable_blocks
+        if isinstance(blocks, int) and blocks < 0:
+            raise ValueError(f"model.trainable_blocks must be >= 0 or 'all', got {blocks}")
+        if blocks is None:
+            blocks = 0 if self.frozen_trunk else "all"
+        elif "frozen_trunk" in self.model_fields_set and self.frozen_trunk != (blocks == 0):
+            raise ValueError(
+                f"model.frozen_trunk {str(self.frozen_trunk).lower()} conflicts with "
+                f"model.trainable_blocks {blocks}; set only trainable_blocks"
+            )
+        # Bypass validate_assignment (it would rerun this validator).
+        self.__dict__["trainable_blocks"] = blocks
+        self.__dict__["frozen_trunk"] = blocks == 0
+        return self
+
+    @property
+    def partial_blocks(self) -> int:
+        """N of a partial fine-tuning run (the last N trunk stages train), else 0."""
+        b = self.trainable_blocks
+        return b if isinstance(b, int) else 0
 
 
 class TextConfig(_Strict):

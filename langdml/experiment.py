@@ -38,13 +38,15 @@ NO_BEST = (
 
 @dataclass
 class RunData:
-    """What a run trains and evaluates on; frozen-trunk runs carry cached features."""
+    """What a run trains and evaluates on; frozen-trunk runs carry cached features, partial
+    fine-tuning runs the cached activations of the frozen trunk prefix."""
 
     train: ImageDataset
     eval: ImageDataset
     eval_split: str  # "test" or "val"
-    train_features: torch.Tensor | None = None  # (V, N_train, D)
-    eval_features: torch.Tensor | None = None  # (N_eval, D)
+    # (V, N_train, D) pooled features, or (V, N_train, C, H, W) prefix activations (partial)
+    train_features: torch.Tensor | None = None
+    eval_features: torch.Tensor | None = None  # (N_eval, ...)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,7 +62,7 @@ def prepare_data(cfg: ExperimentConfig) -> RunData:
         inner = class_disjoint_split(train, 1.0 - cfg.data.validation_fraction)
         train, held_out, name = inner.train, inner.test, "val"
     data = RunData(train=train, eval=held_out, eval_split=name)
-    if cfg.model.frozen_trunk:
+    if cfg.model.frozen_trunk or cfg.model.partial_blocks:
         _attach_features(cfg, dataset, data)
     return data
 
@@ -69,7 +71,10 @@ def _attach_features(cfg: ExperimentConfig, dataset: ImageDataset, data: RunData
     from langdml.models import extract_features
 
     m = cfg.model
-    spec = FeatureSpec(m.backbone, m.weights, m.image_size, m.augment_views, m.crop_pct)
+    spec = FeatureSpec(
+        m.backbone, m.weights, m.image_size, m.augment_views, m.crop_pct,
+        prefix_blocks=m.partial_blocks,
+    )  # fmt: skip
     feats = extract_features(
         dataset, spec, cache_dir=cfg.data.cache_dir, device=cfg.train.device,
         progress=cfg.train.progress,
@@ -152,6 +157,17 @@ def build_model(cfg: ExperimentConfig, data: RunData) -> EmbeddingModel:
     backbone = None
     if cfg.model.frozen_trunk:
         in_dim = int(data.train_features.shape[-1])
+    elif cfg.model.partial_blocks:
+        # Partial fine-tuning: the inputs are the cached prefix activations; the model is the
+        # trainable suffix (last N stages + conv_head/bn2/pool) + head.
+        from langdml.models import freeze_batchnorm
+        from langdml.models.backbones import split_trunk
+
+        trunk, info = create_backbone(cfg.model.backbone, cfg.model.weights)
+        backbone = split_trunk(trunk, cfg.model.partial_blocks)[1]
+        if cfg.model.frozen_bn:
+            freeze_batchnorm(backbone)
+        in_dim = info.feature_dim
     else:
         backbone, info = create_backbone(
             cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn

@@ -38,6 +38,7 @@ def model_card(run: LoadedRun, fmt: str, path: Path) -> dict[str, Any]:
             "backbone": cfg.model.backbone,
             "weights": cfg.model.weights,
             "frozen_trunk": cfg.model.frozen_trunk,
+            "trainable_blocks": cfg.model.trainable_blocks,
         },
         "text_model": cfg.text.text_model if run.has_text else None,
         "text_side": "text projection (not exported)" if run.has_text else None,

@@ -34,6 +34,14 @@ width:104px} .muted{color:#777;font-size:12px} .cls td{padding:2px 10px;font-siz
 """
 
 
+def _trunk_words(model) -> str:
+    if model.frozen_trunk:
+        return "frozen trunk"
+    if model.partial_blocks:
+        return f"last {model.partial_blocks} trunk stages fine-tuned"
+    return "fine-tuned"
+
+
 def _esc(text: Any) -> str:
     return html.escape(str(text))
 
@@ -170,7 +178,7 @@ def write_report(run: LoadedRun, out: str | Path, queries: int = 8, k: int = 6) 
     sections = [
         f"<h1>{_esc(cfg.name)} — {_esc(run.run_dir)}</h1><p class=muted>dataset "
         f"{_esc(cfg.data.dataset)}; {_esc(cfg.model.backbone)} "
-        f"({'frozen trunk' if cfg.model.frozen_trunk else 'fine-tuned'}), {cfg.model.head} head "
+        f"({_trunk_words(cfg.model)}), {cfg.model.head} head "
         f"→ {cfg.model.embedding_dim}-d; loss {_esc(cfg.loss.base.name)} + {_esc(regs)}; "
         f"checkpoint {_esc(run.opened.checkpoint)} (epoch {run.opened.epoch})</p>",
         "<h2>Headline metrics</h2>" + _metrics_table(run),

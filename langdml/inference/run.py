@@ -129,6 +129,14 @@ class LoadedRun:
                 from langdml.models import create_backbone
 
                 backbone, _ = create_backbone(self.config.model.backbone, self.config.model.weights)
+            elif self.config.model.partial_blocks:  # partial: frozen prefix + trained suffix
+                from langdml.models import create_backbone
+                from langdml.models.backbones import split_trunk
+
+                m = self.config.model
+                trunk, _ = create_backbone(m.backbone, m.weights)
+                prefix = split_trunk(trunk, m.partial_blocks)[0]
+                backbone = nn.Sequential(prefix, backbone)
             self._tower = ImageTower(backbone, self.model.head).to(self.device).eval()
         return self._tower
 

@@ -122,3 +122,27 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
 
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     return self
+
+
+def split_trunk(model: nn.Module, trainable_blocks: int) -> tuple[nn.Module, nn.Module]:
+    """(frozen prefix, trainable suffix) of a timm trunk with a ``blocks`` stage list.
+
+    A *stage* is one entry of timm's ``model.blocks`` (EfficientNet / MobileNet family: the
+    blocks of one resolution and width; EfficientNet-Lite0 has 7). The suffix is the last
+    ``trainable_blocks`` stages + ``conv_head``/``bn2`` + the global pool, so
+    ``suffix(prefix(x)) == model(x)`` for a features-only model; the prefix is the stem + the
+    other stages.
+    """
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not hasattr(model, "conv_head"):
+        raise ModelError(
+            f"model.trainable_blocks N needs a trunk with timm 'blocks' stages "
+            f"(EfficientNet/MobileNet family), not {type(model).__name__}; use 0 or all"
+        )
+    k = len(blocks)
+    if not 1 <= trainable_blocks <= k:
+        raise ModelError(f"model.trainable_blocks must be 0, 1..{k} or all, got {trainable_blocks}")
+    cut = k - trainable_blocks
+    prefix = nn.Sequential(model.conv_stem, model.bn1, *list(blocks)[:cut])
+    suffix = nn.Sequential(*list(blocks)[cut:], model.conv_head, model.bn2, model.global_pool)
+    return prefix, suffix

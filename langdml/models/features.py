@@ -2,8 +2,9 @@
 
 A cache entry is keyed by backbone + weights + image size + dataset fingerprint + augmentation +
 a content fingerprint of the images, and stored as safetensors (``features``: (V, N, D) float32,
-view 0 the clean eval transform, views 1..V-1 augmented) plus JSON metadata. Extraction writes one
-part file per chunk, so an interrupted extraction resumes where it stopped.
+view 0 the clean eval transform, views 1..V-1 augmented; partial fine-tuning caches the frozen
+prefix's activations, (V, N, C, H, W), the same way, keyed also by the prefix) plus JSON metadata.
+Extraction writes one part file per chunk, so an interrupted extraction resumes where it stopped.
 
 Content fingerprint (``content_fingerprint``): for images that are files, the (path, size,
 mtime_ns) of every file — the fast path, one ``stat`` per image, no reading — so overwriting
@@ -52,23 +53,27 @@ class FeatureSpec:
     augment_views: int = 0  # extra randomly augmented views per image (train-time variety)
     crop_pct: float | None = None
     seed: int = 0
+    # > 0: the activations of the frozen PREFIX of partial fine-tuning (model.trainable_blocks N,
+    # see backbones.split_trunk) instead of pooled features: (V, N_images, C, H, W).
+    prefix_blocks: int = 0
 
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
         if Path(self.weights).is_file():  # a local file: key on its content, not its path
             weights_id = hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()[:16]
-        return stable_hash(
-            [
-                self.backbone,
-                weights_id,
-                self.image_size,
-                self.augment_views,
-                self.crop_pct,
-                self.seed,
-                dataset.fingerprint,
-                content_fingerprint(dataset),
-            ]
-        )
+        parts = [
+            self.backbone,
+            weights_id,
+            self.image_size,
+            self.augment_views,
+            self.crop_pct,
+            self.seed,
+            dataset.fingerprint,
+            content_fingerprint(dataset),
+        ]
+        if self.prefix_blocks:  # pooled-feature keys stay what they were
+            parts.append(f"prefix-{self.prefix_blocks}")
+        return stable_hash(parts)
 
 
 def content_fingerprint(dataset: ImageDataset) -> str:
@@ -165,6 +170,10 @@ def extract_features(
         return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
     model, info = create_backbone(spec.backbone, spec.weights)
+    if spec.prefix_blocks:
+        from langdml.models.backbones import split_trunk
+
+        model = split_trunk(model, spec.prefix_blocks)[0]
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     torch.manual_seed(spec.seed)
     transforms = [image_transform(spec.image_size, info.mean, info.std, crop_pct=spec.crop_pct)]
@@ -195,12 +204,14 @@ def extract_features(
         "weights": spec.weights,
         "image_size": spec.image_size,
         "augment_views": spec.augment_views,
+        "prefix_blocks": spec.prefix_blocks,
         "crop_pct": spec.crop_pct,
         "seed": spec.seed,
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
         "num_images": n,
-        "feature_dim": int(feats.shape[-1]),
+        "feature_dim": int(feats.shape[2]),
+        "shape": list(feats.shape[2:]),
         "class_names": dataset.class_names,
     }
     atomic_write(path, lambda p: save_file({"features": feats.contiguous()}, str(p)))
