@@ -1,17 +1,12 @@
 """Partial fine-tuning (model.trainable_blocks N): config mapping, the trunk split, training the
 suffix on cached prefix activations, exact resume after SIGKILL, the image tower of a run."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from langdml.config import dump_yaml, load_config
+from langdml.config import load_config
 from langdml.errors import ConfigError
 from langdml.train import train
 
@@ -116,31 +111,13 @@ def test_partial_run_trains_suffix_on_cached_activations(emoji_subset_folder, ca
 
 
 def test_partial_sigkill_mid_epoch_then_resume_gives_identical_metrics(
-    emoji_subset_folder, cache, tmp_path
+    emoji_subset_folder, cache, tmp_path, train_killed_mid_run
 ):
     over = {"train.epochs": 6, "train.iterations_per_epoch": 20}
     reference = train(_cfg(emoji_subset_folder, cache, tmp_path / "ref", **over))
 
     cfg = _cfg(emoji_subset_folder, cache, tmp_path / "killed", **over)
-    cfg_path = tmp_path / "killed.yaml"
-    cfg_path.write_text(dump_yaml(cfg))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "langdml", "train", str(cfg_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.time() + 240
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = torch.load(ckpt, weights_only=True)
-    assert 1 <= state["epoch"] < 6, "the kill must land before the run finished"
-    assert not (tmp_path / "killed" / "metrics.json").exists()
+    train_killed_mid_run(cfg, 6)
     resumed = train(cfg)
     assert resumed.resumed
     assert resumed.metrics == reference.metrics  # exact, not approximate

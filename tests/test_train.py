@@ -3,10 +3,6 @@ resume after SIGKILL, NaN handling, CLI train/evaluate."""
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,33 +66,13 @@ def test_training_beats_untrained_head_and_raw_features(emoji_subset_folder, cac
 
 
 def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(
-    emoji_subset_folder, cache, tmp_path
+    emoji_subset_folder, cache, tmp_path, train_killed_mid_run
 ):
     over = {"train.epochs": 8, "train.iterations_per_epoch": 40, "loss.regularizers": "direction"}
     reference = train(_cfg(emoji_subset_folder, cache, tmp_path / "ref", **over))
 
     cfg = _cfg(emoji_subset_folder, cache, tmp_path / "killed", **over)
-    cfg_path = tmp_path / "killed.yaml"
-    from langdml.config import dump_yaml
-
-    cfg_path.write_text(dump_yaml(cfg))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "langdml", "train", str(cfg_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.time() + 240
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = torch.load(ckpt, weights_only=True)
-    assert 1 <= state["epoch"] < 8, "the kill must land before the run finished"
-    assert not (tmp_path / "killed" / "metrics.json").exists()
+    train_killed_mid_run(cfg, 8)
     resumed = train(cfg)
     assert resumed.resumed
     assert resumed.metrics == reference.metrics  # exact, not approximate
@@ -234,7 +210,6 @@ def test_provenance_record_names_versions_git_and_text_model(tmp_path):
     hub = tmp_path / "hub" / "models--org--m" / "refs"
     hub.mkdir(parents=True)
     (hub / "main").write_text("deadbeef\n")
-    import os
 
     os.environ["HF_HUB_CACHE"] = str(tmp_path / "hub")
     try:

@@ -46,6 +46,8 @@ def _bold(cell: str) -> str:
 def write_ablation_report(folder: str | Path, out: str | Path, cell_reports: bool = False) -> Path:
     """Write the ablation page to ``out``; with ``cell_reports`` each finished cell run gets its
     own ``report.html`` first (slow: one run report each)."""
+    from langdml.experiment import CHECKPOINT
+
     folder, out = Path(folder), Path(out)
     md = folder / "results.md"
     parts = [_markdown_table(md.read_text()) if md.is_file() else ""]
@@ -60,7 +62,7 @@ def write_ablation_report(folder: str | Path, out: str | Path, cell_reports: boo
     links = []
     for rec in records:
         run_dir = folder / "runs" / rec.get("run_id", "")
-        if cell_reports and rec.get("status") == "ok" and (run_dir / "checkpoint.pt").is_file():
+        if cell_reports and rec.get("status") == "ok" and (run_dir / CHECKPOINT).is_file():
             from langdml.inference.report import write_report
             from langdml.inference.run import load_run
 

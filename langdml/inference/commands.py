@@ -110,7 +110,8 @@ def gallery_table(run, args):
     dataset = load_dataset(args.dataset, cache_dir=args.cache_dir or run.config.data.cache_dir)
     part, rows = select_split(run, dataset, args.split)
     emb = run.embed_dataset(dataset, batch_size=args.batch_size, progress=progress)[rows]
-    paths = [dataset_paths(dataset, args.dataset)[i] for i in rows]
+    all_paths = dataset_paths(dataset, args.dataset)  # once, not once per row
+    paths = [all_paths[i] for i in rows]
     source = f"{args.dataset} ({args.split})"
     return GalleryTable(emb, part.labels, paths, list(part.class_names), run.fingerprint(),
                         metric, source)  # fmt: skip

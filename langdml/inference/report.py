@@ -15,12 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from langdml.eval.metrics import METRIC_KEYS
 from langdml.experiment import METRICS, embed, embed_train, needs_text
 from langdml.inference import report_plots as plots
 from langdml.inference.index import GalleryIndex
 from langdml.inference.run import LoadedRun
 
-HEADLINE = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami")
+HEADLINE = METRIC_KEYS  # the default metrics of an evaluation
 STYLE = """
 body{font-family:sans-serif;margin:24px;color:#222;max-width:1150px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:26px 0 8px}

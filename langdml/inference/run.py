@@ -3,7 +3,6 @@ a text side), search a gallery. Reopening goes through :func:`langdml.experiment
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from langdml.experiment import (
     open_run,
     uses_text_proxies,
 )
+from langdml.io import file_sha256
 
 
 class ImageTower(nn.Module):
@@ -37,14 +37,6 @@ class ImageTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
-
-
-def file_sha256(path: Path, length: int = 16) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 def open_image(item: Any):
@@ -90,9 +82,9 @@ class LoadedRun:
         ckpt = self.run_dir / CHECKPOINTS[self.opened.checkpoint]
         return {
             "run_dir": str(self.run_dir.resolve()),
-            "config_sha256": file_sha256(self.run_dir / CONFIG),
+            "config_sha256": file_sha256(self.run_dir / CONFIG)[:16],
             "checkpoint": ckpt.name,
-            "checkpoint_sha256": file_sha256(ckpt),
+            "checkpoint_sha256": file_sha256(ckpt)[:16],
             "epoch": self.opened.epoch,
         }
 

@@ -8,7 +8,13 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 
-from ._common import check_labels_below, distance_matrix, mined_pair_counts, zero_loss
+from ._common import (
+    check_labels_below,
+    distance_matrix,
+    mined_pair_counts,
+    positive_negative_masks,
+    zero_loss,
+)
 from .base import IndicesTuple, MetricLoss
 
 
@@ -141,9 +147,7 @@ class MarginLoss(MetricLoss):
         if indices_tuple is not None:
             wp, wn, triplets = mined_triplet_weights(indices_tuple, x.shape[0], x.device)
         else:
-            pos = labels[:, None] == labels[None, :]
-            neg = ~pos
-            pos.fill_diagonal_(False)
+            pos, neg = positive_negative_masks(labels)
             if self.triplets_per_anchor == "all":
                 wp, wn, triplets = triplet_pair_weights(pos, neg)
             else:

@@ -19,13 +19,22 @@ def similarity_distillation(student: Tensor, teacher: Tensor, temperature: float
     """(T²/B) Σ_i KL(σ(S_t[i, :] / T) ‖ σ(S_s[i, :] / T)): S_s, S_t the (B, B) cosine matrices
     of the student and teacher embeddings (rows L2-normalised, diagonal included), σ a row
     softmax. The teacher side is detached: only the student receives a gradient."""
+    return _distill(_student_log_p(student, temperature), teacher, temperature)
+
+
+def _student_log_p(student: Tensor, temperature: float) -> Tensor:
+    return log_softmax(cosine_matrix(student) / temperature, dim=1)
+
+
+def _distill(log_p_student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """similarity_distillation from the student's row log-softmax, so S2SDLoss builds it once
+    for all its teachers."""
     t = temperature
-    log_p_student = log_softmax(cosine_matrix(student) / t, dim=1)
     with torch.no_grad():
         z = normalize(as_fp32(teacher.detach()))
         log_p_teacher = log_softmax((z @ z.T) / t, dim=1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum()
-    return kl * (t * t) / student.shape[0]
+    return kl * (t * t) / log_p_student.shape[0]
 
 
 class S2SDLoss(nn.Module):
@@ -150,14 +159,13 @@ class S2SDLoss(nn.Module):
             dml_heads = torch.stack(
                 [loss(as_fp32(a), labels) for loss, a in zip(self.auxiliary_losses, auxiliary)]
             ).mean()
-            kl = torch.stack(
-                [similarity_distillation(x, a, self.temperature) for a in auxiliary]
-            ).mean()
+            log_p = _student_log_p(x, self.temperature)  # shared by every teacher
+            kl = torch.stack([_distill(log_p, a, self.temperature) for a in auxiliary]).mean()
             total = 0.5 * (dml_target + dml_heads) + self.weight * kl
             terms = {"target": dml_target, "heads": dml_heads, "distill": kl}
             use_features = features is not None and int(self.calls) >= self.feature_delay
             if use_features and self.feature_weight > 0:
-                kl_feat = similarity_distillation(x, features, self.temperature)
+                kl_feat = _distill(log_p, features, self.temperature)
                 total = total + self.feature_weight * kl_feat
                 terms["feature_distill"] = kl_feat
         if self.training:

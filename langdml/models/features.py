@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from langdml.data.records import ImageDataset
-from langdml.io import atomic_write, atomic_write_json, cache_root, stable_hash
+from langdml.io import atomic_write, atomic_write_json, cache_root, file_sha256, stable_hash
 
 
 @dataclass
@@ -60,7 +60,7 @@ class FeatureSpec:
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
         if Path(self.weights).is_file():  # a local file: key on its content, not its path
-            weights_id = hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()[:16]
+            weights_id = file_sha256(self.weights)[:16]
         parts = [
             self.backbone,
             weights_id,
@@ -94,18 +94,10 @@ def _report(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_cached(path: Path, meta_path: Path, dataset: ImageDataset) -> tuple | None:
     """(features, meta) of a verified cache entry; None when absent, stale or damaged (a damaged
     entry is reported in one warning line naming the file, and the caller rebuilds it)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     if not (path.is_file() and meta_path.is_file()):
         return None
@@ -118,14 +110,15 @@ def _load_cached(path: Path, meta_path: Path, dataset: ImageDataset) -> tuple | 
         return None
     if meta.get("class_names") != dataset.class_names or meta.get("num_images") != len(dataset):
         return None
-    if meta.get("sha256") != _file_sha256(path):
+    blob = path.read_bytes()  # read once: checksummed, then parsed from memory
+    if meta.get("sha256") != hashlib.sha256(blob).hexdigest():
         _report(
             f"feature cache {path} does not match its checksum (truncated or corrupted); "
             "rebuilding it"
         )
         return None
     try:
-        feats = load_file(str(path))["features"]
+        feats = load(blob)["features"]
     except Exception as exc:  # safetensors raises its own error type
         _report(f"feature cache {path} is unreadable ({exc}); rebuilding it")
         return None
@@ -215,7 +208,7 @@ def extract_features(
         "class_names": dataset.class_names,
     }
     atomic_write(path, lambda p: save_file({"features": feats.contiguous()}, str(p)))
-    meta["sha256"] = _file_sha256(path)
+    meta["sha256"] = file_sha256(path)
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
