@@ -58,8 +58,11 @@ def test_resampling_classes_widens_the_interval_when_classes_vary():
 
 def _write(run_dir, values, queries):
     run_dir.mkdir(parents=True)
-    rows = [{"class": c, "class_name": f"c{c}", "queries": int(queries[c]),
-             "recall@1": float(v), "map@r": float(v) / 2} for c, v in enumerate(values)]  # fmt: skip
+    rows = [
+        {"class": c, "class_name": f"c{c}", "queries": int(queries[c]),
+         "recall@1": float(v), "map@r": float(v) / 2}
+        for c, v in enumerate(values)
+    ]  # fmt: skip
     (run_dir / PER_CLASS).write_text(per_class_csv(rows))
 
 
@@ -94,11 +97,24 @@ def test_report_shows_the_class_seed_interval(tmp_path):
             run_dir = tmp_path / f"{cell.id}-s{seed}"
             _write(run_dir, values, queries)
             run_id = run_dir.name
-            runs.append(SimpleNamespace(id=run_id, cell=cell, seed=seed,
-                                        config=SimpleNamespace(output_dir=str(run_dir))))
+            runs.append(
+                SimpleNamespace(
+                    id=run_id, cell=cell, seed=seed, config=SimpleNamespace(output_dir=str(run_dir))
+                )
+            )
             r1 = float((values * queries).sum() / queries.sum())
-            rows.append({"run_id": run_id, "cell_id": cell.id, "seed": seed, "status": "ok",
-                         "recall@1": r1, "map@r": r1 / 2, "r_precision": 0.3, "nmi": 0.5})
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "cell_id": cell.id,
+                    "seed": seed,
+                    "status": "ok",
+                    "recall@1": r1,
+                    "map@r": r1 / 2,
+                    "r_precision": 0.3,
+                    "nmi": 0.5,
+                }
+            )
     abl = SimpleNamespace(runs=runs, grid={"loss.base.name": [], "loss.regularizers": []})
     cells = summarise(abl, rows)
     lang = next(c for c in cells if c["regularizers"] == "language")

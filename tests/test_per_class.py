@@ -142,7 +142,9 @@ def test_group_codes_compare_whole_prefixes():
 
 def test_hierarchy_file_and_its_errors(tmp_path):
     f = tmp_path / "h.csv"
-    f.write_text("class_name,group\nBlack  Footed Albatross,seabirds/albatrosses\nwren,songbirds/wrens\n")
+    f.write_text(
+        "class_name,group\nBlack  Footed Albatross,seabirds/albatrosses\nwren,songbirds/wrens\n"
+    )
     hier = read_hierarchy(f)
     assert hier["black footed albatross"] == ("seabirds", "albatrosses")
     codes = class_group_codes(["black footed albatross", "wren"], hier)
