@@ -113,6 +113,7 @@ def test_report_shows_the_class_seed_interval(tmp_path):
                     "map@r": r1 / 2,
                     "r_precision": 0.3,
                     "nmi": 0.5,
+                    "hier/hp@1": 0.6 + gain,
                 }
             )
     abl = SimpleNamespace(runs=runs, grid={"loss.base.name": [], "loss.regularizers": []})
@@ -124,6 +125,8 @@ def test_report_shows_the_class_seed_interval(tmp_path):
     md = markdown_table(cells)
     row = next(line for line in md.splitlines() if "| language |" in line)
     assert f"[{lo * 100:+.2f}, {hi * 100:+.2f}]" in row and "ˢ" not in row
+    assert "hP@1" in md.splitlines()[0]  # runs evaluated with a hierarchy get its columns
+    assert "64.00" in row
     csv_lines = stats_csv(cells).splitlines()
     assert csv_lines[0].endswith("ci_class_low,ci_class_high")
     assert all(line.split(",")[-1] != "" for line in csv_lines[1:])
