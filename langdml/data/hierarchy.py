@@ -13,8 +13,8 @@ Sources (``eval.hierarchy``):
   whose first cell is ``class`` or ``class_name`` are skipped. Every class must have a path of
   the same depth (the metrics compare levels), and every evaluated class must be listed.
 
-Class names are matched after :func:`~langdml.data.names.collapse_whitespace` and lower-casing, so
-a file may use the dataset's folder spelling's case freely.
+Class names are matched after :func:`~langdml.data.names.collapse_whitespace` and lower-casing
+(the loaders' cleaned names are lower-case; a file may keep the original capitals).
 """
 
 from __future__ import annotations
