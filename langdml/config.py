@@ -35,8 +35,8 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     dataset: str = Field(
         "emoji",
-        description="Dataset spec: emoji, cub200:PATH, cars196:PATH, sop:PATH, imagefolder:PATH or "
-        "hf:NAME_OR_PATH.",
+        description="Dataset spec: emoji, cub200:PATH, cars196:PATH, sop:PATH, inshop:PATH, "
+        "imagefolder:PATH or hf:NAME_OR_PATH.",
     )
     train_fraction: float = Field(
         0.5,
@@ -320,6 +320,12 @@ class EvalConfig(_Strict):
     search: Literal["exact", "ivf", "hnsw"] = "exact"
     search_params: dict[str, Any] = Field(
         default_factory=dict, description="Options of the approximate index (see search)."
+    )
+    hierarchy: str | None = Field(
+        None,
+        description="Class hierarchy of the mistake-severity metrics: a CSV/TSV file of "
+        "class_name,group[/subgroup]; null: the dataset's own (emoji: Unicode group/subgroup); "
+        "none: off.",
     )
 
     @field_validator("recall_at")

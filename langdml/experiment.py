@@ -17,6 +17,7 @@ import torch
 
 from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate_config
 from langdml.data import ImageDataset, class_disjoint_split, load_dataset
+from langdml.data.records import query_gallery
 from langdml.errors import ConfigError, LangDMLError
 from langdml.io import load_torch_file, text_cache_dir
 from langdml.losses.vocab import TEXT_PROXY_BASES
@@ -47,6 +48,8 @@ class RunData:
     # (V, N_train, D) pooled features, or (V, N_train, C, H, W) prefix activations (partial)
     train_features: torch.Tensor | None = None
     eval_features: torch.Tensor | None = None  # (N_eval, ...)
+    # (C_eval, D) group codes of the eval classes in eval.hierarchy (None: no hierarchy)
+    group_codes: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,9 +65,21 @@ def prepare_data(cfg: ExperimentConfig) -> RunData:
         inner = class_disjoint_split(train, 1.0 - cfg.data.validation_fraction)
         train, held_out, name = inner.train, inner.test, "val"
     data = RunData(train=train, eval=held_out, eval_split=name)
+    data.group_codes = eval_group_codes(cfg, dataset.name, held_out)
     if cfg.model.frozen_trunk or cfg.model.partial_blocks:
         _attach_features(cfg, dataset, data)
     return data
+
+
+def eval_group_codes(
+    cfg: ExperimentConfig, dataset_name: str, held_out: ImageDataset
+) -> np.ndarray | None:
+    """The eval classes' group codes in the run's class hierarchy (``langdml.data.hierarchy``),
+    checked before training so a bad file fails in the first second, not after the last epoch."""
+    from langdml.data.hierarchy import class_group_codes, resolve_hierarchy
+
+    hierarchy = resolve_hierarchy(cfg.eval.hierarchy, dataset_name)
+    return None if hierarchy is None else class_group_codes(held_out.class_names, hierarchy)
 
 
 def _attach_features(cfg: ExperimentConfig, dataset: ImageDataset, data: RunData) -> None:
@@ -283,15 +298,29 @@ def embed_train(model: EmbeddingModel, cfg: ExperimentConfig, data: RunData) -> 
 
 
 def evaluate_embeddings(
-    cfg: ExperimentConfig, embeddings: torch.Tensor, labels: np.ndarray
+    cfg: ExperimentConfig,
+    embeddings: torch.Tensor,
+    labels: np.ndarray,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
+    """The run's metrics of ``embeddings``: leave-one-out over all of them, or, with ``split``
+    = (query rows, gallery rows) (``langdml.data.records.query_gallery``, In-Shop), queries
+    searching the gallery only (clustering then runs on the queries)."""
     from langdml.eval import retrieval_metrics
 
     include = ("recall", "map_r", "map_1000")
     include += ("clustering", "f1") if cfg.eval.clustering else ()
+    labels = np.asarray(labels)
+    reference = reference_labels = None
+    if split is not None:
+        q, g = split
+        reference, reference_labels = embeddings[g], labels[g]
+        embeddings, labels = embeddings[q], labels[q]
     return retrieval_metrics(
         embeddings,
         labels,
+        reference,
+        reference_labels,
         recall_ks=tuple(cfg.eval.recall_at),
         metric=cfg.eval.metric,
         include=include,
@@ -300,6 +329,26 @@ def evaluate_embeddings(
         search=cfg.eval.search,
         search_params=cfg.eval.search_params,
     )
+
+
+def final_details(
+    cfg: ExperimentConfig, embeddings: torch.Tensor, data: RunData
+) -> tuple[list[dict], dict[str, float]]:
+    """Per-class rows (``per_class.csv``) and the mistake-severity metrics (empty without a
+    hierarchy) of the eval embeddings (``langdml.eval.per_class``)."""
+    from langdml.eval.per_class import per_class_rows, query_results, severity_metrics
+
+    labels = data.eval.labels
+    how = dict(metric=cfg.eval.metric, device=cfg.train.device)
+    split = query_gallery(data.eval)
+    if split is None:
+        res = query_results(embeddings, labels, **how)
+    else:
+        q, g = split
+        res = query_results(embeddings[q], labels[q], embeddings[g], labels[g], **how)
+    rows = per_class_rows(res, data.eval.class_names)
+    codes = data.group_codes
+    return rows, ({} if codes is None else severity_metrics(res.labels, res.top1, codes))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ STALE_AFTER_S = 600.0
 STATES = ("done", "running", "stale", "failed", "pending")
 
 
+def extra_columns(summary: dict) -> dict:
+    """A finished run's table columns beyond the retrieval metrics: cross-modal (``xmodal``)
+    and mistake-severity (``hierarchy``) results, when it has them."""
+    return {**(summary.get("xmodal") or {}), **(summary.get("hierarchy") or {})}
+
+
 def execute(config: dict, threads: int) -> dict:
     """Train one run (in a worker process or in-process); never raises."""
     import torch
@@ -51,7 +57,7 @@ def execute(config: dict, threads: int) -> dict:
         cfg = validate_config(config)
         cfg.train.progress = False
         result = train(cfg)
-        extra = {k: v for k, v in result.extra.get("xmodal", {}).items()}
+        extra = extra_columns(result.extra)
         return {
             "status": "ok",
             "metrics": result.metrics,
@@ -209,7 +215,7 @@ def run_cell(
             done = finished(run_dir, config.get("train", {}).get("epochs"))
             if done is not None:  # e.g. a duplicate job of a run that finished meanwhile
                 seconds = cell_record(run_dir).get("seconds")
-                metrics, extra = done["final"], done.get("xmodal") or {}
+                metrics, extra = done["final"], extra_columns(done)
                 return {"status": "ok", "metrics": metrics, "extra": extra, "seconds": seconds}
             _append_attempt(run_dir, me, config)
             with contextlib.suppress(FileNotFoundError):

@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 from langdml.ablation.backends import Record, deliver, lost
-from langdml.ablation.cells import cell_record, finished, prepare_shared, read_marker, run_cell
+from langdml.ablation.cells import (
+    cell_record,
+    extra_columns,
+    finished,
+    prepare_shared,
+    read_marker,
+    run_cell,
+)
 
 
 class LocalBackend:
@@ -66,7 +73,7 @@ class LocalBackend:
         done = finished(run_dir, epochs)
         if done is not None:
             seconds = cell_record(run_dir).get("seconds")
-            extra = done.get("xmodal")
+            extra = extra_columns(done)
             res = {"status": "ok", "metrics": done["final"], "extra": extra, "seconds": seconds}
             deliver(run, res, record, notes)
             return True

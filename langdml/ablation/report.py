@@ -18,6 +18,10 @@ SHOWN = (("recall@1", "R@1"), ("map@r", "MAP@R"), ("r_precision", "R-prec"), ("n
 TESTED = (("recall@1", "R@1"), ("map@r", "MAP@R"))
 # Optional cross-modal columns (runs trained with eval.xmodal: true).
 XMODAL = (("xmodal/i2t_r@1", "i→t R@1"), ("xmodal/t2i_map@r", "t→i MAP@R"))
+# Optional mistake-severity columns (runs evaluated with a class hierarchy, eval.hierarchy).
+HIER = (("hier/top1_error_same_group", "err@1 in group"), ("hier/mistake_severity", "severity"),
+        ("hier/hp@1", "hP@1"))  # fmt: skip
+OPTIONAL = XMODAL + HIER
 
 
 def _paired_test(a: list[float], b: list[float]) -> tuple[float, float, int]:
@@ -47,8 +51,8 @@ def bootstrap_ci(
     d: list[float], n_boot: int = 10000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile CI of the mean paired difference, resampling the seeds (pairs) with
-    replacement (seeded: the same table every time). Per-class results are not stored, so the
-    spread over which classes are tested is not in it."""
+    replacement (seeded: the same table every time). It ignores which classes were tested; the
+    class × seed interval (``langdml.ablation.class_bootstrap``) includes that spread."""
     d_arr = np.asarray(d, dtype=np.float64)
     if d_arr.size < 2:
         return math.nan, math.nan
@@ -81,7 +85,7 @@ def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
             "seeds": {r["seed"]: r for r in runs},
             "failed": sum(1 for r in rows if r["cell_id"] == cell.id and r["status"] != "ok"),
         }
-        for metric, _ in SHOWN + XMODAL:
+        for metric, _ in SHOWN + OPTIONAL:
             vals = [float(r[metric]) for r in runs if r.get(metric, "") != ""]
             rec[metric] = (
                 float(np.mean(vals)) if vals else math.nan,
@@ -90,6 +94,8 @@ def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
         cells.append(rec)
     # Reference: the same cell with no regularizer.
     index = {(c["base"], c["other"], c["regularizers"]): c for c in cells}
+    dirs = {run.id: getattr(getattr(run, "config", None), "output_dir", None)
+            for run in ablation.runs}  # fmt: skip
     for c in cells:
         ref = index.get((c["base"], c["other"], "none"))
         c["deltas"] = {}
@@ -103,12 +109,27 @@ def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
                 diffs = [x - y for x, y in zip(a, b)]
                 c["deltas"][metric] = (*_paired_test(a, b), len(common))
                 c.setdefault("ci", {})[metric] = bootstrap_ci(diffs)
+                _class_ci(c, ref, common, metric, dirs)
     # Holm–Bonferroni across every test of the table (all cells, both tested metrics).
     tests = [(c, m) for c in cells for m, _ in TESTED if m in c["deltas"]]
     adjusted = holm([c["deltas"][m][1] for c, m in tests])
     for (c, m), p_adj in zip(tests, adjusted):
         c.setdefault("p_holm", {})[m] = p_adj
     return cells
+
+
+def _class_ci(c: dict, ref: dict, common: list, metric: str, dirs: dict) -> None:
+    """The class × seed bootstrap CI of a delta (``c["ci_class"]``), when every paired run
+    stored per_class.csv for the same test classes."""
+    from langdml.ablation.class_bootstrap import cell_delta_ci
+
+    run_a = [dirs.get(c["seeds"][s].get("run_id")) for s in common]
+    run_b = [dirs.get(ref["seeds"][s].get("run_id")) for s in common]
+    if None in run_a or None in run_b:
+        return
+    found = cell_delta_ci(run_a, run_b, metric)
+    if found is not None:
+        c.setdefault("ci_class", {})[metric] = found[1:]
 
 
 def _label(value: Any) -> str:
@@ -126,7 +147,7 @@ def _fmt(mean_std: tuple[float, float], scale: float = 100.0) -> str:
 
 def markdown_table(cells: list[dict]) -> str:
     has_other = any(c["other"] != "-" for c in cells)
-    shown = SHOWN + tuple(x for x in XMODAL if any(not math.isnan(c[x[0]][0]) for c in cells))
+    shown = SHOWN + tuple(x for x in OPTIONAL if any(not math.isnan(c[x[0]][0]) for c in cells))
     head = (
         ["base loss", "regularizers"] + (["setting"] if has_other else []) + [n for _, n in shown]
     )
@@ -149,8 +170,7 @@ def markdown_table(cells: list[dict]) -> str:
                 row.append("")
             else:
                 delta, p, wins, n = d
-                lo, hi = c.get("ci", {}).get(metric, (math.nan, math.nan))
-                ci = "" if math.isnan(lo) else f" [{lo * 100:+.2f}, {hi * 100:+.2f}]"
+                ci = _ci_text(c, metric)
                 p_adj = c.get("p_holm", {}).get(metric, math.nan)
                 p_text = "n/a" if math.isnan(p) else f"{p:.3f}"
                 adj_text = "n/a" if math.isnan(p_adj) else f"{p_adj:.3f}"
@@ -160,24 +180,36 @@ def markdown_table(cells: list[dict]) -> str:
     notes = (
         "Metrics in %, mean ± sample std over seeds, on classes never seen in training. "
         "Bold: best mean per base loss. Δ: paired difference to the same base loss without "
-        "regularizer over the same seeds; [95% CI]: paired bootstrap of the mean Δ over seeds "
-        "only (10,000 resamples; per-class results are not stored, so the spread over which "
-        "classes are tested is not included; with 3 seeds it is coarse); p: two-sided paired "
+        "regularizer over the same seeds; [95% CI]: paired bootstrap of the mean Δ resampling "
+        "test classes and seeds (10,000 resamples, from each run's per_class.csv); marked ˢ: "
+        "over seeds only (runs without per_class.csv; with 3 seeds it is coarse); p: two-sided "
+        "paired "
         "t-test; p_Holm: Holm–Bonferroni-adjusted across all tests of this table; wins: seeds "
         "where the regularized run is better."
     )
     return "\n".join(lines) + "\n\n" + notes + "\n"
 
 
+def _ci_text(c: dict, metric: str) -> str:
+    """The class × seed CI when there is one, else the seeds-only one marked ˢ."""
+    lo, hi = c.get("ci_class", {}).get(metric, (math.nan, math.nan))
+    mark = ""
+    if math.isnan(lo):
+        lo, hi = c.get("ci", {}).get(metric, (math.nan, math.nan))
+        mark = "ˢ"
+    return "" if math.isnan(lo) else f" [{lo * 100:+.2f}, {hi * 100:+.2f}]{mark}"
+
+
 def stats_csv(cells: list[dict]) -> str:
-    """Per cell and tested metric: Δ, bootstrap CI over seeds, raw and Holm-adjusted p, wins."""
+    """Per cell and tested metric: Δ, bootstrap CI over seeds, bootstrap CI over test classes
+    and seeds (empty without per_class.csv), raw and Holm-adjusted p, wins."""
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["base", "regularizers", "setting", "metric", "delta", "ci_low", "ci_high",
-                "p", "p_holm", "wins", "seeds"])  # fmt: skip
+                "p", "p_holm", "wins", "seeds", "ci_class_low", "ci_class_high"])  # fmt: skip
     for c in cells:
         for metric, _ in TESTED:
             if metric not in c["deltas"]:
@@ -185,8 +217,9 @@ def stats_csv(cells: list[dict]) -> str:
             delta, p, wins, n = c["deltas"][metric]
             lo, hi = c.get("ci", {}).get(metric, (math.nan, math.nan))
             p_adj = c.get("p_holm", {}).get(metric, math.nan)
+            c_lo, c_hi = c.get("ci_class", {}).get(metric, ("", ""))
             w.writerow([c["base"], c["regularizers"], c["other"], metric, delta, lo, hi, p,
-                        p_adj, wins, n])  # fmt: skip
+                        p_adj, wins, n, c_lo, c_hi])  # fmt: skip
     return buf.getvalue()
 
 

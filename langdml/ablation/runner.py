@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from langdml.ablation.backends import Backend, BackendOptions, resolve_options
-from langdml.ablation.cells import cell_record, finished, run_state
+from langdml.ablation.cells import cell_record, extra_columns, finished, run_state
 from langdml.ablation.local_backend import LocalBackend
 from langdml.ablation.report import write_report
 from langdml.ablation.spec import Ablation, Run, load_ablation, value_label
@@ -93,8 +93,8 @@ def run_ablation(
         if state.status == "done":
             done = finished(Path(run.config.output_dir), run.config.train.epochs) or {}
             seconds = cell_record(Path(run.config.output_dir)).get("seconds")
-            final, xmodal = done.get("final"), done.get("xmodal")
-            rows[run.id] = _row(run, ablation, "ok", final, seconds, extra=xmodal)
+            final, extra = done.get("final"), extra_columns(done)
+            rows[run.id] = _row(run, ablation, "ok", final, seconds, extra=extra)
         elif state.status == "running":
             notes.append(f"{run.id} is running elsewhere ({state.detail}); not submitted")
         else:

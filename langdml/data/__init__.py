@@ -1,7 +1,7 @@
 """Datasets: one record type (:class:`ImageDataset`) and one entry point (:func:`load_dataset`).
 
-A dataset SPEC is ``emoji``, ``cub200:PATH``, ``cars196:PATH``, ``sop:PATH``, ``imagefolder:PATH``
-or ``hf:NAME_OR_PATH``.
+A dataset SPEC is ``emoji``, ``cub200:PATH``, ``cars196:PATH``, ``sop:PATH``, ``inshop:PATH``,
+``imagefolder:PATH`` or ``hf:NAME_OR_PATH``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _LOADERS: dict[str, tuple[str, str]] = {
     "cub200": ("langdml.data.cub", "load_cub200"),
     "cars196": ("langdml.data.cars", "load_cars196"),
     "sop": ("langdml.data.sop", "load_sop"),
+    "inshop": ("langdml.data.inshop", "load_inshop"),
     "imagefolder": ("langdml.data.imagefolder", "load_imagefolder"),
     "hf": ("langdml.data.hf", "load_hf"),
 }
@@ -33,7 +34,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if kind not in _LOADERS:
         raise DataError(
             f"unknown dataset spec {spec!r}; expected one of: emoji, cub200:PATH, cars196:PATH, "
-            "sop:PATH, imagefolder:PATH, hf:NAME_OR_PATH"
+            "sop:PATH, inshop:PATH, imagefolder:PATH, hf:NAME_OR_PATH"
         )
     if kind != "emoji" and not arg:
         raise DataError(f"dataset spec {spec!r} needs a path: {kind}:PATH")

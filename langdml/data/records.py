@@ -167,6 +167,17 @@ def official_split(dataset: ImageDataset) -> DatasetSplit:
     )
 
 
+def query_gallery(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """(query rows, gallery rows) when the dataset's files split it into queries and a gallery
+    (``extras["official_split"]`` of only "query" / "gallery", e.g. In-Shop's test items);
+    None for the usual leave-one-out evaluation."""
+    marks = dataset.extras.get("official_split")
+    if marks is None or set(marks) != {"query", "gallery"}:
+        return None
+    arr = np.asarray(marks)
+    return np.flatnonzero(arr == "query"), np.flatnonzero(arr == "gallery")
+
+
 def open_rgb(path: Any) -> Image.Image:
     """Open an image file as RGB; an unreadable file is an error naming the file."""
     try:

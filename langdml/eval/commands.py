@@ -75,6 +75,7 @@ def evaluate_run(
 ) -> dict:
     """A run's metrics on its held-out classes; ``search`` / ``search_params`` override the
     run's ``eval.search`` / ``eval.search_params`` (``search`` alone replaces both)."""
+    from langdml.data.records import query_gallery
     from langdml.eval.ann import check_search
     from langdml.experiment import embed, evaluate_embeddings, open_run
 
@@ -82,7 +83,8 @@ def evaluate_run(
         check_search(search, search_params)  # fail before loading anything
     run = open_run(run_dir, checkpoint, split=split)
     cfg, data = _with_search(run.config, search, search_params), run.data
-    metrics = evaluate_embeddings(cfg, embed(run.model, cfg, data), data.eval.labels)
+    emb = embed(run.model, cfg, data)
+    metrics = evaluate_embeddings(cfg, emb, data.eval.labels, query_gallery(data.eval))
     return {
         "run_dir": str(run.run_dir),
         "checkpoint": checkpoint,

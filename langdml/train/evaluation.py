@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
 from langdml.config import ExperimentConfig
-from langdml.experiment import RunData, embed, evaluate_embeddings
+from langdml.data.records import query_gallery
+from langdml.experiment import RunData, embed, evaluate_embeddings, final_details
+from langdml.io import atomic_write_text
 from langdml.models import EmbeddingModel
 from langdml.train import distributed as dd
+
+
+def eval_embeddings(
+    cfg: ExperimentConfig,
+    model: EmbeddingModel | None,
+    data: RunData,
+    ctx: dd.DistContext,
+    device: torch.device,
+) -> torch.Tensor:
+    """Embeddings of the eval split (``model`` None: the raw eval features). Under several
+    processes each rank embeds a contiguous share and all ranks gather them."""
+    if model is None:
+        return data.eval_features
+    if not ctx.enabled:
+        return embed(model, cfg, data)
+    share = np.array_split(np.arange(len(data.eval)), ctx.world_size)[ctx.rank]
+    local = embed(model, cfg, data, rows=share)
+    comm = device if device.type == "cuda" else torch.device("cpu")
+    return dd.all_gather_rows(local.to(comm)).cpu()
 
 
 def evaluate_distributed(
@@ -18,17 +42,30 @@ def evaluate_distributed(
     ctx: dd.DistContext,
     device: torch.device,
 ) -> dict:
-    """Metrics of ``model`` (None: the raw eval features) on the eval split. Under several
-    processes each rank embeds a contiguous share, rank 0 gathers them, computes the metrics and
-    broadcasts them, so every rank continues with the same numbers."""
-    if model is None:
-        emb = data.eval_features
-    elif not ctx.enabled:
-        emb = embed(model, cfg, data)
-    else:
-        share = np.array_split(np.arange(len(data.eval)), ctx.world_size)[ctx.rank]
-        local = embed(model, cfg, data, rows=share)
-        comm = device if device.type == "cuda" else torch.device("cpu")
-        emb = dd.all_gather_rows(local.to(comm)).cpu()
-    metrics = evaluate_embeddings(cfg, emb, data.eval.labels) if ctx.is_main else None
+    """Metrics of ``model`` (None: the raw eval features) on the eval split. Rank 0 computes the
+    metrics and broadcasts them, so every rank continues with the same numbers."""
+    emb = eval_embeddings(cfg, model, data, ctx, device)
+    split = query_gallery(data.eval)
+    metrics = evaluate_embeddings(cfg, emb, data.eval.labels, split) if ctx.is_main else None
     return dd.broadcast_object(metrics, ctx, device)
+
+
+def final_evaluation_details(
+    cfg: ExperimentConfig,
+    model: EmbeddingModel,
+    data: RunData,
+    ctx: dd.DistContext,
+    device: torch.device,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """After the last epoch: ``per_class.csv`` (per eval class: queries, mean Recall@1 and
+    MAP@R; written atomically by rank 0) and, with a class hierarchy, the summary's
+    ``{"hierarchy": {...}}`` mistake-severity metrics (``langdml.eval.per_class``)."""
+    from langdml.eval.per_class import PER_CLASS, per_class_csv
+
+    emb = eval_embeddings(cfg, model, data, ctx, device)
+    if not ctx.is_main:
+        return {}
+    rows, severity = final_details(cfg, emb, data)
+    atomic_write_text(Path(run_dir) / PER_CLASS, per_class_csv(rows))
+    return {"hierarchy": severity} if severity else {}

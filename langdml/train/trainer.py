@@ -44,7 +44,7 @@ from langdml.train.checkpoint import (
     save_checkpoint,
     write_provenance,
 )
-from langdml.train.evaluation import evaluate_distributed
+from langdml.train.evaluation import evaluate_distributed, final_evaluation_details
 from langdml.train.logs import tensorboard, write_logs
 from langdml.train.loop import TrainState, run_epoch
 from langdml.train.optim import build_optimizer, build_scheduler
@@ -229,6 +229,8 @@ def _finish(cfg, state: TrainState, run_dir: Path, ctx, device, post_train) -> d
         "baselines": state.baselines,
         "config": cfg.to_dict(),
     }
+    # every rank: the final embedding is gathered collectively; rank 0 writes per_class.csv
+    summary.update(final_evaluation_details(cfg, state.model, state.data, ctx, device, run_dir))
     if ctx.is_main:
         if post_train is not None:
             summary.update(post_train(run_dir))
