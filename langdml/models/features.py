@@ -56,6 +56,9 @@ class FeatureSpec:
     # > 0: the activations of the frozen PREFIX of partial fine-tuning (model.trainable_blocks N,
     # see backbones.split_trunk) instead of pooled features: (V, N_images, C, H, W).
     prefix_blocks: int = 0
+    pooling: str = "avg"
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # augmented views' random-resized-crop area
+    interpolation: str = "bicubic"
 
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
@@ -73,6 +76,14 @@ class FeatureSpec:
         ]
         if self.prefix_blocks:  # pooled-feature keys stay what they were
             parts.append(f"prefix-{self.prefix_blocks}")
+        # Settings added later join the key only when not their default, so existing caches
+        # keep their keys.
+        if self.pooling != "avg":
+            parts.append(f"pool-{self.pooling}")
+        if self.interpolation != "bicubic":
+            parts.append(f"interp-{self.interpolation}")
+        if self.augment_views and tuple(self.crop_scale) != (0.35, 1.0):
+            parts.append(f"scale-{list(self.crop_scale)}")
         return stable_hash(parts)
 
 
@@ -162,17 +173,23 @@ def extract_features(
         feats, meta = cached
         return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
-    model, info = create_backbone(spec.backbone, spec.weights)
+    model, info = create_backbone(spec.backbone, spec.weights, pooling=spec.pooling)
     if spec.prefix_blocks:
         from langdml.models.backbones import split_trunk
 
         model = split_trunk(model, spec.prefix_blocks)[0]
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     torch.manual_seed(spec.seed)
-    transforms = [image_transform(spec.image_size, info.mean, info.std, crop_pct=spec.crop_pct)]
+    resample = {"interpolation": spec.interpolation}
+    transforms = [
+        image_transform(spec.image_size, info.mean, info.std, crop_pct=spec.crop_pct, **resample)
+    ]
     transforms += [
-        image_transform(spec.image_size, info.mean, info.std, train=True)
-    ] * spec.augment_views
+        image_transform(
+            spec.image_size, info.mean, info.std, train=True, crop_scale=spec.crop_scale,
+            **resample,
+        )
+    ] * spec.augment_views  # fmt: skip
     parts_dir = path.with_suffix(".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
@@ -199,6 +216,9 @@ def extract_features(
         "augment_views": spec.augment_views,
         "prefix_blocks": spec.prefix_blocks,
         "crop_pct": spec.crop_pct,
+        "pooling": spec.pooling,
+        "crop_scale": list(spec.crop_scale),
+        "interpolation": spec.interpolation,
         "seed": spec.seed,
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
