@@ -253,7 +253,11 @@ class TrainConfig(_Strict):
     )
     scheduler: Literal["none", "cosine", "step"] = Field(
         "cosine",
-        description="Learning-rate schedule: cosine to 0, or step (x0.1 after each third).",
+        description="Learning-rate schedule: cosine to 0, step (x step_gamma after each third) "
+        "or none (constant).",
+    )
+    step_gamma: float = Field(
+        0.1, gt=0, le=1, description="scheduler step: the factor of each cut."
     )
     warmup_epochs: int = Field(0, ge=0, description="Epochs of linear learning-rate warm-up.")
     frozen_trunk_epochs: int = Field(

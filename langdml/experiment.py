@@ -30,10 +30,15 @@ METRICS = "metrics.json"
 CHECKPOINTS = {"last": CHECKPOINT, "final": CHECKPOINT, "best": BEST}
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
 NO_BEST = (
-    "no validation split (data.validation_fraction is 0): choosing the best epoch on the test "
-    "classes would be model selection on test data; use the final epoch, or set "
-    "data.validation_fraction > 0 to select on held-out training classes"
+    "no validation split (data.validation_fraction and data.folds are 0): choosing the best "
+    "epoch on the test classes would be model selection on test data; use the final epoch, or "
+    "set data.validation_fraction > 0 (or data.folds K) to select on held-out training classes"
 )
+
+
+def has_validation(cfg: ExperimentConfig) -> bool:
+    """Whether a run evaluates (and picks its best epoch) on held-out TRAIN classes."""
+    return cfg.data.validation_fraction > 0 or cfg.data.folds > 0
 
 
 @dataclass
@@ -370,15 +375,16 @@ def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, spli
     if checkpoint not in CHECKPOINTS:
         raise LangDMLError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     ckpt = run_dir / CHECKPOINTS[checkpoint]
-    if checkpoint == "best" and cfg.data.validation_fraction == 0:
+    if checkpoint == "best" and not has_validation(cfg):
         raise LangDMLError(f"run {str(run_dir)!r} has no best checkpoint: {NO_BEST}")
     if not ckpt.is_file():
         raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
     if split not in (None, "test", "val"):
         raise LangDMLError(f"split must be 'test' or 'val', got {split!r}")
-    if split == "val" and cfg.data.validation_fraction == 0:
+    if split == "val" and not has_validation(cfg):
         raise LangDMLError(
-            f"run {str(run_dir)!r} has no validation split (data.validation_fraction is 0)"
+            f"run {str(run_dir)!r} has no validation split (data.validation_fraction and "
+            "data.folds are 0)"
         )
     return ckpt
 
@@ -402,6 +408,8 @@ def open_run(
     ckpt = _check_open_args(run_dir, cfg, checkpoint, split)
     if split == "test":
         cfg.data.validation_fraction = 0.0
+        cfg.data.fold = 0  # before folds: each assignment is validated
+        cfg.data.folds = 0
     cfg.train.progress = False
     if device is not None:
         cfg.train.device = device
