@@ -161,7 +161,6 @@ def extract_features(
     from safetensors.torch import save_file
 
     from langdml.models.backbones import create_backbone
-    from langdml.models.transforms import image_transform
 
     spec = spec or FeatureSpec()
     root = cache_root(cache_dir) / "features"
@@ -180,16 +179,7 @@ def extract_features(
         model = split_trunk(model, spec.prefix_blocks)[0]
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     torch.manual_seed(spec.seed)
-    resample = {"interpolation": spec.interpolation}
-    transforms = [
-        image_transform(spec.image_size, info.mean, info.std, crop_pct=spec.crop_pct, **resample)
-    ]
-    transforms += [
-        image_transform(
-            spec.image_size, info.mean, info.std, train=True, crop_scale=spec.crop_scale,
-            **resample,
-        )
-    ] * spec.augment_views  # fmt: skip
+    transforms = _view_transforms(spec, info)
     parts_dir = path.with_suffix(".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
@@ -232,6 +222,18 @@ def extract_features(
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
+
+
+def _view_transforms(spec: FeatureSpec, info) -> list:
+    """View 0: the clean eval transform; views 1..V-1: the training augmentation."""
+    from langdml.models.transforms import image_transform
+
+    size, mean, std, interp = spec.image_size, info.mean, info.std, spec.interpolation
+    clean = image_transform(size, mean, std, crop_pct=spec.crop_pct, interpolation=interp)
+    augmented = image_transform(
+        size, mean, std, train=True, crop_scale=spec.crop_scale, interpolation=interp
+    )
+    return [clean] + [augmented] * spec.augment_views
 
 
 def _load_part(part: Path) -> torch.Tensor | None:
