@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from langdml.config_sections import DataConfig, TextConfig, _Strict
 from langdml.config_tree import (  # noqa: F401  (re-exported: langdml.config's public names)
     _format_error,
     _section,
@@ -28,39 +29,19 @@ from langdml.errors import ConfigError
 from langdml.losses.vocab import REGULARIZERS
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Strict):
-    dataset: str = Field(
-        "emoji",
-        description="Dataset spec: emoji, cub200:PATH, cars196:PATH, sop:PATH, inshop:PATH, "
-        "imagefolder:PATH or hf:NAME_OR_PATH.",
-    )
-    train_fraction: float = Field(
-        0.5,
-        gt=0,
-        lt=1,
-        description="Share of the classes that train (the first ones); the rest are the held-out "
-        "test classes (class-disjoint split).",
-    )
-    # > 0 carves a validation split from the TRAIN classes (the last fraction of them) and
-    # evaluates on it instead of the test classes: the way to tune without seeing test classes.
-    validation_fraction: float = Field(0.0, ge=0, lt=1)
-    cache_dir: str | None = Field(
-        None,
-        description="Cache folder (datasets, features, text embeddings); null: $LANGDML_CACHE, the "
-        "checkout's cache/ or the platform cache dir.",
-    )
-
-
 class ModelConfig(_Strict):
     backbone: str = Field("tf_efficientnet_lite0", description="timm architecture of the trunk.")
     weights: str = Field(
         "packaged",
         description="Trunk weights: packaged (EfficientNet-Lite0, the offline extra), hub (timm's "
-        "pretrained; needs hub access), none (random) or a .pth / .safetensors path.",
+        "default pretrained), torchvision (torchvision's original ImageNet weights, timm's "
+        "ARCH.tv_in1k; ResNets, DenseNet-121, Inception-v3), none (random) or a .pth / "
+        ".safetensors path; hub and torchvision need hub access.",
+    )
+    pooling: Literal["avg", "max", "avgmax"] = Field(
+        "avg",
+        description="Global pooling of a CNN trunk: avg (the trunk's own), max, or avgmax "
+        "(global average + global max, summed).",
     )
     frozen_trunk: bool = Field(
         True,
@@ -82,6 +63,14 @@ class ModelConfig(_Strict):
         description="Eval resize: short side to image_size / crop_pct, then a center crop; null "
         "resizes straight to image_size x image_size.",
     )
+    crop_scale: tuple[float, float] = Field(
+        (0.35, 1.0),
+        description="Training augmentation: area range of the random resized crop "
+        "(torchvision's default is [0.08, 1]).",
+    )
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = Field(
+        "bicubic", description="Resampling of every resize, training and evaluation."
+    )
     embedding_dim: int = Field(128, ge=2, description="Size of the embedding.")
     head: Literal["linear", "mlp", "identity"] = Field(
         "linear",
@@ -97,6 +86,13 @@ class ModelConfig(_Strict):
     def _blocks(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)
+        return value
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1] <= 1:
+            raise ValueError(f"crop_scale must be [low, high], 0 < low <= high <= 1, got {value}")
         return value
 
     @model_validator(mode="after")
@@ -121,23 +117,6 @@ class ModelConfig(_Strict):
         """N of a partial fine-tuning run (the last N trunk stages train), else 0."""
         b = self.trainable_blocks
         return b if isinstance(b, int) else 0
-
-
-class TextConfig(_Strict):
-    """The text side, shared by language guidance, text-proxy losses and xmodal."""
-
-    text_model: str = Field(
-        "minilm",
-        description="Text model of the class names: minilm, mpnet, hf:..., st:..., clip:... or "
-        "file:PATH.",
-    )
-    prompts: list[str] = Field(
-        default_factory=lambda: ["a photo of a {}"],
-        description="Prompt templates ({} is the class name); a class's embedding is the mean "
-        "over its prompts.",
-    )
-    pseudo_labels: bool = False  # PLG: top-k ImageNet names per class instead of class names
-    top_k: int = Field(5, ge=1, description="PLG: ImageNet pseudo-labels per class.")
 
 
 TEXT_KEYS = tuple(TextConfig.model_fields)
@@ -274,9 +253,19 @@ class TrainConfig(_Strict):
     )
     scheduler: Literal["none", "cosine", "step"] = Field(
         "cosine",
-        description="Learning-rate schedule: cosine to 0, or step (x0.1 after each third).",
+        description="Learning-rate schedule: cosine to 0, step (x step_gamma after each third) "
+        "or none (constant).",
+    )
+    step_gamma: float = Field(
+        0.1, gt=0, le=1, description="scheduler step: the factor of each cut."
     )
     warmup_epochs: int = Field(0, ge=0, description="Epochs of linear learning-rate warm-up.")
+    frozen_trunk_epochs: int = Field(
+        0,
+        ge=0,
+        description="Fine-tuning: the first N epochs train only the head and loss parameters "
+        "(the trunk is frozen, its BatchNorm statistics still follow model.frozen_bn), then all.",
+    )
     device: str = Field("cpu", description="cpu, cuda or cuda:N.")
     amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
     # bfloat16 needs no loss scaling; float16 (GPUs without bf16) runs with a GradScaler.
@@ -376,6 +365,16 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _migrate(cls, tree: Any) -> Any:
         return migrate_config(tree) if isinstance(tree, dict) else tree
+
+    @model_validator(mode="after")
+    def _warm_up(self) -> ExperimentConfig:
+        n = self.train.frozen_trunk_epochs
+        if n and (self.model.trainable_blocks == 0 or n >= self.train.epochs):
+            raise ValueError(
+                f"train.frozen_trunk_epochs {n} needs a trained trunk (model.trainable_blocks "
+                f"not 0) and fewer than train.epochs ({self.train.epochs})"
+            )
+        return self
 
     def run_dir(self) -> Path:
         return Path(self.output_dir or Path("runs") / self.name)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate_config
-from langdml.data import ImageDataset, class_disjoint_split, load_dataset
+from langdml.data import ImageDataset, class_disjoint_split, class_fold_split, load_dataset
 from langdml.data.records import query_gallery
 from langdml.errors import ConfigError, LangDMLError
 from langdml.io import load_torch_file, text_cache_dir
@@ -31,10 +31,15 @@ METRICS = "metrics.json"
 CHECKPOINTS = {"last": CHECKPOINT, "final": CHECKPOINT, "best": BEST}
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
 NO_BEST = (
-    "no validation split (data.validation_fraction is 0): choosing the best epoch on the test "
-    "classes would be model selection on test data; use the final epoch, or set "
-    "data.validation_fraction > 0 to select on held-out training classes"
+    "no validation split (data.validation_fraction and data.folds are 0): choosing the best "
+    "epoch on the test classes would be model selection on test data; use the final epoch, or "
+    "set data.validation_fraction > 0 (or data.folds K) to select on held-out training classes"
 )
+
+
+def has_validation(cfg: ExperimentConfig) -> bool:
+    """Whether a run evaluates (and picks its best epoch) on held-out TRAIN classes."""
+    return cfg.data.validation_fraction > 0 or cfg.data.folds > 0
 
 
 @dataclass
@@ -57,12 +62,16 @@ class RunData:
 
 
 def prepare_data(cfg: ExperimentConfig) -> RunData:
-    """Class-disjoint split (optionally a validation split carved from train classes) + features."""
+    """Class-disjoint split (optionally a validation split carved from train classes, or fold
+    ``data.fold`` of ``data.folds`` class-disjoint folds of them) + features."""
     dataset = load_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
     split = class_disjoint_split(dataset, cfg.data.train_fraction)
     train, held_out, name = split.train, split.test, "test"
     if cfg.data.validation_fraction > 0:
         inner = class_disjoint_split(train, 1.0 - cfg.data.validation_fraction)
+        train, held_out, name = inner.train, inner.test, "val"
+    elif cfg.data.folds:
+        inner = class_fold_split(train, cfg.data.folds, cfg.data.fold)
         train, held_out, name = inner.train, inner.test, "val"
     data = RunData(train=train, eval=held_out, eval_split=name)
     data.group_codes = eval_group_codes(cfg, dataset.name, held_out)
@@ -85,11 +94,7 @@ def eval_group_codes(
 def _attach_features(cfg: ExperimentConfig, dataset: ImageDataset, data: RunData) -> None:
     from langdml.models import extract_features
 
-    m = cfg.model
-    spec = FeatureSpec(
-        m.backbone, m.weights, m.image_size, m.augment_views, m.crop_pct,
-        prefix_blocks=m.partial_blocks,
-    )  # fmt: skip
+    spec = feature_spec(cfg, cfg.model.augment_views, cfg.model.partial_blocks)
     feats = extract_features(
         dataset, spec, cache_dir=cfg.data.cache_dir, device=cfg.train.device,
         progress=cfg.train.progress,
@@ -100,6 +105,15 @@ def _attach_features(cfg: ExperimentConfig, dataset: ImageDataset, data: RunData
     ev = torch.as_tensor([row[i] for i in data.eval.images.items])
     data.train_features = feats.features[:, tr]
     data.eval_features = feats.features[0, ev]
+
+
+def feature_spec(cfg: ExperimentConfig, augment_views: int = 0, prefix: int = 0) -> FeatureSpec:
+    """The feature-cache spec of a frozen (or frozen-prefix) trunk under ``cfg``."""
+    m = cfg.model
+    return FeatureSpec(
+        m.backbone, m.weights, m.image_size, augment_views, m.crop_pct, prefix_blocks=prefix,
+        pooling=m.pooling, crop_scale=tuple(m.crop_scale), interpolation=m.interpolation,
+    )  # fmt: skip
 
 
 def uses_text_proxies(cfg: ExperimentConfig) -> bool:
@@ -128,8 +142,10 @@ def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.T
     )
     if t.pseudo_labels:
         found = text.pseudo_label_embeddings(
-            train, k=t.top_k, allow_duplicates=train.shares_names, **kwargs
-        )
+            train, k=t.top_k, allow_duplicates=train.shares_names,
+            image_size=t.pseudo_label_image_size, classifier=t.pseudo_label_model,
+            crop_pct=t.pseudo_label_crop_pct, **kwargs,
+        )  # fmt: skip
         emb = found.embeddings.float()
     else:
         found, rows = distinct_name_embeddings(train.class_names, **kwargs)
@@ -178,15 +194,18 @@ def build_model(cfg: ExperimentConfig, data: RunData) -> EmbeddingModel:
         from langdml.models import freeze_batchnorm
         from langdml.models.backbones import split_trunk
 
-        trunk, info = create_backbone(cfg.model.backbone, cfg.model.weights)
+        trunk, info = create_backbone(
+            cfg.model.backbone, cfg.model.weights, pooling=cfg.model.pooling
+        )
         backbone = split_trunk(trunk, cfg.model.partial_blocks)[1]
         if cfg.model.frozen_bn:
             freeze_batchnorm(backbone)
         in_dim = info.feature_dim
     else:
         backbone, info = create_backbone(
-            cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn
-        )
+            cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn,
+            pooling=cfg.model.pooling,
+        )  # fmt: skip
         in_dim = info.feature_dim
     head = EmbeddingHead(in_dim, cfg.model.embedding_dim, cfg.model.head)
     # S2SD's auxiliary heads: Linear(f, d)-ReLU-Linear(d, d) on the pooled features, as its paper.
@@ -245,13 +264,22 @@ class _ImageBatches(torch.utils.data.Dataset):
 
 def image_loader(cfg: ExperimentConfig, dataset: ImageDataset, batches, train: bool):
     """A DataLoader of (image tensor, label) batches over ``batches`` (lists of row indices)."""
-    from langdml.models import image_transform
-
-    mean, std = _normalisation(cfg)
-    tf = image_transform(cfg.model.image_size, mean, std, train=train, crop_pct=cfg.model.crop_pct)
+    tf = run_transform(cfg, train)
     return torch.utils.data.DataLoader(
         _ImageBatches(dataset, tf), batch_sampler=batches, num_workers=cfg.train.num_workers
     )
+
+
+def run_transform(cfg: ExperimentConfig, train: bool):
+    """The image transform of a fine-tuning run (train: augmented) or of its evaluation."""
+    from langdml.models import image_transform
+
+    m = cfg.model
+    mean, std = _normalisation(cfg)
+    return image_transform(
+        m.image_size, mean, std, train=train, crop_pct=m.crop_pct, crop_scale=m.crop_scale,
+        interpolation=m.interpolation,
+    )  # fmt: skip
 
 
 def _normalisation(cfg: ExperimentConfig):
@@ -396,15 +424,16 @@ def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, spli
     if checkpoint not in CHECKPOINTS:
         raise LangDMLError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     ckpt = run_dir / CHECKPOINTS[checkpoint]
-    if checkpoint == "best" and cfg.data.validation_fraction == 0:
+    if checkpoint == "best" and not has_validation(cfg):
         raise LangDMLError(f"run {str(run_dir)!r} has no best checkpoint: {NO_BEST}")
     if not ckpt.is_file():
         raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
     if split not in (None, "test", "val"):
         raise LangDMLError(f"split must be 'test' or 'val', got {split!r}")
-    if split == "val" and cfg.data.validation_fraction == 0:
+    if split == "val" and not has_validation(cfg):
         raise LangDMLError(
-            f"run {str(run_dir)!r} has no validation split (data.validation_fraction is 0)"
+            f"run {str(run_dir)!r} has no validation split (data.validation_fraction and "
+            "data.folds are 0)"
         )
     return ckpt
 
@@ -428,6 +457,8 @@ def open_run(
     ckpt = _check_open_args(run_dir, cfg, checkpoint, split)
     if split == "test":
         cfg.data.validation_fraction = 0.0
+        cfg.data.fold = 0  # before folds: each assignment is validated
+        cfg.data.folds = 0
     cfg.train.progress = False
     if device is not None:
         cfg.train.device = device

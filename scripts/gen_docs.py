@@ -257,7 +257,12 @@ ABLATION_KEYS = {
         "dotted.key: [values], crossed with each other; or key: {label: {dotted.key: value, ...}}, "
         "named arms that set several keys at once (a control arm).",
     ),
-    "seeds": ("list[int] | int", "required", "Seeds of every grid cell; an integer N is 0..N-1."),
+    "seeds": (
+        "list[int] | int",
+        "`5`",
+        "Seeds of every grid cell; an integer N is 0..N-1. When a run's config sets data.folds "
+        "K, each seed runs once per validation fold and the table is over seeds x folds.",
+    ),
     "when": (
         "mapping",
         "`{}`",

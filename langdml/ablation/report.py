@@ -76,13 +76,13 @@ def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
         if cell.id in seen:
             continue
         seen.add(cell.id)
-        runs = sorted(by_cell.get(cell.id, []), key=lambda r: r["seed"])
+        runs = sorted(by_cell.get(cell.id, []), key=_replicate)
         rec: dict[str, Any] = {
             "cell": cell,
             "base": _label(cell.get(base_key)) if base_key else "all",
             "regularizers": _label(cell.get(REG_KEY)) if REG_KEY in ablation.grid else "-",
             "other": cell.label(skip=(*BASE_KEYS, REG_KEY)),
-            "seeds": {r["seed"]: r for r in runs},
+            "seeds": {_replicate(r): r for r in runs},
             "failed": sum(1 for r in rows if r["cell_id"] == cell.id and r["status"] != "ok"),
         }
         for metric, _ in SHOWN + OPTIONAL:
@@ -130,6 +130,12 @@ def _class_ci(c: dict, ref: dict, common: list, metric: str, dirs: dict) -> None
     found = cell_delta_ci(run_a, run_b, metric)
     if found is not None:
         c.setdefault("ci_class", {})[metric] = found[1:]
+
+
+def _replicate(row: dict) -> tuple:
+    """What pairs runs across cells: the seed, and the validation fold under data.folds (the
+    table's means, tests and "seeds" count are then over seeds x folds)."""
+    return (row["seed"], row.get("fold", ""))
 
 
 def _label(value: Any) -> str:
@@ -187,6 +193,12 @@ def markdown_table(cells: list[dict]) -> str:
         "t-test; p_Holm: Holm–Bonferroni-adjusted across all tests of this table; wins: seeds "
         "where the regularized run is better."
     )
+    if any(key[1] != "" for c in cells for key in c["seeds"]):
+        notes += (
+            " Cross-validation (data.folds K): each seed ran once per fold, validating on that "
+            "fold of the TRAIN classes (not the test classes); means, pairs, wins and the seeds "
+            "column are over seeds x folds."
+        )
     return "\n".join(lines) + "\n\n" + notes + "\n"
 
 

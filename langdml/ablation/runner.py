@@ -46,6 +46,8 @@ def _row(
     extra: dict | None = None,
 ) -> dict:
     row: dict[str, Any] = {"run_id": run.id, "cell_id": run.cell.id, "seed": run.seed}
+    if any(r.fold is not None for r in ablation.runs):  # data.folds: seeds x folds
+        row["fold"] = "" if run.fold is None else run.fold
     for key in ablation.grid:
         row[key] = value_label(run.cell.get(key))
     row["status"] = status

@@ -13,6 +13,18 @@ from langdml.errors import ConfigError
 from langdml.io import stable_hash
 
 _ALLOWED = {"base", "grid", "seeds", "output_dir", "overrides", "when", "name", "backend"}
+# Seeds of an ablation file that names none: 5, so a paired comparison has enough pairs to be
+# worth testing (3 gives a t-test with 2 degrees of freedom).
+DEFAULT_SEEDS = 5
+# Config keys added after run ids were first stored: left out of the id's hash at these (their
+# default) values, so run directories of earlier ablations keep their names and are reused.
+_HASH_NEUTRAL = {
+    ("data", "folds"): 0, ("data", "fold"): 0, ("model", "pooling"): "avg",
+    ("model", "crop_scale"): [0.35, 1.0], ("model", "interpolation"): "bicubic",
+    ("text", "pseudo_label_model"): "packaged", ("text", "pseudo_label_image_size"): 224,
+    ("text", "pseudo_label_crop_pct"): None, ("train", "frozen_trunk_epochs"): 0,
+    ("train", "step_gamma"): 0.1,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,12 @@ class Run:
     seed: int
     config: ExperimentConfig
     id: str  # also the run directory's name; changes when the resolved config changes
+    fold: int | None = None  # the validation fold when the config sets data.folds
+
+    @property
+    def replicate(self) -> str:
+        """What pairs runs across cells: the seed, and the fold under data.folds."""
+        return f"{self.seed}" if self.fold is None else f"{self.seed}/fold{self.fold}"
 
 
 @dataclass
@@ -86,8 +104,8 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
             f"ablation {path}: 'grid' must be a non-empty mapping of dotted.key: [values]"
         )
     arms = _named_arms(grid, path)
-    seeds = tree.get("seeds")
-    if isinstance(seeds, int):
+    seeds = tree.get("seeds", DEFAULT_SEEDS)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(seeds))
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(
@@ -131,16 +149,32 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
                 cfg = validate_config(run_tree)
             except ConfigError as exc:
                 raise ConfigError(f"grid cell {cell.label()}: {exc}") from None
-            # Editing the base config later gives new run directories instead of clashing
-            # with runs trained under the old settings.
-            settings = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "output_dir")}
-            settings["train"] = {k: v for k, v in settings["train"].items() if k != "progress"}
-            run_id = f"{cell.id}-seed{seed}-{stable_hash(settings, 6)}"
-            cfg.output_dir = str(out / "runs" / run_id)
-            cfg.name = f"{name}/{run_id}"
-            runs.append(Run(cell, seed, cfg, run_id))
+            runs += _fold_runs(cell, seed, cfg, out, name)
     _check_loss_arguments(runs)
     return Ablation(name, out, grid, seeds, runs, base_tree)
+
+
+def _fold_runs(cell: Cell, seed: int, cfg: ExperimentConfig, out: Path, name: str) -> list[Run]:
+    """The run of one (cell, seed), or one run per validation fold under data.folds K."""
+    folds = cfg.data.folds
+    runs = []
+    for fold in range(folds) if folds else [None]:
+        c = cfg.model_copy(deep=True)
+        if fold is not None:
+            c.data.fold = fold
+        # Editing the base config later gives new run directories instead of clashing
+        # with runs trained under the old settings.
+        settings = {k: v for k, v in c.to_dict().items() if k not in ("name", "output_dir")}
+        settings["train"] = {k: v for k, v in settings["train"].items() if k != "progress"}
+        for (section, key), default in _HASH_NEUTRAL.items():
+            if settings[section].get(key) == default:
+                del settings[section][key]
+        tag = "" if fold is None else f"-fold{fold}"
+        run_id = f"{cell.id}-seed{seed}{tag}-{stable_hash(settings, 6)}"
+        c.output_dir = str(out / "runs" / run_id)
+        c.name = f"{name}/{run_id}"
+        runs.append(Run(cell, seed, c, run_id, fold))
+    return runs
 
 
 def _named_arms(grid: dict[str, Any], path: Path) -> dict[str, dict[str, dict[str, Any]]]:

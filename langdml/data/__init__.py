@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from langdml.data.records import DatasetSplit, ImageDataset, ImageSource, class_disjoint_split
+from langdml.data.records import (
+    DatasetSplit,
+    ImageDataset,
+    ImageSource,
+    class_disjoint_split,
+    class_fold_split,
+)
 from langdml.errors import DataError
 
 # kind -> (module, function); the function takes (argument after the colon or None, cache_dir).
@@ -54,6 +60,7 @@ __all__ = [
     "ImageDataset",
     "ImageSource",
     "class_disjoint_split",
+    "class_fold_split",
     "known_kinds",
     "load_dataset",
     "parse_spec",

@@ -142,6 +142,25 @@ def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> 
     )
 
 
+def class_fold_split(dataset: ImageDataset, folds: int, fold: int) -> DatasetSplit:
+    """K-fold class-disjoint cross-validation of ``dataset`` (the TRAIN classes): the classes in
+    label order cut into ``folds`` contiguous parts (sizes differ by at most one); part ``fold``
+    is the validation split (``test``), the others train."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise DataError(f"need folds >= 2 and 0 <= fold < folds, got folds {folds}, fold {fold}")
+    if dataset.num_classes < folds:
+        raise DataError(
+            f"dataset {dataset.name!r} has {dataset.num_classes} classes: too few for {folds} folds"
+        )
+    parts = np.array_split(np.arange(dataset.num_classes), folds)
+    held = parts[fold].tolist()
+    rest = [c for i, p in enumerate(parts) if i != fold for c in p.tolist()]
+    return DatasetSplit(
+        train=dataset.subset_classes(rest, f":fold{fold}of{folds}-train"),
+        test=dataset.subset_classes(held, f":fold{fold}of{folds}-val"),
+    )
+
+
 def official_split(dataset: ImageDataset) -> DatasetSplit:
     """The split a dataset's own files define (``extras["official_split"]``, e.g. SOP's).
 

@@ -32,6 +32,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="a search parameter, repeatable: ivf nlist/nprobe/train_size, hnsw "
         "M/efConstruction/efSearch, any recall_queries (e.g. --search-param nprobe=128)",
     )
+    p.add_argument(
+        "--concat",
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="also evaluate the concatenation of this run's embeddings with these runs' (each "
+        "L2-normalised, then the whole; MLRC's 4 fold models x 128-d -> 512-d)",
+    )
     p.set_defaults(func=_evaluate)
 
 
@@ -95,8 +103,45 @@ def evaluate_run(
     }
 
 
+def evaluate_concatenated(
+    run_dirs: list[str | Path], checkpoint: str = "final", split: str | None = None
+) -> dict:
+    """Metrics of the runs' embeddings concatenated: each run's (L2-normalised) embedding of the
+    same held-out images, side by side, L2-normalised again — MLRC's evaluation of its 4
+    cross-validation models as one 4 x 128 = 512-d embedding. The runs must share the
+    evaluation images (same dataset and ``split``); the first run's eval settings apply."""
+    import torch
+
+    from langdml.errors import LangDMLError
+    from langdml.experiment import embed, evaluate_embeddings, open_run
+
+    parts, first = [], None
+    for run_dir in run_dirs:
+        run = open_run(run_dir, checkpoint, split=split)
+        if first is None:
+            first = run
+        elif run.data.eval.fingerprint != first.data.eval.fingerprint:
+            raise LangDMLError(
+                f"{run_dir} evaluates other images than {first.run_dir} "
+                f"({run.data.eval.name} vs {first.data.eval.name}); concatenate runs of one split"
+            )
+        parts.append(torch.nn.functional.normalize(embed(run.model, run.config, run.data), dim=1))
+    z = torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
+    metrics = evaluate_embeddings(first.config, z, first.data.eval.labels)
+    return {
+        "runs": [str(r) for r in run_dirs],
+        "checkpoint": checkpoint,
+        "split": first.data.eval_split,
+        "dim": int(z.shape[1]),
+        **metrics,
+    }
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     params = parse_search_params(args.search_param)
     result = evaluate_run(args.run_dir, args.checkpoint, args.split, args.search, params)
+    if args.concat:
+        runs = [args.run_dir, *args.concat]
+        result["concatenated"] = evaluate_concatenated(runs, args.checkpoint, args.split)
     print(json.dumps(result, indent=2))
     return 0

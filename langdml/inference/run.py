@@ -19,7 +19,9 @@ from langdml.experiment import (
     CONFIG,
     OpenRun,
     _normalisation,
+    feature_spec,
     open_run,
+    run_transform,
     uses_text_proxies,
 )
 from langdml.io import file_sha256
@@ -93,9 +95,10 @@ class LoadedRun:
         m = self.config.model
         mean, std = _normalisation(self.config)
         resize = (
-            f"resize short side to round({m.image_size}/{m.crop_pct}) (bicubic), center-crop"
+            f"resize short side to round({m.image_size}/{m.crop_pct}) ({m.interpolation}), "
+            "center-crop"
             if m.crop_pct
-            else f"resize to {m.image_size}x{m.image_size} (bicubic)"
+            else f"resize to {m.image_size}x{m.image_size} ({m.interpolation})"
         )
         return {
             "image_size": int(m.image_size),
@@ -107,11 +110,7 @@ class LoadedRun:
         }
 
     def transform(self):
-        from langdml.models import image_transform
-
-        m = self.config.model
-        mean, std = _normalisation(self.config)
-        return image_transform(m.image_size, mean, std, train=False, crop_pct=m.crop_pct)
+        return run_transform(self.config, train=False)
 
     def tower(self) -> ImageTower:
         """The image tower (trunk + trained head) in eval mode on the run's device."""
@@ -120,13 +119,14 @@ class LoadedRun:
             if backbone is None:  # frozen trunk: the configured backbone the features came from
                 from langdml.models import create_backbone
 
-                backbone, _ = create_backbone(self.config.model.backbone, self.config.model.weights)
+                m = self.config.model
+                backbone, _ = create_backbone(m.backbone, m.weights, pooling=m.pooling)
             elif self.config.model.partial_blocks:  # partial: frozen prefix + trained suffix
                 from langdml.models import create_backbone
                 from langdml.models.backbones import split_trunk
 
                 m = self.config.model
-                trunk, _ = create_backbone(m.backbone, m.weights)
+                trunk, _ = create_backbone(m.backbone, m.weights, pooling=m.pooling)
                 prefix = split_trunk(trunk, m.partial_blocks)[0]
                 backbone = nn.Sequential(prefix, backbone)
             self._tower = ImageTower(backbone, self.model.head).to(self.device).eval()
@@ -153,10 +153,9 @@ class LoadedRun:
     ) -> torch.Tensor:
         """(N, d) embeddings of a loaded dataset; a frozen-trunk run reuses the feature cache."""
         if self.model.backbone is None:
-            from langdml.models import FeatureSpec, extract_features
+            from langdml.models import extract_features
 
-            m = self.config.model
-            spec = FeatureSpec(m.backbone, m.weights, m.image_size, 0, m.crop_pct)
+            spec = feature_spec(self.config)
             feats = extract_features(
                 dataset, spec, cache_dir=self.config.data.cache_dir, device=self.device,
                 progress=progress,

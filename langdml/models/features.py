@@ -56,6 +56,9 @@ class FeatureSpec:
     # > 0: the activations of the frozen PREFIX of partial fine-tuning (model.trainable_blocks N,
     # see backbones.split_trunk) instead of pooled features: (V, N_images, C, H, W).
     prefix_blocks: int = 0
+    pooling: str = "avg"
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # augmented views' random-resized-crop area
+    interpolation: str = "bicubic"
 
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
@@ -73,6 +76,14 @@ class FeatureSpec:
         ]
         if self.prefix_blocks:  # pooled-feature keys stay what they were
             parts.append(f"prefix-{self.prefix_blocks}")
+        # Settings added later join the key only when not their default, so existing caches
+        # keep their keys.
+        if self.pooling != "avg":
+            parts.append(f"pool-{self.pooling}")
+        if self.interpolation != "bicubic":
+            parts.append(f"interp-{self.interpolation}")
+        if self.augment_views and tuple(self.crop_scale) != (0.35, 1.0):
+            parts.append(f"scale-{list(self.crop_scale)}")
         return stable_hash(parts)
 
 
@@ -150,7 +161,6 @@ def extract_features(
     from safetensors.torch import save_file
 
     from langdml.models.backbones import create_backbone
-    from langdml.models.transforms import image_transform
 
     spec = spec or FeatureSpec()
     root = cache_root(cache_dir) / "features"
@@ -162,17 +172,14 @@ def extract_features(
         feats, meta = cached
         return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
-    model, info = create_backbone(spec.backbone, spec.weights)
+    model, info = create_backbone(spec.backbone, spec.weights, pooling=spec.pooling)
     if spec.prefix_blocks:
         from langdml.models.backbones import split_trunk
 
         model = split_trunk(model, spec.prefix_blocks)[0]
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     torch.manual_seed(spec.seed)
-    transforms = [image_transform(spec.image_size, info.mean, info.std, crop_pct=spec.crop_pct)]
-    transforms += [
-        image_transform(spec.image_size, info.mean, info.std, train=True)
-    ] * spec.augment_views
+    transforms = _view_transforms(spec, info)
     parts_dir = path.with_suffix(".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
@@ -199,6 +206,9 @@ def extract_features(
         "augment_views": spec.augment_views,
         "prefix_blocks": spec.prefix_blocks,
         "crop_pct": spec.crop_pct,
+        "pooling": spec.pooling,
+        "crop_scale": list(spec.crop_scale),
+        "interpolation": spec.interpolation,
         "seed": spec.seed,
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
@@ -212,6 +222,18 @@ def extract_features(
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
+
+
+def _view_transforms(spec: FeatureSpec, info) -> list:
+    """View 0: the clean eval transform; views 1..V-1: the training augmentation."""
+    from langdml.models.transforms import image_transform
+
+    size, mean, std, interp = spec.image_size, info.mean, info.std, spec.interpolation
+    clean = image_transform(size, mean, std, crop_pct=spec.crop_pct, interpolation=interp)
+    augmented = image_transform(
+        size, mean, std, train=True, crop_scale=spec.crop_scale, interpolation=interp
+    )
+    return [clean] + [augmented] * spec.augment_views
 
 
 def _load_part(part: Path) -> torch.Tensor | None:

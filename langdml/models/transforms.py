@@ -9,6 +9,11 @@ from PIL import Image
 from torchvision import transforms as T
 
 TF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # tf_efficientnet_lite0's normalisation
+# The project's augmentation until recipes needed the literature's: a milder crop than
+# torchvision's (0.08, 1) default, bicubic resampling.
+DEFAULT_CROP_SCALE = (0.35, 1.0)
+DEFAULT_INTERPOLATION = "bicubic"
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
 def image_transform(
@@ -17,17 +22,23 @@ def image_transform(
     std: Sequence[float] = TF_MEAN_STD[1],
     train: bool = False,
     crop_pct: float | None = None,
+    crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL RGB → normalised tensor (3, S, S).
 
     Eval: resize the short side to ``image_size / crop_pct`` then center-crop (``crop_pct=None``
     resizes straight to S×S, right for emoji renderings that fill their canvas). Train: the
-    standard DML augmentation, random resized crop + horizontal flip.
+    standard DML augmentation, random resized crop (area fraction in ``crop_scale``) + horizontal
+    flip. ``interpolation`` resamples every resize. ``crop_pct`` > 1 resizes below the crop, which
+    torchvision's CenterCrop zero-pads (one source's pseudo-labelling does exactly that).
     """
-    interp = T.InterpolationMode.BICUBIC
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    interp = T.InterpolationMode(interpolation)
     if train:
         spatial = [
-            T.RandomResizedCrop(image_size, scale=(0.35, 1.0), interpolation=interp),
+            T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=interp),
             T.RandomHorizontalFlip(),
         ]
     elif crop_pct:

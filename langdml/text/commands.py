@@ -46,6 +46,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="pseudo-labels per class (with --plg)")
     p.add_argument("--image-size", type=int, default=224, help="classifier input size (with --plg)")
     p.add_argument(
+        "--classifier",
+        default="packaged",
+        help="PLG classifier: packaged or ARCH:WEIGHTS, e.g. resnet50:torchvision (text."
+        "pseudo_label_model)",
+    )
+    p.add_argument(
+        "--crop-pct",
+        type=float,
+        default=None,
+        help="PLG: resize to image-size / crop-pct, then center-crop (text.pseudo_label_crop_pct)",
+    )
+    p.add_argument(
         "--cache-dir",
         default=None,
         help="cache root, as in every command (default $LANGDML_CACHE or cache); text embeddings "
@@ -145,8 +157,9 @@ def run_precompute(args: argparse.Namespace) -> int:
     )
     if args.plg:
         result = pseudo_label_embeddings(
-            dataset, k=args.top_k, image_size=args.image_size, **common
-        )
+            dataset, k=args.top_k, image_size=args.image_size, classifier=args.classifier,
+            crop_pct=args.crop_pct, **common,
+        )  # fmt: skip
     else:
         result = precompute_text_embeddings(names, **common)
     status = "cache hit" if result.cache_hit else "computed"

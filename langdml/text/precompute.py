@@ -240,28 +240,48 @@ def precompute_text_embeddings(
 # Pseudo-label guidance
 
 
-def classifier_identity(image_size: int) -> dict[str, Any]:
-    try:
-        weights = f"{PLG_WEIGHTS_PACKAGE}=={metadata.version(PLG_WEIGHTS_PACKAGE)}"
-    except metadata.PackageNotFoundError:
-        weights = f"{PLG_WEIGHTS_PACKAGE} (missing)"
-    return {
-        "name": PLG_CLASSIFIER,
-        "loader": "langdml.models.load_imagenet_classifier",
-        "weights": weights,
-        "image_size": int(image_size),
-        "label_names": "langdml.models.imagenet_class_names(short)",
-    }
+def classifier_identity(
+    image_size: int, classifier: str = "packaged", crop_pct: float | None = None
+) -> dict[str, Any]:
+    """What pseudo-labels depend on; the packaged classifier's entry is what it always was."""
+    if classifier != "packaged":
+        from langdml.io import file_sha256
+        from langdml.models.imagenet import parse_classifier_spec
+
+        arch, weights = parse_classifier_spec(classifier)
+        if Path(weights).is_file():  # a local file: its content, not its path
+            weights = f"sha256:{file_sha256(weights)[:16]}"
+        ident = {"name": arch, "loader": "langdml.models.imagenet.imagenet_classifier"}
+        ident["weights"] = weights
+    else:
+        try:
+            weights = f"{PLG_WEIGHTS_PACKAGE}=={metadata.version(PLG_WEIGHTS_PACKAGE)}"
+        except metadata.PackageNotFoundError:
+            weights = f"{PLG_WEIGHTS_PACKAGE} (missing)"
+        ident = {"name": PLG_CLASSIFIER, "loader": "langdml.models.load_imagenet_classifier"}
+        ident["weights"] = weights
+    ident["image_size"] = int(image_size)
+    ident["label_names"] = "langdml.models.imagenet_class_names(short)"
+    if crop_pct is not None:
+        ident["crop_pct"] = float(crop_pct)
+    return ident
 
 
 def imagenet_mean_logits(
-    dataset: ImageDataset, image_size: int = 224, device: str = "cpu", batch_size: int = 64
+    dataset: ImageDataset,
+    image_size: int = 224,
+    device: str = "cpu",
+    batch_size: int = 64,
+    classifier: str = "packaged",
+    crop_pct: float | None = None,
 ) -> torch.Tensor:
-    """(C, 1000): row c = (1/N_c) Σ_{i: y_i = c} logits(x_i) of the packaged ImageNet classifier."""
+    """(C, 1000): row c = (1/N_c) Σ_{i: y_i = c} logits(x_i) of an ImageNet classifier
+    (``classifier``: packaged or ARCH:WEIGHTS, see langdml.models.imagenet.imagenet_classifier)."""
     import torch
     from tqdm.auto import tqdm
 
-    from langdml.models import image_transform, load_imagenet_classifier
+    from langdml.models import image_transform
+    from langdml.models.imagenet import imagenet_classifier
     from langdml.models.transforms import transform_batch
 
     device = _encoders._check_device(device)
@@ -270,8 +290,9 @@ def imagenet_mean_logits(
     if empty:
         raise DataError(f"pseudo-labels need images of every class; none for {empty[:5]!r}")
     # channels_last: depthwise convolutions run ~1.4x faster on CPU in this layout (measured).
-    classifier = load_imagenet_classifier(device=device).to(memory_format=torch.channels_last)
-    transform = image_transform(image_size)
+    model, prep = imagenet_classifier(classifier, device=device)
+    model = model.to(memory_format=torch.channels_last)
+    transform = image_transform(image_size, crop_pct=crop_pct, **prep)
     labels = torch.as_tensor(dataset.labels, dtype=torch.long)
     sums = None
     bar = tqdm(total=len(dataset), desc="pseudo-labels", unit="img", file=sys.stderr, disable=None)
@@ -280,7 +301,7 @@ def imagenet_mean_logits(
             idx = range(start, min(start + batch_size, len(dataset)))
             batch = transform_batch(transform, [dataset.image(i) for i in idx])
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-            logits = classifier(batch).float().cpu()
+            logits = model(batch).float().cpu()
             if sums is None:
                 sums = torch.zeros(dataset.num_classes, logits.shape[1])
             sums.index_add_(0, labels[start : start + len(idx)], logits)
@@ -297,6 +318,8 @@ def compute_pseudo_labels(
     image_size: int = 224,
     batch_size: int = 64,
     allow_duplicates: bool = False,
+    classifier: str = "packaged",
+    crop_pct: float | None = None,
 ) -> dict[str, Any]:
     """Top-k ImageNet names per class (averaged logits), cached as JSON next to the embeddings.
 
@@ -310,7 +333,7 @@ def compute_pseudo_labels(
         "kind": "pseudo_labels",
         "dataset": dataset.fingerprint,
         "class_names": names,
-        "classifier": classifier_identity(image_size),
+        "classifier": classifier_identity(image_size, classifier, crop_pct),
         "k": k,
     }
     key = cache_key(fields)
@@ -335,7 +358,7 @@ def compute_pseudo_labels(
 
     inet = imagenet_class_names()
     mean_logits = imagenet_mean_logits(
-        dataset, image_size=image_size, device=device, batch_size=batch_size
+        dataset, image_size, device, batch_size, classifier=classifier, crop_pct=crop_pct
     )
     probs = torch.softmax(mean_logits, dim=1)
     top = torch.topk(mean_logits, k, dim=1).indices
@@ -351,7 +374,7 @@ def compute_pseudo_labels(
     return data
 
 
-def _plg_fields(spec, prompts, names, dataset, image_size: int, k: int, name_cleaner) -> dict:
+def _plg_fields(spec, prompts, names, dataset, classifier: dict, k: int, name_cleaner) -> dict:
     """What a pseudo-label cache file is keyed on."""
     cleaner_tag = name_cleaner if isinstance(name_cleaner, str) or name_cleaner is None else None
     if cleaner_tag is None:
@@ -367,7 +390,7 @@ def _plg_fields(spec, prompts, names, dataset, image_size: int, k: int, name_cle
         "prompts": prompts,
         "class_names": names,
         "dataset": dataset.fingerprint,
-        "classifier": classifier_identity(image_size),
+        "classifier": classifier,
         "k": k,
         "name_cleaner": cleaner_tag,
     }
@@ -386,11 +409,15 @@ def pseudo_label_embeddings(
     image_size: int = 224,
     force: bool = False,
     allow_duplicates: bool = False,
+    classifier: str = "packaged",
+    crop_pct: float | None = None,
 ) -> TextEmbeddings:
     """PLG (Roth et al. 2022): per class, the top-k ImageNet names of its mean classifier logits,
     each embedded like a class name → (C, k, d); ``meta["pseudo_labels"]`` holds the names.
 
-    Cached by dataset fingerprint, classifier, k, text model, pooling and prompts.
+    ``classifier`` (packaged or ARCH:WEIGHTS), ``image_size`` and ``crop_pct`` set the
+    classifier and its preprocessing. Cached by dataset fingerprint, classifier, k, text model,
+    pooling and prompts.
     """
     names = check_class_names(dataset.class_names, allow_duplicates=allow_duplicates)
     prompts = check_prompts(prompts)
@@ -400,7 +427,8 @@ def pseudo_label_embeddings(
         raise LangDMLError(f"batch_size must be ≥ 1, got {batch_size}")
     spec = parse_text_model_spec(model, pooling=pooling)
     _check_model_paths(spec)
-    fields = _plg_fields(spec, prompts, names, dataset, image_size, k, name_cleaner)
+    ident = classifier_identity(image_size, classifier, crop_pct)
+    fields = _plg_fields(spec, prompts, names, dataset, ident, k, name_cleaner)
     key = cache_key(fields)
     path = cache_path(default_cache_dir(cache_dir), f"plg{k}", spec.describe(), key)
     if not force:
@@ -415,6 +443,8 @@ def pseudo_label_embeddings(
         image_size=image_size,
         batch_size=batch_size,
         allow_duplicates=allow_duplicates,
+        classifier=classifier,
+        crop_pct=crop_pct,
     )
     unique = list(dict.fromkeys(n for row in labels["names"] for n in row))
     texts = clean_names(unique, name_cleaner)

@@ -8,8 +8,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from langdml.config import ExperimentConfig, dump_yaml, load_yaml, migrate_config
-from langdml.errors import LangDMLError
+from langdml.config import (
+    ExperimentConfig,
+    dump_yaml,
+    load_yaml,
+    migrate_config,
+    validate_config,
+)
+from langdml.errors import ConfigError, LangDMLError
 from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS
 from langdml.io import atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
 
@@ -44,6 +50,10 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
         )
     if saved_cfg.is_file() and ckpt_path.is_file():
         saved = migrate_config(load_yaml(saved_cfg), source=str(saved_cfg))
+        try:  # keys added since the run started take their defaults, the behaviour it ran with
+            saved = validate_config(saved).to_dict()
+        except ConfigError:
+            pass  # compare the raw tree: the differing keys are named below
         diffs = same_config(saved, cfg.to_dict())
         if diffs:
             return "error", (

@@ -208,7 +208,9 @@ def main_first(ctx: DistContext, device: torch.device | None = None) -> Iterator
         barrier(ctx, device)
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+def wrap_model(
+    model: nn.Module, ctx: DistContext, device: torch.device, find_unused: bool = False
+) -> nn.Module:
     """DistributedDataParallel around the embedding model (rank 0's weights are broadcast)."""
     if not ctx.enabled:
         return model
@@ -217,7 +219,12 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
     if not any(p.requires_grad for p in model.parameters()):
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+    return DistributedDataParallel(
+        model,
+        device_ids=ids,
+        output_device=ids[0] if ids else None,
+        find_unused_parameters=find_unused,
+    )
 
 
 def broadcast_parameters(module: nn.Module, ctx: DistContext) -> None:

@@ -38,6 +38,9 @@ class TrainState:
     resumed: bool = False
     iters_done: int = 0
     run_dir: Any = None
+    # The trunk parameters that train (frozen BatchNorm excluded), so train.frozen_trunk_epochs
+    # can switch them off and back on.
+    trunk_params: list[torch.nn.Parameter] = field(default_factory=list)
 
     def last_good_epoch(self) -> int:
         return self.start_epoch if not self.history else self.history[-1]["epoch"]
@@ -45,6 +48,14 @@ class TrainState:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % 2**31
+
+
+def set_trunk_frozen(state: TrainState, frozen: bool) -> None:
+    """Warm-up epochs train only the head and the loss's parameters: the trunk's get no
+    gradient, so the optimiser leaves them (and their weight decay and moments) untouched.
+    Decided from the epoch index alone, so a resumed run freezes exactly as an uninterrupted one."""
+    for p in state.trunk_params:
+        p.requires_grad_(not frozen)
 
 
 def _batch_inputs(state: TrainState, batch, source, ctx: dd.DistContext, labels_t):
@@ -112,6 +123,7 @@ def run_epoch(
 
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     state.model.train()
+    set_trunk_frozen(state, epoch < cfg.train.frozen_trunk_epochs)
     t0 = time.perf_counter()
     sums: dict[str, float] = {}
     batches = state.sampler.epoch(epoch)

@@ -40,7 +40,7 @@ def build_scheduler(cfg: ExperimentConfig, optimizer, iters_per_epoch: int):
         if cfg.train.scheduler == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
         if cfg.train.scheduler == "step":
-            return 0.1 ** int(3 * step / max(1, total))
+            return cfg.train.step_gamma ** int(3 * step / max(1, total))
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

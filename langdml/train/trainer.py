@@ -120,7 +120,10 @@ def _setup(cfg: ExperimentConfig, ctx: dd.DistContext, device: torch.device) -> 
     # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range.
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     scheduler = build_scheduler(cfg, optimizer, len(sampler))
-    return TrainState(data, model, loss_fn, sampler, optimizer, scheduler, scaler, amp, amp_dtype)
+    state = TrainState(data, model, loss_fn, sampler, optimizer, scheduler, scaler, amp, amp_dtype)
+    if model.backbone is not None:
+        state.trunk_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    return state
 
 
 def _resume(
@@ -200,7 +203,10 @@ def _train(
         write_provenance(cfg, state, run_dir)
     # DDP wraps the model only for the training forward; evaluation calls the bare module (a
     # DDP forward would issue collectives that ranks embedding different shares cannot match).
-    train_model = dd.wrap_model(state.model, ctx, device)
+    # Warm-up epochs leave the trunk without gradients: DDP must not wait for them.
+    train_model = dd.wrap_model(
+        state.model, ctx, device, find_unused=cfg.train.frozen_trunk_epochs > 0
+    )
     tb = tensorboard(run_dir) if ctx.is_main else None
     for epoch in range(state.start_epoch, cfg.train.epochs):
         record = run_epoch(cfg, state, train_model, epoch, ctx, device, stop_after_iters)
