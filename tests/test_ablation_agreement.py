@@ -248,3 +248,29 @@ def test_only_finished_cells_and_failures_are_a_dash(folder, setup, tmp_path):
     assert "Spearman ρ" in md and "chance 90.9 %" in md and "no row for 10 of the 12" in md
     assert not math.isnan(a.spearman)
     assert "agreement ρ" not in markdown_table(summarise(abl, rows))
+
+
+@pytest.mark.slow
+def test_run_ablation_writes_the_columns_and_rerenders_from_the_cache(
+    folder, setup, tmp_path, monkeypatch
+):
+    from langdml.ablation import run_ablation
+
+    files = setup
+    grid = {"arm": {k: v for k, v in _arms(files)["arm"].items() if k in ("none", "a", "b")}}
+    _ablation(tmp_path, folder, grid)  # writes abl.yaml; a tiny training below
+    spec = yaml.safe_load((tmp_path / "abl.yaml").read_text())
+    spec["base"]["train"].update(iterations_per_epoch=2)
+    spec["base"]["eval"] = {"clustering": False}
+    spec["seeds"] = [0]
+    (tmp_path / "abl.yaml").write_text(yaml.safe_dump(spec))
+    first = run_ablation(tmp_path / "abl.yaml", progress=False)
+    assert all(r["status"] == "ok" for r in first.rows)
+    assert "| agreement ρ | agreement 10-NN |" in first.markdown
+    assert (tmp_path / "out" / AGREEMENT_FILE).is_file()
+
+    def no_compute(*_a, **_k):
+        raise AssertionError("a re-render must read agreement.json")
+
+    monkeypatch.setattr(agreement_module, "agreement_of", no_compute)
+    assert run_ablation(tmp_path / "abl.yaml", progress=False).markdown == first.markdown
