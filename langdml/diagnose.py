@@ -39,7 +39,9 @@ DEFAULT_K = 10
 DEFAULT_SEEDS = 5
 __all__ = [
     "Agreement",
+    "AgreementRequest",
     "agreement",
+    "agreement_of",
     "class_centroids",
     "diagnose",
     "format_table",
@@ -253,29 +255,20 @@ def diagnose(
     ``$LANGDML_CACHE`` or ``./cache``) that training uses; the trunk defaults to the config's
     (packaged EfficientNet-Lite0 at 128 px).
     """
-    import torch
-
     from langdml.data import load_dataset
-    from langdml.io import text_cache_dir
     from langdml.models import FeatureSpec
-    from langdml.text.precompute import distinct_name_embeddings
 
     if not models:
         raise LangDMLError("give at least one text model")
     full = load_dataset(dataset, cache_dir=cache_dir)
     train = train_classes(full, train_fraction, validation_fraction)
-    # Classes may share a name (SOP super-classes): embed each distinct name once. Text first, so
-    # a name mismatch (file: embeddings) is reported before any feature extraction.
-    texts = []
-    for model in models:
-        found, rows = distinct_name_embeddings(
-            train.class_names,
-            model=model,
-            prompts=prompts,
-            cache_dir=text_cache_dir(cache_dir),
-            device=device,
-        )
-        texts.append(found.embeddings.float()[torch.as_tensor(rows)])
+    # Classes may share a name (SOP super-classes): each distinct name is embedded once. Text
+    # first, so a name mismatch (file: embeddings) is reported before any feature extraction.
+    prompt_tuple = None if prompts is None else tuple(prompts)
+    texts = [
+        _class_text(train, AgreementRequest(dataset, model, prompt_tuple), cache_dir, device)
+        for model in models
+    ]
     feats = train_features(full, train, feature_spec or FeatureSpec(), cache_dir, device, progress)
     centroids = class_centroids(feats, train.labels, train.num_classes)
     out = []
@@ -283,6 +276,105 @@ def diagnose(
         result = agreement(text, centroids, k=k, seeds=seeds)
         out.append(dataclasses.replace(result, model=model, dataset=dataset))
     return out
+
+
+@dataclass(frozen=True)
+class AgreementRequest:
+    """One agreement to compute, in plain values (so it hashes to a stable cache key): the dataset
+    and train classes a run sees, its frozen trunk and its text side. ``pseudo_labels``: the text
+    of a class is the mean of its ``top_k`` PLG pseudo-label embeddings (renormalised)."""
+
+    dataset: str
+    text_model: str
+    prompts: tuple[str, ...] | None = None
+    pseudo_labels: bool = False
+    top_k: int = 5
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str = "packaged"
+    image_size: int = 128
+    crop_pct: float | None = None
+    # The run's extra augmented views, only so the feature cache key is training's; view 0 (the
+    # clean one) is what the centroids use.
+    augment_views: int = 0
+    train_fraction: float = 0.5
+    validation_fraction: float = 0.0
+    k: int = DEFAULT_K
+    seeds: int = DEFAULT_SEEDS
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["prompts"] = None if self.prompts is None else list(self.prompts)
+        return out
+
+    def key(self) -> str:
+        from langdml.io import stable_hash
+
+        return stable_hash(self.as_dict())
+
+    def identity(self) -> dict[str, Any]:
+        """What the request's names do not pin down, read without loading anything: the text
+        model's weights (``text.spec.model_identity``) and a trunk weight file's size and mtime."""
+        from langdml.text.spec import model_identity, parse_text_model_spec
+
+        out: dict[str, Any] = {"text": model_identity(parse_text_model_spec(self.text_model))}
+        weights = Path(self.weights).expanduser()
+        if weights.is_file():
+            stat = weights.stat()
+            out["weights"] = [str(weights.resolve()), stat.st_size, stat.st_mtime_ns]
+        return out
+
+    def feature_spec(self) -> FeatureSpec:
+        from langdml.models import FeatureSpec
+
+        return FeatureSpec(
+            self.backbone, self.weights, self.image_size, self.augment_views, self.crop_pct
+        )
+
+
+def _class_text(
+    train: ImageDataset, request: AgreementRequest, cache_dir: str | Path | None, device: str
+) -> torch.Tensor:
+    """(C, d) text rows of ``train``'s classes, from the cache files training uses."""
+    import torch.nn.functional as F
+
+    from langdml.io import text_cache_dir
+    from langdml.text.precompute import distinct_name_embeddings, pseudo_label_embeddings
+
+    kwargs: dict[str, Any] = dict(
+        model=request.text_model,
+        prompts=None if request.prompts is None else list(request.prompts),
+        cache_dir=text_cache_dir(cache_dir),
+        device=device,
+    )
+    if request.pseudo_labels:
+        found = pseudo_label_embeddings(
+            train, k=request.top_k, allow_duplicates=train.shares_names, **kwargs
+        )
+        return F.normalize(found.embeddings.float().mean(dim=1), dim=-1)
+    import torch
+
+    found, rows = distinct_name_embeddings(train.class_names, **kwargs)
+    return found.embeddings.float()[torch.as_tensor(rows)]
+
+
+def agreement_of(
+    request: AgreementRequest,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Agreement:
+    """:func:`agreement` for one :class:`AgreementRequest` (what ``langdml diagnose`` computes
+    for one text model), reading and filling the dataset, feature and text caches under
+    ``cache_dir``."""
+    from langdml.data import load_dataset
+
+    full = load_dataset(request.dataset, cache_dir=cache_dir)
+    train = train_classes(full, request.train_fraction, request.validation_fraction)
+    text = _class_text(train, request, cache_dir, device)
+    spec = request.feature_spec()
+    feats = train_features(full, train, spec, cache_dir, device, progress)
+    result = agreement(text, feats, train.labels, k=request.k, seeds=request.seeds)
+    return dataclasses.replace(result, model=request.text_model, dataset=request.dataset)
 
 
 def format_table(results: Sequence[Agreement]) -> str:

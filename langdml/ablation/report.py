@@ -6,11 +6,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from langdml.diagnose import DEFAULT_K
 from langdml.io import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from langdml.ablation.agreement import CellAgreement
 
 BASE_KEYS = ("loss.base.name", "loss.base")
 REG_KEY = "loss.regularizers"
@@ -151,12 +155,50 @@ def _fmt(mean_std: tuple[float, float], scale: float = 100.0) -> str:
     return f"{m * scale:.2f} ± {s * scale:.2f}" if not math.isnan(s) else f"{m * scale:.2f}"
 
 
-def markdown_table(cells: list[dict]) -> str:
+def _agreement_head(agreements: dict[str, CellAgreement]) -> list[str]:
+    k = next((a.agreement.k for a in agreements.values() if a.agreement), DEFAULT_K)
+    return ["agreement ρ", f"agreement {k}-NN"]
+
+
+def _agreement_row(cell_id: str, agreements: dict[str, CellAgreement]) -> list[str]:
+    """Spearman and k-NN overlap of the row's text; blank without text, — when not computed."""
+    a = agreements.get(cell_id)
+    if a is None:
+        return ["", ""]
+    if a.spearman is None or a.overlap is None:
+        return ["—", "—"]
+    mark = " (shuffled)" if a.shuffled else " (PLG)" if a.pseudo_labels else ""
+    return [f"{a.spearman:.3f}{mark}", f"{100 * a.overlap:.1f} %"]
+
+
+def agreement_notes(agreements: dict[str, CellAgreement]) -> str:
+    """How to read the agreement columns, and why a row has none."""
+    found = [a.agreement for a in agreements.values() if a.agreement]
+    if not found:
+        text = "Agreement: not computed."
+    else:
+        r = found[0]
+        text = (
+            f"Agreement (`langdml diagnose` per row, on the {r.num_classes} train classes): "
+            "Spearman ρ between the row's class-name similarities and the frozen trunk's "
+            f"class-centroid similarities, and the mean overlap of each class's {r.k} nearest "
+            f"classes by name and by image (chance {100 * r.chance_overlap:.1f} %). Blank: the "
+            "row uses no text. (shuffled): the shuffled-names control, mean over "
+            f"{r.seeds} permutations. (PLG): each class's text is the mean of its pseudo-label "
+            "embeddings. It describes the text before training; it predicts no gain."
+        )
+    why = sorted({a.error for a in agreements.values() if a.error})
+    return text + "".join(f" — (no agreement): {e.rstrip('.')}." for e in why)
+
+
+def markdown_table(cells: list[dict], agreements: dict[str, CellAgreement] | None = None) -> str:
+    """The results table; with ``agreements`` (cell id → its text's agreement), two more columns."""
     has_other = any(c["other"] != "-" for c in cells)
     shown = SHOWN + tuple(x for x in OPTIONAL if any(not math.isnan(c[x[0]][0]) for c in cells))
     head = (
         ["base loss", "regularizers"] + (["setting"] if has_other else []) + [n for _, n in shown]
     )
+    head += _agreement_head(agreements) if agreements is not None else []
     head += [f"Δ{n} vs none [95% CI] (p, p_Holm, wins)" for _, n in TESTED] + ["seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best: dict[tuple[str, str], float] = {}
@@ -170,6 +212,7 @@ def markdown_table(cells: list[dict]) -> str:
         for metric, _ in shown:
             text = _fmt(c[metric])
             row.append(f"**{text}**" if c[metric][0] == best.get((c["base"], metric)) else text)
+        row += _agreement_row(c["cell"].id, agreements) if agreements is not None else []
         for metric, _ in TESTED:
             d = c["deltas"].get(metric)
             if d is None:
@@ -199,6 +242,8 @@ def markdown_table(cells: list[dict]) -> str:
             "fold of the TRAIN classes (not the test classes); means, pairs, wins and the seeds "
             "column are over seeds x folds."
         )
+    if agreements is not None:
+        notes += "\n\n" + agreement_notes(agreements)
     return "\n".join(lines) + "\n\n" + notes + "\n"
 
 
@@ -299,11 +344,16 @@ def versions_note(ablation, rows: list[dict]) -> str:
 
 
 def write_report(
-    out: Path, ablation, rows: list[dict], baselines: dict[str, dict] | None = None
+    out: Path,
+    ablation,
+    rows: list[dict],
+    baselines: dict[str, dict] | None = None,
+    agreements: dict[str, CellAgreement] | None = None,
 ) -> tuple[str, Path | None]:
+    """results.md, results_stats.csv and results.png; ``agreements``: see ``markdown_table``."""
     cells = summarise(ablation, rows)
     failed = [r for r in rows if r["status"] != "ok"]
-    md = f"# Ablation: {ablation.name}\n\n" + markdown_table(cells)
+    md = f"# Ablation: {ablation.name}\n\n" + markdown_table(cells, agreements)
     names = {
         "raw_features": "raw frozen trunk features (no training)",
         "untrained": "untrained head (one run's random initialisation)",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langdml.ablation.agreement import cell_agreements, varies_text
 from langdml.ablation.backends import Backend, BackendOptions, resolve_options
 from langdml.ablation.cells import cell_record, extra_columns, finished, run_state
 from langdml.ablation.local_backend import LocalBackend
@@ -132,7 +133,8 @@ def run_ablation(
         for note in notes:
             print(f"langdml: {note}", file=sys.stderr)
     ordered = [rows[r.id] for r in ablation.runs if r.id in rows]
-    markdown, plot = write_report(out, ablation, ordered, _baselines(ablation))
+    agreements = cell_agreements(ablation, ordered, progress) if varies_text(ablation) else None
+    markdown, plot = write_report(out, ablation, ordered, _baselines(ablation), agreements)
     return AblationResult(out, ordered, out / "results.md", plot, markdown, notes)
 
 
