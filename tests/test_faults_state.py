@@ -151,3 +151,104 @@ def test_nan_stop_names_the_likely_cause_and_the_kept_checkpoint(folder, tmp_pat
     ckpt = tmp_path / "run" / "checkpoint.pt"
     assert (str(ckpt) in line) == ckpt.is_file(), line
     assert ckpt.is_file() or "no checkpoint was written yet" in line
+
+
+# --- text-embedding cache ------------------------------------------------------------------------
+
+NAMES = ["dog face", "cat face", "sailboat", "red apple"]
+
+
+def test_bit_flipped_text_cache_is_reported_and_rebuilt(tmp_path):
+    from langdml.text import load_text_embeddings, precompute_text_embeddings
+
+    good = precompute_text_embeddings(NAMES, cache_dir=tmp_path)
+    assert len(good.meta["sha256"]) == 64
+    # a flip inside the float data: finite, right shape, parseable, and wrong
+    flip_byte(good.path, good.path.stat().st_size - 9)
+    with pytest.raises(LangDMLError, match="checksum") as info:
+        load_text_embeddings(good.path, NAMES)
+    assert str(good.path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.warns(UserWarning, match="checksum") as record:
+        again = precompute_text_embeddings(NAMES, cache_dir=tmp_path)
+    assert str(good.path) in str(record[0].message) and "rebuilding" in str(record[0].message)
+    assert not again.cache_hit and torch.equal(again.embeddings, good.embeddings)
+    assert load_text_embeddings(good.path, NAMES).cache_hit  # the rebuilt entry verifies
+
+
+# --- dataset cache (the built emoji benchmark) ---------------------------------------------------
+
+STYLES = ("openmoji", "noto_mono")
+
+
+@pytest.fixture
+def tiny_emoji(monkeypatch, tmp_path):
+    """A 6-class build of an emoji style variant (seconds instead of minutes)."""
+    from langdml.data import emoji
+
+    real = emoji.emoji_classes
+    wanted = {"dog face", "cat face", "sailboat", "red apple", "rocket", "sun"}
+    monkeypatch.setattr(emoji, "emoji_classes", lambda: [c for c in real() if c[1] in wanted])
+    path = emoji.build_emoji(STYLES, cache_dir=tmp_path)
+    return path
+
+
+def _rows(cache):
+    from langdml.data import load_dataset
+
+    ds = load_dataset("emoji:" + ",".join(STYLES), cache_dir=cache)
+    return ds.labels.tolist(), [ds.image(i).tobytes() for i in range(len(ds))]
+
+
+def _arrow(built):
+    (arrow,) = built.glob("*.arrow")
+    return arrow
+
+
+@pytest.mark.parametrize("how", ["truncate", "bitflip"])
+def test_damaged_dataset_cache_is_reported_and_rebuilt_on_load(tiny_emoji, tmp_path, how):
+    before = _rows(tmp_path)
+    arrow = _arrow(tiny_emoji)
+    _damage(arrow, how)
+    with pytest.warns(UserWarning) as record:
+        after = _rows(tmp_path)
+    lines = [str(w.message) for w in record if "rebuilding" in str(w.message)]
+    assert len(lines) == 1 and str(arrow) in lines[0], lines
+    assert after == before
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt entry verifies
+        assert _rows(tmp_path) == before
+
+
+def test_data_build_verifies_and_repairs(tiny_emoji, tmp_path, capsys):
+    args = ["data", "build", "emoji", "--styles", ",".join(STYLES), "--cache-dir", str(tmp_path)]
+    assert main(args) == 0
+    assert "every file matches its checksum" in capsys.readouterr().out
+    before = _rows(tmp_path)
+    _damage(_arrow(tiny_emoji), "truncate")
+    with pytest.warns(UserWarning, match="rebuilding"):
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "repaired" in out and str(_arrow(tiny_emoji)) in out
+    assert _rows(tmp_path) == before
+
+
+def test_dataset_built_before_checksums_is_checked_once(tiny_emoji, tmp_path):
+    """A build without a manifest is read in full: a truncated Arrow file is found (and rebuilt),
+    an intact one gets its checksums recorded."""
+    meta_path = tiny_emoji / "langdml_meta.json"
+    before = _rows(tmp_path)
+
+    def strip_manifest():
+        meta = json.loads(meta_path.read_text())
+        meta.pop("files")
+        meta_path.write_text(json.dumps(meta))
+
+    strip_manifest()
+    assert _rows(tmp_path) == before
+    assert "files" in json.loads(meta_path.read_text())  # recorded
+    strip_manifest()
+    _damage(_arrow(tiny_emoji), "truncate")
+    with pytest.warns(UserWarning, match="unreadable.*rebuilding"):
+        assert _rows(tmp_path) == before
