@@ -61,6 +61,7 @@ _EXTRACT = """
 """
 
 
+@pytest.mark.slow
 def test_kill_during_feature_extraction_resumes_to_identical_features(folder, tmp_path):
     clean = _features(folder, tmp_path / "clean", chunk_size=4)
     cache = tmp_path / "killed"
@@ -74,6 +75,7 @@ def test_kill_during_feature_extraction_resumes_to_identical_features(folder, tm
     assert not parts.exists()
 
 
+@pytest.mark.slow
 def test_two_processes_extracting_the_same_entry(folder, tmp_path):
     clean = _features(folder, tmp_path / "clean", chunk_size=4)
     cache, go = tmp_path / "shared", tmp_path / "go"
@@ -110,6 +112,7 @@ _PRECOMPUTE = """
 """
 
 
+@pytest.mark.slow
 def test_kill_while_writing_the_text_cache_leaves_no_entry(tmp_path):
     from langdml.text import precompute_text_embeddings
 
@@ -125,6 +128,7 @@ def test_kill_while_writing_the_text_cache_leaves_no_entry(tmp_path):
     assert not again.cache_hit and torch.equal(again.embeddings, clean.embeddings)
 
 
+@pytest.mark.slow
 def test_two_processes_precomputing_the_same_entry(tmp_path):
     from langdml.text import precompute_text_embeddings
 
@@ -162,6 +166,7 @@ def _results(out):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
+@pytest.mark.slow
 def test_kill_during_an_ablation_grid_resumes_to_identical_results(folder, tmp_path):
     clean = _ablation(folder, tmp_path, tmp_path / "clean")
     assert main(["ablate", str(clean), "--no-progress"]) == 0
