@@ -320,11 +320,15 @@ def verify_built(out_dir: Path) -> str | None:
     files = meta.get("files")
     if files is None:
         return _adopt_legacy(out_dir, meta)
-    for name, want in sorted(files.items()):
+    try:
+        recorded = sorted((str(k), int(v["size"]), str(v["sha256"])) for k, v in files.items())
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return f"{meta_path} holds a malformed checksum list"
+    for name, size, digest in recorded:
         path = out_dir / name
         if not path.is_file():
             return f"{path} is missing"
-        if path.stat().st_size != want["size"] or file_sha256(path) != want["sha256"]:
+        if path.stat().st_size != size or file_sha256(path) != digest:
             return f"{path} does not match its checksum (truncated or corrupted)"
     return None
 

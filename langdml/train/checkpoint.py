@@ -103,7 +103,7 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     )
     try:
         if not path.is_file():  # killed between keeping the previous one and writing this one
-            raise LangDMLError(f"checkpoint {path}: it is missing")
+            raise LangDMLError(f"checkpoint {path}: it is missing{hint}")
         return _read_checkpoint(path, hint)
     except LangDMLError as exc:
         if not prev.is_file():
