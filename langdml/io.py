@@ -83,8 +83,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, checksum: bool = False) -> Path:
+    """Write ``obj`` as JSON atomically; with ``checksum``, with a ``.sha256`` sidecar too."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    if checksum:
+        return atomic_write_checked(path, text.encode("utf-8"))
+    return atomic_write_text(path, text)
 
 
 CHECKSUM_SUFFIX = ".sha256"
@@ -97,8 +101,8 @@ def checksum_path(path: str | os.PathLike) -> Path:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    """Save ``obj`` atomically with a ``.sha256`` sidecar. The sidecar is written first, from the
-    serialised bytes, so a kill at any point leaves either the old pair, or a sidecar whose file
+    """``torch.save`` atomically with a ``.sha256`` sidecar. The sidecar is written first, from
+    the serialised bytes, so a kill at any point leaves either the old pair, or a sidecar whose file
     is missing or old (which :func:`load_torch_file` reports as damaged): never an unverifiable
     new file."""
     import io as _io
@@ -107,7 +111,11 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 
     buf = _io.BytesIO()
     torch.save(obj, buf)
-    blob = buf.getvalue()
+    return atomic_write_checked(path, buf.getvalue())
+
+
+def atomic_write_checked(path: str | os.PathLike, blob: bytes) -> Path:
+    """Write ``blob`` atomically after its ``.sha256`` sidecar (see :func:`atomic_torch_save`)."""
     digest = hashlib.sha256(blob).hexdigest()
     atomic_write_text(checksum_path(path), f"{digest}  {Path(path).name}\n")
     return atomic_write(path, lambda p: p.write_bytes(blob))

@@ -134,6 +134,18 @@ def test_disk_full_while_saving_a_checkpoint(folder, tmp_path, monkeypatch, caps
     assert json.loads((run / "metrics.json").read_text())["final"] == clean["final"]
 
 
+def test_metrics_json_that_still_parses_but_was_altered_is_recomputed(folder, tmp_path):
+    path, run, before = _finished(folder, tmp_path)
+    text = (run / "metrics.json").read_text()
+    value = json.dumps(before["final"]["recall@1"])
+    forged = text.replace(f'"recall@1": {value}', '"recall@1": 0.999', 1)
+    assert forged != text
+    (run / "metrics.json").write_text(forged)  # valid JSON, wrong numbers
+    with pytest.warns(UserWarning, match="metrics.json is damaged.*checksum"):
+        assert main(["train", str(path)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["final"] == before["final"]
+
+
 # --- NaN stop ------------------------------------------------------------------------------------
 
 

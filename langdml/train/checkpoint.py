@@ -20,6 +20,7 @@ from langdml.io import (
     atomic_write_text,
     checksum_path,
     load_torch_file,
+    verify_checksum,
 )
 
 # Keys that do not change results: a resumed run may differ in them.
@@ -63,6 +64,9 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
     metrics_path = run_dir / METRICS
     if metrics_path.is_file() and ckpt_path.is_file():
         try:
+            damaged = verify_checksum(metrics_path)
+            if damaged:  # e.g. a flipped digit: still JSON, but not the numbers the run wrote
+                raise ValueError(damaged)
             done = json.loads(metrics_path.read_text(encoding="utf-8"))
             if not isinstance(done, dict):
                 raise ValueError("not a JSON object")
