@@ -73,6 +73,10 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
     try:
         writer(tmp_path)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() (e.g. a full disk) names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -93,18 +93,17 @@ def test_two_processes_extracting_the_same_entry(folder, tmp_path):
 _PRECOMPUTE = """
     import sys, time
     from pathlib import Path
-    import safetensors.torch
     from langdml.text import precompute_text_embeddings
     cache, mode, go = {args}
-    real = safetensors.torch.save_file
-    def half_then_hang(tensors, filename, metadata=None):
-        real(tensors, filename, metadata=metadata)
-        data = Path(filename).read_bytes()
-        Path(filename).write_bytes(data[: len(data) // 2])
+    real = Path.write_bytes
+    def half_then_hang(self, data):
+        if not self.name.endswith(".tmp"):
+            return real(self, data)
+        real(self, data[: len(data) // 2])
         Path(cache, "half-written").touch()
         time.sleep(600)
     if mode == "kill":
-        safetensors.torch.save_file = half_then_hang
+        Path.write_bytes = half_then_hang
     while go and not Path(go).exists():
         time.sleep(0.01)
     r = precompute_text_embeddings({names!r}, cache_dir=cache)
@@ -211,3 +210,27 @@ def test_disk_full_while_writing_the_feature_cache(folder, tmp_path, monkeypatch
     got = json.loads((tmp_path / "run" / "metrics.json").read_text())["final"]
     want = json.loads((tmp_path / "clean" / "run" / "metrics.json").read_text())["final"]
     assert got == want
+
+
+def test_a_really_full_disk_is_one_line(tmp_path, capsys):
+    """A 16 KiB tmpfs (needs mount rights; skipped without): the text cache write fails with
+    ENOSPC, reported in one line naming the file, and no entry is left."""
+    import subprocess
+
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        classes = tmp_path / "classes.txt"
+        names = [f"object number {i}" for i in range(24)]  # 24 x 384 floats: over 16 KiB
+        classes.write_text("\n".join(names) + "\n")
+        assert main(["precompute", "--classes", str(classes), "--cache-dir", str(disk)]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert "disk is full" in line and str(disk) in line
+        assert not list((disk / "text").glob("*.safetensors"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

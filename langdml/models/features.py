@@ -147,7 +147,7 @@ def extract_features(
     progress: bool = True,
 ) -> FeatureSet:
     """Features of every image of ``dataset`` under ``spec``, from the cache when present."""
-    from safetensors.torch import save, save_file
+    from safetensors.torch import save
 
     from langdml.models.backbones import create_backbone
     from langdml.models.transforms import image_transform
@@ -189,7 +189,8 @@ def extract_features(
                 model, dataset, range(start, min(n, start + chunk_size)), transforms, device
             )
             try:
-                atomic_write(part, lambda p, c=chunk: save_file({"f": c.contiguous()}, str(p)))
+                blob = save({"f": chunk.contiguous()})  # OSError on a full disk (see text cache)
+                atomic_write(part, lambda p, b=blob: p.write_bytes(b))
             except FileNotFoundError:
                 pass  # a concurrent extraction of the same key finished and removed parts_dir
         chunks.append(chunk)

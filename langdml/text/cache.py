@@ -74,14 +74,15 @@ def save_embeddings(path: Path, embeddings: torch.Tensor, meta: dict[str, Any]) 
     """Write atomically (temp file + rename): readers see the old file or the complete new one.
     Adds ``meta["sha256"]``, the checksum of the embeddings verified on every load."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensor = embeddings.detach().to("cpu", dtype=torch.float32).contiguous()
     meta["sha256"] = tensor_sha256(tensor)
     header = {_META_KEY: json.dumps(meta, sort_keys=True, default=str)}
-    return atomic_write(
-        path, lambda tmp: save_file({"embeddings": tensor}, str(tmp), metadata=header)
-    )
+    # serialised in memory, written by Python: a full disk is an OSError naming the file (the
+    # Rust writer of save_file raises an opaque SafetensorError)
+    blob = save({"embeddings": tensor}, metadata=header)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(blob))
 
 
 def read_embeddings(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
