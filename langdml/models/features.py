@@ -188,11 +188,7 @@ def extract_features(
             chunk = _extract_chunk(
                 model, dataset, range(start, min(n, start + chunk_size)), transforms, device
             )
-            try:
-                blob = save({"f": chunk.contiguous()})  # OSError on a full disk (see text cache)
-                atomic_write(part, lambda p, b=blob: p.write_bytes(b))
-            except FileNotFoundError:
-                pass  # a concurrent extraction of the same key finished and removed parts_dir
+            _save_part(part, chunk)
         chunks.append(chunk)
         bar(k + 1)
     feats = torch.cat(chunks, dim=1)
@@ -219,6 +215,17 @@ def extract_features(
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
+
+
+def _save_part(part: Path, chunk: torch.Tensor) -> None:
+    """Keep a finished chunk for a resumed extraction."""
+    from safetensors.torch import save
+
+    blob = save({"f": chunk.contiguous()})  # written by Python: a full disk is an OSError
+    try:
+        atomic_write(part, lambda p: p.write_bytes(blob))
+    except FileNotFoundError:
+        pass  # a concurrent extraction of the same key finished and removed parts_dir
 
 
 def _load_part(part: Path) -> torch.Tensor | None:
