@@ -26,6 +26,7 @@ from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_ba
 # The files of a run directory.
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"  # the last epoch, with optimiser state (resume)
+PREVIOUS = "checkpoint.prev.pt"  # the epoch before: the fallback when checkpoint.pt is damaged
 BEST = "best.pt"  # the best epoch by eval.best_metric
 METRICS = "metrics.json"
 CHECKPOINTS = {"last": CHECKPOINT, "final": CHECKPOINT, "best": BEST}

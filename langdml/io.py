@@ -73,6 +73,10 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
     try:
         writer(tmp_path)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() (e.g. a full disk) names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -83,14 +87,57 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, checksum: bool = False) -> Path:
+    """Write ``obj`` as JSON atomically; with ``checksum``, with a ``.sha256`` sidecar too."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    if checksum:
+        return atomic_write_checked(path, text.encode("utf-8"))
+    return atomic_write_text(path, text)
+
+
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The sidecar holding ``path``'s SHA-256 (``sha256sum -c`` reads it)."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` atomically with a ``.sha256`` sidecar. The sidecar is written first, from
+    the serialised bytes, so a kill at any point leaves either the old pair, or a sidecar whose file
+    is missing or old (which :func:`load_torch_file` reports as damaged): never an unverifiable
+    new file."""
+    import io as _io
+
     import torch
 
-    return atomic_write(path, lambda p: torch.save(obj, p))
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_checked(path, buf.getvalue())
+
+
+def atomic_write_checked(path: str | os.PathLike, blob: bytes) -> Path:
+    """Write ``blob`` atomically after its ``.sha256`` sidecar (see :func:`atomic_torch_save`)."""
+    digest = hashlib.sha256(blob).hexdigest()
+    atomic_write_text(checksum_path(path), f"{digest}  {Path(path).name}\n")
+    return atomic_write(path, lambda p: p.write_bytes(blob))
+
+
+def verify_checksum(path: str | os.PathLike) -> str | None:
+    """Why ``path`` fails its ``.sha256`` sidecar, or None when it matches or has no sidecar
+    (files written before checksums existed are checked by parsing alone)."""
+    sidecar = checksum_path(path)
+    try:
+        recorded = sidecar.read_text(encoding="utf-8").split()[0]
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, IndexError):
+        return f"its checksum file {sidecar} is unreadable"
+    if file_sha256(path) != recorded:
+        return f"it does not match its checksum in {sidecar} (truncated or corrupted)"
+    return None
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -118,6 +165,10 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str
     from langdml.errors import LangDMLError
 
     path = Path(path)
+    if path.is_file():
+        damaged = verify_checksum(path)
+        if damaged:
+            raise LangDMLError(f"cannot load {what} {path}: {damaged}{hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, PermissionError, IsADirectoryError):

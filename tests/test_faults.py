@@ -5,7 +5,6 @@ in a correct result; nothing is lost."""
 import argparse
 import errno
 import json
-import pickle
 
 import pytest
 import torch
@@ -158,26 +157,8 @@ class _NotATensor:
     pass
 
 
-def test_damaged_checkpoints_are_one_line_naming_the_file(folder, tmp_path, capsys):
-    # a validation split, so the run keeps a best.pt (chosen on validation) to point at
-    over = {"data.validation_fraction": 0.3, "train.batch_size": 4}
-    cfg, path, run = _finished_run(folder, tmp_path, **over)
-    (run / "metrics.json").unlink()  # force a resume that reads checkpoint.pt
-    good = (run / "checkpoint.pt").read_bytes()
-    damaged = {
-        "truncated": good[: len(good) // 2],
-        "random": torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes(),
-        "pickle": pickle.dumps({"model": _NotATensor()}),
-    }
-    for name, blob in damaged.items():
-        (run / "checkpoint.pt").write_bytes(blob)
-        capsys.readouterr()
-        assert main(["train", str(path)]) == 2, name
-        line = _one_line(capsys.readouterr().err)
-        assert str(run / "checkpoint.pt") in line, line
-        assert "best.pt" in line  # the intact best weights are pointed out
-        assert "weights_only=False" not in line
-    assert (run / "best.pt").is_file() and (run / "config.yaml").is_file()  # nothing lost
+# Damaged checkpoints (fallback to checkpoint.prev.pt, or one line when both are damaged):
+# tests/test_faults_state.py
 
 
 def test_unsafe_pickle_refusal_never_suggests_weights_only_false(tmp_path):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langdml.io import atomic_write_json, atomic_write_text
+from langdml.io import atomic_write_json, atomic_write_text, verify_checksum
 
 MARKER = "running.json"
 ATTEMPTS = "attempts.jsonl"
@@ -253,8 +253,8 @@ def last_epoch(run_dir: Path) -> int:
 def finished(run_dir: Path, epochs: int) -> dict | None:
     """The run's metrics.json when it finished all ``epochs``, else None."""
     path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return None
+    if not path.is_file() or verify_checksum(path):
+        return None  # a damaged one: training again recomputes it from the checkpoint
     try:
         done = json.loads(path.read_text())
     except json.JSONDecodeError:

@@ -34,10 +34,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from langdml.data.emoji import build_emoji, parse_styles
+    from langdml.data.emoji import META, build_emoji, dataset_dir, parse_styles, verify_built
 
-    path = build_emoji(parse_styles(args.styles), cache_dir=args.cache_dir, force=args.force)
-    print(path)
+    styles = parse_styles(args.styles)
+    target = dataset_dir(styles, args.cache_dir)
+    # an existing build is verified, not trusted: a damaged one is reported and rebuilt
+    before = None if args.force or not (target / META).is_file() else verify_built(target)
+    existed = (target / META).is_file() and not args.force
+    path = build_emoji(styles, cache_dir=args.cache_dir, force=args.force)
+    if existed and before is None:
+        print(f"{path}: already built; every file matches its checksum")
+    elif existed:
+        print(f"{path}: repaired (rebuilt: {before})")
+    else:
+        print(f"{path}: built")
     return 0
 
 

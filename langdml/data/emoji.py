@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 from langdml._extras import require
 from langdml.data.records import ImageDataset, ImageSource
 from langdml.errors import DataError
-from langdml.io import cache_root
+from langdml.io import atomic_write_json, cache_root, file_sha256
 
 DEFAULT_STYLES = ("openmoji", "noto_color", "noto_mono", "symbola")
 IMAGE_SIZE = 128
@@ -222,8 +224,11 @@ def build_emoji(
 
     styles = parse_styles(",".join(styles))
     out_dir = dataset_dir(styles, cache_dir)
-    if (out_dir / "langdml_meta.json").is_file() and not force:
-        return out_dir
+    if (out_dir / META).is_file() and not force:
+        damaged = verify_built(out_dir)
+        if damaged is None:
+            return out_dir
+        warnings.warn(f"dataset cache {damaged}; rebuilding it", stacklevel=2)
     fonts = _load_fonts(styles)
     pinned = [(c, n) for c, n, _ in pinned_classes()] if styles == DEFAULT_STYLES else None
     rows, kept_names, kept_chars = _draw_classes(styles, fonts, min_styles, pinned)
@@ -253,7 +258,7 @@ def build_emoji(
         },
         features=features,
     )
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{int(time.time() * 1000)}")
+    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}-{int(time.time() * 1000)}")
     datasets.disable_progress_bars()
     ds.save_to_disk(str(tmp))
     meta = {
@@ -266,11 +271,79 @@ def build_emoji(
         "class_list_sha256": PIN_SHA256 if pinned else None,
         "fonts": {s: {"file": fonts[s][2].name, "sha256": _sha256(fonts[s][2])} for s in styles},
     }
-    (tmp / "langdml_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    meta["files"] = _manifest(tmp)
+    atomic_write_json(tmp / META, meta)
+    _install(tmp, out_dir)
     return out_dir
+
+
+META = "langdml_meta.json"
+
+
+def _manifest(folder: Path) -> dict[str, dict]:
+    """name -> {size, sha256} of every file of a built dataset but its metadata."""
+    return {
+        p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != META
+    }
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    """Move a finished build into place; a concurrent build that got there first (and verifies)
+    wins, and this one is dropped (both rendered the same rows)."""
+    old = out_dir.with_name(out_dir.name + ".old-" + tmp.name.split(".tmp-")[-1])
+    try:
+        out_dir.rename(old)  # a rename, not rmtree: readers never see a half-deleted folder
+    except FileNotFoundError:
+        pass
+    try:
+        tmp.rename(out_dir)
+    except OSError:
+        if verify_built(out_dir) is not None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_built(out_dir: Path) -> str | None:
+    """None when the build at ``out_dir`` matches its recorded checksums, else one phrase naming
+    the damaged file. A build from before checksums existed is read in full once (a truncated
+    Arrow file fails) and its checksums are recorded."""
+    meta_path = out_dir / META
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return f"{meta_path} is unreadable ({str(exc).splitlines()[0]})"
+    files = meta.get("files")
+    if files is None:
+        return _adopt_legacy(out_dir, meta)
+    try:
+        recorded = sorted((str(k), int(v["size"]), str(v["sha256"])) for k, v in files.items())
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return f"{meta_path} holds a malformed checksum list"
+    for name, size, digest in recorded:
+        path = out_dir / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != size or file_sha256(path) != digest:
+            return f"{path} does not match its checksum (truncated or corrupted)"
+    return None
+
+
+def _adopt_legacy(out_dir: Path, meta: dict) -> str | None:
+    datasets = require("datasets", "data", "dataset 'emoji'")
+    try:
+        ds = datasets.load_from_disk(str(out_dir))
+        ds.data.table.validate(full=True)
+        len(ds["label"])
+    except Exception as exc:  # pyarrow and datasets raise many types for a damaged file
+        return f"{out_dir} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    meta["files"] = _manifest(out_dir)
+    atomic_write_json(out_dir / META, meta)
+    return None
 
 
 def _sha256(path: Path) -> str:
@@ -282,10 +355,14 @@ def load_emoji(arg: str | None = None, cache_dir: str | Path | None = None) -> I
     datasets = require("datasets", "data", "dataset 'emoji'")
     styles = parse_styles(arg)
     path = dataset_dir(styles, cache_dir)
-    if not (path / "langdml_meta.json").is_file():
+    if not (path / META).is_file():
         flag = "" if styles == DEFAULT_STYLES else f" --styles {','.join(styles)}"
         raise DataError(f"emoji dataset not built at {path}; run: langdml data build emoji{flag}")
-    meta = json.loads((path / "langdml_meta.json").read_text())
+    damaged = verify_built(path)
+    if damaged is not None:
+        warnings.warn(f"dataset cache {damaged}; rebuilding it", stacklevel=3)
+        build_emoji(styles, cache_dir=cache_dir, force=True)
+    meta = json.loads((path / META).read_text())
     ds = datasets.load_from_disk(str(path))
     image_col = ds.cast_column("image", datasets.Image(decode=True))
 

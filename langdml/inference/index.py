@@ -28,7 +28,7 @@ FAISS = "index.faiss"
 
 
 def save_embeddings(path: str | Path, table: GalleryTable) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from langdml.io import atomic_write
 
@@ -45,7 +45,8 @@ def save_embeddings(path: str | Path, table: GalleryTable) -> Path:
         "metric": table.metric,
         "source": table.source,
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    blob = save(tensors, metadata=meta)  # a full disk is then an OSError naming the file
+    return atomic_write(path, lambda tmp: tmp.write_bytes(blob))
 
 
 def load_embeddings(path: str | Path) -> GalleryTable:

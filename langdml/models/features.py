@@ -158,7 +158,7 @@ def extract_features(
     progress: bool = True,
 ) -> FeatureSet:
     """Features of every image of ``dataset`` under ``spec``, from the cache when present."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from langdml.models.backbones import create_backbone
 
@@ -195,7 +195,7 @@ def extract_features(
             chunk = _extract_chunk(
                 model, dataset, range(start, min(n, start + chunk_size)), transforms, device
             )
-            atomic_write(part, lambda p, c=chunk: save_file({"f": c.contiguous()}, str(p)))
+            _save_part(part, chunk)
         chunks.append(chunk)
         bar(k + 1)
     feats = torch.cat(chunks, dim=1)
@@ -217,8 +217,11 @@ def extract_features(
         "shape": list(feats.shape[2:]),
         "class_names": dataset.class_names,
     }
-    atomic_write(path, lambda p: save_file({"features": feats.contiguous()}, str(p)))
-    meta["sha256"] = file_sha256(path)
+    # checksum the bytes this process wrote, not the file (a concurrent writer of the same key
+    # may have replaced it): a mixed pair then fails verification instead of passing
+    blob = save({"features": feats.contiguous()})
+    atomic_write(path, lambda p: p.write_bytes(blob))
+    meta["sha256"] = hashlib.sha256(blob).hexdigest()
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
@@ -234,6 +237,17 @@ def _view_transforms(spec: FeatureSpec, info) -> list:
         size, mean, std, train=True, crop_scale=spec.crop_scale, interpolation=interp
     )
     return [clean] + [augmented] * spec.augment_views
+
+
+def _save_part(part: Path, chunk: torch.Tensor) -> None:
+    """Keep a finished chunk for a resumed extraction."""
+    from safetensors.torch import save
+
+    blob = save({"f": chunk.contiguous()})  # written by Python: a full disk is an OSError
+    try:
+        atomic_write(part, lambda p: p.write_bytes(blob))
+    except FileNotFoundError:
+        pass  # a concurrent extraction of the same key finished and removed parts_dir
 
 
 def _load_part(part: Path) -> torch.Tensor | None:

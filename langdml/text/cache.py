@@ -8,6 +8,7 @@ object (model spec, dims, prompts, class names in order, library versions, date,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import warnings
@@ -63,16 +64,25 @@ def cache_path(cache_dir: Path, kind: str, model_label: str, key: str) -> Path:
     return cache_dir / f"{kind}-{slug}-{key}.safetensors"
 
 
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """SHA-256 of a CPU tensor's raw bytes: the checksum a cache entry's metadata carries (the
+    JSON header is checked by parsing it against the key and class names)."""
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+
+
 def save_embeddings(path: Path, embeddings: torch.Tensor, meta: dict[str, Any]) -> Path:
-    """Write atomically (temp file + rename): readers see the old file or the complete new one."""
+    """Write atomically (temp file + rename): readers see the old file or the complete new one.
+    Adds ``meta["sha256"]``, the checksum of the embeddings verified on every load."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensor = embeddings.detach().to("cpu", dtype=torch.float32).contiguous()
+    meta["sha256"] = tensor_sha256(tensor)
     header = {_META_KEY: json.dumps(meta, sort_keys=True, default=str)}
-    return atomic_write(
-        path, lambda tmp: save_file({"embeddings": tensor}, str(tmp), metadata=header)
-    )
+    # serialised in memory, written by Python: a full disk is an OSError naming the file (the
+    # Rust writer of save_file raises an opaque SafetensorError)
+    blob = save({"embeddings": tensor}, metadata=header)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(blob))
 
 
 def read_embeddings(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -102,6 +112,9 @@ def read_embeddings(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
         )
     if tensor.dtype != torch.float32 or not torch.isfinite(tensor).all():
         raise ValueError("embeddings are not finite float32")
+    # entries written before checksums existed have none: the checks above are all they get
+    if "sha256" in meta and meta["sha256"] != tensor_sha256(tensor):
+        raise ValueError("embeddings do not match their checksum (corrupted)")
     return tensor, meta
 
 

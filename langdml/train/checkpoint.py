@@ -4,6 +4,9 @@ checkpoints every epoch and the best-epoch weights."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,15 @@ from langdml.config import (
     validate_config,
 )
 from langdml.errors import ConfigError, LangDMLError
-from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS
-from langdml.io import atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
+from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS, PREVIOUS
+from langdml.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    checksum_path,
+    load_torch_file,
+    verify_checksum,
+)
 
 # Keys that do not change results: a resumed run may differ in them.
 _IGNORED = {"train.progress", "output_dir", "train.num_workers", "eval.every"}
@@ -43,12 +53,13 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
     saved_cfg = run_dir / CONFIG
-    if not saved_cfg.is_file() and any(p.is_file() for p in (ckpt_path, run_dir / BEST)):
+    checkpoints = [run_dir / name for name in (CHECKPOINT, PREVIOUS, BEST)]
+    if not saved_cfg.is_file() and any(p.is_file() for p in checkpoints):
         return "error", (
             f"run directory {run_dir} holds checkpoints but no {CONFIG}, so it is not a run this "
             f"config can resume; choose another output_dir or delete the directory"
         )
-    if saved_cfg.is_file() and ckpt_path.is_file():
+    if saved_cfg.is_file() and any(p.is_file() for p in checkpoints[:2]):
         saved = migrate_config(load_yaml(saved_cfg), source=str(saved_cfg))
         try:  # keys added since the run started take their defaults, the behaviour it ran with
             saved = validate_config(saved).to_dict()
@@ -63,6 +74,9 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
     metrics_path = run_dir / METRICS
     if metrics_path.is_file() and ckpt_path.is_file():
         try:
+            damaged = verify_checksum(metrics_path)
+            if damaged:  # e.g. a flipped digit: still JSON, but not the numbers the run wrote
+                raise ValueError(damaged)
             done = json.loads(metrics_path.read_text(encoding="utf-8"))
             if not isinstance(done, dict):
                 raise ValueError("not a JSON object")
@@ -80,10 +94,19 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
     return "go", None
 
 
+def _read_checkpoint(path: Path, hint: str) -> dict:
+    state = load_torch_file(path, "checkpoint", hint)
+    if not isinstance(state, dict) or "model" not in state:
+        raise LangDMLError(f"checkpoint {path} is not a langdml training checkpoint{hint}")
+    return state
+
+
 def load_checkpoint(run_dir: Path) -> dict | None:
-    """The resume checkpoint, or None; a damaged one is a one-line error naming the file."""
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
+    """The resume checkpoint, or None. A damaged (or missing) checkpoint.pt falls back to
+    checkpoint.prev.pt, saying so in one warning line; when both fail, a one-line error naming
+    the file."""
+    path, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    if not path.is_file() and not prev.is_file():
         return None
     best = run_dir / BEST
     hint = (
@@ -92,14 +115,67 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         if best.is_file()
         else "; delete it to retrain from scratch"
     )
-    state = load_torch_file(path, "checkpoint", hint)
-    if not isinstance(state, dict) or "model" not in state:
-        raise LangDMLError(f"checkpoint {path} is not a langdml training checkpoint{hint}")
-    return state
+    try:
+        if not path.is_file():  # killed between keeping the previous one and writing this one
+            raise LangDMLError(f"checkpoint {path}: it is missing{hint}")
+        return _read_checkpoint(path, hint)
+    except LangDMLError as exc:
+        if not prev.is_file():
+            raise
+        try:
+            state = _read_checkpoint(prev, "")
+        except LangDMLError:
+            raise exc from None
+        why = str(exc).split(": ", 1)[-1].split("; ")[0]
+        aside = ""
+        if path.is_file():  # else the next save would keep it as the "previous" checkpoint
+            aside = f"; the damaged file is kept as {path.name}.damaged"
+            os.replace(path, path.with_name(path.name + ".damaged"))
+            checksum_path(path).unlink(missing_ok=True)
+        warnings.warn(
+            f"checkpoint {path} is damaged ({why}); resuming from the previous checkpoint "
+            f"{prev} (epoch {state.get('epoch')}){aside}",
+            stacklevel=2,
+        )
+        return state
+
+
+def _keep(src: Path, dst: Path) -> None:
+    """Atomically make ``dst`` a copy of ``src`` (a hard link where the file system allows)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _keep_previous(run_dir: Path) -> None:
+    """checkpoint.pt (and its checksum) -> checkpoint.prev.pt, sidecar first: a kill in between
+    leaves a previous checkpoint that fails its checksum, never a wrong one that passes, and
+    checkpoint.pt is untouched until the previous one is complete."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return
+    prev = run_dir / PREVIOUS
+    if checksum_path(path).is_file():
+        digest = checksum_path(path).read_text(encoding="utf-8").split()[:1]
+        atomic_write_text(checksum_path(prev), f"{''.join(digest)}  {prev.name}\n")
+    else:
+        checksum_path(prev).unlink(missing_ok=True)
+    _keep(path, prev)
 
 
 def save_checkpoint(run_dir: Path, state, epoch: int) -> None:
-    """Everything an exact resume needs (``state`` is the loop's TrainState)."""
+    """Everything an exact resume needs (``state`` is the loop's TrainState); the checkpoint it
+    replaces is kept as checkpoint.prev.pt."""
+    _keep_previous(run_dir)
     atomic_torch_save(
         run_dir / CHECKPOINT,
         {

@@ -73,12 +73,61 @@ def _batch_inputs(state: TrainState, batch, source, ctx: dd.DistContext, labels_
     return dd.shard(feats[view, idx], ctx), dd.shard(labels_t[idx], ctx)
 
 
+# Learning rates above this make every loss here diverge within an epoch or two (the defaults
+# are 1e-5 .. 1e-3; proxies get lr x proxy_lr_multiplier on top).
+_DIVERGING_LR = 0.1
+
+
+def _likely_cause(cfg: ExperimentConfig, state: TrainState) -> str:
+    lr, loss = cfg.optimizer.lr, cfg.loss.base.name
+    if state.iters_done == 0 and state.start_epoch == 0:
+        return (
+            f"it was not finite before any optimiser step, so the loss settings (loss.base: "
+            f"{loss}) or the inputs are the likely cause, not the learning rate"
+        )
+    if lr > _DIVERGING_LR:
+        return (
+            f"likely cause: optimizer.lr={lr:g} is far too high for {loss} (the weights "
+            f"diverged; values around 1e-4 .. 1e-3 are usual); lower optimizer.lr"
+        )
+    if state.amp and state.amp_dtype == torch.float16:
+        return (
+            "likely cause: float16 autocast overflowed; set train.amp_dtype=bfloat16 "
+            "or train.amp=false"
+        )
+    clip = "" if cfg.train.grad_clip else " or set train.grad_clip (e.g. 1.0)"
+    return (
+        f"likely cause: optimizer.lr={lr:g} is still too high for {loss} with these settings; "
+        f"lower optimizer.lr{clip}, or check the loss parameters"
+    )
+
+
+def _non_finite_message(cfg: ExperimentConfig, state: TrainState, what: str, epoch: int) -> str:
+    from langdml.experiment import CHECKPOINT
+
+    ckpt = state.run_dir / CHECKPOINT if state.run_dir is not None else None
+    kept = (
+        f"the last good checkpoint (epoch {state.last_good_epoch()}) is kept at {ckpt}"
+        if ckpt is not None and ckpt.is_file()
+        else "no checkpoint was written yet (it stopped in the first epoch)"
+    )
+    return (
+        f"{what} at epoch {epoch + 1} (loss {cfg.loss.base.name}); training stopped; "
+        f"{_likely_cause(cfg, state)}; {kept}"
+    )
+
+
 def _step(cfg: ExperimentConfig, state: TrainState, train_model, x, y, device, epoch: int):
     """Forward, loss on the global batch, backward and optimiser step; the logged terms."""
     x, y = x.to(device), y.to(device)
     s2sd = bool(cfg.loss.s2sd.dims)
     with torch.autocast(device.type, dtype=state.amp_dtype, enabled=state.amp):
         out = train_model(x, with_aux=True) if s2sd else train_model(x)
+    z_local = out[0] if s2sd else out
+    if not torch.isfinite(z_local).all():  # the losses would only say "NaN input"
+        raise LangDMLError(
+            _non_finite_message(cfg, state, "the embeddings became non-finite", epoch)
+        )
     # Losses in fp32 on the global batch: every rank's slice, gradients to its own rows.
     y = dd.all_gather_tensor(y)
     if s2sd:
@@ -89,11 +138,8 @@ def _step(cfg: ExperimentConfig, state: TrainState, train_model, x, y, device, e
     else:
         loss = state.loss_fn(dd.all_gather_with_grad(out.float()), y)
     if not torch.isfinite(loss):
-        raise LangDMLError(
-            f"loss became {loss.item()} at epoch {epoch + 1}; training stopped, the last good "
-            f"checkpoint (epoch {state.last_good_epoch()}) is kept in {state.run_dir}; lower "
-            "optimizer.lr or check the loss settings"
-        )
+        what = f"loss became {float(loss.item())}"
+        raise LangDMLError(_non_finite_message(cfg, state, what, epoch))
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     dd.average_gradients(state.loss_fn.parameters())

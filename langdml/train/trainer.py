@@ -240,5 +240,5 @@ def _finish(cfg, state: TrainState, run_dir: Path, ctx, device, post_train) -> d
     if ctx.is_main:
         if post_train is not None:
             summary.update(post_train(run_dir))
-        atomic_write_json(run_dir / METRICS, summary)
+        atomic_write_json(run_dir / METRICS, summary, checksum=True)
     return dd.broadcast_object(summary, ctx, device)
