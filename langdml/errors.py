@@ -29,6 +29,16 @@ _OS_ADVICE = {
 }
 
 
+def first_line(exc: BaseException, *, with_type: bool = True) -> str:
+    """The first non-empty line of an exception's text (at most 200 characters) for a one-line
+    message; ``with_type`` prefixes the exception's class name (the type alone when no text)."""
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    head = lines[0][:200] if lines else ""
+    if not with_type:
+        return head or type(exc).__name__
+    return f"{type(exc).__name__}: {head}" if head else type(exc).__name__
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an OSError: the file it concerns and what to do."""
     import errno

@@ -17,7 +17,7 @@ from typing import Any
 
 from langdml.ablation.backends import BackendOptions, Record, deliver, lost, require
 from langdml.ablation.cells import mark_submitted
-from langdml.errors import LangDMLError
+from langdml.errors import LangDMLError, first_line
 
 
 class CellJob:
@@ -105,7 +105,7 @@ class SlurmBackend:
         try:
             res = job.result()
         except Exception as exc:
-            res = {"status": "failed", "error": _first_line(exc)}
+            res = {"status": "failed", "error": first_line(exc)}
         if res["status"] != "ok":
             raise LangDMLError(
                 f"shared preparation failed in Slurm job {job.job_id}: {res['error']} "
@@ -154,14 +154,9 @@ def _result(job: Any) -> dict:
         return job.result()
     except Exception as exc:  # killed, cancelled, node failure, out of requeues
         return lost(
-            f"Slurm job {job.job_id} ended without a result ({_first_line(exc)}); "
+            f"Slurm job {job.job_id} ended without a result ({first_line(exc)}); "
             "rerun to resume from the checkpoint"
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
-    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
 
 
 def _id_range(jobs: list) -> str:

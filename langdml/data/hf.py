@@ -13,7 +13,7 @@ from PIL import Image
 from langdml._extras import require
 from langdml.data._files import compact
 from langdml.data.records import ImageDataset, ImageSource
-from langdml.errors import DataError
+from langdml.errors import DataError, first_line
 from langdml.io import stable_hash
 
 _HF_OPTIONS = ("split", "image", "label")
@@ -152,7 +152,7 @@ def _hf_open(target: str) -> tuple[list[tuple[str, Any]], str]:
             obj = datasets.load_from_disk(source) if saved else datasets.load_dataset(source)
         except Exception as exc:  # datasets raises many types for unreadable folders
             raise DataError(
-                f"hf: cannot read {path} as a HF dataset ({_first_line(exc)}); expected a folder "
+                f"hf: cannot read {path} as a HF dataset ({first_line(exc)}); expected a folder "
                 "written by save_to_disk or data files datasets.load_dataset reads"
             ) from None
     elif target.startswith((".", "/", "~")):
@@ -163,7 +163,7 @@ def _hf_open(target: str) -> tuple[list[tuple[str, Any]], str]:
             obj = datasets.load_dataset(target)
         except Exception as exc:
             raise DataError(
-                f"hf: cannot load {target!r} from the hub ({_first_line(exc)}); offline, run "
+                f"hf: cannot load {target!r} from the hub ({first_line(exc)}); offline, run "
                 f"datasets.load_dataset({target!r}).save_to_disk(DIR) on a connected machine, "
                 "copy DIR here and use hf:DIR"
             ) from None
@@ -176,11 +176,6 @@ def _hf_open(target: str) -> tuple[list[tuple[str, Any]], str]:
     if not parts:
         raise DataError(f"hf: {source} has no splits")
     return parts, source
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _hf_select_splits(parts: list[tuple[str, Any]], wanted: str | None, source: str) -> list:

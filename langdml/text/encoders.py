@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langdml._extras import require
-from langdml.errors import ModelError
+from langdml.errors import ModelError, first_line
 from langdml.text.spec import (
     ALLOW_DOWNLOAD_ENV,
     TextModelSpec,
@@ -39,11 +39,6 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "missing"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _check_device(device: str) -> str:
@@ -165,7 +160,8 @@ class HFTextEncoder(TextEncoder):
         except (OSError, ValueError, KeyError) as exc:
             if not looks_like_path(spec.target) and local_only:
                 raise _not_cached_error(spec, spec.target) from None
-            raise ModelError(f"cannot load hf model {spec.target!r}: {_first_line(exc)}") from None
+            why = first_line(exc, with_type=False)
+            raise ModelError(f"cannot load hf model {spec.target!r}: {why}") from None
         if self.tokenizer.pad_token is None:  # GPT-style tokenizers; the mask hides padding anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         if spec.pooling == "pooler":
@@ -224,9 +220,8 @@ class STTextEncoder(TextEncoder):
         except (OSError, ValueError, KeyError) as exc:
             if not looks_like_path(target) and local_only:
                 raise _not_cached_error(spec, target) from None
-            raise ModelError(
-                f"cannot load sentence-transformers model {target!r}: {_first_line(exc)}"
-            ) from None
+            why = first_line(exc, with_type=False)
+            raise ModelError(f"cannot load sentence-transformers model {target!r}: {why}") from None
         self.dim = int(self.model.get_embedding_dimension())
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
@@ -275,7 +270,8 @@ class ClipModel(TextEncoder):
         except ModelError:
             raise
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load CLIP model {spec.raw!r}: {_first_line(exc)}") from None
+            why = first_line(exc, with_type=False)
+            raise ModelError(f"cannot load CLIP model {spec.raw!r}: {why}") from None
         self.model = model.eval()
         self.preprocess = preprocess
         self.dim = int(self._encode_batch(["a"]).shape[-1])
@@ -297,7 +293,7 @@ class ClipModel(TextEncoder):
             cfg = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelError(
-                f"cannot read CLIP model config {arch!r}: {_first_line(exc)}"
+                f"cannot read CLIP model config {arch!r}: {first_line(exc, with_type=False)}"
             ) from None
         cfg = cfg.get("model_cfg", cfg) if isinstance(cfg, dict) else cfg
         if not isinstance(cfg, dict) or not all(
