@@ -13,8 +13,9 @@ from langdml.errors import LangDMLError
 from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS
 from langdml.io import atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
 
-# Keys that do not change results: a resumed run may differ in them.
-_IGNORED = {"train.progress", "output_dir", "train.num_workers", "eval.every"}
+# Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
+# ablation names its runs after the ablation file, which may be renamed or split).
+_IGNORED = {"name", "train.progress", "output_dir", "train.num_workers", "eval.every"}
 
 
 def same_config(saved: dict, current: dict) -> list[str]:
