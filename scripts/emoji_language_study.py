@@ -54,11 +54,16 @@ TEXT_MODELS = ["minilm", "mpnet"]
 COMMON = {"eval.clustering": False}
 
 
-def _ablate(spec: dict, name: str, workers: int) -> list[dict]:
-    """Write the ablation file beside the results (committed); run it (finished cells are kept)."""
-    DOCS.mkdir(parents=True, exist_ok=True)
-    path = DOCS / f"{name}.yaml"
+def _write_spec(spec: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def _ablate(spec: dict, name: str, workers: int, path: Path | None = None) -> list[dict]:
+    """Write the ablation file (by default beside the results, committed) and run it; finished
+    cells are kept."""
+    path = path or DOCS / f"{name}.yaml"
+    _write_spec(spec, path)
     cmd = [
         sys.executable,
         "-m",
@@ -165,22 +170,36 @@ def _arms(chosen: dict, setting: str, loss: str) -> dict:
     }
 
 
-def test(workers: int) -> list[dict]:
+# Fine-tuning cells run in tiers across both losses, so that when time runs out the controls
+# (none, shuffled) and the MiniLM names are complete for both losses before anything else.
+TIERS = [("none", "names_minilm", "shuffled_minilm"), ("names_mpnet", "plg_minilm"), ("plg_mpnet",)]
+
+
+def test(workers: int) -> None:
     chosen = json.loads((DOCS / "tuned.json").read_text())
-    rows = []
-    # Frozen first (cheap), then the fine-tuning cells, MS before Proxy Anchor.
-    for setting, loss in itertools.product(("frozen", "ft2"), LOSSES):
+    for setting, loss in itertools.product(SETTINGS, LOSSES):
+        arms = _arms(chosen, setting, loss)
         name = f"test_{setting}_{loss}"
         spec = {
             "base": str(ROOT / "configs" / "emoji_demo.yaml"),
             "output_dir": str(RUNS / name),
             "overrides": {**COMMON, **SETTINGS[setting], "loss.base.name": loss},
             "seeds": SEEDS,
-            "grid": {"loss.regularizers": _arms(chosen, setting, loss)},
+            "grid": {"loss.regularizers": arms},
         }
-        for r in _ablate(spec, name, workers):
-            rows.append({**r, "setting": setting})
-    return rows
+        if setting == "frozen":
+            _ablate(spec, name, workers)
+            continue
+        _write_spec(spec, DOCS / f"{name}.yaml")  # the whole grid, for the record
+    # A subset of named arms keeps the run ids of the whole grid; the last pass retries failures.
+    for tier in [*TIERS, tuple(a for t in TIERS for a in t)]:
+        for loss in LOSSES:
+            name = f"test_ft2_{loss}"
+            spec = yaml.safe_load((DOCS / f"{name}.yaml").read_text())
+            spec["grid"]["loss.regularizers"] = {
+                k: v for k, v in spec["grid"]["loss.regularizers"].items() if k in tier
+            }
+            _ablate(spec, name, workers, RUNS / name / f"tier-{'-'.join(tier)}.yaml")
 
 
 def _agreement() -> dict:
@@ -206,16 +225,7 @@ def _agreement() -> dict:
 
 def report() -> None:
     chosen = json.loads((DOCS / "tuned.json").read_text())
-    rows = []
-    for setting in ("frozen", "ft2"):
-        for loss in LOSSES:
-            path = RUNS / f"test_{setting}_{loss}" / "results.json"
-            if path.exists():
-                rows += [
-                    {**r, "setting": setting}
-                    for r in json.loads(path.read_text())
-                    if r["status"] == "ok"
-                ]
+    rows = [row for path in sorted(RUNS.glob("test_*/runs/*/metrics.json")) if (row := _row(path))]
     lines = _table(rows, chosen)
     agree = _agreement()
     (DOCS / "results.md").write_text(
@@ -247,6 +257,33 @@ def report() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print("\n".join(lines))
+
+
+def _row(path: Path) -> dict | None:
+    """One finished test run, from its own metrics.json (arm read back from its config)."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    cfg, final = metrics["config"], metrics.get("final") or {}
+    if "recall@1" not in final:
+        return None
+    text, lang = cfg["text"], cfg["loss"]["language"]
+    if cfg["loss"]["regularizers"] in ([], "none", ["none"]):
+        arm = "none"
+    elif lang.get("shuffled_names"):
+        arm = f"shuffled_{text['text_model']}"
+    else:
+        arm = ("plg_" if text.get("pseudo_labels") else "names_") + text["text_model"]
+    setting = "frozen" if cfg["model"]["trainable_blocks"] in (0, "0") else "ft2"
+    return {
+        **final,
+        "setting": setting,
+        "loss.base.name": cfg["loss"]["base"]["name"],
+        "loss.regularizers": arm,
+        "seed": cfg["seed"],
+        "run": path.parent.name,
+    }
 
 
 def _table(rows: list[dict], chosen: dict) -> list[str]:

@@ -118,6 +118,15 @@ def test_resume_with_a_different_config_is_refused(emoji_subset_folder, cache, t
         )
 
 
+def test_resume_ignores_labels_but_not_settings():
+    from langdml.train.checkpoint import same_config
+
+    saved = {"name": "abl/run-1", "output_dir": "a", "optimizer": {"lr": 0.001}}
+    assert same_config(saved, {**saved, "name": "abl-part/run-1", "output_dir": "b"}) == []
+    changed = {**saved, "name": "x", "optimizer": {"lr": 0.1}}
+    assert same_config(saved, changed) == ["optimizer.lr"]
+
+
 @pytest.mark.parametrize("base", ["proxy_anchor", "triplet"])
 def test_language_regularizer_trains_and_logs_terms(emoji_subset_folder, cache, tmp_path, base):
     cfg = _cfg(

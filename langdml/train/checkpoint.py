@@ -29,8 +29,9 @@ from langdml.io import (
     verify_checksum,
 )
 
-# Keys that do not change results: a resumed run may differ in them.
-_IGNORED = {"train.progress", "output_dir", "train.num_workers", "eval.every"}
+# Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
+# ablation names its runs after the ablation file, which may be renamed or split).
+_IGNORED = {"name", "train.progress", "output_dir", "train.num_workers", "eval.every"}
 
 
 def same_config(saved: dict, current: dict) -> list[str]:
