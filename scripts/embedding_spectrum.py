@@ -64,10 +64,15 @@ def class_covariances(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
 def analyse(path: Path) -> dict:
     from safetensors.numpy import load_file
 
+    data = load_file(str(path))
+    return analyse_arrays(data["embeddings"], data["labels"], path.name)
+
+
+def analyse_arrays(x: np.ndarray, y: np.ndarray, name: str) -> dict:
+    """The statistics of the module docstring for embeddings ``x`` (N, d) with labels ``y``."""
     from langdml.eval import l2_normalize
 
-    data = load_file(str(path))
-    x, y = l2_normalize(data["embeddings"].astype(np.float32)), data["labels"]
+    x = l2_normalize(np.asarray(x, dtype=np.float32))
     W, B = class_covariances(x, y)
     lw, lb = np.linalg.eigvalsh(W)[::-1], np.linalg.eigvalsh(B)[::-1]
     _, vb = np.linalg.eigh(B)
@@ -78,7 +83,7 @@ def analyse(path: Path) -> dict:
     }
     sizes = np.unique(y, return_counts=True)[1]
     return {
-        "file": path.name,
+        "file": name,
         "n": len(x),
         "d": x.shape[1],
         "classes": len(sizes),
