@@ -703,7 +703,8 @@ APPROX_SETS = [
     "20000 --approx-search ivf --approx-search ivf:nprobe=16 --approx-search ivf:nprobe=32 "
     "--approx-search hnsw --approx-search hnsw:M=16,efConstruction=40 --approx-search "
     "hnsw:M=16,efConstruction=40,efSearch=64 --approx-mmap`; calibrated 1M `--approx "
-    "--approx-data calibrated --approx-query-sample 20000 --approx-search hnsw --approx-mmap` (then `hnsw:efSearch=192`). "
+    "--approx-data calibrated --approx-query-sample 20000 --approx-search hnsw --approx-mmap` "
+    "(then `hnsw:efSearch=192`). "
     "With `--approx-query-sample` the approximate call is timed over all N queries; a second, "
     "untimed call on the same index gives its metrics on the sampled queries for Δ.",
 ]
