@@ -11,19 +11,19 @@ pytorch-metric-learning 2.9 ``AccuracyCalculator(k="max_bin_count")``):
 * R-precision = mean over queries of (1/R_q) sum_{i<=R_q} rel_q(i).
 * MAP@R = mean over queries of (1/R_q) sum_{i<=R_q} P_q(i) rel_q(i), with
   P_q(i) = (1/i) sum_{j<=i} rel_q(j) (PML ``mean_average_precision_at_r``).
+* ``query_sample``: the means run over a seeded sample of the queries (the reference is unchanged).
 * Lone queries -- R_q = 0: a class of size 1 in leave-one-out, or a query label absent from the
   reference -- have nothing to retrieve and are excluded from all kNN metrics (the means run over
   the other queries), exactly as PML does. If every query is lone the kNN metrics are NaN.
 * Neighbour order: by score, equal scores by ascending reference index (see ``langdml.eval.knn``).
 * NMI / AMI: k-means (faiss, or ``langdml.eval.kmeans`` on the torch GPU backend; ``niter=
-  kmeans_iters``, seeded) on the query embeddings with as many
-  clusters as distinct query labels, scored against the query labels with
-  ``sklearn.metrics.normalized_mutual_info_score`` (arithmetic mean) and the adjusted mutual
-  information (sklearn's definition, computed by ``adjusted_mutual_info`` below). As in PML only
-  the queries are clustered, and all of them (lone ones too). With ``metric="cosine"`` the
-  L2-normalised embeddings are clustered (plain k-means, centroids not re-normalised); PML clusters
-  the raw embeddings with faiss's default seed 1234 -- identical results for ``seed=1234`` on
-  normalised input.
+  kmeans_iters``, seeded) on the query embeddings with as many clusters as distinct query labels,
+  scored against the query labels with ``sklearn.metrics.normalized_mutual_info_score`` (arithmetic
+  mean) and the adjusted mutual information (sklearn's definition, ``langdml.eval.mutual_info``). As
+  in PML only the queries are clustered, and all of them (lone ones too). With ``metric="cosine"``
+  the L2-normalised embeddings are clustered (plain k-means, centroids not re-normalised); PML
+  clusters the raw embeddings with faiss's default seed 1234 -- identical results for ``seed=1234``
+  on normalised input.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ from langdml.eval.knn import (
     iter_knn,
     l2_normalize,
     resolve_backend,
+)
+from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-exported)
+    adjusted_mutual_info,
+    expected_mutual_info,
 )
 from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
 
@@ -151,6 +155,7 @@ def retrieval_metrics(
     kmeans_iters: int = 20,
     search: str = "exact",
     search_params: Mapping[str, int] | None = None,
+    query_sample: int | None = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
 
@@ -178,6 +183,10 @@ def retrieval_metrics(
         search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``);
             search_params: e.g. ``{"nprobe": 128}`` (ivf: nlist, nprobe, train_size; hnsw: M,
             efConstruction, efSearch; any: recall_queries).
+        query_sample: kNN metrics over a seeded sample (``seed``) of this many queries instead
+            of all (None, default); every row stays in the reference (leave-one-out as usual).
+            The same seed picks the same queries for any ``search``, so exact metrics of a
+            sample price an approximate search at a size where exact over all is too slow.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -190,6 +199,7 @@ def retrieval_metrics(
     spec = check_search(search, search_params)
     ks = _check_ks(recall_ks) if "recall" in parts else ()
     _check_seed_and_k(seed, k)
+    _check_query_sample(query_sample)
     backend = resolve_backend(device)
     # approximate: embeddings read a block at a time; the torch backend searches exactly instead
     streaming = spec.approximate and backend.kind != "torch"
@@ -202,7 +212,7 @@ def retrieval_metrics(
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
         codes = (q_codes, r_codes, n_codes)
-        how = (metric, backend, chunk_size, spec, int(seed))
+        how = (metric, backend, chunk_size, spec, int(seed), query_sample)
         out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
@@ -215,6 +225,28 @@ def _check_seed_and_k(seed: Any, k: Any) -> None:
         raise LangDMLError(f"seed must be an integer; got {seed!r}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
         raise LangDMLError(f"k must be a positive integer or None; got {k!r}")
+
+
+def _check_query_sample(query_sample: Any) -> None:
+    if query_sample is None:
+        return
+    if (
+        isinstance(query_sample, bool)
+        or not isinstance(query_sample, int | np.integer)
+        or query_sample < 1
+    ):
+        raise LangDMLError(
+            f"query_sample must be a positive integer (queries to sample) or None; "
+            f"got {query_sample!r}"
+        )
+
+
+def sample_queries(n: int, query_sample: int | None, seed: int) -> np.ndarray:
+    """Sorted ids of the queries the kNN metrics average over: all, or a seeded sample."""
+    if query_sample is None or query_sample >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, 0x5A])  # its own stream: not the neighbor-recall sample
+    return np.sort(rng.choice(n, query_sample, replace=False))
 
 
 def _inputs(
@@ -283,18 +315,20 @@ def _knn_metrics(
     parts: tuple[str, ...],
     ks: tuple[int, ...],
     k: int | None,
-    how: tuple[str, SearchBackend, int | None, SearchSpec, int],
+    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None],
 ) -> dict[str, float]:
-    """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed)."""
+    """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed,
+    query_sample)."""
     q_codes, r_codes, n_codes = codes
-    metric, backend, chunk_size, spec, seed = how
+    metric, backend, chunk_size, spec, seed, query_sample = how
     want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
     keys += ["map@1000"] if want_1000 else []
     keys += ["neighbor_recall"] if spec.recall_queries > 0 else []
     r_count = np.bincount(r_codes, minlength=n_codes)
     R = r_count[q_codes] - int(loo)  # relevant items per query
-    valid = np.flatnonzero(R > 0)  # lone queries (R = 0) are excluded, as in PML
+    queries = sample_queries(len(q_codes), query_sample, seed)
+    valid = queries[R[queries] > 0]  # lone queries (R = 0) are excluded, as in PML
     if valid.size == 0:
         warnings.warn(
             "no query has a same-label item in the reference; kNN metrics are NaN",
@@ -336,25 +370,39 @@ def _knn_metrics(
             ap[start:stop], rp[start:stop] = _map_r_rows(rel, R_v[start:stop])
     out = {f"recall@{x}": float(hits[:, j].mean()) for j, x in enumerate(ks)}
     if want_1000:
-        out["map@1000"] = float(ap1000.sum() / (len(q_codes) if loo else valid.size))
+        out["map@1000"] = float(ap1000.sum() / (len(queries) if loo else valid.size))
     if want_map:
         out["map@r"] = float(ap.mean())
         out["r_precision"] = float(rp.mean())
     if spec.recall_queries > 0:
-        ref_rows = ref if isinstance(ref, Rows) else Rows(ref, "reference", normalize=False)
-        nr = neighbor_recall(engine, q, ref_rows, valid, K, loo, spec.recall_queries, seed)
-        out["neighbor_recall"] = nr
-        if nr < 0.99:
-            knob = "nprobe" if spec.kind == "ivf" else "efSearch"
-            log.warning(
-                "search=%r found %.1f%% of the exact neighbours (neighbor_recall %.4f): the "
-                "metrics can be off by points; raise %s or use exact search",
-                spec.kind,
-                100 * nr,
-                nr,
-                knob,
-            )
+        out["neighbor_recall"] = _measured_recall(engine, q, ref, valid, K, loo, spec, seed)
     return out
+
+
+def _measured_recall(
+    engine: ExactKNN,
+    q: Any,
+    ref: Any,
+    valid: np.ndarray,
+    K: int,
+    loo: bool,
+    spec: SearchSpec,
+    seed: int,
+) -> float:
+    """``neighbor_recall`` on a seeded sample of the (valid) queries; a warning below 0.99."""
+    ref_rows = ref if isinstance(ref, Rows) else Rows(ref, "reference", normalize=False)
+    nr = neighbor_recall(engine, q, ref_rows, valid, K, loo, spec.recall_queries, seed)
+    if nr < 0.99:
+        knob = "nprobe" if spec.kind == "ivf" else "efSearch"
+        log.warning(
+            "search=%r found %.1f%% of the exact neighbours (neighbor_recall %.4f): the "
+            "metrics can be off by points; raise %s or use exact search",
+            spec.kind,
+            100 * nr,
+            nr,
+            knob,
+        )
+    return nr
 
 
 def _map_r_rows(rel: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -407,92 +455,3 @@ def _clustering_metrics(
         out["nmi"] = float(normalized_mutual_info_score(codes, assign))
         out["ami"] = adjusted_mutual_info(codes, assign)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# adjusted mutual information
-# ---------------------------------------------------------------------------------------------
-
-
-def _entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0].astype(np.float64)
-    total = p.sum()
-    return float(-np.sum((p / total) * (np.log(p) - math.log(total))))
-
-
-def expected_mutual_info(a: np.ndarray, b: np.ndarray, n: int) -> float:
-    """E[MI] of two random labellings with class sizes ``a`` and cluster sizes ``b`` (Vinh 2010).
-
-    EMI = sum_i sum_j sum_{n_ij = max(1, a_i+b_j-N)}^{min(a_i, b_j)}
-          (n_ij/N) log(N n_ij / (a_i b_j))
-          * a_i! b_j! (N-a_i)! (N-b_j)! / (N! n_ij! (a_i-n_ij)! (b_j-n_ij)! (N-a_i-b_j+n_ij)!)
-
-    The summand depends on (a_i, b_j) only through their values, so we sum over *distinct* sizes
-    weighted by how often each occurs: O(#distinct a x #distinct b x max n_ij) instead of sklearn's
-    O(R x C x ...) double loop, which takes minutes for the ~10^4-10^5 classes of SOP-sized sets.
-    """
-    from scipy.special import gammaln
-
-    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    if a.size <= 1 or b.size <= 1:
-        return 0.0
-    ua, ca = np.unique(a, return_counts=True)
-    ub, cb = np.unique(b, return_counts=True)
-    bj = ub[:, None].astype(np.float64)
-    wb = cb[:, None].astype(np.float64)
-    N = float(n)
-    log_n = math.log(n)
-    gln_n = gammaln(N + 1)
-    gln_b, gln_nb, log_b = gammaln(bj + 1), gammaln(N - bj + 1), np.log(bj)
-    emi = 0.0
-    step = max(1, (1 << 20) // len(ub))  # columns of n_ij per block: bounded memory
-    for ai, wa in zip(ua.astype(np.float64), ca.astype(np.float64), strict=True):
-        top = int(min(ai, ub[-1]))
-        const_a = gammaln(ai + 1) + gammaln(N - ai + 1) - gln_n
-        for lo in range(1, top + 1, step):
-            nij = np.arange(lo, min(lo + step, top + 1), dtype=np.float64)[None, :]
-            ok = (nij <= bj) & (nij >= ai + bj - N)
-            # clip the factorial arguments of masked-out cells so gammaln stays finite
-            gln = (
-                const_a
-                + gln_b
-                + gln_nb
-                - gammaln(nij + 1)
-                - gammaln(ai - nij + 1)
-                - gammaln(np.maximum(bj - nij, 0) + 1)
-                - gammaln(np.maximum(N - ai - bj + nij, 0) + 1)
-            )
-            term = (nij / N) * (log_n + np.log(nij) - math.log(ai) - log_b) * np.exp(gln)
-            emi += wa * float(np.sum(wb * np.where(ok, term, 0.0)))
-    return emi
-
-
-def adjusted_mutual_info(labels_true: Any, labels_pred: Any) -> float:
-    """Adjusted mutual information, (MI - E[MI]) / (mean(H_true, H_pred) - E[MI]).
-
-    The value of ``sklearn.metrics.adjusted_mutual_info_score`` (average_method="arithmetic",
-    including its limit cases and its clamping of numerator/denominator to +-eps), with the
-    expected MI computed by ``expected_mutual_info`` so that ~10^5 classes take milliseconds.
-    """
-    from sklearn.metrics import mutual_info_score
-    from sklearn.metrics.cluster import contingency_matrix
-
-    _, t = np.unique(np.asarray(labels_true), return_inverse=True)
-    _, p = np.unique(np.asarray(labels_pred), return_inverse=True)
-    t, p = t.reshape(-1), p.reshape(-1)
-    n = len(t)
-    n_t = int(t.max()) + 1 if n else 0
-    n_p = int(p.max()) + 1 if n else 0
-    if n_t == n_p == 1 or n_t == n_p == 0:  # no split at all on either side: a perfect match
-        return 1.0
-    if n_t == 1 or n_p == 1:
-        return 0.0
-    a, b = np.bincount(t), np.bincount(p)
-    mi = mutual_info_score(None, None, contingency=contingency_matrix(t, p, sparse=True))
-    emi = expected_mutual_info(a, b, n)
-    eps = np.finfo(np.float64).eps
-    denominator = 0.5 * (_entropy(a) + _entropy(b)) - emi
-    denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
-    numerator = mi - emi
-    numerator = min(numerator, -eps) if numerator < 0 else max(numerator, eps)
-    return float(numerator / denominator)
