@@ -172,6 +172,10 @@ def _arms(chosen: dict, setting: str, loss: str) -> dict:
 
 # Fine-tuning cells run in tiers across both losses, so that when time runs out the controls
 # (none, shuffled) and the MiniLM names are complete for both losses before anything else.
+# Proxy Anchor with the last two stages trained collapsed at the frozen setting's optimiser
+# (lr 1e-3, proxies x100: test R@1 0.2 %, chance, in its `none` arm), so its language arms would
+# measure nothing; its fine-tuning cells stop at `none` (reported as such).
+FT_LOSSES = ["multi_similarity"]
 TIERS = [("none", "names_minilm", "shuffled_minilm"), ("names_mpnet", "plg_minilm"), ("plg_mpnet",)]
 
 
@@ -193,7 +197,7 @@ def test(workers: int) -> None:
         _write_spec(spec, DOCS / f"{name}.yaml")  # the whole grid, for the record
     # A subset of named arms keeps the run ids of the whole grid; the last pass retries failures.
     for tier in [*TIERS, tuple(a for t in TIERS for a in t)]:
-        for loss in LOSSES:
+        for loss in FT_LOSSES:
             name = f"test_ft2_{loss}"
             spec = yaml.safe_load((DOCS / f"{name}.yaml").read_text())
             spec["grid"]["loss.regularizers"] = {
