@@ -19,6 +19,7 @@ from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate
 from langdml.data import ImageDataset, class_disjoint_split, class_fold_split, load_dataset
 from langdml.data.records import query_gallery
 from langdml.errors import ConfigError, LangDMLError
+from langdml.eval.collapse import warn_if_collapsed
 from langdml.io import load_torch_file, text_cache_dir
 from langdml.losses.vocab import TEXT_PROXY_BASES
 from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
@@ -326,60 +327,19 @@ def embed_train(model: EmbeddingModel, cfg: ExperimentConfig, data: RunData) -> 
     return embed(model, cfg, as_eval)
 
 
-# Spread below which evaluation embeddings count as collapsed to one point (relative RMS distance
-# to their centroid): float32 noise of identical rows is ~1e-7, any working model is >> 1e-2.
-COLLAPSE_SPREAD = 1e-4
-
-
-def embedding_spread(embeddings: torch.Tensor, metric: str = "cosine") -> float:
-    """RMS distance of the rows to their centroid over their RMS norm (cosine: of the
-    L2-normalised rows); 0 when every row is the same point."""
-    x = embeddings.detach().float().cpu()
-    if metric == "cosine":
-        x = torch.nn.functional.normalize(x, dim=-1)
-    scale = x.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12)
-    return float((x - x.mean(0)).pow(2).sum(-1).mean().sqrt() / scale)
-
-
-def warn_if_collapsed(embeddings: torch.Tensor, metric: str = "cosine") -> bool:
-    """Warn (one line) when the evaluation embeddings are one point: retrieval metrics of them
-    are tie order, i.e. chance, and would otherwise pass as a (bad) result. True if so."""
-    if embeddings.dim() != 2 or len(embeddings) < 2 or not torch.isfinite(embeddings).all():
-        return False  # NaN / inf are refused by the metrics themselves
-    spread = embedding_spread(embeddings, metric)
-    if spread >= COLLAPSE_SPREAD:
-        return False
-    import warnings
-
-    warnings.warn(
-        f"the {len(embeddings)} evaluation embeddings have collapsed to one point ({metric} "
-        f"spread {spread:.1e} < {COLLAPSE_SPREAD:g}): every image gets the same embedding, so "
-        "the retrieval metrics are chance; the model's features saturated or died in training "
-        "(e.g. a fine-tuned trunk with frozen BatchNorm driven into the flat ends of its ReLU6: "
-        "lower optimizer.lr; Proxy Anchor's paper fine-tunes at 1e-4)",
-        RuntimeWarning,
-        stacklevel=2,
-    )
-    return True
-
-
 def evaluate_embeddings(
     cfg: ExperimentConfig,
     embeddings: torch.Tensor,
     labels: np.ndarray,
     split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """The run's metrics of ``embeddings``: leave-one-out over all of them, or, with ``split``
-    = (query rows, gallery rows) (``langdml.data.records.query_gallery``, In-Shop), queries
-    searching the gallery only (clustering then runs on the queries)."""
+    """The run's metrics: leave-one-out over all rows, or with ``split`` = (query, gallery rows)
+    (``data.records.query_gallery``, In-Shop) queries search the gallery only."""
     from langdml.eval import retrieval_metrics
 
-    if isinstance(embeddings, np.ndarray) and embeddings.dtype.kind == "f":
-        warn_if_collapsed(torch.from_numpy(embeddings), cfg.eval.metric)
-    elif torch.is_tensor(embeddings) and embeddings.is_floating_point():
-        warn_if_collapsed(embeddings, cfg.eval.metric)
-    include = ("recall", "map_r", "map_1000")
-    include += ("clustering", "f1") if cfg.eval.clustering else ()
+    warn_if_collapsed(embeddings, cfg.eval.metric)
+    extra = ("clustering", "f1") if cfg.eval.clustering else ()
+    include = ("recall", "map_r", "map_1000", *extra)
     labels = np.asarray(labels)
     reference = reference_labels = None
     if split is not None:

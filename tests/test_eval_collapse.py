@@ -10,7 +10,8 @@ import torch
 
 from langdml.config import load_config
 from langdml.errors import LangDMLError
-from langdml.experiment import embedding_spread, evaluate_embeddings, warn_if_collapsed
+from langdml.eval.collapse import embedding_spread, warn_if_collapsed
+from langdml.experiment import evaluate_embeddings
 
 
 def _cfg():
