@@ -149,8 +149,9 @@ def _ablation(folder, tmp_path, out):
         "name": "tiny",
         "data": {"dataset": f"imagefolder:{folder}", "cache_dir": str(tmp_path / "cache")},
         "model": {"image_size": 32, "embedding_dim": 16},
-        "train": {"epochs": 3, "batch_size": 8, "m_per_class": 2, "iterations_per_epoch": 2},
-        "eval": {"clustering": False},
+        # 40 short epochs: a run must outlast the 20 ms poll of kill_when on a fast, idle machine
+        "train": {"epochs": 40, "batch_size": 8, "m_per_class": 2, "iterations_per_epoch": 2},
+        "eval": {"clustering": False, "every": 40},
     }
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     abl = {"base": "base.yaml", "output_dir": str(out), "seeds": [0, 1]}
