@@ -8,10 +8,11 @@ import json
 
 import pytest
 import torch
+from faultkit import make_folder, tiny_cfg
 from PIL import Image
 
 from langdml.cli import main
-from langdml.config import dump_yaml, load_config
+from langdml.config import dump_yaml
 from langdml.errors import DataError, LangDMLError
 
 
@@ -95,34 +96,10 @@ def test_decompression_bomb_names_the_image(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A tiny imagefolder: 8 classes x 4 images of distinct colours."""
-    root = tmp_path_factory.mktemp("faults_images")
-    gen = torch.Generator().manual_seed(0)
-    for c in range(8):
-        (root / f"class_{c}").mkdir()
-        for i in range(4):
-            rgb = tuple(int(v) for v in torch.randint(0, 255, (3,), generator=gen))
-            Image.new("RGB", (32, 32), rgb).save(root / f"class_{c}" / f"{i}.png")
-    return root
+    return make_folder(tmp_path_factory.mktemp("faults_images"))
 
 
-def _cfg(folder, tmp_path, **over):
-    base = {
-        "data.dataset": f"imagefolder:{folder}",
-        "data.cache_dir": str(tmp_path / "cache"),
-        "model.image_size": 32,
-        "model.embedding_dim": 16,
-        "train.epochs": 2,
-        "train.batch_size": 8,
-        "train.m_per_class": 2,
-        "train.iterations_per_epoch": 2,
-        "train.progress": False,
-        "output_dir": str(tmp_path / "run"),
-    }
-    base.update(over)
-    return load_config(None, base)
-
-
-def _write_cfg(cfg, tmp_path):
+def _writetiny_cfg(cfg, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(dump_yaml(cfg))
     return path
@@ -131,7 +108,7 @@ def _write_cfg(cfg, tmp_path):
 def test_cuda_without_cuda_is_one_line(folder, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "train.device=cuda"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "train.device=cuda" in line and "train.device=cpu" in line
@@ -140,15 +117,15 @@ def test_cuda_without_cuda_is_one_line(folder, tmp_path, capsys):
 def test_output_dir_that_is_a_file_is_one_line(folder, tmp_path, capsys):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
-    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "--output-dir", str(blocker)]) == 2
     line = _one_line(capsys.readouterr().err)
     assert str(blocker) in line
 
 
 def _finished_run(folder, tmp_path, **over):
-    cfg = _cfg(folder, tmp_path, **over)
-    path = _write_cfg(cfg, tmp_path)
+    cfg = tiny_cfg(folder, tmp_path, **over)
+    path = _writetiny_cfg(cfg, tmp_path)
     assert main(["train", str(path)]) == 0
     return cfg, path, tmp_path / "run"
 
@@ -174,7 +151,7 @@ def test_unsafe_pickle_refusal_never_suggests_weights_only_false(tmp_path):
 def test_run_dir_without_config_is_refused_as_foreign(folder, tmp_path, capsys):
     cfg, path, run = _finished_run(folder, tmp_path)
     (run / "config.yaml").unlink()
-    other = _write_cfg(_cfg(folder, tmp_path, **{"optimizer.lr": 0.5}), tmp_path)
+    other = _writetiny_cfg(tiny_cfg(folder, tmp_path, **{"optimizer.lr": 0.5}), tmp_path)
     capsys.readouterr()
     assert main(["train", str(other)]) == 2
     line = _one_line(capsys.readouterr().err)
@@ -329,7 +306,7 @@ def test_ablate_exits_nonzero_and_lists_failed_cells(folder, tmp_path, monkeypat
 
 
 def test_misspelled_best_metric_is_rejected_at_validation(folder, tmp_path, capsys):
-    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "eval.best_metric=recal@1"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "recal@1" in line and "did you mean 'recall@1'" in line
@@ -337,7 +314,7 @@ def test_misspelled_best_metric_is_rejected_at_validation(folder, tmp_path, caps
 
 
 def test_negative_loss_parameter_is_rejected_before_the_first_epoch(folder, tmp_path, capsys):
-    path = _write_cfg(_cfg(folder, tmp_path), tmp_path)
+    path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "loss.base.alpha=-2"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "alpha" in line and "-2" in line and "> 0" in line
