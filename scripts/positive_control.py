@@ -92,8 +92,10 @@ def main() -> None:
         target = class_centroids(head, feats[tr], train_labels, len(names))
         with torch.no_grad():
             m = retrieval_metrics(head(feats[te]), test_labels, include=("recall", "map_r"))
-        print(f"{name} teacher on the test classes: R@1 {100 * m['recall@1']:.2f}, "
-              f"MAP@R {100 * m['map@r']:.2f}")
+        print(
+            f"{name} teacher on the test classes: R@1 {100 * m['recall@1']:.2f}, "
+            f"MAP@R {100 * m['map@r']:.2f}"
+        )
         path = out / f"{name}.safetensors"
         meta = {"names": json.dumps(names)}
         save_file({"embeddings": target.contiguous()}, str(path), metadata=meta)

@@ -35,6 +35,7 @@ def test_shuffled_names_permute_the_class_embeddings(emoji_subset_folder, tmp_pa
     shuffled = class_text_embeddings(shuffled_cfg, train)
     perm = shuffled_classes(real.shape[0], 3)
     assert torch.equal(shuffled, real[perm])
+
     # same similarity spectrum, different assignment to classes
     def sims(e):
         unit = torch.nn.functional.normalize(e, dim=1)

@@ -34,8 +34,13 @@ def value_and_grads(loss, x, y):
 
 def spec(base):
     text = torch.randn(CLASSES, 16, generator=torch.Generator().manual_seed(9))
-    cfg = {"base": base, "regularizers": [{"name": "language", "weight": 2.0},
-                                    {"name": "direction", "form": "orthogonal"}]}
+    cfg = {
+        "base": base,
+        "regularizers": [
+            {"name": "language", "weight": 2.0},
+            {"name": "direction", "form": "orthogonal"},
+        ],
+    }
     return cfg, text
 
 
