@@ -60,12 +60,14 @@ class NPairLoss(MetricLoss):
             a, p = first_pair_of_each_label(labels)
         else:
             a, p = first_pair_per_label(indices_tuple[0].long(), indices_tuple[1].long(), labels)
-        z = normalize(x) if self.normalize_embeddings else x
         if a.numel() == 0:
             loss = zero_loss(x)
         else:
-            logits = z[a] @ z[p].T
-            loss = cross_entropy(logits, torch.arange(a.numel(), device=x.device))
+            # only the pairs' rows enter the loss: gather them once, normalise just those
+            z = x[torch.cat((a, p))]
+            z = normalize(z) if self.normalize_embeddings else z
+            za, zp = z.split(a.numel())
+            loss = cross_entropy(za @ zp.T, torch.arange(a.numel(), device=x.device))
         if self.l2_reg_weight:
             loss = loss + self.l2_reg_weight * x.pow(2).sum(dim=1).mean()
         return loss

@@ -62,16 +62,20 @@ class ProxyNCALoss(ProxyLoss):
             target = logits[rows, labels].clone()
             if paper:
                 logits[rows, labels] = float("-inf")  # denominator over c != y only
-            lse = torch.logsumexp(logits, dim=1, keepdim=True)
-            per_sample = lse.squeeze(1) - target
+            # log-sum-exp in the logits' buffer: it becomes the softmax, then the gradient
+            shift = logits.amax(dim=1, keepdim=True)
+            e = logits.sub_(shift).exp_()
+            total = e.sum(dim=1, keepdim=True)
+            per_sample = (total.log() + shift).squeeze(1) - target
+            # ∂/∂logits = softmax (over the denominator's classes) - one_hot(y), per sample / B
+            coef = total.reciprocal_().mul_(scale / x.shape[0])
+            step = torch.full_like(per_sample, scale / x.shape[0])
             if weights is not None:
                 per_sample.mul_(weights)
-            value = per_sample.mean()
-            # ∂/∂logits = softmax (over the denominator's classes) - one_hot(y), per sample / B
-            grad = logits.sub_(lse).exp_()
-            grad[rows, labels] -= 1.0
-            if weights is not None:
-                grad.mul_(weights[:, None])
-            return value, grad.mul_(scale / x.shape[0])
+                coef.mul_(weights[:, None])
+                step.mul_(weights)
+            grad = e.mul_(coef)
+            grad[rows, labels] -= step
+            return per_sample.mean(), grad
 
         return cross_loss(x, self.fp32_proxies(x.device), value_and_grad)
