@@ -94,6 +94,34 @@ def test_index_and_search_by_image(runs, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 10
 
 
+def test_approximate_index_finds_what_exact_finds(runs, tmp_path, capsys):
+    folder = runs["folder"]
+    base = ["index", str(runs["plain"]), "--images", str(folder), "--no-progress"]
+    assert main([*base, "-o", str(tmp_path / "exact")]) == 0
+    hnsw = ["--search", "hnsw", "--search-param", "M=8"]
+    assert main([*base, *hnsw, "-o", str(tmp_path / "h")]) == 0
+    assert "hnsw index (M 8, efConstruction 80, efSearch 128)" in capsys.readouterr().out
+    query = str(sorted(folder.rglob("*.png"))[3])
+    found = {}
+    for name, extra in (("exact", []), ("h", ["--search-param", "efSearch=500"])):
+        argv = ["search", str(tmp_path / name), "--image", query, "-k", "5", "--json", *extra]
+        assert main(argv) == 0
+        found[name] = json.loads(capsys.readouterr().out)
+    assert found["h"]["search"] == {"kind": "hnsw", "M": 8, "efConstruction": 80, "efSearch": 500}
+    assert found["exact"]["search"] == {"kind": "exact"}
+    assert [h["path"] for h in found["h"]["results"]] == [
+        h["path"] for h in found["exact"]["results"]
+    ]
+    assert main(["search", str(tmp_path / "h"), "--image", query, "-k", "2"]) == 0
+    assert capsys.readouterr().out.startswith("approximate hnsw index (M 8")
+    err = _one_error_line(capsys, [*base, "--search", "hnsw", "--search-param", "nprobe=3",
+                                   "-o", str(tmp_path / "bad")])  # fmt: skip
+    assert "unknown key 'nprobe'" in err and not (tmp_path / "bad").exists()
+    err = _one_error_line(capsys, ["search", str(tmp_path / "h"), "--image", query,
+                                   "--search-param", "nprobe=2"])  # fmt: skip
+    assert "cannot change on a built hnsw index" in err
+
+
 def test_search_by_class_name_on_a_text_proxy_run(runs, tmp_path, capsys):
     from langdml.inference import load_run
 

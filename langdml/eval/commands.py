@@ -17,21 +17,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="held-out classes to evaluate (default: the run's own eval split)",
     )
-    p.add_argument(
-        "--search",
-        choices=["exact", "ivf", "hnsw"],
-        default=None,
-        help="kNN search: exact, or an approximate faiss index for large sets "
-        "(default: the run's eval.search)",
-    )
-    p.add_argument(
-        "--search-param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a search parameter, repeatable: ivf nlist/nprobe/train_size, hnsw "
-        "M/efConstruction/efSearch, any recall_queries (e.g. --search-param nprobe=128)",
-    )
+    add_search_args(p, "the run's eval.search")
     p.add_argument(
         "--concat",
         nargs="+",
@@ -41,6 +27,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "L2-normalised, then the whole; MLRC's 4 fold models x 128-d -> 512-d)",
     )
     p.set_defaults(func=_evaluate)
+
+
+def add_search_args(p: argparse.ArgumentParser, default: str) -> None:
+    """``--search`` and ``--search-param`` (shared with ``langdml index``)."""
+    p.add_argument(
+        "--search",
+        choices=["exact", "ivf", "hnsw"],
+        default=None,
+        help="kNN search: exact, or an approximate faiss index for large sets "
+        f"(default: {default})",
+    )
+    p.add_argument(
+        "--search-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a search parameter, repeatable: ivf nlist/nprobe/train_size, hnsw "
+        "M/efConstruction/efSearch, any recall_queries (e.g. --search-param nprobe=128)",
+    )
 
 
 def parse_search_params(items: list[str]) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from langdml.errors import LangDMLError
+from langdml.eval.commands import add_search_args, parse_search_params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -39,9 +40,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="OUT.safetensors")
     p.set_defaults(func=run_embed)
 
-    p = sub.add_parser("index", help="build an exact faiss index of a gallery with a trained run")
+    p = sub.add_parser("index", help="build a faiss index of a gallery with a trained run")
     _run_args(p)
     _gallery_args(p)
+    add_search_args(p, "exact")
     p.add_argument("-o", "--output", required=True, help="INDEX_DIR")
     p.set_defaults(func=run_index)
 
@@ -51,6 +53,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--image", help="a query image")
     q.add_argument("--text", help="a class name (runs trained with a text-proxy loss)")
     p.add_argument("-k", type=int, default=10)
+    p.add_argument(
+        "--search-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an approximate index's search-time parameter: efSearch (hnsw) or nprobe (ivf)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_search)
@@ -127,11 +136,16 @@ def run_embed(args) -> int:
 
 
 def run_index(args) -> int:
+    from langdml.eval.ann import check_search
     from langdml.inference.index import GalleryIndex
 
-    index = GalleryIndex(gallery_table(_load(args), args))
+    search, params = args.search or "exact", parse_search_params(args.search_param)
+    check_search(search, params)  # one clear line before the run is loaded
+    index = GalleryIndex(gallery_table(_load(args), args), search=search, search_params=params)
     folder = index.save(args.output)
-    print(f"exact index of {len(index)} images → {folder}")
+    kind, resolved = index.search_kind
+    how = ", ".join(f"{k} {v}" for k, v in resolved.items())
+    print(f"{kind} index{f' ({how})' if how else ''} of {len(index)} images → {folder}")
     return 0
 
 
@@ -158,6 +172,7 @@ def run_search(args) -> int:
     from langdml.inference.index import GalleryIndex
 
     index = GalleryIndex.load(args.index_dir)
+    index.set_search_params(parse_search_params(args.search_param))
     run = _index_run(index, args.device)
     if args.text is not None:
         query, q = args.text, run.embed_text([args.text])
@@ -169,9 +184,15 @@ def run_search(args) -> int:
          "label": int(index.table.labels[i]), "class_name": index.table.class_name(i)}
         for r, (s, i) in enumerate(zip(scores[0], rows[0], strict=True)) if i >= 0
     ]  # fmt: skip
+    kind, params = index.search_kind
     if args.json:
-        print(json.dumps({"query": query, "metric": index.table.metric, "results": results}))
+        search = {"kind": kind, **params}
+        out = {"query": query, "metric": index.table.metric, "search": search, "results": results}
+        print(json.dumps(out))
         return 0
+    if kind != "exact":
+        how = ", ".join(f"{k} {v}" for k, v in params.items())
+        print(f"approximate {kind} index ({how}): neighbours may be missed")
     for hit in results:
         name = hit["class_name"] or "-"
         print(f"{hit['rank']:>3}  {hit['score']:+.4f}  {name:<30}  {hit['path']}")

@@ -7,8 +7,11 @@ strings) ``paths`` (JSON list, one per row), ``class_names`` (JSON list, indexed
 ``source``.
 
 An index folder (``langdml index -o INDEX_DIR``) is ``gallery.safetensors`` (the same layout) plus
-``index.faiss``, an exact faiss index (inner product on unit vectors for cosine runs, L2 for
-euclidean runs).
+``index.faiss``: an exact faiss index (inner product on unit vectors for cosine runs, L2 for
+euclidean runs), or with ``--search hnsw`` / ``ivf`` an approximate one built by
+``langdml.eval.ann.ApproxKNN`` (the evaluation's own construction, same parameters and defaults).
+The kind and the search-time parameter (``efSearch`` / ``nprobe``) are stored in the faiss index
+itself and read back from it.
 """
 
 from __future__ import annotations
@@ -94,11 +97,68 @@ def _faiss():
 
 
 class GalleryIndex:
-    """An exact faiss index over a gallery table."""
+    """A faiss index over a gallery table: exact (default), or ``search="hnsw"`` / ``"ivf"``
+    with ``search_params`` as in ``retrieval_metrics`` (``langdml.eval.ann``)."""
 
-    def __init__(self, table: GalleryTable, index: Any | None = None) -> None:
+    def __init__(
+        self,
+        table: GalleryTable,
+        index: Any | None = None,
+        search: str = "exact",
+        search_params: dict | None = None,
+        seed: int = 0,
+    ) -> None:
+        from langdml.eval.ann import check_search
+
         self.table = table
+        spec = check_search(search, search_params)
+        if index is None:
+            index = self._build_approx(table, spec, seed) if spec.approximate else None
         self.index = index if index is not None else self._build(table)
+
+    @staticmethod
+    def _build_approx(table: GalleryTable, spec: Any, seed: int):
+        from langdml.eval.ann import ApproxKNN, Rows
+
+        if len(table.embeddings) == 0:
+            raise LangDMLError(f"an approximate ({spec.kind}) index needs a non-empty gallery")
+        rows = Rows(table.embeddings, "embeddings", normalize=table.metric == "cosine")
+        return ApproxKNN(rows, table.metric, spec, seed).cpu_index
+
+    @property
+    def search_kind(self) -> tuple[str, dict[str, int]]:
+        """("exact" | "hnsw" | "ivf", the index's parameters), read from the faiss index."""
+        faiss = _faiss()
+        if isinstance(self.index, faiss.IndexHNSW):
+            h = self.index.hnsw
+            return "hnsw", {"M": int(h.nb_neighbors(1)), "efConstruction": int(h.efConstruction),
+                            "efSearch": int(h.efSearch)}  # fmt: skip
+        if isinstance(self.index, faiss.IndexIVF):
+            return "ivf", {"nlist": int(self.index.nlist), "nprobe": int(self.index.nprobe)}
+        return "exact", {}
+
+    def set_search_params(self, params: dict) -> None:
+        """Search-time parameters of an approximate index: ``efSearch`` (hnsw), ``nprobe``
+        (ivf); anything else is one clear error line."""
+        kind, current = self.search_kind
+        allowed = {"hnsw": ("efSearch",), "ivf": ("nprobe",)}.get(kind, ())
+        for key, value in params.items():
+            if key not in allowed:
+                raise LangDMLError(
+                    f"search parameter {key!r} cannot change on a built {kind} index; expected "
+                    f"{' or '.join(allowed) if allowed else 'none (an exact index has none)'}"
+                )
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LangDMLError(f"search parameter {key}={value!r}: expected an integer >= 1")
+            if key == "nprobe" and value > current["nlist"]:
+                raise LangDMLError(
+                    f"nprobe={value} exceeds the index's nlist={current['nlist']}; expected "
+                    "1 <= nprobe <= nlist"
+                )
+        if "efSearch" in params:
+            self.index.hnsw.efSearch = params["efSearch"]
+        if "nprobe" in params:
+            self.index.nprobe = params["nprobe"]
 
     @staticmethod
     def _prepare(x: torch.Tensor, metric: str) -> np.ndarray:
@@ -108,9 +168,16 @@ class GalleryIndex:
         return l2_normalize(x) if metric == "cosine" else x
 
     @classmethod
-    def build(cls, embeddings: torch.Tensor, metric: str = "cosine") -> GalleryIndex:
+    def build(
+        cls,
+        embeddings: torch.Tensor,
+        metric: str = "cosine",
+        search: str = "exact",
+        search_params: dict | None = None,
+    ) -> GalleryIndex:
         n = len(embeddings)
-        return cls(GalleryTable(embeddings, -np.ones(n, np.int64), [""] * n, metric=metric))
+        table = GalleryTable(embeddings, -np.ones(n, np.int64), [""] * n, metric=metric)
+        return cls(table, search=search, search_params=search_params)
 
     @staticmethod
     def _build(table: GalleryTable):
@@ -127,7 +194,7 @@ class GalleryIndex:
 
     def search(self, queries: torch.Tensor, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (Q, min(k, N)): cosine similarity (higher first) or squared L2
-        distance (lower first)."""
+        distance (lower first). An approximate index may return fewer than k items: row -1."""
         if k < 1:
             raise LangDMLError(f"k must be at least 1, got {k}")
         q = self._prepare(torch.as_tensor(queries).reshape(-1, self.index.d), self.table.metric)
