@@ -20,17 +20,11 @@ from langdml.data import ImageDataset, class_disjoint_split, class_fold_split, l
 from langdml.data.records import query_gallery
 from langdml.errors import ConfigError, LangDMLError
 from langdml.eval.collapse import warn_if_collapsed
-from langdml.io import load_torch_file, text_cache_dir
+from langdml.io import text_cache_dir
 from langdml.losses.vocab import TEXT_PROXY_BASES
 from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
+from langdml.run_files import CHECKPOINT, CHECKPOINTS, CONFIG, PREVIOUS, open_checkpoint
 
-# The files of a run directory.
-CONFIG = "config.yaml"
-CHECKPOINT = "checkpoint.pt"  # the last epoch, with optimiser state (resume)
-PREVIOUS = "checkpoint.prev.pt"  # the epoch before: the fallback when checkpoint.pt is damaged
-BEST = "best.pt"  # the best epoch by eval.best_metric
-METRICS = "metrics.json"
-CHECKPOINTS = {"last": CHECKPOINT, "final": CHECKPOINT, "best": BEST}
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
 NO_BEST = (
     "no validation split (data.validation_fraction and data.folds are 0): choosing the best "
@@ -408,6 +402,7 @@ class OpenRun:
     loss_state: dict[str, torch.Tensor]
     text_embeddings: torch.Tensor | None = None
     loss: torch.nn.Module | None = None
+    checkpoint_file: Path | None = None  # the file loaded (checkpoint.prev.pt after a fallback)
 
     def training_text_embeddings(self) -> torch.Tensor | None:
         """The train classes' text embeddings the run trained with (from the text cache;
@@ -422,13 +417,13 @@ class OpenRun:
         return None if proj is None else proj.eval()
 
 
-def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, split) -> Path:
+def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, split) -> None:
     if checkpoint not in CHECKPOINTS:
         raise LangDMLError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     ckpt = run_dir / CHECKPOINTS[checkpoint]
     if checkpoint == "best" and not has_validation(cfg):
         raise LangDMLError(f"run {str(run_dir)!r} has no best checkpoint: {NO_BEST}")
-    if not ckpt.is_file():
+    if not ckpt.is_file() and not (ckpt.name == CHECKPOINT and (run_dir / PREVIOUS).is_file()):
         raise LangDMLError(f"{run_dir} has no {ckpt.name}; train it first: langdml train {run_dir}")
     if split not in (None, "test", "val"):
         raise LangDMLError(f"split must be 'test' or 'val', got {split!r}")
@@ -437,7 +432,6 @@ def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, spli
             f"run {str(run_dir)!r} has no validation split (data.validation_fraction and "
             "data.folds are 0)"
         )
-    return ckpt
 
 
 def open_run(
@@ -449,14 +443,16 @@ def open_run(
 ) -> OpenRun:
     """Reopen a trained run: config, data, model (weights loaded with ``weights_only=True``).
 
-    ``checkpoint``: "last" (alias "final") or "best". ``split``: None = the run's own
-    evaluation split, "test" = the test classes, "val" = its validation classes.
+    ``checkpoint``: "last" (alias "final") or "best"; "last" falls back to checkpoint.prev.pt,
+    with one warning line, when checkpoint.pt is damaged or missing (``run_files``). ``split``:
+    None = the run's own evaluation split, "test" = the test classes, "val" = its validation
+    classes.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LangDMLError(f"run directory {str(run_dir)!r} does not exist")
     cfg = load_run_config(run_dir)
-    ckpt = _check_open_args(run_dir, cfg, checkpoint, split)
+    _check_open_args(run_dir, cfg, checkpoint, split)
     if split == "test":
         cfg.data.validation_fraction = 0.0
         cfg.data.fold = 0  # before folds: each assignment is validated
@@ -465,14 +461,13 @@ def open_run(
     if device is not None:
         cfg.train.device = device
     data = prepare_data(cfg)
-    state = load_torch_file(ckpt, "checkpoint")
-    if not isinstance(state, dict) or "model" not in state:
-        raise LangDMLError(f"checkpoint {ckpt} is not a langdml checkpoint (no model weights)")
+    path, state = open_checkpoint(run_dir, checkpoint)
     model = build_model(cfg, data)
     model.load_state_dict(state["model"])
     model.to(cfg.train.device)
     loss_state = dict(state.get("loss", {}))
     run = OpenRun(run_dir, cfg, data, model, int(state.get("epoch", 0)), checkpoint, loss_state)
+    run.checkpoint_file = path
     if uses_text_proxies(cfg):
         run.loss = text_proxy_loss(cfg, loss_state)
         run.text_embeddings = run.loss.class_text_embeddings

@@ -10,7 +10,7 @@ import pickle
 
 import pytest
 import torch
-from faultkit import flip_byte, make_folder, one_line, tiny_cfg, write_cfg
+from faultkit import flip_byte, make_folder, one_line, python, tiny_cfg, write_cfg
 
 from langdml.cli import main
 from langdml.errors import LangDMLError
@@ -98,6 +98,79 @@ def test_bit_flipped_best_weights_are_refused_when_opened(folder, tmp_path):
     flip_byte(run / "best.pt", (run / "best.pt").stat().st_size - 200)
     with pytest.raises(LangDMLError, match="best.pt.*checksum"):
         open_run(run, checkpoint="best")
+
+
+# open_run (evaluate, embed, export, ...) reads the same fallback without moving any file
+
+
+def _checkpoint_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "checkpoint" in str(w.message)]
+
+
+@pytest.mark.parametrize("how", ["bitflip", "missing"])
+def test_open_run_falls_back_to_the_previous_checkpoint(folder, tmp_path, how):
+    import warnings
+
+    from langdml.experiment import open_run
+    from langdml.inference.run import LoadedRun
+
+    _, run, _ = _finished(folder, tmp_path)
+    ckpt, prev = run / "checkpoint.pt", run / "checkpoint.prev.pt"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        intact = open_run(run)
+    assert _checkpoint_warnings(record) == [] and intact.epoch == 2
+    assert intact.checkpoint_file == ckpt
+    _damage(ckpt, how)
+    damaged = ckpt.read_bytes() if how != "missing" else None
+    with pytest.warns(UserWarning) as record:
+        opened = open_run(run)
+    lines = _checkpoint_warnings(record)
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert str(ckpt) in lines[0] and str(prev) in lines[0] and "(epoch 1)" in lines[0]
+    assert opened.epoch == 1 and opened.checkpoint_file == prev
+    assert LoadedRun(opened).fingerprint()["checkpoint"] == prev.name  # index / export records
+    weights = torch.load(prev, weights_only=True)["model"]
+    assert all(torch.equal(v, weights[k]) for k, v in opened.model.state_dict().items())
+    # read-only: nothing renamed or rewritten (resume sets the damaged file aside, not open_run)
+    assert not (run / "checkpoint.pt.damaged").exists()
+    assert (ckpt.read_bytes() if ckpt.exists() else None) == damaged
+
+
+def test_evaluate_with_a_damaged_checkpoint_warns_in_one_line(folder, tmp_path):
+    _, run, _ = _finished(folder, tmp_path)
+    _damage(run / "checkpoint.pt", "truncate")
+    child = python(
+        f"""
+        from langdml.cli import main
+        raise SystemExit(main(["evaluate", {str(run)!r}]))
+        """
+    )
+    out, err = child.communicate(timeout=240)
+    assert child.returncode == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("langdml: warning: "), err
+    assert str(run / "checkpoint.pt") in lines[0] and "(epoch 1)" in lines[0]
+    assert json.loads(out)["epoch"] == 1
+
+
+def test_open_run_with_both_checkpoints_damaged_is_one_line_naming_both(folder, tmp_path, capsys):
+    from langdml.experiment import open_run
+
+    over = {"data.validation_fraction": 0.3, "train.batch_size": 4}
+    _, run, _ = _finished(folder, tmp_path, **over)
+    _damage(run / "checkpoint.pt", "bitflip")
+    _damage(run / "checkpoint.prev.pt", "truncate")
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert str(run / "checkpoint.pt") in line and str(run / "checkpoint.prev.pt") in line
+    assert "checksum" in line and "checkpoint='best'" in line  # best.pt is intact
+    assert open_run(run, "best").epoch in (1, 2)
+    (run / "best.pt").unlink()
+    with pytest.raises(LangDMLError) as info:
+        open_run(run)
+    assert "\n" not in str(info.value) and "checkpoint='best'" not in str(info.value)
 
 
 def test_disk_full_while_saving_a_checkpoint(folder, tmp_path, monkeypatch, capsys):

@@ -184,3 +184,64 @@ def test_emoji_hierarchy_covers_the_pinned_benchmark():
 def test_bad_labels_are_one_line():
     with pytest.raises(LangDMLError, match="non-negative integer"):
         query_results(np.ones((3, 2), np.float32), np.array(["a", "b", "a"]))
+
+
+# --- `langdml evaluate --per-class` on a tiny finished run ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from faultkit import make_folder
+
+    return make_folder(tmp_path_factory.mktemp("per_class_images"))
+
+
+def _trained(images, tmp_path, **over):
+    from faultkit import tiny_cfg
+
+    from langdml.train import train
+
+    train(tiny_cfg(images, tmp_path, **over))
+    return tmp_path / "run"
+
+
+def test_evaluate_per_class_writes_the_runs_rows_and_severity(images, tmp_path, capsys):
+    import json
+
+    from faultkit import one_line
+
+    from langdml.cli import main
+    from langdml.eval.per_class import PER_CLASS
+
+    hierarchy = tmp_path / "h.csv"
+    hierarchy.write_text("".join(f"class_{c},g{c % 2}/s{c % 4}\n" for c in range(8)))
+    run = _trained(images, tmp_path, **{"eval.hierarchy": str(hierarchy)})
+    summary = json.loads((run / "metrics.json").read_text())
+    out = tmp_path / "rows.csv"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--per-class", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # the same file training wrote for this split, via the same functions
+    assert out.read_text() == (run / PER_CLASS).read_text()
+    assert result["per_class"] == str(out) and not list(tmp_path.glob(".rows.csv.*"))
+    assert result["hierarchy"].keys() == summary["hierarchy"].keys()
+    for key, value in summary["hierarchy"].items():
+        assert result["hierarchy"][key] == pytest.approx(value, nan_ok=True), key
+    # a folder that does not exist, or a folder as the file: one line, before any work
+    for bad, words in [(tmp_path / "no" / "such" / "x.csv", "does not exist"),
+                       (tmp_path, "is a directory")]:  # fmt: skip
+        assert main(["evaluate", str(run), "--per-class", str(bad)]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert words in line and str(bad) in line
+    assert not (tmp_path / "no").exists()
+
+
+def test_evaluate_without_a_hierarchy_has_no_severity_metrics(images, tmp_path):
+    from langdml.eval.commands import evaluate_run
+
+    run = _trained(images, tmp_path)
+    result = evaluate_run(run)
+    assert "hierarchy" not in result and "per_class" not in result
+    rows = evaluate_run(run, per_class=tmp_path / "rows.csv")
+    assert "hierarchy" not in rows and (tmp_path / "rows.csv").read_text().startswith("class,")
+    assert {k: v for k, v in rows.items() if k != "per_class"} == result

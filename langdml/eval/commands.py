@@ -26,6 +26,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="also evaluate the concatenation of this run's embeddings with these runs' (each "
         "L2-normalised, then the whole; MLRC's 4 fold models x 128-d -> 512-d)",
     )
+    p.add_argument(
+        "--per-class",
+        default=None,
+        metavar="PATH",
+        help="also write the evaluated split's per-class rows (class, queries, recall@1, map@r; "
+        "the format of the run's per_class.csv, exact search) to this CSV file",
+    )
     p.set_defaults(func=_evaluate)
 
 
@@ -79,25 +86,55 @@ def _with_search(cfg, search: str | None, search_params: dict | None):
     return cfg
 
 
+def _per_class_target(path: str | Path) -> Path:
+    """``path`` for the per-class CSV, checked before any work: a file in an existing folder."""
+    from langdml.errors import LangDMLError
+
+    path = Path(path)
+    if path.is_dir():
+        raise LangDMLError(f"per-class CSV {path} is a directory; pass a file path")
+    if not path.parent.is_dir():
+        raise LangDMLError(
+            f"per-class CSV {path}: the directory {path.parent} does not exist; create it or "
+            "choose another path"
+        )
+    return path
+
+
 def evaluate_run(
     run_dir: str | Path,
     checkpoint: str = "final",
     split: str | None = None,
     search: str | None = None,
     search_params: dict | None = None,
+    per_class: str | Path | None = None,
 ) -> dict:
     """A run's metrics on its held-out classes; ``search`` / ``search_params`` override the
-    run's ``eval.search`` / ``eval.search_params`` (``search`` alone replaces both)."""
+    run's ``eval.search`` / ``eval.search_params`` (``search`` alone replaces both). With a
+    class hierarchy (``eval.hierarchy``) the result has training's ``hierarchy`` mistake-severity
+    metrics; ``per_class`` writes the per-class rows (``per_class.csv``'s format) atomically to
+    that file. Both come from an exact search, as at the end of training."""
     from langdml.data.records import query_gallery
     from langdml.eval.ann import check_search
-    from langdml.experiment import embed, evaluate_embeddings, open_run
+    from langdml.eval.per_class import per_class_csv
+    from langdml.experiment import embed, evaluate_embeddings, final_details, open_run
+    from langdml.io import atomic_write_text
 
     if search is not None:
         check_search(search, search_params)  # fail before loading anything
+    target = None if per_class is None else _per_class_target(per_class)
     run = open_run(run_dir, checkpoint, split=split)
     cfg, data = _with_search(run.config, search, search_params), run.data
     emb = embed(run.model, cfg, data)
     metrics = evaluate_embeddings(cfg, emb, data.eval.labels, query_gallery(data.eval))
+    details: dict = {}
+    if target is not None or data.group_codes is not None:
+        rows, severity = final_details(cfg, emb, data)
+        if severity:
+            details["hierarchy"] = severity
+        if target is not None:
+            atomic_write_text(target, per_class_csv(rows))
+            details["per_class"] = str(target)
     return {
         "run_dir": str(run.run_dir),
         "checkpoint": checkpoint,
@@ -105,6 +142,7 @@ def evaluate_run(
         "split": data.eval_split,
         **({"search": cfg.eval.search} if cfg.eval.search != "exact" else {}),
         **metrics,
+        **details,
     }
 
 
@@ -144,7 +182,9 @@ def evaluate_concatenated(
 
 def _evaluate(args: argparse.Namespace) -> int:
     params = parse_search_params(args.search_param)
-    result = evaluate_run(args.run_dir, args.checkpoint, args.split, args.search, params)
+    result = evaluate_run(
+        args.run_dir, args.checkpoint, args.split, args.search, params, args.per_class
+    )
     if args.concat:
         runs = [args.run_dir, *args.concat]
         result["concatenated"] = evaluate_concatenated(runs, args.checkpoint, args.split)

@@ -15,8 +15,6 @@ from torch import nn
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
 from langdml.experiment import (
-    CHECKPOINTS,
-    CONFIG,
     OpenRun,
     _normalisation,
     feature_spec,
@@ -25,6 +23,7 @@ from langdml.experiment import (
     uses_text_proxies,
 )
 from langdml.io import file_sha256
+from langdml.run_files import CHECKPOINTS, CONFIG
 
 
 class ImageTower(nn.Module):
@@ -80,8 +79,9 @@ class LoadedRun:
         return uses_text_proxies(self.config)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What identifies the model: its config file and checkpoint file (SHA-256 prefixes)."""
-        ckpt = self.run_dir / CHECKPOINTS[self.opened.checkpoint]
+        """What identifies the model: its config file and the checkpoint file its weights came
+        from (SHA-256 prefixes; checkpoint.prev.pt when checkpoint.pt was damaged)."""
+        ckpt = self.opened.checkpoint_file or self.run_dir / CHECKPOINTS[self.opened.checkpoint]
         return {
             "run_dir": str(self.run_dir.resolve()),
             "config_sha256": file_sha256(self.run_dir / CONFIG)[:16],

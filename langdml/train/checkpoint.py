@@ -19,15 +19,14 @@ from langdml.config import (
     validate_config,
 )
 from langdml.errors import ConfigError, LangDMLError
-from langdml.experiment import BEST, CHECKPOINT, CONFIG, METRICS, PREVIOUS
 from langdml.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     checksum_path,
-    load_torch_file,
     verify_checksum,
 )
+from langdml.run_files import BEST, CHECKPOINT, CONFIG, METRICS, PREVIOUS, newest_checkpoint
 
 # Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
 # ablation names its runs after the ablation file, which may be renamed or split).
@@ -95,16 +94,10 @@ def precheck(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Any]:
     return "go", None
 
 
-def _read_checkpoint(path: Path, hint: str) -> dict:
-    state = load_torch_file(path, "checkpoint", hint)
-    if not isinstance(state, dict) or "model" not in state:
-        raise LangDMLError(f"checkpoint {path} is not a langdml training checkpoint{hint}")
-    return state
-
-
 def load_checkpoint(run_dir: Path) -> dict | None:
     """The resume checkpoint, or None. A damaged (or missing) checkpoint.pt falls back to
-    checkpoint.prev.pt, saying so in one warning line; when both fail, a one-line error naming
+    checkpoint.prev.pt (``run_files.newest_checkpoint``), which is set aside as
+    checkpoint.pt.damaged, saying so in one warning line; when both fail, a one-line error naming
     the file."""
     path, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
     if not path.is_file() and not prev.is_file():
@@ -116,29 +109,21 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         if best.is_file()
         else "; delete it to retrain from scratch"
     )
-    try:
-        if not path.is_file():  # killed between keeping the previous one and writing this one
-            raise LangDMLError(f"checkpoint {path}: it is missing{hint}")
-        return _read_checkpoint(path, hint)
-    except LangDMLError as exc:
-        if not prev.is_file():
-            raise
-        try:
-            state = _read_checkpoint(prev, "")
-        except LangDMLError:
-            raise exc from None
-        why = str(exc).split(": ", 1)[-1].split("; ")[0]
+    _, state, failed = newest_checkpoint(run_dir)
+    if state is None:
+        raise LangDMLError(failed[0] + hint)
+    if failed:
         aside = ""
         if path.is_file():  # else the next save would keep it as the "previous" checkpoint
             aside = f"; the damaged file is kept as {path.name}.damaged"
             os.replace(path, path.with_name(path.name + ".damaged"))
             checksum_path(path).unlink(missing_ok=True)
         warnings.warn(
-            f"checkpoint {path} is damaged ({why}); resuming from the previous checkpoint "
-            f"{prev} (epoch {state.get('epoch')}){aside}",
+            f"{failed[0]}; resuming from the previous checkpoint {prev} "
+            f"(epoch {state.get('epoch')}){aside}",
             stacklevel=2,
         )
-        return state
+    return state
 
 
 def _keep(src: Path, dst: Path) -> None:

@@ -28,7 +28,6 @@ from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError
 from langdml.eval.roth import is_metric_key
 from langdml.experiment import (
-    METRICS,
     NO_BEST,
     build_model,
     build_run_loss,
@@ -36,6 +35,7 @@ from langdml.experiment import (
     prepare_data,
 )
 from langdml.io import atomic_write_json
+from langdml.run_files import METRICS
 from langdml.train import distributed as dd
 from langdml.train.checkpoint import (
     load_checkpoint,
