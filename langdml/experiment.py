@@ -326,9 +326,11 @@ def evaluate_embeddings(
     embeddings: torch.Tensor,
     labels: np.ndarray,
     split: tuple[np.ndarray, np.ndarray] | None = None,
+    query_sample: int | None = None,
 ) -> dict:
     """The run's metrics: leave-one-out over all rows, or with ``split`` = (query, gallery rows)
-    (``data.records.query_gallery``, In-Shop) queries search the gallery only."""
+    (``data.records.query_gallery``, In-Shop) queries search the gallery only; ``query_sample``:
+    kNN metrics over that many seeded queries (``retrieval_metrics``)."""
     from langdml.eval import retrieval_metrics
 
     warn_if_collapsed(embeddings, cfg.eval.metric)
@@ -352,6 +354,7 @@ def evaluate_embeddings(
         device=cfg.train.device,
         search=cfg.eval.search,
         search_params=cfg.eval.search_params,
+        query_sample=query_sample,
     )
 
 

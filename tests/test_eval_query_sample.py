@@ -110,3 +110,29 @@ def test_bad_query_sample_is_one_line(bad):
     with pytest.raises(LangDMLError, match="query_sample must be a positive integer") as info:
         retrieval_metrics(x, y, include=KNN, query_sample=bad)
     assert "\n" not in str(info.value) and repr(bad) in str(info.value)
+
+
+def test_evaluate_command_query_sample(tmp_path, capsys):
+    """`langdml evaluate --query-sample Q`: the run's kNN metrics over Q seeded queries equal
+    retrieval_metrics on the run's embeddings with the same sample; bad Q is one line."""
+    import json
+
+    from faultkit import make_folder, one_line, tiny_cfg
+
+    from langdml.cli import main
+    from langdml.experiment import embed, open_run
+    from langdml.train import train
+
+    train(tiny_cfg(make_folder(tmp_path / "img"), tmp_path))
+    run_dir = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--query-sample", "5"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    run = open_run(run_dir)
+    emb = embed(run.model, run.config, run.data)
+    want = retrieval_metrics(emb, run.data.eval.labels, query_sample=5, seed=run.config.seed)
+    assert got["query_sample"] == 5
+    for key in ("recall@1", "map@r", "r_precision"):
+        assert got[key] == pytest.approx(want[key]), key
+    assert main(["evaluate", str(run_dir), "--query-sample", "0"]) == 2
+    assert "query_sample must be a positive integer" in one_line(capsys.readouterr().err)

@@ -19,6 +19,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_search_args(p, "the run's eval.search")
     p.add_argument(
+        "--query-sample",
+        type=int,
+        default=None,
+        metavar="Q",
+        help="kNN metrics over Q seeded queries instead of all (every row stays in the "
+        "gallery): exact metrics of a sample, to price --search on a large set",
+    )
+    p.add_argument(
         "--concat",
         nargs="+",
         default=None,
@@ -108,25 +116,31 @@ def evaluate_run(
     search: str | None = None,
     search_params: dict | None = None,
     per_class: str | Path | None = None,
+    query_sample: int | None = None,
 ) -> dict:
     """A run's metrics on its held-out classes; ``search`` / ``search_params`` override the
     run's ``eval.search`` / ``eval.search_params`` (``search`` alone replaces both). With a
     class hierarchy (``eval.hierarchy``) the result has training's ``hierarchy`` mistake-severity
     metrics; ``per_class`` writes the per-class rows (``per_class.csv``'s format) atomically to
-    that file. Both come from an exact search, as at the end of training."""
+    that file. Both come from an exact search, as at the end of training. ``query_sample``: kNN
+    metrics over that many seeded queries (the run's seed; the same rows for every search), to
+    price an approximate search where exact over all queries is too slow."""
     from langdml.data.records import query_gallery
     from langdml.eval.ann import check_search
+    from langdml.eval.metrics import check_query_sample
     from langdml.eval.per_class import per_class_csv
     from langdml.experiment import embed, evaluate_embeddings, final_details, open_run
     from langdml.io import atomic_write_text
 
     if search is not None:
         check_search(search, search_params)  # fail before loading anything
+    check_query_sample(query_sample)
     target = None if per_class is None else _per_class_target(per_class)
     run = open_run(run_dir, checkpoint, split=split)
     cfg, data = _with_search(run.config, search, search_params), run.data
     emb = embed(run.model, cfg, data)
-    metrics = evaluate_embeddings(cfg, emb, data.eval.labels, query_gallery(data.eval))
+    qg = query_gallery(data.eval)
+    metrics = evaluate_embeddings(cfg, emb, data.eval.labels, qg, query_sample)
     details: dict = {}
     if target is not None or data.group_codes is not None:
         rows, severity = final_details(cfg, emb, data)
@@ -141,6 +155,7 @@ def evaluate_run(
         "epoch": run.epoch,
         "split": data.eval_split,
         **({"search": cfg.eval.search} if cfg.eval.search != "exact" else {}),
+        **({"query_sample": query_sample} if query_sample else {}),
         **metrics,
         **details,
     }
@@ -183,7 +198,13 @@ def evaluate_concatenated(
 def _evaluate(args: argparse.Namespace) -> int:
     params = parse_search_params(args.search_param)
     result = evaluate_run(
-        args.run_dir, args.checkpoint, args.split, args.search, params, args.per_class
+        args.run_dir,
+        args.checkpoint,
+        args.split,
+        args.search,
+        params,
+        args.per_class,
+        args.query_sample,
     )
     if args.concat:
         runs = [args.run_dir, *args.concat]

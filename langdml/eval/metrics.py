@@ -199,7 +199,7 @@ def retrieval_metrics(
     spec = check_search(search, search_params)
     ks = _check_ks(recall_ks) if "recall" in parts else ()
     _check_seed_and_k(seed, k)
-    _check_query_sample(query_sample)
+    check_query_sample(query_sample)
     backend = resolve_backend(device)
     # approximate: embeddings read a block at a time; the torch backend searches exactly instead
     streaming = spec.approximate and backend.kind != "torch"
@@ -227,7 +227,8 @@ def _check_seed_and_k(seed: Any, k: Any) -> None:
         raise LangDMLError(f"k must be a positive integer or None; got {k!r}")
 
 
-def _check_query_sample(query_sample: Any) -> None:
+def check_query_sample(query_sample: Any) -> None:
+    """None, or a positive integer; anything else is one LangDMLError line."""
     if query_sample is None:
         return
     if (
