@@ -134,8 +134,8 @@ class LanguageConfig(_Strict):
     )
     direction: Literal["backward", "forward"] = Field(
         "backward",
-        description="KL direction: backward KL(P_img || P_lang) (the paper's) or forward "
-        "KL(P_lang || P_img).",
+        description="KL direction: backward KL(P_img || P_lang) (the authors' code default) "
+        "or forward KL(P_lang || P_img).",
     )
     mode: Literal["batch", "proxy"] = Field(
         "batch",

@@ -9,7 +9,8 @@ Performance in Deep Metric Learning", ICML 2020; also the Language-Guidance auth
 * F1 (``f1``): the pairwise F-measure of the k-means clustering (the clusters of NMI): over all
   unordered pairs of queries, TP = pairs in the same class and the same cluster,
   precision = TP / (pairs in the same cluster), recall = TP / (pairs in the same class),
-  F1 = 2 P R / (P + R) (Roth's ``f1.py``, after Oh Song et al. 2017). PML has neither metric.
+  F1 = 2 P R / (P + R) (Roth's ``f1.py``, after Oh Song et al. 2017; that file names the two
+  ratios the other way round, which leaves F1 unchanged). PML has neither metric.
 """
 
 from __future__ import annotations

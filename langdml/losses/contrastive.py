@@ -15,7 +15,9 @@ class ContrastiveLoss(MetricLoss):
 
     D is the Euclidean distance of L2-normalised embeddings; each mean runs over the pairs with a
     non-zero term (PML's AvgNonZeroReducer). Pairs come from the labels (all i != j) or a miner
-    (a pair mined k times counts k times, as in PML).
+    (a pair mined k times counts k times, as in PML). This is PML's ContrastiveLoss with its
+    defaults, not Hadsell et al.'s own formula: theirs squares and halves both terms
+    (½ D² for positives, ½ [m - D]_+² for negatives), has no positive margin and sums over pairs.
 
     Valid ranges: m_pos ≥ 0, m_neg ≥ 0.
     """

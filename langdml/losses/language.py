@@ -32,7 +32,8 @@ class LanguageGuidanceLoss(nn.Module):
     carries no gradient; "forward" uses KL(P_lang,i ‖ P_img,i). ``class_text_embeddings`` is
     (C, d) class-name embeddings (ELG, k = 1) or (C, k, d) pseudo-label embeddings (PLG);
     labels index its rows. mode="proxy" applies the same KL to proxy-proxy similarities (rows =
-    the proxies, labels = their classes), for proxy-based losses.
+    the proxies, labels = their classes), for proxy-based losses: our own extension, not in the
+    paper or the authors' code, which compare the batch's samples only.
     """
 
     def __init__(

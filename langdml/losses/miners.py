@@ -99,8 +99,10 @@ class DistanceWeightedMiner(_Miner):
 
     P(n | a) ∝ 1 / q(max(d_an, cutoff)) for d_an < nonzero_loss_cutoff, where
     q(d) ∝ d^{dim-2} (1 - d²/4)^{(dim-3)/2} is the density of distances between points uniform on
-    the unit sphere. As in the paper's code, an anchor whose negatives all lie beyond the cutoff
-    samples uniformly among its negatives (PML instead drops it). Pass a torch.Generator for
+    the unit sphere. An anchor whose negatives all lie at or beyond ``nonzero_loss_cutoff``
+    draws its negative uniformly among its negatives. This fallback is ours: the paper's public
+    (MXNet) code draws uniformly over the whole batch in that case, the anchor's own class and
+    the anchor itself included, and PML drops the anchor. Pass a torch.Generator for
     reproducible draws.
     """
 

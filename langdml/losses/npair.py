@@ -41,8 +41,12 @@ class NPairLoss(MetricLoss):
     """mean_k CE(softmax_j(z_{a_k} · z_{p_j}), k): one (anchor, positive) pair per class.
 
     As PML's NPairsLoss: embeddings L2-normalised, each class's pair is its first (anchor,
-    positive) pair in row-major order. ``normalize_embeddings=False`` and ``l2_reg_weight``
-    (λ · mean_i ||x_i||², λ = 0.002 in the paper) give the paper's unnormalised form.
+    positive) pair in row-major order. ``normalize_embeddings=False`` gives the paper's
+    unnormalised inner products. ``l2_reg_weight`` adds λ · mean_i ||x_i||² over all B rows of
+    the batch (the rows outside the chosen pairs included): our own form of the small L2
+    penalty on embedding norms that the paper adds. Its weight and normalisation differ between
+    sources (TensorFlow's npairs_loss: 0.25·λ·(mean ||a||² + mean ||p||²) over the pairs, λ =
+    0.002; Roth et al.'s code reads the paper's λ as 0.02), so no value here is the paper's.
     """
 
     def __init__(

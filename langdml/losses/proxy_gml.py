@@ -29,6 +29,10 @@ class ProxyGMLLoss(ProxyLoss):
     - Proxy regulariser: each proxy j classifies itself by Σ_{k∈class c} cos(p_j, p_k) (all
       proxies, itself included); mean CE against its own class, weighted by λ = weight_lambda.
     ``scale`` multiplies the class scores before the softmax (1 in the paper).
+    Differs from the public code in two places: it keeps k = ceil(r·C·N) proxies (own class
+    ranked first, so when k < N some own-class proxies are cut too), where we keep
+    max(N, ceil(r·C·N)) so that all N stay; and it initialises the proxies kaiming-uniform
+    (a = √5, on a (dim, C·N) tensor), where ours start kaiming-normal (fan_out).
     Valid ranges: r in (0, 1], weight_lambda ≥ 0, scale > 0.
     A mined ``indices_tuple`` is refused (LangDMLError): ProxyGML has no per-pair or PML
     counterpart to define what it would do.

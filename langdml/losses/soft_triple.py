@@ -25,8 +25,9 @@ class SoftTripleLoss(ClassWeightLoss):
     embedding_size), class-major: rows c·K … c·K+K-1 belong to class c, ``proxy_labels`` says
     which), λ = ``la``, γ = ``gamma``, δ = ``margin``. Centres start as PML's (kaiming-uniform,
     a = √5, on its (embedding_size, C·K) layout, transposed). The paper's centre regulariser
-    R = Σ_c Σ_{k<k'} √(2 + 1e-5 - 2 w_c^k·w_c^{k'}) / (C·K(K-1)) (normalised centres) is
-    added with weight τ = ``tau``; PML leaves it out, so the default τ = 0 equals PML.
+    R = Σ_c Σ_{k<k'} √(2 + 1e-5 - 2 w_c^k·w_c^{k'}) / (C·K(K-1)) (normalised centres; the
+    1e-5 inside the root comes from the authors' code, not the paper's equation) is added with
+    weight τ = ``tau``; PML leaves it out, so the default τ = 0 equals PML.
 
     Valid values: num_classes, embedding_size, centers_per_class ints >= 1; la, gamma > 0;
     margin a finite number; tau >= 0.

@@ -130,7 +130,7 @@ class TextEncoder:
 class HFTextEncoder(TextEncoder):
     """transformers AutoModel + AutoTokenizer with ``pooler`` / ``cls`` / ``mean`` pooling.
 
-    - pooler: ``pooler_output`` (BERT/RoBERTa: tanh(W·h_[CLS] + b)), the LG paper's choice;
+    - pooler: ``pooler_output`` (BERT/RoBERTa: tanh(W·h_[CLS] + b)), what the LG authors' code uses;
     - cls: the last hidden state of the first token;
     - mean: Σ_t m_t h_t / Σ_t m_t over the attention mask m.
     """
