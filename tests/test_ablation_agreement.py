@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from ablationkit import ok_row
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
@@ -115,9 +116,7 @@ def _ok_rows(abl):
     for i, run in enumerate(abl.runs):
         r1 = 0.4 + 0.01 * i
         metrics = {"recall@1": r1, "map@r": r1 / 2, "r_precision": r1 / 2, "nmi": 0.5}
-        rows.append(
-            {"run_id": run.id, "cell_id": run.cell.id, "seed": run.seed, "status": "ok", **metrics}
-        )
+        rows.append(ok_row(run.id, run.cell.id, run.seed, metrics))
     return rows
 
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from ablationkit import FakeCell, fake_ablation, ok_row
 
 from langdml.ablation.report import versions_note
 
@@ -52,21 +53,10 @@ def test_bootstrap_ci_over_seeds():
     assert bootstrap_ci([0.0, 0.1, 0.3]) == bootstrap_ci([0.0, 0.1, 0.3])  # seeded
 
 
-class _Cell:
-    def __init__(self, base, reg):
-        self.id, self.values = f"{base}-{reg}", {"loss.base.name": base, "loss.regularizers": reg}
-
-    def get(self, key):
-        return self.values.get(key)
-
-    def label(self, skip=()):
-        return "-"
-
-
 def test_table_shows_raw_and_holm_p_and_bootstrap_ci(tmp_path):
     from langdml.ablation.report import markdown_table, stats_csv, summarise
 
-    cells = {(b, r): _Cell(b, r) for b in ("ms", "pa") for r in ("none", "language")}
+    cells = {(b, r): FakeCell(b, r) for b in ("ms", "pa") for r in ("none", "language")}
     runs, rows = [], []
     rng = np.random.default_rng(0)
     for (_b, r), cell in cells.items():
@@ -75,19 +65,9 @@ def test_table_shows_raw_and_holm_p_and_bootstrap_ci(tmp_path):
             runs.append(SimpleNamespace(id=run_id, cell=cell, seed=seed))
             gain = 0.03 if r == "language" else 0.0
             r1 = 0.5 + gain + 0.01 * rng.normal()
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "cell_id": cell.id,
-                    "seed": seed,
-                    "status": "ok",
-                    "recall@1": r1,
-                    "map@r": r1 / 2,
-                    "r_precision": r1 / 2,
-                    "nmi": 0.6,
-                }
-            )
-    abl = SimpleNamespace(runs=runs, grid={"loss.base.name": [], "loss.regularizers": []})
+            metrics = {"recall@1": r1, "map@r": r1 / 2, "r_precision": r1 / 2, "nmi": 0.6}
+            rows.append(ok_row(run_id, cell.id, seed, metrics))
+    abl = fake_ablation(runs)
     summary = summarise(abl, rows)
     tested = [c for c in summary if c["deltas"]]
     assert len(tested) == 2

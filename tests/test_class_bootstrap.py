@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from ablationkit import FakeCell, fake_ablation, ok_row
 
 from langdml.ablation.class_bootstrap import cell_delta_ci, paired_class_seed_bootstrap
 from langdml.eval.per_class import PER_CLASS, per_class_csv
@@ -73,17 +74,6 @@ def test_runs_with_different_classes_give_no_interval(tmp_path):
     assert cell_delta_ci([tmp_path / "a"], [tmp_path / "missing"], "recall@1") is None
 
 
-class _Cell:
-    def __init__(self, reg):
-        self.id, self.values = f"ms-{reg}", {"loss.base.name": "ms", "loss.regularizers": reg}
-
-    def get(self, key):
-        return self.values.get(key)
-
-    def label(self, skip=()):
-        return "-"
-
-
 def test_report_shows_the_class_seed_interval(tmp_path):
     from langdml.ablation.report import markdown_table, stats_csv, summarise
 
@@ -91,7 +81,7 @@ def test_report_shows_the_class_seed_interval(tmp_path):
     queries = rng.integers(2, 9, size=30)
     runs, rows = [], []
     for reg, gain in (("none", 0.0), ("language", 0.04)):
-        cell = _Cell(reg)
+        cell = FakeCell("ms", reg)
         for seed in range(3):
             values = np.clip(rng.random(30) * 0.5 + 0.25 + gain, 0, 1)
             run_dir = tmp_path / f"{cell.id}-s{seed}"
@@ -103,20 +93,10 @@ def test_report_shows_the_class_seed_interval(tmp_path):
                 )
             )
             r1 = float((values * queries).sum() / queries.sum())
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "cell_id": cell.id,
-                    "seed": seed,
-                    "status": "ok",
-                    "recall@1": r1,
-                    "map@r": r1 / 2,
-                    "r_precision": 0.3,
-                    "nmi": 0.5,
-                    "hier/hp@1": 0.6 + gain,
-                }
-            )
-    abl = SimpleNamespace(runs=runs, grid={"loss.base.name": [], "loss.regularizers": []})
+            metrics = {"recall@1": r1, "map@r": r1 / 2, "r_precision": 0.3, "nmi": 0.5,
+                       "hier/hp@1": 0.6 + gain}  # fmt: skip
+            rows.append(ok_row(run_id, cell.id, seed, metrics))
+    abl = fake_ablation(runs)
     cells = summarise(abl, rows)
     lang = next(c for c in cells if c["regularizers"] == "language")
     delta = lang["deltas"]["recall@1"][0]

@@ -8,20 +8,12 @@ import json
 
 import pytest
 import torch
-from faultkit import make_folder, tiny_cfg
+from faultkit import make_folder, one_line, tiny_cfg
 from PIL import Image
 
 from langdml.cli import main
 from langdml.config import dump_yaml
 from langdml.errors import DataError, LangDMLError
-
-
-def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("langdml: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _run_raising(monkeypatch, exc, *extra):
@@ -50,14 +42,14 @@ def _run_raising(monkeypatch, exc, *extra):
 def test_oserror_families_are_one_line_naming_the_file(monkeypatch, capsys, code, words):
     exc = OSError(code, "strerror text", "/some/run/file.pt")
     assert _run_raising(monkeypatch, exc) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "/some/run/file.pt" in line and words in line
 
 
 def test_torch_iostream_error_reads_as_disk_full(monkeypatch, capsys):
     exc = RuntimeError("[enforce fail at inline_container.cc] basic_ios::clear: iostream error")
     assert _run_raising(monkeypatch, exc) == 2
-    assert "disk is full" in _one_line(capsys.readouterr().err)
+    assert "disk is full" in one_line(capsys.readouterr().err)
 
 
 def test_debug_flag_and_env_show_the_traceback(monkeypatch, capsys):
@@ -78,7 +70,7 @@ def test_binary_config_file_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"\xff\xfe\x00\x81binary" * 10)
     assert main(["train", str(bad)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert str(bad) in line and "UTF-8" in line
 
 
@@ -110,7 +102,7 @@ def test_cuda_without_cuda_is_one_line(folder, tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "train.device=cuda"]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "train.device=cuda" in line and "train.device=cpu" in line
 
 
@@ -119,7 +111,7 @@ def test_output_dir_that_is_a_file_is_one_line(folder, tmp_path, capsys):
     blocker.write_text("x")
     path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "--output-dir", str(blocker)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert str(blocker) in line
 
 
@@ -154,7 +146,7 @@ def test_run_dir_without_config_is_refused_as_foreign(folder, tmp_path, capsys):
     other = _writetiny_cfg(tiny_cfg(folder, tmp_path, **{"optimizer.lr": 0.5}), tmp_path)
     capsys.readouterr()
     assert main(["train", str(other)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "no config.yaml" in line and str(run) in line
     assert (run / "checkpoint.pt").is_file() and (run / "metrics.json").is_file()
 
@@ -308,7 +300,7 @@ def test_ablate_exits_nonzero_and_lists_failed_cells(folder, tmp_path, monkeypat
 def test_misspelled_best_metric_is_rejected_at_validation(folder, tmp_path, capsys):
     path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "eval.best_metric=recal@1"]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "recal@1" in line and "did you mean 'recall@1'" in line
     assert not (tmp_path / "run").exists()  # nothing started
 
@@ -316,7 +308,7 @@ def test_misspelled_best_metric_is_rejected_at_validation(folder, tmp_path, caps
 def test_negative_loss_parameter_is_rejected_before_the_first_epoch(folder, tmp_path, capsys):
     path = _writetiny_cfg(tiny_cfg(folder, tmp_path), tmp_path)
     assert main(["train", str(path), "loss.base.alpha=-2"]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "alpha" in line and "-2" in line and "> 0" in line
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     assert not (tmp_path / "run" / "log.jsonl").exists()

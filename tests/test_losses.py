@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from losskit import LAYOUTS, make_batch
 
 from langdml import losses as L
 
@@ -12,27 +13,7 @@ pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 
 RTOL = 1e-5
 
-# Label layouts: m per class, some singletons, no positive pair at all, a single class.
-LAYOUTS = {
-    "m_per_class": lambda b, g: torch.arange(b) // 4,
-    "singletons": lambda b, g: torch.cat(
-        [torch.arange(b // 2) // 2, 1000 + torch.arange(b - b // 2)]
-    ),
-    "no_positive": lambda b, g: torch.randperm(b, generator=g),
-    "one_class": lambda b, g: torch.zeros(b, dtype=torch.long),
-    "random": lambda b, g: torch.randint(0, max(1, b // 3), (b,), generator=g),
-    # many positives per anchor: TripletLoss switches from its per-slot loop to binary search
-    "two_classes": lambda b, g: torch.arange(b) % 2,
-}
 SIZES = [2, 3, 8, 33, 96]
-
-
-def make_batch(batch: int, layout: str, dim: int = 24, seed: int = 0):
-    g = torch.Generator().manual_seed(seed + 17 * batch)
-    x = torch.randn(batch, dim, generator=g)
-    y = LAYOUTS[layout](batch, g)
-    perm = torch.randperm(batch, generator=g)
-    return x, y[perm].contiguous()
 
 
 def assert_close_rel(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from losskit import LAYOUTS, make_batch
 
 from langdml import losses as L
 from langdml.errors import ConfigError, LangDMLError
@@ -16,23 +17,6 @@ pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
 
 RTOL = 1e-5
-LAYOUTS = {
-    "m_per_class": lambda b, g: torch.arange(b) // 4,
-    "singletons": lambda b, g: torch.cat(
-        [torch.arange(b // 2) // 2, 1000 + torch.arange(b - b // 2)]
-    ),
-    "no_positive": lambda b, g: torch.randperm(b, generator=g),
-    "one_class": lambda b, g: torch.zeros(b, dtype=torch.long),
-    "random": lambda b, g: torch.randint(0, max(1, b // 3), (b,), generator=g),
-    "two_classes": lambda b, g: torch.arange(b) % 2,
-}
-
-
-def make_batch(batch: int, layout: str, dim: int = 24, seed: int = 0):
-    g = torch.Generator().manual_seed(seed + 17 * batch)
-    x = torch.randn(batch, dim, generator=g)
-    y = LAYOUTS[layout](batch, g)
-    return x, y[torch.randperm(batch, generator=g)].contiguous()
 
 
 def assert_close_rel(ours, ref, what: str, floor: float = 1e-6) -> None:

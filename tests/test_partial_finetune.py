@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runkit import imagefolder_cfg
 
 from langdml.config import load_config
 from langdml.errors import ConfigError
@@ -13,24 +14,22 @@ from langdml.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SETTINGS = {
+    "model.image_size": 48,
+    "model.embedding_dim": 32,
+    "model.trainable_blocks": 1,
+    "train.epochs": 4,
+    "train.batch_size": 16,
+    "train.m_per_class": 2,
+    "train.iterations_per_epoch": 12,
+    "train.progress": False,
+    "eval.every": 2,
+    "optimizer.lr": 0.001,
+}
+
+
 def _cfg(folder, cache, out, **over):
-    base = {
-        "data.dataset": f"imagefolder:{folder}",
-        "data.cache_dir": str(cache),
-        "model.image_size": 48,
-        "model.embedding_dim": 32,
-        "model.trainable_blocks": 1,
-        "train.epochs": 4,
-        "train.batch_size": 16,
-        "train.m_per_class": 2,
-        "train.iterations_per_epoch": 12,
-        "train.progress": False,
-        "eval.every": 2,
-        "optimizer.lr": 0.001,
-        "output_dir": str(out),
-    }
-    base.update(over)
-    return load_config(None, base)
+    return imagefolder_cfg(folder, cache, out, SETTINGS, **over)
 
 
 @pytest.fixture(scope="module")

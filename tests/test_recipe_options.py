@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from runkit import imagefolder_cfg
 
 from langdml.config import load_config
 from langdml.errors import ConfigError, LangDMLError, ModelError
@@ -172,25 +173,23 @@ def test_mean_logits_of_a_chosen_classifier_match_a_loop_reference(tmp_path):
 # frozen-trunk warm-up
 
 
+FINETUNE_SETTINGS = {
+    "model.image_size": 48,
+    "model.embedding_dim": 32,
+    "model.trainable_blocks": 1,
+    "train.epochs": 3,
+    "train.frozen_trunk_epochs": 2,
+    "train.batch_size": 16,
+    "train.m_per_class": 2,
+    "train.iterations_per_epoch": 10,
+    "train.progress": False,
+    "eval.every": 1,
+    "optimizer.lr": 0.001,
+}
+
+
 def _finetune_cfg(folder, cache, out, **over):
-    base = {
-        "data.dataset": f"imagefolder:{folder}",
-        "data.cache_dir": str(cache),
-        "model.image_size": 48,
-        "model.embedding_dim": 32,
-        "model.trainable_blocks": 1,
-        "train.epochs": 3,
-        "train.frozen_trunk_epochs": 2,
-        "train.batch_size": 16,
-        "train.m_per_class": 2,
-        "train.iterations_per_epoch": 10,
-        "train.progress": False,
-        "eval.every": 1,
-        "optimizer.lr": 0.001,
-        "output_dir": str(out),
-    }
-    base.update(over)
-    return load_config(None, base)
+    return imagefolder_cfg(folder, cache, out, FINETUNE_SETTINGS, **over)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from runkit import imagefolder_cfg
 
 from langdml.config import load_config
 from langdml.errors import ConfigError
@@ -12,26 +13,23 @@ from langdml.experiment import open_run
 from langdml.losses import S2SDLoss
 from langdml.train import train
 
+SETTINGS = {
+    "model.image_size": 48,
+    "model.embedding_dim": 16,
+    "train.epochs": 3,
+    "train.batch_size": 16,
+    "train.m_per_class": 2,
+    "train.iterations_per_epoch": 6,
+    "train.progress": False,
+    "eval.every": 3,
+    "eval.clustering": False,
+    "loss.s2sd.dims": [64, 96],
+    "loss.s2sd.feature_delay": 8,
+}
+
 
 def _cfg(folder, cache, out, **over):
-    base = {
-        "data.dataset": f"imagefolder:{folder}",
-        "data.cache_dir": str(cache),
-        "model.image_size": 48,
-        "model.embedding_dim": 16,
-        "train.epochs": 3,
-        "train.batch_size": 16,
-        "train.m_per_class": 2,
-        "train.iterations_per_epoch": 6,
-        "train.progress": False,
-        "eval.every": 3,
-        "eval.clustering": False,
-        "loss.s2sd.dims": [64, 96],
-        "loss.s2sd.feature_delay": 8,
-        "output_dir": str(out),
-    }
-    base.update(over)
-    return load_config(None, base)
+    return imagefolder_cfg(folder, cache, out, SETTINGS, **over)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from clipkit import CLIP_CFG, save_tiny_clip
 
 from langdml.errors import LangDMLError, ModelError
 from langdml.text import (
@@ -79,27 +80,14 @@ def tiny_st(tiny_bert, tmp_path_factory):
     return out
 
 
-CLIP_CFG = {
-    "embed_dim": 12,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
-
-
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """(config JSON, checkpoint .pt, open_clip-layout dir) of one random tiny CLIP."""
     import open_clip
-    from open_clip.model import CLIP
     from safetensors.torch import save_file
 
     root = tmp_path_factory.mktemp("tiny_clip")
-    cfg_path = root / "langdml-test-tiny-clip.json"
-    cfg_path.write_text(json.dumps(CLIP_CFG))
-    torch.manual_seed(2)
-    model = CLIP(**json.loads(cfg_path.read_text()))
-    ckpt = root / "tiny_clip.pt"
-    torch.save(model.state_dict(), ckpt)
+    cfg_path, ckpt, model = save_tiny_clip(root, "langdml-test-tiny-clip.json", seed=2)
     folder = root / "dir"
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": CLIP_CFG}))

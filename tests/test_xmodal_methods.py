@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from clipkit import CLIP_CFG, save_tiny_clip
 from PIL import Image
 
 from langdml.cli import main
@@ -24,11 +25,6 @@ from langdml.xmodal import (
     xmodal_text_proxies,
 )
 
-CLIP_CFG = {
-    "embed_dim": 12,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
 COLORS = {
     "red": (220, 30, 30),
     "green": (30, 200, 40),
@@ -72,16 +68,9 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A random tiny open_clip CLIP saved as (model-config JSON, checkpoint) and the model."""
-    from open_clip.model import CLIP
-
     root = tmp_path_factory.mktemp("xmodal_tiny_clip")
-    cfg_path = root / "langdml-xmodal-tiny-clip.json"
-    cfg_path.write_text(json.dumps(CLIP_CFG))
-    torch.manual_seed(7)
-    model = CLIP(**CLIP_CFG).eval()
-    ckpt = root / "tiny_clip.pt"
-    torch.save(model.state_dict(), ckpt)
-    return f"clip:{cfg_path}@{ckpt}", model
+    cfg_path, ckpt, model = save_tiny_clip(root, "langdml-xmodal-tiny-clip.json", seed=7)
+    return f"clip:{cfg_path}@{ckpt}", model.eval()
 
 
 def _spec(folder) -> str:
