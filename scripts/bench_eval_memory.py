@@ -120,33 +120,54 @@ def render(rows: list[dict], fit_max: int) -> str:
 
 
 def _fit_lines(rows: list[dict], fit_max: int) -> list[str]:
+    """Per search configuration: the fitted lines, the 10M measurement, what faiss stores."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_key(r)[1:], []).append(r)
     out = []
-    at_10m = {r["n"]: r for r in rows}.get(10_000_000)
-    for field, name in (("call_vmhwm_kib", "call peak RSS"), ("call_anon_peak_kib", "anonymous")):
-        line = fit(rows, field, fit_max)
-        if line is None:
-            continue
-        a, b = line
-        text = (
-            f"- {name}: {a:.2f} GiB + {b:.3f} GiB per million rows (least squares over the rows at "
-            f"N ≤ {fit_max:,}); at 10,000,000 × 128 that line gives **{a + 10 * b:.2f} GiB**"
-        )
-        if at_10m:
-            text += f", measured **{at_10m[field] / GIB:.2f} GiB**"
-        out.append(text + ".")
-    if out:
-        m = rows[0]["search_params"].get("M", 32)
-        per_row = 4 * 128 + 2 * m * 4 + 16  # vectors, level-0 links (int32), level + offset
-        out.append(
-            f"- What faiss stores: {per_row} bytes per row (the float32 vectors, 2·M = {2 * m} "
-            "level-0 links of 4 bytes, the node's level and offset; upper levels add ~4 bytes on "
-            f"average), {per_row * 1e6 / 2**30:.2f} GiB per million rows, held in anonymous "
-            "memory; the memory-mapped input adds its 0.48 GiB per million as page cache. The "
-            "rest of the measured anonymous slope is not itemised here; candidates: the label "
-            "arrays (8 bytes per row each) and the old and new copies that coexist while faiss "
-            "reallocates a growing array during the adds."
-        )
+    for (search, params), group in sorted(groups.items()):
+        lines = []
+        at_10m = {r["n"]: r for r in group}.get(10_000_000)
+        for field, name in (
+            ("call_vmhwm_kib", "call peak RSS"),
+            ("call_anon_peak_kib", "anonymous"),
+        ):
+            line = fit(group, field, fit_max)
+            if line is None:
+                continue
+            a, b = line
+            text = (
+                f"- {name}: {a:.2f} GiB + {b:.3f} GiB per million rows (least squares over the "
+                f"rows at N ≤ {fit_max:,}); at 10,000,000 × 128 that line gives "
+                f"**{a + 10 * b:.2f} GiB**"
+            )
+            if at_10m:
+                text += f", measured **{at_10m[field] / GIB:.2f} GiB**"
+            lines.append(text + ".")
+        if lines:
+            how = ", ".join(f"{k} {v}" for k, v in json.loads(params).items())
+            out += [f"{search} ({how}):", "", *lines, _stored(search, json.loads(params)), ""]
     return out
+
+
+def _stored(search: str, params: dict) -> str:
+    if search == "ivf":
+        per_row, what = 4 * 128 + 8, "the float32 vectors and an int64 id in its inverted list"
+    else:
+        m = params.get("M", 32)
+        per_row = 4 * 128 + 2 * m * 4 + 16  # vectors, level-0 links (int32), level + offset
+        what = (
+            f"the float32 vectors, 2·M = {2 * m} level-0 links of 4 bytes, the node's level and "
+            "offset; upper levels add ~4 bytes on average"
+        )
+    return (
+        f"- What faiss stores: {per_row} bytes per row ({what}), "
+        f"{per_row * 1e6 / 2**30:.2f} GiB per million rows, held in anonymous memory; the "
+        "memory-mapped input adds its 0.48 GiB per million as page cache. The rest of the "
+        "measured anonymous slope is not itemised here; candidates: the label arrays (8 bytes "
+        "per row each) and the old and new copies that coexist while faiss reallocates a "
+        "growing array during the adds."
+    )
 
 
 def main() -> None:
