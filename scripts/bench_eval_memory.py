@@ -164,9 +164,10 @@ def _stored(search: str, params: dict) -> str:
         f"- What faiss stores: {per_row} bytes per row ({what}), "
         f"{per_row * 1e6 / 2**30:.2f} GiB per million rows, held in anonymous memory; the "
         "memory-mapped input adds its 0.48 GiB per million as page cache. The rest of the "
-        "measured anonymous slope is not itemised here; candidates: the label arrays (8 bytes "
-        "per row each) and the old and new copies that coexist while faiss reallocates a "
-        "growing array during the adds."
+        "measured anonymous slope is not itemised here; candidates: retrieval_metrics' per-query "
+        "arrays (labels and their codes, R, query ids, hits, AP and R-precision: ~100 bytes per "
+        "row, read off the code, not measured) and the old and new copies that coexist while "
+        "faiss reallocates a growing array during the adds."
     )
 
 
