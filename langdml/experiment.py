@@ -271,14 +271,15 @@ def run_transform(cfg: ExperimentConfig, train: bool):
     from langdml.models import image_transform
 
     m = cfg.model
-    mean, std = _normalisation(cfg)
+    mean, std = image_normalisation(cfg)
     return image_transform(
         m.image_size, mean, std, train=train, crop_pct=m.crop_pct, crop_scale=m.crop_scale,
         interpolation=m.interpolation,
     )  # fmt: skip
 
 
-def _normalisation(cfg: ExperimentConfig):
+def image_normalisation(cfg: ExperimentConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the backbone's pretrained config (timm), ImageNet's without one."""
     import timm
 
     pcfg = timm.models.get_pretrained_cfg(cfg.model.backbone)

@@ -16,8 +16,8 @@ from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
 from langdml.experiment import (
     OpenRun,
-    _normalisation,
     feature_spec,
+    image_normalisation,
     open_run,
     run_transform,
     uses_text_proxies,
@@ -93,7 +93,7 @@ class LoadedRun:
     def preprocessing(self) -> dict[str, Any]:
         """The eval transform: RGB, resize, [0, 1], normalise with mean/std; NCHW float32."""
         m = self.config.model
-        mean, std = _normalisation(self.config)
+        mean, std = image_normalisation(self.config)
         resize = (
             f"resize short side to round({m.image_size}/{m.crop_pct}) ({m.interpolation}), "
             "center-crop"
