@@ -307,6 +307,11 @@ def render_gpu(res: dict) -> str:
     return "\n".join(lines)
 
 
+def big_spec(n: int, d: int) -> dict:
+    """A child's spec for the large synthetic sets: classes of 5-15, kNN metrics only."""
+    return {"n": n, "d": d, "sizes": [5, 15], "noise": 1.4, "include": list(KNN)}
+
+
 def child(spec: dict) -> None:
     """Runs in a subprocess: generate the data, time one retrieval_metrics call, report RSS."""
     import faiss  # noqa: F401  (libraries count in "RSS before", the call's own memory does not)
@@ -615,8 +620,7 @@ def approx_rows(args, out: Path) -> list[dict]:
     import tempfile
 
     n, d = args.approx_n or (50_000 if args.quick else 1_000_000), 128
-    spec = {"n": n, "d": d, "sizes": [5, 15], "noise": 1.4, "include": list(KNN)}
-    spec |= {"data": args.approx_data, "query_sample": args.approx_query_sample}
+    spec = big_spec(n, d) | {"data": args.approx_data, "query_sample": args.approx_query_sample}
     exact = None
     if args.approx_data == "isotropic" and not args.approx_query_sample:
         exact = _quoted_exact(out, n, d)
@@ -874,7 +878,7 @@ def main() -> None:
     noise = 2.4  # calibrated so Recall@1 is mid-range (~0.5) at 60k x 512
     if args.device == "cuda":
         n, d = (50_000, 32) if args.quick else (1_000_000, 128)
-        spec = {"n": n, "d": d, "sizes": [5, 15], "noise": 1.4, "include": list(KNN)}
+        spec = big_spec(n, d)
         cuda = {**spec, "device": "cuda"}
         res = {"big": [("kNN metrics", run_child(cuda))]}
         if not args.skip_clustering:
@@ -902,7 +906,7 @@ def main() -> None:
     if not args.skip_1m:
         # First, while this process is still small: a forked child's ru_maxrss also counts the
         # parent pages it inherited at fork time.
-        spec = {"n": big[0], "d": big[1], "sizes": [5, 15], "noise": 1.4, "include": list(KNN)}
+        spec = big_spec(*big)
         res["big"] = [("kNN metrics", run_child(spec))]
         if args.clustering_1m_iters > 0:
             it = args.clustering_1m_iters

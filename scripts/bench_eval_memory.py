@@ -56,17 +56,8 @@ def _save(rows: list[dict]) -> None:
 
 
 def measure(n: int, search: str, params: dict) -> dict:
-    spec = {
-        "n": n,
-        "d": 128,
-        "sizes": [5, 15],
-        "noise": 1.4,
-        "include": list(bench_eval.KNN),
-        "data": "calibrated",
-        "search": search,
-        "search_params": params,
-        "call_peak": True,
-    }
+    spec = bench_eval.big_spec(n, 128) | {"data": "calibrated", "search": search}
+    spec |= {"search_params": params, "call_peak": True}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         row = bench_eval.run_child({**spec, "mmap": str(Path(tmp) / "x.npy")})
     row.pop("mmap")

@@ -140,21 +140,22 @@ class GalleryIndex:
     def set_search_params(self, params: dict) -> None:
         """Search-time parameters of an approximate index: ``efSearch`` (hnsw), ``nprobe``
         (ivf); anything else is one clear error line."""
+        from langdml.eval.ann import check_search
+
         kind, current = self.search_kind
         allowed = {"hnsw": ("efSearch",), "ivf": ("nprobe",)}.get(kind, ())
-        for key, value in params.items():
+        for key in params:
             if key not in allowed:
                 raise LangDMLError(
                     f"search parameter {key!r} cannot change on a built {kind} index; expected "
                     f"{' or '.join(allowed) if allowed else 'none (an exact index has none)'}"
                 )
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LangDMLError(f"search parameter {key}={value!r}: expected an integer >= 1")
-            if key == "nprobe" and value > current["nlist"]:
-                raise LangDMLError(
-                    f"nprobe={value} exceeds the index's nlist={current['nlist']}; expected "
-                    "1 <= nprobe <= nlist"
-                )
+        check_search(kind, params)  # the values: integers >= 1, one line otherwise
+        if "nprobe" in params and params["nprobe"] > current["nlist"]:
+            raise LangDMLError(
+                f"nprobe={params['nprobe']} exceeds the index's nlist={current['nlist']}; "
+                "expected 1 <= nprobe <= nlist"
+            )
         if "efSearch" in params:
             self.index.hnsw.efSearch = params["efSearch"]
         if "nprobe" in params:

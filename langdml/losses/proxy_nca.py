@@ -68,12 +68,12 @@ class ProxyNCALoss(ProxyLoss):
             total = e.sum(dim=1, keepdim=True)
             per_sample = (total.log() + shift).squeeze(1) - target
             # ∂/∂logits = softmax (over the denominator's classes) - one_hot(y), per sample / B
-            coef = total.reciprocal_().mul_(scale / x.shape[0])
-            step = torch.full_like(per_sample, scale / x.shape[0])
+            step = scale / x.shape[0]
+            coef = total.reciprocal_().mul_(step)
             if weights is not None:
                 per_sample.mul_(weights)
                 coef.mul_(weights[:, None])
-                step.mul_(weights)
+                step = weights * step
             grad = e.mul_(coef)
             grad[rows, labels] -= step
             return per_sample.mean(), grad
