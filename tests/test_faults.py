@@ -75,7 +75,7 @@ def test_binary_config_file_is_one_line(tmp_path, capsys):
 
 
 def test_decompression_bomb_names_the_image(tmp_path, monkeypatch):
-    from langdml.data.records import open_rgb
+    from langdml.data.images import open_rgb
 
     path = tmp_path / "big.png"
     Image.new("RGB", (64, 64)).save(path)

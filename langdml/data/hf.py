@@ -12,6 +12,7 @@ from PIL import Image
 
 from langdml._extras import require
 from langdml.data._files import compact
+from langdml.data.images import to_rgb
 from langdml.data.records import ImageDataset, ImageSource
 from langdml.errors import DataError, first_line
 from langdml.io import stable_hash
@@ -135,7 +136,7 @@ class _HFImageLoader:
             raise DataError(f"hf: cannot decode the image of row {row}: {exc}") from None
         if img is None:
             raise DataError(f"hf: row {row} has no image in column {self.column!r}")
-        return img.convert("RGB")
+        return to_rgb(img)
 
 
 def _hf_open(target: str) -> tuple[list[tuple[str, Any]], str]:

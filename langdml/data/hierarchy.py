@@ -13,8 +13,9 @@ Sources (``eval.hierarchy``):
   whose first cell is ``class`` or ``class_name`` are skipped. Every class must have a path of
   the same depth (the metrics compare levels), and every evaluated class must be listed.
 
-Class names are matched after :func:`~langdml.data.names.collapse_whitespace` and lower-casing
-(the loaders' cleaned names are lower-case; a file may keep the original capitals).
+Class names are matched by :func:`~langdml.data.names.match_key` (Unicode NFC, collapsed
+whitespace, case folded: the loaders' cleaned names are lower-case; a file may keep the original
+capitals).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langdml.data.names import collapse_whitespace
+from langdml.data.names import match_key
 from langdml.errors import DataError
 
 EMOJI_GROUPS = Path(__file__).with_name("emoji_groups.tsv")
@@ -33,7 +34,7 @@ Hierarchy = dict[str, tuple[str, ...]]
 
 
 def _key(name: str) -> str:
-    return collapse_whitespace(str(name)).lower()
+    return match_key(str(name))
 
 
 def read_hierarchy(path: str | Path) -> Hierarchy:

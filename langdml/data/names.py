@@ -8,6 +8,7 @@ stage's ``default`` cleaner). Both drop a leading ``NNN.`` class id and undersco
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +33,33 @@ def clean_class_name(name: str) -> str:
 def collapse_whitespace(name: str) -> str:
     """Strip and collapse whitespace: ``" AM  General Hummer "`` → ``"AM General Hummer"``."""
     return _WS.sub(" ", name).strip()
+
+
+def normalise_class_name(name: str) -> str:
+    """The canonical form of a class name read from a folder name: Unicode NFC (so a name typed
+    on macOS, NFD, and on Linux, NFC, are one class) with whitespace stripped and collapsed."""
+    return collapse_whitespace(unicodedata.normalize("NFC", name))
+
+
+def match_key(name: str) -> str:
+    """The key two names are matched by (``file:`` embedding rows, hierarchy files): NFC, collapsed
+    whitespace, case folded."""
+    return unicodedata.normalize("NFC", normalise_class_name(name).casefold())
+
+
+def name_clashes(raw_to_name: dict[str, str]) -> tuple[list[list[str]], list[list[str]]]:
+    """(groups of raw names that normalise to one class name, groups of class names that differ
+    only by case), each group sorted; ``raw_to_name`` maps a folder's raw name to its class name."""
+    merged: dict[str, set[str]] = {}
+    for raw, name in raw_to_name.items():
+        merged.setdefault(name, set()).add(raw)
+    by_case: dict[str, set[str]] = {}
+    for name in merged:
+        by_case.setdefault(match_key(name), set()).add(name)
+    return (
+        sorted(sorted(g) for g in merged.values() if len(g) > 1),
+        sorted(sorted(g) for g in by_case.values() if len(g) > 1),
+    )
 
 
 def natural_key(name: str) -> tuple:

@@ -195,17 +195,3 @@ def query_gallery(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray] | None
         return None
     arr = np.asarray(marks)
     return np.flatnonzero(arr == "query"), np.flatnonzero(arr == "gallery")
-
-
-def open_rgb(path: Any) -> Image.Image:
-    """Open an image file as RGB; an unreadable file is an error naming the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Image.DecompressionBombError:
-        raise DataError(
-            f"image {path} is larger than PIL's decompression-bomb limit "
-            f"({Image.MAX_IMAGE_PIXELS} pixels); resize it or remove it from the dataset"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None

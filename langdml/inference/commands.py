@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from langdml.errors import LangDMLError
 from langdml.eval.commands import add_search_args, parse_search_params
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -89,18 +88,26 @@ def _load(args):
 
 
 def folder_images(folder: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
-    """Image files under ``folder`` (sorted), their labels by first subfolder (-1 at top level)."""
+    """Image files under ``folder`` by the datasets' image-file rule (:mod:`langdml.data.images`),
+    in natural order, labelled by their first subfolder (-1 at top level); subfolder names are
+    class names cleaned as the dataset loaders clean them (:func:`langdml.data.names.class_key`)."""
+    from langdml.data.images import IMAGE_EXTENSIONS, walk_images
+    from langdml.data.names import natural_key, normalise_class_name
+
     root = Path(folder)
     if not root.is_dir():
-        raise LangDMLError(f"image folder {str(root)!r} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise LangDMLError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(root)!r}")
-    groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
-              for p in files]  # fmt: skip
-    names = sorted({g for g in groups if g is not None})
-    labels = np.asarray([names.index(g) if g is not None else -1 for g in groups], np.int64)
-    return [str(p) for p in files], labels, names
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise LangDMLError(f"image folder {str(root)!r} {what}")
+    rel = sorted(
+        (os.path.relpath(f, root).replace(os.sep, "/") for f in walk_images(root)), key=natural_key
+    )
+    if not rel:
+        raise LangDMLError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}")
+    groups = [normalise_class_name(r.split("/")[0]) if "/" in r else None for r in rel]
+    names = sorted({g for g in groups if g is not None}, key=natural_key)
+    position = {n: i for i, n in enumerate(names)}
+    labels = np.asarray([position[g] if g is not None else -1 for g in groups], np.int64)
+    return [str(root / r) for r in rel], labels, names
 
 
 def gallery_table(run, args):

@@ -41,19 +41,11 @@ class ImageTower(nn.Module):
 
 
 def open_image(item: Any):
-    """A path or PIL image → RGB PIL image; anything else is one LangDMLError line."""
-    from PIL import Image, UnidentifiedImageError
+    """A path or PIL image → RGB PIL image by the one opener (:func:`langdml.data.images.open_rgb`);
+    anything else is one LangDMLError line."""
+    from langdml.data.images import open_rgb
 
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    path = Path(item)
-    if not path.is_file():
-        raise LangDMLError(f"image {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise LangDMLError(f"{str(path)!r} is not an image PIL can read ({exc})") from None
+    return open_rgb(item)
 
 
 class LoadedRun:

@@ -362,6 +362,8 @@ class ClipModel(TextEncoder):
         """PIL images → (n, d) float32 unit rows of the image tower (CLIP eval preprocessing)."""
         import torch
 
+        from langdml.data.images import to_rgb
+
         images = list(images)
         if not images:
             return torch.zeros(0, self.dim)
@@ -369,7 +371,7 @@ class ClipModel(TextEncoder):
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
                 batch = torch.stack(
-                    [self.preprocess(im.convert("RGB")) for im in images[i : i + batch_size]]
+                    [self.preprocess(to_rgb(im)) for im in images[i : i + batch_size]]
                 )
                 out.append(_normalize(self.model.encode_image(batch.to(self.device))))
         return torch.cat(out)
