@@ -146,9 +146,9 @@ def open_rgb(item: Any) -> Image.Image:
         raise DataError(f"cannot read image {path}: {exc}") from None
     for w in caught:
         if issubclass(w.category, Image.DecompressionBombWarning):
-            warnings.warn(_bomb_line(path, out), stacklevel=2)
+            warnings.warn(_bomb_line(path, out), stacklevel=1)  # a langdml line in the CLI
         else:
-            warnings.warn(f"image {path}: {w.message}", stacklevel=2)
+            warnings.warn(f"image {path}: {w.message}", stacklevel=1)
     return out
 
 
