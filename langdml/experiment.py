@@ -23,7 +23,7 @@ from langdml.eval.collapse import warn_if_collapsed
 from langdml.io import text_cache_dir
 from langdml.losses.vocab import TEXT_PROXY_BASES
 from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
-from langdml.run_files import CHECKPOINT, CHECKPOINTS, CONFIG, PREVIOUS, open_checkpoint
+from langdml.run_files import CHECKPOINT, CHECKPOINTS, CONFIG, PREVIOUS, load_into, open_checkpoint
 
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
 NO_BEST = (
@@ -467,7 +467,7 @@ def open_run(
     data = prepare_data(cfg)
     path, state = open_checkpoint(run_dir, checkpoint)
     model = build_model(cfg, data)
-    model.load_state_dict(state["model"])
+    load_into(model, state["model"], path, cfg)
     model.to(cfg.train.device)
     loss_state = dict(state.get("loss", {}))
     run = OpenRun(run_dir, cfg, data, model, int(state.get("epoch", 0)), checkpoint, loss_state)

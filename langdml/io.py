@@ -156,28 +156,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
-    """``torch.load(path, weights_only=True)``; a damaged or foreign file is a one-line
-    LangDMLError naming it (never a hint towards the unsafe ``weights_only=False``)."""
-    import pickle
+    """``torch.load(path, weights_only=True)`` (``.safetensors`` through safetensors); a missing,
+    damaged, foreign or unsafe file is one LangDMLError line naming it and what it holds (never a
+    hint towards the unsafe ``weights_only=False``): :func:`langdml.weights.load_weights_file`."""
+    from langdml.weights import load_weights_file
 
-    import torch
-
-    from langdml.errors import LangDMLError
-
-    path = Path(path)
-    if path.is_file():
-        damaged = verify_checksum(path)
-        if damaged:
-            raise LangDMLError(f"cannot load {what} {path}: {damaged}{hint}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        unsafe = "weights_only" in str(exc) or isinstance(exc, pickle.UnpicklingError)
-        why = (
-            "it holds objects other than tensors (refused: only weights are loaded)"
-            if unsafe and "weights_only" in str(exc)
-            else "it is truncated or not a torch file"
-        )
-        raise LangDMLError(f"cannot load {what} {path}: {why}{hint}") from None
+    return load_weights_file(path, what, hint)

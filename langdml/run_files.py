@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from langdml.errors import LangDMLError
 from langdml.io import load_torch_file
@@ -33,6 +34,16 @@ def read_checkpoint(path: Path, hint: str = "") -> dict:
     if not isinstance(state, dict) or "model" not in state:
         raise LangDMLError(f"cannot load checkpoint {path}: it is not a langdml checkpoint{hint}")
     return state
+
+
+def load_into(module: Any, state: dict, path: Path, cfg: Any) -> None:
+    """Load a checkpoint's model weights into the model its config builds; when they do not fit,
+    one ModelError line naming the file, the keys and the config value (``model.embedding_dim``,
+    ``model.head``) they disagree with."""
+    from langdml.weights import fit_state_dict
+
+    values = {"model.embedding_dim": int(cfg.model.embedding_dim)}
+    fit_state_dict(module, state, f"checkpoint {path} (model.head {cfg.model.head!r})", values)
 
 
 def newest_checkpoint(run_dir: Path) -> tuple[Path | None, dict | None, list[str]]:
