@@ -226,8 +226,8 @@ def test_file_embeddings_match_nfd_names(tmp_path):
 
     emb = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
     names = [unicodedata.normalize("NFD", "crème brûlée"), "dog"]
-    save_file({"embeddings": emb}, str(tmp_path / "e.safetensors"),
-              metadata={"names": json.dumps(names)})  # fmt: skip
+    meta = {"names": json.dumps(names)}
+    save_file({"embeddings": emb}, str(tmp_path / "e.safetensors"), metadata=meta)
     out = precompute_text_embeddings(
         ["dog", unicodedata.normalize("NFC", "Crème  Brûlée")],
         model=f"file:{tmp_path / 'e.safetensors'}",

@@ -38,9 +38,7 @@ from PIL import Image
 
 from langdml.errors import DataError
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff",
-)  # fmt: skip
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(".jpg .jpeg .png .bmp .webp .gif .tif .tiff".split())
 BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 SKIPPED_FOLDERS: frozenset[str] = frozenset(
     {"__MACOSX", "$RECYCLE.BIN", "System Volume Information"}
