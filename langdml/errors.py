@@ -71,3 +71,16 @@ def describe_exception(exc: BaseException) -> str | None:
             "free space and rerun"
         )
     return None
+
+
+INT32_MAX = 2**31 - 1
+
+
+def check_int(value: object, what: str, low: int = 1, high: int = INT32_MAX) -> int:
+    """``value`` as an int in ``[low, high]``; else one LangDMLError line naming ``what`` (a flag
+    or config key), the range and the value. Checked before any work starts."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LangDMLError(f"{what} must be an integer in [{low}, {high}]; got {value!r}")
+    if not low <= value <= high:
+        raise LangDMLError(f"{what} must be an integer in [{low}, {high}]; got {value}")
+    return value

@@ -162,3 +162,29 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str
     from langdml.weights import load_weights_file
 
     return load_weights_file(path, what, hint)
+
+
+def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """Check, before the work that fills it, that ``path`` can be written: a file (``folder``:
+    a folder, replaced when it exists) whose nearest existing parent is a writable folder. One
+    LangDMLError line naming ``what`` and the path otherwise; creates nothing that stays."""
+    from langdml.errors import LangDMLError, describe_os_error
+
+    path = Path(path).expanduser()
+    if path.is_dir() and not folder:
+        raise LangDMLError(f"{what} {str(path)!r} is a folder; expected a file path")
+    if path.exists() and not path.is_dir() and folder:
+        raise LangDMLError(f"{what} {str(path)!r} is a file; expected a folder path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LangDMLError(f"{what} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    try:  # a probe file: os.access misses read-only mounts for some file systems
+        fd, probe = tempfile.mkstemp(prefix=".langdml-write-check.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        exc.filename = str(path)
+        raise LangDMLError(f"cannot write {what}: {describe_os_error(exc)}") from None
+    return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langdml.errors import LangDMLError
+from langdml.errors import LangDMLError, check_int
 from langdml.eval.commands import add_search_args, parse_search_params
 
 
@@ -82,9 +82,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args):
+    from langdml.devices import check_device
     from langdml.inference.run import load_run
 
-    return load_run(args.run_dir, args.checkpoint, device=args.device)
+    return load_run(args.run_dir, args.checkpoint, device=check_device(args.device))
 
 
 def folder_images(folder: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
@@ -133,9 +134,18 @@ def gallery_table(run, args):
                         metric, source)  # fmt: skip
 
 
+def _check_gallery_args(args, output_folder: bool) -> None:
+    """Bounds and the output's writability, before the run is reopened or anything embedded."""
+    from langdml.io import check_writable
+
+    check_int(args.batch_size, "--batch-size")
+    check_writable(args.output, "output", folder=output_folder)
+
+
 def run_embed(args) -> int:
     from langdml.inference.index import save_embeddings
 
+    _check_gallery_args(args, output_folder=False)
     table = gallery_table(_load(args), args)
     path = save_embeddings(args.output, table)
     print(f"{len(table.paths)} embeddings ({table.embeddings.shape[1]}-d) → {path}")
@@ -148,6 +158,7 @@ def run_index(args) -> int:
 
     search, params = args.search or "exact", parse_search_params(args.search_param)
     check_search(search, params)  # one clear line before the run is loaded
+    _check_gallery_args(args, output_folder=True)
     index = GalleryIndex(gallery_table(_load(args), args), search=search, search_params=params)
     folder = index.save(args.output)
     kind, resolved = index.search_kind
@@ -176,8 +187,11 @@ def _index_run(index, device: str):
 
 
 def run_search(args) -> int:
+    from langdml.devices import check_device
     from langdml.inference.index import GalleryIndex
 
+    check_device(args.device)
+    check_int(args.k, "-k")
     index = GalleryIndex.load(args.index_dir)
     index.set_search_params(parse_search_params(args.search_param))
     run = _index_run(index, args.device)
@@ -213,6 +227,9 @@ def run_export(args) -> int:
         raise LangDMLError(
             f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}"
         )
+    from langdml.io import check_writable
+
+    check_writable(args.output, "export")
     path = export_run(_load(args), args.format, args.output)
     print(f"{args.format} image tower → {path} (model card {card_path(path)})")
     return 0
@@ -220,7 +237,12 @@ def run_export(args) -> int:
 
 def run_report(args) -> int:
     from langdml.inference.ablation_report import is_ablation_dir, write_ablation_report
+    from langdml.io import check_writable
 
+    check_int(args.queries, "--queries")
+    check_int(args.k, "-k")
+    if args.output:
+        check_writable(args.output, "report")
     if is_ablation_dir(args.run_dir):
         out = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
         write_ablation_report(args.run_dir, out, cell_reports=args.cell_reports)

@@ -227,6 +227,24 @@ def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
     return [str(x) if isinstance(x, str | Path) else f"{spec}#{i}" for i, x in enumerate(items)]
 
 
+def check_same_classes(run: LoadedRun, train_names: Sequence[str], name: str, split: str) -> None:
+    """Refuse to label ``split`` rows of a dataset whose class split is not the run's own (another
+    dataset re-split would call some of the run's training classes "test"), in one line naming
+    the classes the run trained on."""
+    trained = list(run.opened.data.train.class_names)
+    if list(train_names) == trained:
+        return
+    shown = ", ".join(repr(n) for n in trained[:4]) + (", …" if len(trained) > 4 else "")
+    overlap = len(set(trained) & set(train_names))
+    raise LangDMLError(
+        f"dataset {name!r} is not the one run {str(run.run_dir)!r} trained on: the run trained on "
+        f"{len(trained)} classes ({shown}), this dataset's train split has {len(train_names)} "
+        f"({overlap} in common), so its --split {split} would not be the run's {split} classes; "
+        f"use --split all (labels by the dataset's own classes) or the run's dataset "
+        f"({run.config.data.dataset})"
+    )
+
+
 def select_split(
     run: LoadedRun, dataset: ImageDataset, split: str
 ) -> tuple[ImageDataset, np.ndarray]:
@@ -238,6 +256,7 @@ def select_split(
     if split not in ("train", "test"):
         raise LangDMLError(f"split must be test, train or all; got {split!r}")
     parts = class_disjoint_split(dataset, run.config.data.train_fraction)
+    check_same_classes(run, parts.train.class_names, dataset.name, split)
     part = parts.train if split == "train" else parts.test
     row = {item: i for i, item in enumerate(dataset.images.items)}
     return part, np.asarray([row[i] for i in part.images.items])

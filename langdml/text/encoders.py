@@ -43,15 +43,13 @@ def _version(dist: str) -> str:
 
 
 def _check_device(device: str) -> str:
-    import torch
+    from langdml.devices import check_device
+    from langdml.errors import LangDMLError
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ModelError(f"unknown device {device!r}; expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return str(dev)
+        return check_device(device, "device")
+    except LangDMLError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _local_path(value: str, what: str) -> Path:
