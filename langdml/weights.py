@@ -112,7 +112,7 @@ def load_weights_file(path: str | os.PathLike, what: str = "weights file", hint:
 
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"cannot load {what} {path}: it is missing{hint}")
+        raise ModelError(f"cannot load {what} {path}: file not found{hint}")
     if not path.is_file():
         raise ModelError(f"cannot load {what} {path}: it is not a regular file{hint}")
     damaged = verify_checksum(path)

@@ -75,7 +75,7 @@ def test_bad_weight_files_are_one_line_naming_file_and_content(tmp_path, kind, m
 
 
 def test_missing_and_folder_weight_files(tmp_path):
-    with pytest.raises(ModelError, match="is missing"):
+    with pytest.raises(ModelError, match="file not found"):
         load_weights_file(tmp_path / "nope.pth")
     with pytest.raises(ModelError, match="not a regular file"):
         load_weights_file(tmp_path)
