@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from langdml.errors import DataError
 
@@ -140,6 +140,8 @@ def open_rgb(item: Any) -> Image.Image:
             f"image {path} is larger than PIL's decompression-bomb limit "
             f"({2 * Image.MAX_IMAGE_PIXELS} pixels); resize it or remove it from the dataset"
         ) from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path} is not an image PIL can read (unknown or damaged)") from None
     except (OSError, ValueError, SyntaxError) as exc:  # SyntaxError: some broken headers
         raise DataError(f"cannot read image {path}: {exc}") from None
     for w in caught:
