@@ -107,8 +107,8 @@ def checksum_path(path: str | os.PathLike) -> Path:
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` atomically with a ``.sha256`` sidecar. The sidecar is written first, from
     the serialised bytes, so a kill at any point leaves either the old pair, or a sidecar whose file
-    is missing or old (which :func:`load_torch_file` reports as damaged): never an unverifiable
-    new file."""
+    is missing or old (which :func:`langdml.weights.load_weights_file` reports as damaged): never
+    an unverifiable new file."""
     import io as _io
 
     import torch
@@ -153,15 +153,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
-    """``torch.load(path, weights_only=True)`` (``.safetensors`` through safetensors); a missing,
-    damaged, foreign or unsafe file is one LangDMLError line naming it and what it holds (never a
-    hint towards the unsafe ``weights_only=False``): :func:`langdml.weights.load_weights_file`."""
-    from langdml.weights import load_weights_file
-
-    return load_weights_file(path, what, hint)
 
 
 def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> Path:

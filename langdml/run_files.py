@@ -5,7 +5,7 @@
 resume (``langdml.train.checkpoint``) and :func:`open_checkpoint`, which
 :func:`langdml.experiment.open_run` reopens finished runs with, both use it; it only reads (resume
 sets a damaged file aside itself). Every file is verified against its ``.sha256`` sidecar and
-loaded with ``weights_only=True`` (``langdml.io.load_torch_file``).
+loaded with ``weights_only=True`` (:func:`langdml.weights.load_weights_file`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from langdml.errors import LangDMLError
-from langdml.io import load_torch_file
+from langdml.weights import load_weights_file
 
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"  # the last epoch, with optimiser state (resume)
@@ -30,7 +30,7 @@ def read_checkpoint(path: Path, hint: str = "") -> dict:
     the file, ending in ``hint``, when it is missing, damaged or not a langdml checkpoint."""
     if not path.is_file():
         raise LangDMLError(f"cannot load checkpoint {path}: it is missing{hint}")
-    state = load_torch_file(path, "checkpoint", hint)
+    state = load_weights_file(path, "checkpoint", hint)
     if not isinstance(state, dict) or "model" not in state:
         raise LangDMLError(f"cannot load checkpoint {path}: it is not a langdml checkpoint{hint}")
     return state

@@ -131,12 +131,12 @@ class _NotATensor:
 
 
 def test_unsafe_pickle_refusal_never_suggests_weights_only_false(tmp_path):
-    from langdml.io import load_torch_file
+    from langdml.weights import load_weights_file
 
     path = tmp_path / "evil.pt"
     torch.save({"model": _NotATensor()}, path)
     with pytest.raises(LangDMLError, match="evil.pt") as info:
-        load_torch_file(path)
+        load_weights_file(path)
     assert "weights_only=False" not in str(info.value)
 
 
