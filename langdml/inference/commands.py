@@ -91,7 +91,8 @@ def _load(args):
 def folder_images(folder: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
     """Image files under ``folder`` by the datasets' image-file rule (:mod:`langdml.data.images`),
     in natural order, labelled by their first subfolder (-1 at top level); subfolder names are
-    class names cleaned as the dataset loaders clean them (:func:`langdml.data.names.class_key`)."""
+    class names normalised as the dataset loaders normalise them
+    (:func:`langdml.data.names.normalise_class_name`)."""
     from langdml.data.images import IMAGE_EXTENSIONS, walk_images
     from langdml.data.names import natural_key, normalise_class_name
 
