@@ -179,3 +179,14 @@ def test_hf_label_option_naming_the_image_column(tmp_path):
         assert f"?label={col}" in msg and kind in msg and "not a label column" in msg
         assert "its ClassLabel column is 'label'" in msg and "\n" not in msg
     assert load_dataset(f"hf:{tmp_path / 'hf'}?label=label").class_names == ["a", "b"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_check_device_names_the_flag_and_the_choices():
+    from langdml.devices import check_device
+
+    assert check_device("cpu") == "cpu" and check_device(" cpu ") == "cpu"
+    for bad, expected in (("cuda:3", "CUDA is not available"), ("xla", "is not a device")):
+        with pytest.raises(LangDMLError, match=expected) as info:
+            check_device(bad, "train.device")
+        assert str(info.value).startswith("train.device ")

@@ -234,3 +234,25 @@ def test_file_embeddings_match_nfd_names(tmp_path):
         cache_dir=tmp_path / "c",
     )
     torch.testing.assert_close(out.embeddings, torch.nn.functional.normalize(emb[[1, 0]], dim=1))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_link_to_a_fifo_is_neither_walked_nor_read(tmp_path):
+    from langdml.data.images import walk_images
+
+    (tmp_path / "c").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    os.symlink(tmp_path / "pipe", tmp_path / "c" / "y.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "c" / "ok.jpg")
+    assert [os.path.basename(p) for p in walk_images(tmp_path / "c")] == ["ok.jpg"]
+    with pytest.raises(DataError, match="not a regular file"):
+        open_rgb(tmp_path / "c" / "y.jpg")
+
+
+def test_search_image_that_is_a_directory_is_one_line(tmp_path):
+    from langdml.inference.run import open_image
+
+    with pytest.raises(DataError, match="is not a regular file"):
+        open_image(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        open_image(tmp_path / "absent.png")
