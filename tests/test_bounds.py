@@ -190,3 +190,32 @@ def test_check_device_names_the_flag_and_the_choices():
         with pytest.raises(LangDMLError, match=expected) as info:
             check_device(bad, "train.device")
         assert str(info.value).startswith("train.device ")
+
+
+def test_16_bit_png_embeds_like_its_8_bit_twin_through_langdml_embed(trained, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from langdml.inference.index import load_embeddings
+
+    run, _ = trained
+    rng = np.random.default_rng(0)
+    g8 = rng.integers(0, 256, (40, 40)).astype(np.uint8)
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(g8, mode="L").save(tmp_path / "imgs" / "a8.png")
+    Image.fromarray(g8.astype(np.uint16) * 257).save(tmp_path / "imgs" / "b16.png")
+    out = tmp_path / "e.safetensors"
+    assert main(["embed", str(run), "--images", str(tmp_path / "imgs"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    emb = load_embeddings(out).embeddings
+    assert emb.shape[0] == 2
+    assert float(torch.nn.functional.cosine_similarity(emb[0:1], emb[1:2])) >= 0.99
+    # The check can fail: the clipped decode (all white) embeds away from the 8-bit image.
+    white = _embed_one(run, Image.fromarray(np.full((40, 40), 255, np.uint8), mode="L"))
+    assert float(torch.nn.functional.cosine_similarity(emb[0:1], white)) < 0.99
+
+
+def _embed_one(run_dir, image):
+    from langdml.inference.run import load_run
+
+    return load_run(run_dir).embed([image])
