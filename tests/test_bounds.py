@@ -219,3 +219,20 @@ def _embed_one(run_dir, image):
     from langdml.inference.run import load_run
 
     return load_run(run_dir).embed([image])
+
+
+def test_read_only_output_is_refused_naming_the_target(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from langdml.io import check_writable
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".probe"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    target = tmp_path / "sub" / "model.pt"
+    with pytest.raises(LangDMLError) as info:
+        check_writable(target, "export")
+    msg = str(info.value)
+    assert str(target) in msg and ".probe" not in msg and "read-only" in msg
