@@ -46,7 +46,7 @@ def _bold(cell: str) -> str:
 def write_ablation_report(folder: str | Path, out: str | Path, cell_reports: bool = False) -> Path:
     """Write the ablation page to ``out``; with ``cell_reports`` each finished cell run gets its
     own ``report.html`` first (slow: one run report each)."""
-    from langdml.run_files import CHECKPOINT
+    from langdml.experiment.run_files import CHECKPOINT
 
     folder, out = Path(folder), Path(out)
     md = folder / "results.md"

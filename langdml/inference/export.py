@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from langdml.errors import LangDMLError
+from langdml.experiment.run_files import METRICS
 from langdml.inference.run import LoadedRun
-from langdml.run_files import METRICS
 
 FORMATS = ("torchscript", "onnx")
 

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from langdml.eval.metrics import METRIC_KEYS
 from langdml.experiment import embed, embed_train, needs_text
+from langdml.experiment.run_files import METRICS
 from langdml.inference import report_plots as plots
 from langdml.inference.index import GalleryIndex
 from langdml.inference.run import LoadedRun
-from langdml.run_files import METRICS
 
 HEADLINE = METRIC_KEYS  # the default metrics of an evaluation
 STYLE = """

@@ -22,8 +22,8 @@ from langdml.experiment import (
     run_transform,
     uses_text_proxies,
 )
+from langdml.experiment.run_files import CHECKPOINTS, CONFIG
 from langdml.io import file_sha256
-from langdml.run_files import CHECKPOINTS, CONFIG
 
 
 class ImageTower(nn.Module):

@@ -103,7 +103,7 @@ def _likely_cause(cfg: ExperimentConfig, state: TrainState) -> str:
 
 
 def _non_finite_message(cfg: ExperimentConfig, state: TrainState, what: str, epoch: int) -> str:
-    from langdml.run_files import CHECKPOINT
+    from langdml.experiment.run_files import CHECKPOINT
 
     ckpt = state.run_dir / CHECKPOINT if state.run_dir is not None else None
     kept = (

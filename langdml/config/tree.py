@@ -1,5 +1,5 @@
 """Config trees before validation: YAML loading, dotted overrides, one-line error messages and
-deprecation notices. Free of the experiment models (langdml.config imports this, not back)."""
+deprecation notices. Free of the experiment models (they import this, not back)."""
 
 from __future__ import annotations
 
