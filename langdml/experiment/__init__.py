@@ -30,6 +30,7 @@ from langdml.experiment.run_data import (
     feature_spec,
     has_validation,
     prepare_data,
+    run_class_splits,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "needs_text",
     "open_run",
     "prepare_data",
+    "run_class_splits",
     "run_transform",
     "shuffled_classes",
     "text_proxy_loss",

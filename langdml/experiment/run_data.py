@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from langdml.config import ExperimentConfig
-from langdml.data import ImageDataset, class_disjoint_split, class_fold_split, load_dataset
+from langdml.data import ClassSplits, ImageDataset, class_splits, load_dataset
 from langdml.models import FeatureSpec
 
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
@@ -45,19 +45,18 @@ def prepare_data(cfg: ExperimentConfig) -> RunData:
     """Class-disjoint split (optionally a validation split carved from train classes, or fold
     ``data.fold`` of ``data.folds`` class-disjoint folds of them) + features."""
     dataset = load_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
-    split = class_disjoint_split(dataset, cfg.data.train_fraction)
-    train, held_out, name = split.train, split.test, "test"
-    if cfg.data.validation_fraction > 0:
-        inner = class_disjoint_split(train, 1.0 - cfg.data.validation_fraction)
-        train, held_out, name = inner.train, inner.test, "val"
-    elif cfg.data.folds:
-        inner = class_fold_split(train, cfg.data.folds, cfg.data.fold)
-        train, held_out, name = inner.train, inner.test, "val"
-    data = RunData(train=train, eval=held_out, eval_split=name)
-    data.group_codes = eval_group_codes(cfg, dataset.name, held_out)
+    splits = run_class_splits(cfg, dataset)
+    data = RunData(train=splits.train, eval=splits.eval, eval_split=splits.eval_split)
+    data.group_codes = eval_group_codes(cfg, dataset.name, data.eval)
     if cfg.model.frozen_trunk or cfg.model.partial_blocks:
         _attach_features(cfg, dataset, data)
     return data
+
+
+def run_class_splits(cfg: ExperimentConfig, dataset: ImageDataset) -> ClassSplits:
+    """The class split of ``dataset`` under the run's ``data`` settings (``data.splits``)."""
+    d = cfg.data
+    return class_splits(dataset, d.train_fraction, d.validation_fraction, d.folds, d.fold)
 
 
 def eval_group_codes(

@@ -19,6 +19,7 @@ from langdml.experiment import (
     feature_spec,
     image_normalisation,
     open_run,
+    run_class_splits,
     run_transform,
     uses_text_proxies,
 )
@@ -238,14 +239,12 @@ def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
 def select_split(
     run: LoadedRun, dataset: ImageDataset, split: str
 ) -> tuple[ImageDataset, np.ndarray]:
-    """``dataset`` restricted to the run's train or test classes ("all": unchanged)."""
-    from langdml.data import class_disjoint_split
-
+    """``dataset`` restricted to the run's train or test classes ("all": unchanged); the run is
+    opened on its test classes, so "train" is every class of the train split."""
     if split == "all":
         return dataset, np.arange(len(dataset))
     if split not in ("train", "test"):
         raise LangDMLError(f"split must be test, train or all; got {split!r}")
-    parts = class_disjoint_split(dataset, run.config.data.train_fraction)
-    part = parts.train if split == "train" else parts.test
+    part = run_class_splits(run.config, dataset).part(split)
     row = {item: i for i, item in enumerate(dataset.images.items)}
     return part, np.asarray([row[i] for i in part.images.items])
