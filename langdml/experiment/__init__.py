@@ -21,8 +21,13 @@ from langdml.experiment.embedding import (
     image_normalisation,
     run_transform,
 )
-from langdml.experiment.evaluate import evaluate_embeddings, final_details
-from langdml.experiment.reopen import OpenRun, load_run_config, open_run
+from langdml.experiment.evaluate import (
+    RunEvaluation,
+    evaluate_embeddings,
+    evaluate_run_embeddings,
+    final_details,
+)
+from langdml.experiment.reopen import Run, load_run_config, open_run
 from langdml.experiment.run_data import (
     NO_BEST,
     RunData,
@@ -35,8 +40,9 @@ from langdml.experiment.run_data import (
 
 __all__ = [
     "NO_BEST",
-    "OpenRun",
+    "Run",
     "RunData",
+    "RunEvaluation",
     "build_model",
     "build_run_loss",
     "class_text_embeddings",
@@ -44,6 +50,7 @@ __all__ = [
     "embed_train",
     "eval_group_codes",
     "evaluate_embeddings",
+    "evaluate_run_embeddings",
     "feature_spec",
     "final_details",
     "has_validation",

@@ -34,10 +34,14 @@ def loss_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"base": cfg.loss.base.model_dump(), "regularizers": regs}
 
 
-def build_model(cfg: ExperimentConfig, data: RunData) -> EmbeddingModel:
+def build_model(
+    cfg: ExperimentConfig, data: RunData | None = None, in_dim: int | None = None
+) -> EmbeddingModel:
+    """The run's embedding model; a frozen-trunk model reads features of size ``in_dim``
+    (default: the cached training features' size in ``data``)."""
     backbone = None
     if cfg.model.frozen_trunk:
-        in_dim = int(data.train_features.shape[-1])
+        in_dim = int(data.train_features.shape[-1]) if in_dim is None else in_dim
     elif cfg.model.partial_blocks:
         # Partial fine-tuning: the inputs are the cached prefix activations; the model is the
         # trainable suffix (last N stages + conv_head/bn2/pool) + head.

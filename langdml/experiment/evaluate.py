@@ -1,13 +1,17 @@
 """Embeddings → the run's metrics: retrieval and clustering metrics, per-class rows and the
-mistake-severity metrics."""
+mistake-severity metrics; :func:`evaluate_run_embeddings` is the one evaluator of a run."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from langdml.config import ExperimentConfig
 from langdml.data.records import query_gallery
+from langdml.errors import LangDMLError
 from langdml.eval.collapse import warn_if_collapsed
 from langdml.experiment.run_data import RunData
 
@@ -67,3 +71,48 @@ def final_details(
     rows = per_class_rows(res, data.eval.class_names)
     codes = data.group_codes
     return rows, ({} if codes is None else severity_metrics(res.labels, res.top1, codes))
+
+
+@dataclass
+class RunEvaluation:
+    """What the evaluator of a run found on its held-out classes: the retrieval metrics, and
+    (when details were asked for) the per-class rows and the mistake-severity metrics."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class: list[dict] | None = None
+    hierarchy: dict[str, float] = field(default_factory=dict)
+
+    def write_per_class(self, path: str | Path) -> Path:
+        """The per-class rows as ``per_class.csv``'s format, written atomically to ``path``."""
+        from langdml.eval.per_class import per_class_csv
+        from langdml.io import atomic_write_text
+
+        if self.per_class is None:
+            raise LangDMLError("this evaluation computed no per-class rows (details=False)")
+        atomic_write_text(Path(path), per_class_csv(self.per_class))
+        return Path(path)
+
+
+def evaluate_run_embeddings(
+    cfg: ExperimentConfig,
+    embeddings: torch.Tensor,
+    data: RunData,
+    *,
+    metrics: bool = True,
+    details: bool = False,
+    query_sample: int | None = None,
+) -> RunEvaluation:
+    """The evaluator of a run — training's periodic and final evaluations, ``langdml evaluate``
+    and every ablation cell (through training) call it: ``embeddings`` are the rows of
+    ``data.eval``; queries search the gallery when the split has one (In-Shop), else
+    leave-one-out. ``metrics``: the retrieval metrics (:func:`evaluate_embeddings`);
+    ``details``: the per-class rows and mistake-severity metrics (:func:`final_details`), both
+    from an exact search."""
+    out = RunEvaluation()
+    if metrics:
+        split = query_gallery(data.eval)
+        labels = data.eval.labels
+        out.metrics = evaluate_embeddings(cfg, embeddings, labels, split, query_sample)
+    if details:
+        out.per_class, out.hierarchy = final_details(cfg, embeddings, data)
+    return out

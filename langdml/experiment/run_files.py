@@ -3,7 +3,7 @@
 :func:`newest_checkpoint` picks the last epoch's checkpoint that loads: ``checkpoint.pt``, or
 ``checkpoint.prev.pt`` (the epoch before) when ``checkpoint.pt`` is missing or damaged. Training's
 resume (``langdml.train.checkpoint``) and :func:`open_checkpoint`, which
-:func:`langdml.experiment.open_run` reopens finished runs with, both use it; it only reads (resume
+:class:`langdml.experiment.Run` reopens finished runs with, both use it; it only reads (resume
 sets a damaged file aside itself). Every file is verified against its ``.sha256`` sidecar and
 loaded with ``weights_only=True`` (``langdml.io.load_torch_file``).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from langdml.config.tree import deprecated
 from langdml.errors import LangDMLError
 from langdml.io import load_torch_file
 
@@ -21,7 +22,18 @@ CHECKPOINT = "checkpoint.pt"  # the last epoch, with optimiser state (resume)
 PREVIOUS = "checkpoint.prev.pt"  # the epoch before: the fallback when checkpoint.pt is damaged
 BEST = "best.pt"  # the best epoch by eval.best_metric
 METRICS = "metrics.json"
-CHECKPOINTS = {"last": CHECKPOINT, "final": CHECKPOINT, "best": BEST}
+CHECKPOINTS = {"last": CHECKPOINT, "best": BEST}  # --checkpoint's words → files
+
+
+def checkpoint_word(word: str) -> str:
+    """``word`` as a key of CHECKPOINTS: "final", the old word for "last", is mapped to it with
+    a one-line deprecation message; other words are returned as given (callers check them)."""
+    if word == "final":
+        deprecated(
+            "--checkpoint final (checkpoint='final') is now 'last'; 'final' works for one release"
+        )
+        return "last"
+    return word
 
 
 def read_checkpoint(path: Path, hint: str = "") -> dict:
@@ -48,10 +60,10 @@ def newest_checkpoint(run_dir: Path) -> tuple[Path | None, dict | None, list[str
 
 
 def open_checkpoint(run_dir: Path, checkpoint: str) -> tuple[Path, dict]:
-    """(file, state) of ``checkpoint`` ("last"/"final" or "best") for reopening a finished run.
+    """(file, state) of ``checkpoint`` ("last" or "best") for reopening a finished run.
     "last" falls back to checkpoint.prev.pt when checkpoint.pt is missing or damaged, in one
     warning line naming both files and the epoch loaded; when neither loads, one LangDMLError."""
-    if CHECKPOINTS[checkpoint] == BEST:
+    if CHECKPOINTS[checkpoint_word(checkpoint)] == BEST:
         return run_dir / BEST, read_checkpoint(run_dir / BEST)
     path, state, failed = newest_checkpoint(run_dir)
     if state is None:

@@ -236,7 +236,7 @@ def xmodal_clip(
 def xmodal_for_run(
     run_dir: str | Path,
     text_model: str | None = None,
-    checkpoint: str = "final",
+    checkpoint: str = "last",
     device: str | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
