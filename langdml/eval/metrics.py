@@ -59,6 +59,7 @@ from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-e
     adjusted_mutual_info,
     expected_mutual_info,
 )
+from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
 from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ def retrieval_metrics(
     search: str = "exact",
     search_params: Mapping[str, int] | None = None,
     query_sample: int | None = None,
+    rerank: str = "none",
+    rerank_params: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
 
@@ -187,6 +190,9 @@ def retrieval_metrics(
             of all (None, default); every row stays in the reference (leave-one-out as usual).
             The same seed picks the same queries for any ``search``, so exact metrics of a
             sample price an approximate search at a size where exact over all is too slow.
+        rerank: "none" (default), "qe" (query expansion) or "k_reciprocal" (Zhong et al. 2017):
+            the kNN metrics are computed over the re-ranked neighbour lists (``eval.rerank``),
+            from an exact search; rerank_params: e.g. ``{"k1": 20, "k2": 6, "lambda": 0.3}``.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -200,6 +206,9 @@ def retrieval_metrics(
     ks = _check_ks(recall_ks) if "recall" in parts else ()
     _check_seed_and_k(seed, k)
     check_query_sample(query_sample)
+    reranking = check_rerank(rerank, rerank_params)
+    if reranking.active and spec.approximate:
+        raise LangDMLError(f"rerank {rerank!r} re-ranks an exact search; use search='exact'")
     backend = resolve_backend(device)
     # approximate: embeddings read a block at a time; the torch backend searches exactly instead
     streaming = spec.approximate and backend.kind != "torch"
@@ -212,7 +221,7 @@ def retrieval_metrics(
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
         codes = (q_codes, r_codes, n_codes)
-        how = (metric, backend, chunk_size, spec, int(seed), query_sample)
+        how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking)
         out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
@@ -316,12 +325,12 @@ def _knn_metrics(
     parts: tuple[str, ...],
     ks: tuple[int, ...],
     k: int | None,
-    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None],
+    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None, RerankSpec],
 ) -> dict[str, float]:
     """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed,
-    query_sample)."""
+    query_sample, rerank)."""
     q_codes, r_codes, n_codes = codes
-    metric, backend, chunk_size, spec, seed, query_sample = how
+    metric, backend, chunk_size, spec, seed, query_sample, reranking = how
     want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
     keys += ["map@1000"] if want_1000 else []
@@ -349,7 +358,9 @@ def _knn_metrics(
     ap = np.zeros(valid.size, dtype=np.float64)
     rp = np.zeros(valid.size, dtype=np.float64)
     ap1000 = np.zeros(valid.size, dtype=np.float64)
-    if isinstance(ref, Rows):
+    if reranking.active:
+        chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
+    elif isinstance(ref, Rows):
         engine: ExactKNN = ApproxKNN(ref, metric, spec, seed, backend)
         chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
     else:
@@ -378,6 +389,18 @@ def _knn_metrics(
     if spec.recall_queries > 0:
         out["neighbor_recall"] = _measured_recall(engine, q, ref, valid, K, loo, spec, seed)
     return out
+
+
+def _reranked(q, ref, valid, K, loo, metric, backend, reranking):
+    """The re-ranked lists of the valid queries, as one (start, stop, scores, indices) chunk."""
+    if loo:
+        D, I = rerank_search(
+            q, None, K, spec=reranking, exclude_self=True, metric=metric, device=backend
+        )
+        D, I = D[valid], I[valid]
+    else:
+        D, I = rerank_search(q[valid], ref, K, spec=reranking, metric=metric, device=backend)
+    yield 0, valid.size, D, I
 
 
 def _measured_recall(
