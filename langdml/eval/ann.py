@@ -57,12 +57,14 @@ from langdml.eval.knn import (
 
 log = logging.getLogger(__name__)
 
-SEARCHES = ("exact", "ivf", "hnsw")
+SEARCHES = ("exact", "ivf", "hnsw", "auto")
 # Every key a search accepts, with its default (None: derived from N, see SearchSpec.resolve).
 DEFAULTS: dict[str, dict[str, int | None]] = {
     "exact": {"recall_queries": 0},
     "ivf": {"nlist": None, "nprobe": None, "train_size": None, "recall_queries": 1000},
     "hnsw": {"M": 32, "efConstruction": 80, "efSearch": 128, "recall_queries": 1000},
+    # chosen by measurement (langdml.eval.autotune); target_recall is a fraction in (0, 1]
+    "auto": {"target_recall": None, "recall_queries": 1000},
 }
 _MINIMUM = {"recall_queries": 0, "M": 2}  # every other parameter must be >= 1
 ROWS = 1 << 16  # rows per block when validating, adding and searching
@@ -137,6 +139,11 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
             f"search_params must be a mapping such as {{'nprobe': 32}}; got {search_params!r}"
         )
     allowed = DEFAULTS[search]
+    if search == "auto":
+        from langdml.eval.autotune import auto_params
+
+        target, n = auto_params(dict(search_params))
+        return SearchSpec("auto", {"target_recall": target, "recall_queries": n})
     params = dict(allowed)
     for key, value in search_params.items():
         if key not in allowed:

@@ -45,6 +45,7 @@ from langdml.eval.ann import (
     iter_rows_knn,
     neighbor_recall,
 )
+from langdml.eval.autotune import auto_search
 from langdml.eval.knn import (
     ExactKNN,
     SearchBackend,
@@ -361,7 +362,7 @@ def _knn_metrics(
     if reranking.active:
         chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
     elif isinstance(ref, Rows):
-        engine: ExactKNN = ApproxKNN(ref, metric, spec, seed, backend)
+        engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend)
         chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
     else:
         if spec.approximate:
@@ -389,6 +390,28 @@ def _knn_metrics(
     if spec.recall_queries > 0:
         out["neighbor_recall"] = _measured_recall(engine, q, ref, valid, K, loo, spec, seed)
     return out
+
+
+def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend):
+    """The index over the streamed reference: the spec's, or the one ``search="auto"`` picks by
+    measurement (``eval.autotune``; an exact choice is an exact index over the reference)."""
+    if spec.kind != "auto":
+        return ApproxKNN(ref, metric, spec, seed, backend), spec
+    choice = auto_search(
+        ref,
+        q,
+        K,
+        metric,
+        ids=valid,
+        loo=loo,
+        target_recall=float(spec.params["target_recall"]),
+        recall_queries=spec.recall_queries,
+        seed=seed,
+        backend=backend,
+    )
+    if choice.engine is None:
+        return ExactKNN(ref.materialize(), metric, backend), choice.spec
+    return choice.engine, choice.spec
 
 
 def _reranked(q, ref, valid, K, loo, metric, backend, reranking):
