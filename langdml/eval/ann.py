@@ -71,6 +71,7 @@ ROWS = 1 << 16  # rows per block when validating, adding and searching
 GPU_MAX_NPROBE = 2048  # faiss-gpu IVF limit
 _TRAIN_PER_CELL = 64
 DEFAULT_NPROBE = 64  # at most nlist
+DEFAULT_TARGET = 0.95  # search="auto": neighbour recall to reach on the query sample
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +141,6 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
         )
     allowed = DEFAULTS[search]
     if search == "auto":
-        from langdml.eval.autotune import auto_params
-
         target, n = auto_params(dict(search_params))
         return SearchSpec("auto", {"target_recall": target, "recall_queries": n})
     params = dict(allowed)
@@ -159,6 +158,24 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
     if search == "ivf" and params["nlist"] is not None:
         spec.resolve(params["nlist"])  # nprobe / train_size against an explicit nlist
     return spec
+
+
+def auto_params(search_params: dict[str, Any] | None) -> tuple[float, int]:
+    """(target_recall, recall_queries) of ``search="auto"``'s parameters, checked."""
+    p = dict(search_params or {})
+    unknown = sorted(set(p) - {"target_recall", "recall_queries"})
+    if unknown:
+        raise LangDMLError(
+            f"search_params: unknown key(s) {unknown} for search='auto'; expected any of "
+            "target_recall, recall_queries"
+        )
+    target = p.get("target_recall", DEFAULT_TARGET)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise LangDMLError(f"search_params['target_recall'] must be in (0, 1]; got {target!r}")
+    n = p.get("recall_queries", 1000)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise LangDMLError(f"search_params['recall_queries'] must be an integer >= 1; got {n!r}")
+    return float(target), int(n)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
 from langdml.eval.ann import (
+    DEFAULT_TARGET,
     DEFAULTS,
     ApproxKNN,
     Rows,
@@ -36,7 +36,6 @@ from langdml.eval.knn import CPU, SearchBackend
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET = 0.95
 _MAX_EF = 4096
 
 
@@ -164,23 +163,3 @@ def _set(engine: ApproxKNN, kind: str, value: int) -> None:
     else:
         engine.cpu_index.nprobe = int(value)
     engine.index = engine.cpu_index
-
-
-def auto_params(search_params: dict[str, Any] | None) -> tuple[float, int]:
-    """(target_recall, recall_queries) of ``search="auto"``'s parameters, checked."""
-    from langdml.errors import LangDMLError
-
-    p = dict(search_params or {})
-    unknown = sorted(set(p) - {"target_recall", "recall_queries"})
-    if unknown:
-        raise LangDMLError(
-            f"search_params: unknown key(s) {unknown} for search='auto'; expected any of "
-            "target_recall, recall_queries"
-        )
-    target = p.get("target_recall", DEFAULT_TARGET)
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
-        raise LangDMLError(f"search_params['target_recall'] must be in (0, 1]; got {target!r}")
-    n = p.get("recall_queries", 1000)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise LangDMLError(f"search_params['recall_queries'] must be an integer >= 1; got {n!r}")
-    return float(target), int(n)

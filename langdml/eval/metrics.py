@@ -46,10 +46,10 @@ from langdml.eval.ann import (
     neighbor_recall,
 )
 from langdml.eval.autotune import auto_search
+from langdml.eval.kmeans import kmeans_assign
 from langdml.eval.knn import (
     ExactKNN,
     SearchBackend,
-    _faiss,
     as_float32_matrix,
     check_metric,
     iter_knn,
@@ -175,25 +175,23 @@ def retrieval_metrics(
         k: neighbours retrieved; None (default) = exactly enough: the largest R_q (PML's
             "max_bin_count") and the largest recall k. An explicit k must cover both.
         metric: "cosine" (inner product of L2-normalised vectors) or "euclidean".
-        device: "cpu", "cuda"/"cuda:N" or "auto": faiss GPU when available, else exact torch
-            search on the GPU, else CPU faiss (``knn.resolve_backend``). k-means runs on faiss
-            (on the GPU with faiss-gpu), or in torch on the GPU with the torch backend.
-        chunk_size: queries per search call (memory bound); rounded to faiss's 4096-query block.
-            None picks it from k. Results do not depend on it.
+        device: "cpu", "cuda"/"cuda:N" or "auto" (``knn.resolve_backend``; k-means follows it).
+        chunk_size: queries per search call (memory bound; None: from k); results do not
+            depend on it.
         include: any of "recall", "map_r" (map@r, r_precision), "clustering" (nmi, ami), "map_1000",
             "f1" (``eval.roth``).
         seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
             of recall@k. kmeans_iters: k-means iterations.
-        search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``);
-            search_params: e.g. ``{"nprobe": 128}`` (ivf: nlist, nprobe, train_size; hnsw: M,
-            efConstruction, efSearch; any: recall_queries).
+        search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``), or
+            "auto" (chosen by measurement, ``eval.autotune``); search_params: e.g. ``{"nprobe":
+            128}`` (ivf: nlist, nprobe, train_size; hnsw: M, efConstruction, efSearch; auto:
+            target_recall; any: recall_queries).
         query_sample: kNN metrics over a seeded sample (``seed``) of this many queries instead
             of all (None, default); every row stays in the reference (leave-one-out as usual).
             The same seed picks the same queries for any ``search``, so exact metrics of a
             sample price an approximate search at a size where exact over all is too slow.
-        rerank: "none" (default), "qe" (query expansion) or "k_reciprocal" (Zhong et al. 2017):
-            the kNN metrics are computed over the re-ranked neighbour lists (``eval.rerank``),
-            from an exact search; rerank_params: e.g. ``{"k1": 20, "k2": 6, "lambda": 0.3}``.
+        rerank: "none" (default), "qe" or "k_reciprocal": kNN metrics of the re-ranked lists of
+            an exact search (``eval.rerank``); rerank_params: e.g. ``{"k1": 20, "lambda": 0.3}``.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -201,15 +199,10 @@ def retrieval_metrics(
         plus ``"neighbor_recall"`` for an approximate search (or ``recall_queries`` > 0): the
         fraction of exact neighbours it found on a seeded sample of queries (1.0 when exact).
     """
-    parts = _check_parts(include)
-    check_metric(metric)
-    spec = check_search(search, search_params)
-    ks = _check_ks(recall_ks) if "recall" in parts else ()
-    _check_seed_and_k(seed, k)
+    parts, ks, spec, reranking = _check_arguments(
+        include, metric, recall_ks, (search, search_params), (rerank, rerank_params), seed, k
+    )
     check_query_sample(query_sample)
-    reranking = check_rerank(rerank, rerank_params)
-    if reranking.active and spec.approximate:
-        raise LangDMLError(f"rerank {rerank!r} re-ranks an exact search; use search='exact'")
     backend = resolve_backend(device)
     # approximate: embeddings read a block at a time; the torch backend searches exactly instead
     streaming = spec.approximate and backend.kind != "torch"
@@ -228,6 +221,21 @@ def retrieval_metrics(
         x = q.materialize() if isinstance(q, Rows) else q
         out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend, parts))
     return out
+
+
+def _check_arguments(
+    include: Any, metric: str, recall_ks: Any, search: tuple, rerank: tuple, seed: Any, k: Any
+) -> tuple[tuple[str, ...], tuple[int, ...], SearchSpec, RerankSpec]:
+    """retrieval_metrics' arguments checked before any work: (parts, recall ks, search, rerank)."""
+    parts = _check_parts(include)
+    check_metric(metric)
+    spec = check_search(*search)
+    reranking = check_rerank(*rerank)
+    if reranking.active and spec.approximate:
+        raise LangDMLError(f"rerank {rerank[0]!r} re-ranks an exact search; use search='exact'")
+    ks = _check_ks(recall_ks) if "recall" in parts else ()
+    _check_seed_and_k(seed, k)
+    return parts, ks, spec, reranking
 
 
 def _check_seed_and_k(seed: Any, k: Any) -> None:
@@ -456,37 +464,6 @@ def _map_r_rows(rel: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """AP@R and R-precision of each query from its retrieved ranks ``rel`` and R_q ``r``."""
     rel_r = rel & (np.arange(rel.shape[1])[None, :] < r[:, None])  # only the first R_q ranks
     return average_precision_rows(rel_r, r), rel_r.sum(axis=1) / r
-
-
-def kmeans_assign(
-    x: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20, device: Any = "cpu"
-) -> np.ndarray:
-    """k-means (``niter`` Lloyd iterations, seeded) of the rows of x; the cluster of each row.
-
-    ``device`` as in :func:`retrieval_metrics`. On faiss (CPU, or GPU with faiss-gpu) it is the
-    same faiss call as PML's ``FaissKMeans(niter=20)`` (which uses faiss's default seed 1234);
-    ``min_points_per_centroid=1`` only silences faiss's "please provide at least ... points"
-    warning (DML test sets have ~5-60 points per class). On the torch backend (a GPU without
-    faiss-gpu) it is ``langdml.eval.kmeans.torch_kmeans_assign``.
-    """
-    backend = resolve_backend(device)
-    if backend.kind == "torch":
-        from langdml.eval.kmeans import torch_kmeans_assign
-
-        return torch_kmeans_assign(x, n_clusters, seed, niter, backend.torch_device)
-    faiss = _faiss()
-    km = faiss.Kmeans(
-        x.shape[1],
-        int(n_clusters),
-        niter=int(niter),
-        seed=int(seed),
-        min_points_per_centroid=1,
-        verbose=False,
-        gpu=1 if backend.kind == "faiss-gpu" else False,
-    )
-    km.train(x)
-    _, assign = km.index.search(x, 1)
-    return assign[:, 0]
 
 
 def _clustering_metrics(
