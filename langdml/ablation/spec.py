@@ -214,13 +214,12 @@ def _check_loss_arguments(runs: list[Run]) -> None:
     """A base-loss name or argument the loss library rejects fails here, before any training."""
     import torch
 
-    from langdml.experiment import loss_spec
     from langdml.losses import build_loss
 
     seen = set()
     for run in runs:
-        spec = loss_spec(run.config)
-        key = stable_hash(spec)
+        spec = run.config.loss
+        key = stable_hash(spec.model_dump(mode="json"))
         if key in seen:
             continue
         seen.add(key)

@@ -10,13 +10,6 @@ from langdml.config.base import _Strict  # noqa: F401  (private, re-exported as 
 from langdml.config.data import DataConfig
 from langdml.config.evaluation import EvalConfig
 from langdml.config.experiment import ExperimentConfig, dump_yaml, load_config, validate_config
-from langdml.config.loss import (
-    BaseLossConfig,
-    DirectionConfig,
-    LanguageConfig,
-    LossConfig,
-    S2SDConfig,
-)
 from langdml.config.migrate import RENAMED_KEYS, migrate_config
 from langdml.config.model import ModelConfig
 from langdml.config.text import TEXT_KEYS, TextConfig
@@ -29,6 +22,13 @@ from langdml.config.tree import (  # noqa: F401  (_format_error, _section: as be
     load_yaml,
     parse_value,
     set_dotted,
+)
+from langdml.losses.spec import (  # the loss section is the loss library's schema
+    BaseLossConfig,
+    DirectionConfig,
+    LanguageConfig,
+    LossConfig,
+    S2SDConfig,
 )
 
 __all__ = [

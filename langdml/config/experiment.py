@@ -13,13 +13,13 @@ from pydantic import Field, ValidationError, model_validator
 from langdml.config.base import _Strict
 from langdml.config.data import DataConfig
 from langdml.config.evaluation import EvalConfig
-from langdml.config.loss import LossConfig
 from langdml.config.migrate import migrate_config
 from langdml.config.model import ModelConfig
 from langdml.config.text import TextConfig
 from langdml.config.training import OptimizerConfig, TrainConfig
 from langdml.config.tree import _format_error, apply_overrides, load_yaml
 from langdml.errors import ConfigError
+from langdml.losses.spec import LossConfig
 
 
 class ExperimentConfig(_Strict):

@@ -7,7 +7,7 @@ the ablation runner — asks here, so they all see the same images, classes, tex
 This package imports the library layers (data, text, models, losses) and nothing above them.
 """
 
-from langdml.experiment.assemble import build_model, build_run_loss, loss_spec, text_proxy_loss
+from langdml.experiment.assemble import build_model, build_run_loss, text_proxy_loss
 from langdml.experiment.class_text import (
     class_text_embeddings,
     needs_text,
@@ -57,7 +57,6 @@ __all__ = [
     "image_loader",
     "image_normalisation",
     "load_run_config",
-    "loss_spec",
     "needs_text",
     "open_run",
     "prepare_data",

@@ -3,35 +3,12 @@ and the text-proxy loss rebuilt from a checkpoint's state."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError, LangDMLError
 from langdml.experiment.run_data import RunData
 from langdml.models import EmbeddingHead, EmbeddingModel, create_backbone
-
-
-def loss_spec(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The loss library's plain-dict spec from the typed config."""
-    regs = []
-    for name in cfg.loss.regularizers:
-        if name == "language":
-            lang = cfg.loss.language
-            regs.append(
-                {
-                    "name": "language",
-                    "weight": lang.weight,
-                    "temperature": lang.temperature,
-                    "shift": lang.shift,
-                    "direction": lang.direction,
-                    "mode": lang.mode,
-                }
-            )
-        else:
-            regs.append({"name": "direction", **cfg.loss.direction.model_dump()})
-    return {"base": cfg.loss.base.model_dump(), "regularizers": regs}
 
 
 def build_model(
@@ -72,32 +49,15 @@ def build_model(
 def build_run_loss(
     cfg: ExperimentConfig, data: RunData, text_embeddings: torch.Tensor | None
 ) -> torch.nn.Module:
-    """The CombinedLoss of a run (base + regularizers), on the CPU."""
-    from langdml.losses import S2SDLoss, build_loss
-    from langdml.losses.combined import build_base
+    """The training loss of a run (base + regularizers, S2SD heads when configured), on the CPU."""
+    from langdml.losses import build_loss
 
-    num_classes = data.train.num_classes
     try:
-        loss = build_loss(
-            loss_spec(cfg),
-            num_classes=num_classes,
+        return build_loss(
+            cfg.loss,
+            num_classes=data.train.num_classes,
             embedding_size=cfg.model.embedding_dim,
             class_text_embeddings=text_embeddings,
-        )
-        s2sd = cfg.loss.s2sd
-        if not s2sd.dims:
-            return loss
-        # S2SD: the full loss (base + regularizers) on the target embedding, the base loss alone
-        # on each auxiliary head.
-        base = cfg.loss.base.model_dump()
-        heads = [build_base(base, num_classes, d, text_embeddings) for d in s2sd.dims]
-        return S2SDLoss(
-            loss,
-            heads,
-            temperature=s2sd.temperature,
-            weight=s2sd.weight,
-            feature_weight=s2sd.feature_weight,
-            feature_delay=s2sd.feature_delay,
         )
     except TypeError as exc:
         raise ConfigError(f"loss config: {exc}") from None

@@ -8,7 +8,7 @@ import torch
 from langdml.config import ExperimentConfig
 from langdml.data import ImageDataset
 from langdml.io import text_cache_dir
-from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.losses.registry import TEXT_PROXY_BASES
 
 
 def uses_text_proxies(cfg: ExperimentConfig) -> bool:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from langdml.errors import LangDMLError
 
 from ._common import as_fp32, check_batch, fp32_region, normalize, positive_negative_masks
-from .vocab import MODES, canonical_mode
+from .registry import MODES, canonical_mode
 
 _FORMS = ("orthogonal",)
 _MODES = ("auto", *MODES)

@@ -35,9 +35,6 @@ from .multi_similarity import MultiSimilarityLoss
 from .proxy_nca import ProxyNCALoss
 from .triplet import TripletLoss, padded_positives
 
-# build_loss names of the bases that have an integrated form
-DR_BASES = ("triplet", "proxy_nca", "multi_similarity")
-
 
 def _mean_over(values: Tensor, mask: Tensor) -> Tensor:
     values = torch.where(mask, values, torch.zeros_like(values))

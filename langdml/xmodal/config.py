@@ -22,7 +22,7 @@ from pydantic import (
 
 from langdml.config import _format_error
 from langdml.errors import ConfigError, LangDMLError
-from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.losses.registry import TEXT_PROXY_BASES
 
 METHODS = ("clip", "aligned", "text_proxies", "zeroshot")
 Method = Literal["clip", "aligned", "text_proxies", "zeroshot"]

@@ -12,7 +12,7 @@ import torch
 
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
-from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.losses.registry import TEXT_PROXY_BASES
 from langdml.xmodal.config import XmodalConfig
 from langdml.xmodal.data import ClassTexts, class_texts, split_features
 from langdml.xmodal.metrics import crossmodal_metrics

@@ -25,7 +25,7 @@ import torch
 
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
-from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.losses.registry import TEXT_PROXY_BASES
 from langdml.xmodal.config import METHODS as METHODS  # re-exported
 from langdml.xmodal.config import XmodalConfig, xmodal_config
 from langdml.xmodal.data import ClassTexts, class_texts, split_features

@@ -1,13 +1,26 @@
-"""The loss section of an experiment config: the base loss, its regularizers and S2SD."""
+"""The one loss schema: the ``loss:`` section of an experiment config, which ``build_loss`` also
+takes directly (typed, or as the same mapping).
+
+Names are checked against :mod:`langdml.losses.registry` when the config is read, so a bad base
+loss, regularizer or direction form is one line before any data is loaded. Torch-free.
+
+``regularizers`` lists names; each regularizer's settings live in its own block
+(``loss.language``, ``loss.direction``). A list item may also be a mapping
+``{name: language, weight: 5, ...}``: its settings then move into that block (the short form
+``build_loss`` callers of earlier releases wrote).
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from langdml.config.base import _Strict
-from langdml.losses.vocab import REGULARIZERS
+from .registry import REGULARIZERS, check_base, check_direction_form, check_regularizer
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class LanguageConfig(_Strict):
@@ -32,13 +45,21 @@ class LanguageConfig(_Strict):
     )
     # Control: each train class gets the text embedding of another train class (a permutation
     # seeded by the run's seed), so the target keeps its similarity spectrum but loses meaning.
-    shuffled_names: bool = False
+    shuffled_names: bool = Field(
+        False,
+        description="Control: each train class gets another train class's text embedding "
+        "(a permutation seeded by the run seed).",
+    )
+
+    def loss_arguments(self) -> dict[str, Any]:
+        """The LanguageGuidanceLoss constructor arguments (weight and the control are not)."""
+        return self.model_dump(exclude={"weight", "shuffled_names"})
 
 
 class DirectionConfig(_Strict):
     # integrated: DR-Triplet / DR-ProxyNCA / DR-MS, weight = γ inside the base loss (the public
     # reproductions use γ ≈ 0.3-0.49); orthogonal: the project's own additive penalty.
-    weight: float = Field(0.3, ge=0)
+    weight: float = Field(0.3, ge=0, description="γ (integrated) or the penalty's weight.")
     form: Literal["integrated", "orthogonal"] = Field(
         "integrated",
         description="integrated: DR inside a triplet / proxy_nca / multi_similarity base; "
@@ -57,6 +78,10 @@ class DirectionConfig(_Strict):
             )
         return value
 
+    def loss_arguments(self) -> dict[str, Any]:
+        """The DirectionRegularizer / integrated-form arguments besides the weight."""
+        return self.model_dump(exclude={"weight"})
+
 
 class BaseLossConfig(BaseModel):
     # Extra keys are the loss's constructor arguments, checked against its signature at build time.
@@ -66,6 +91,12 @@ class BaseLossConfig(BaseModel):
         description="Base loss: a langdml.losses name (multi_similarity, proxy_anchor, triplet, "
         "arcface, ...) or pml:ClassName (the pml extra).",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        check_base(value)
+        return value
 
 
 class S2SDConfig(_Strict):
@@ -104,6 +135,35 @@ class LossConfig(_Strict):
     direction: DirectionConfig = Field(default_factory=DirectionConfig)
     s2sd: S2SDConfig = Field(default_factory=S2SDConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, tree: Any) -> Any:
+        """``base: NAME`` and ``regularizers: [{name: ..., <settings>}]`` → the long form."""
+        if not isinstance(tree, dict):
+            return tree
+        tree = dict(tree)
+        if isinstance(tree.get("base"), str):
+            tree["base"] = {"name": tree["base"]}
+        items = tree.get("regularizers")
+        if isinstance(items, (list, tuple)) and any(isinstance(i, dict) for i in items):
+            names = []
+            for item in items:
+                if not isinstance(item, dict):
+                    names.append(item)
+                    continue
+                if "name" not in item:
+                    raise ValueError(f"regularizer {item!r}: expected a 'name' key")
+                name = str(item["name"])
+                check_regularizer(name)
+                section = REGULARIZERS[name].section
+                settings = {k: v for k, v in item.items() if k != "name"}
+                # the short form's weight defaulted to 1 for every regularizer
+                settings.setdefault("weight", 1.0)
+                tree[section] = {**dict(tree.get(section) or {}), **settings}
+                names.append(name)
+            tree["regularizers"] = names
+        return tree
+
     @field_validator("regularizers", mode="before")
     @classmethod
     def _parse_regularizers(cls, value: Any) -> list[str]:
@@ -114,9 +174,17 @@ class LossConfig(_Strict):
             value = [] if value.strip().lower() in ("", "none") else value.split("+")
         names = [str(v).strip() for v in value]
         for n in names:
-            if n not in REGULARIZERS:
-                raise ValueError(f"unknown regularizer {n!r}; expected {' / '.join(REGULARIZERS)}")
+            check_regularizer(n)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"regularizer {twice[0]!r} given twice; list each regularizer once")
         return names
+
+    @model_validator(mode="after")
+    def _applies(self) -> LossConfig:
+        if "direction" in self.regularizers:
+            check_direction_form(self.base.name, self.direction.form)
+        return self
 
     @property
     def regularizer_label(self) -> str:
