@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 PARTS = ("recall", "map_r", "clustering")
 EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.roth
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
-# The keys retrieval_metrics returns by default (DESIGN.md), in report order.
+# The keys retrieval_metrics returns by default, in report order.
 METRIC_KEYS = (*(f"recall@{k}" for k in DEFAULT_RECALL_KS), "map@r", "r_precision", "nmi", "ami")
 
 

@@ -1,7 +1,7 @@
 """Integrated direction regularisation: DR-Triplet, DR-ProxyNCA and DR-MS.
 
 Mohan et al., CVPR 2020 ("Moving in the Right Direction"). The paper's own equations could not be
-read (REFERENCES.md, "Direction regularization"); these classes follow the forms of its public
+read (docs/references.md, "Direction regularization"); these classes follow the forms of its public
 reproductions, which add +γ·cos θ to the negative's distance (or subtract it from its
 similarity) *inside* the base loss, θ = ∠(n - a, p - a) at the anchor, on L2-normalised vectors.
 Only the terms the base loss actually weights (active hinge terms, the NCA softmax, the MS
