@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from langdml.io import atomic_write_json, atomic_write_text, verify_checksum
+from langdml.locks import FolderBusy, describe_holder, folder_lock
 
 MARKER = "running.json"
 ATTEMPTS = "attempts.jsonl"
@@ -35,6 +36,9 @@ ERROR = "error.txt"
 SUBMITTED = "submitted.json"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
+# In the ablation folder: every run of the grid (id, epochs), so `langdml report` tells
+# finished, running and pending runs apart while the ablation is under way.
+PLAN = "plan.json"
 STATES = ("done", "running", "stale", "failed", "pending")
 
 
@@ -208,30 +212,41 @@ def run_cell(
         run_dir = Path(config["output_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         me = owner(backend, job_id)
-        held = claim(run_dir, me)
-        if held is not None:
-            return {"status": "skipped", "error": "running elsewhere: " + describe_owner(held)}
-        try:
-            done = finished(run_dir, config.get("train", {}).get("epochs"))
-            if done is not None:  # e.g. a duplicate job of a run that finished meanwhile
-                seconds = cell_record(run_dir).get("seconds")
-                metrics, extra = done["final"], extra_columns(done)
-                return {"status": "ok", "metrics": metrics, "extra": extra, "seconds": seconds}
-            _append_attempt(run_dir, me, config)
-            with contextlib.suppress(FileNotFoundError):
-                (run_dir / ERROR).unlink()
-            with _Heartbeat(run_dir / MARKER):
-                res = execute(config, threads)
-            if res["status"] != "ok":
-                atomic_write_text(run_dir / ERROR, res.get("traceback", res.get("error", "")))
-            atomic_write_json(
-                run_dir / CELL,
-                {"status": res["status"], "seconds": res["seconds"], "error": res.get("error", "")}
-                | {k: me[k] for k in ("host", "job_id", "backend")},
-            )
-            return res
-        finally:
-            release(run_dir, me)
+        with contextlib.ExitStack() as stack:
+            try:  # the lock: two drivers started together cannot both win the claim
+                stack.enter_context(folder_lock(run_dir, "ablation run"))
+            except FolderBusy as busy:
+                who = describe_holder(busy.holder)
+                return {"status": "skipped", "error": f"running elsewhere: {who}"}
+            held = claim(run_dir, me)
+            if held is not None:
+                return {"status": "skipped", "error": "running elsewhere: " + describe_owner(held)}
+            return _attempt(run_dir, config, threads, me)
+
+
+def _attempt(run_dir: Path, config: dict, threads: int, me: dict) -> dict:
+    """One claimed attempt at a run: train (or report it finished), record, release."""
+    try:
+        done = finished(run_dir, config.get("train", {}).get("epochs"))
+        if done is not None:  # e.g. a duplicate job of a run that finished meanwhile
+            seconds = cell_record(run_dir).get("seconds")
+            metrics, extra = done["final"], extra_columns(done)
+            return {"status": "ok", "metrics": metrics, "extra": extra, "seconds": seconds}
+        _append_attempt(run_dir, me, config)
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / ERROR).unlink()
+        with _Heartbeat(run_dir / MARKER):
+            res = execute(config, threads)
+        if res["status"] != "ok":
+            atomic_write_text(run_dir / ERROR, res.get("traceback", res.get("error", "")))
+        atomic_write_json(
+            run_dir / CELL,
+            {"status": res["status"], "seconds": res["seconds"], "error": res.get("error", "")}
+            | {k: me[k] for k in ("host", "job_id", "backend")},
+        )
+        return res
+    finally:
+        release(run_dir, me)
 
 
 def _append_attempt(run_dir: Path, me: dict, config: dict) -> None:
