@@ -193,9 +193,7 @@ def _index_run(index, device: str, run_dir: str | None = None):
 
 
 def _check_query(args) -> None:
-    """The query and -k, before the index and the run are loaded."""
-    if args.k < 1:
-        raise LangDMLError(f"-k must be at least 1 (neighbours to return), got {args.k}")
+    """The query image, before the run is loaded."""
     if args.image is not None:
         image = Path(args.image)
         if image.is_dir():
@@ -207,9 +205,11 @@ def _check_query(args) -> None:
 def run_search(args) -> int:
     from langdml.inference.index import GalleryIndex
 
-    _check_query(args)
+    if args.k < 1:
+        raise LangDMLError(f"-k must be at least 1 (neighbours to return), got {args.k}")
     index = GalleryIndex.load(args.index_dir)
     index.set_search_params(parse_search_params(args.search_param))
+    _check_query(args)
     run = _index_run(index, args.device, args.run_dir)
     if args.text is not None:
         query, q = args.text, run.embed_text([args.text])

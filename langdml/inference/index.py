@@ -231,12 +231,17 @@ class GalleryIndex:
     @classmethod
     def load(cls, folder: str | Path) -> GalleryIndex:
         """Reopen an index folder, verified against its manifest (one line on any mismatch)."""
-        from langdml.inference.index_folder import read_manifest, verify_files, verify_loaded
+        from langdml.inference.index_folder import (
+            MANIFEST,
+            read_manifest,
+            verify_files,
+            verify_loaded,
+        )
 
         folder = Path(folder)
-        if not folder.is_dir():
+        if not any((folder / name).is_file() for name in (GALLERY, FAISS, MANIFEST)):
             raise LangDMLError(
-                f"{str(folder)!r} is not an index folder (no such folder); "
+                f"{str(folder)!r} is not an index folder (no {MANIFEST}, {GALLERY}, {FAISS}); "
                 "build one with: langdml index RUN_DIR --images DIR -o INDEX_DIR"
             )
         manifest = read_manifest(folder)
