@@ -149,3 +149,21 @@ def test_mathtext_in_arm_labels_is_drawn_as_text(tmp_path):
     ]
     cells[0]["map@r"], cells[1]["map@r"] = (0.3, 0.0), nan
     assert plot(cells, tmp_path / "p.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "/etc/hostname", "sub/../../x"])
+def test_manifests_naming_files_outside_their_folder_are_not_trusted(tmp_path, name):
+    import json
+
+    from langdml.data.emoji import META, verify_built
+    from langdml.text.packaged import MANIFEST, folder_is_complete
+
+    (tmp_path / "outside.bin").write_bytes(b"x")
+    built = tmp_path / "built"
+    built.mkdir()
+    (built / META).write_text(json.dumps({"files": {name: {"size": 1, "sha256": "0" * 64}}}))
+    assert "outside" in verify_built(built)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / MANIFEST).write_text(json.dumps({"sizes": {name: 1}}))
+    assert not folder_is_complete(model)
