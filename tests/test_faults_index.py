@@ -127,10 +127,17 @@ def test_index_into_an_existing_index_folder_replaces_it_whole(setup, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy_a"]  # no temporary folders left
 
 
-def test_index_into_a_folder_holding_other_files_is_refused_untouched(setup, tmp_path, capsys):
+def test_index_into_a_folder_holding_other_files_is_refused_untouched(
+    setup, tmp_path, monkeypatch, capsys
+):
     target = tmp_path / "notes"
     target.mkdir()
     (target / "thesis.tex").write_text("keep me")
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run was loaded before the output folder was checked")
+
+    monkeypatch.setattr("langdml.inference.run.load_run", no_run)
     argv = ["index", str(setup["runs"][0]), "--images", str(setup["images"]), "--no-progress"]
     assert main([*argv, "-o", str(target)]) == 2
     line = one_line(capsys.readouterr().err)

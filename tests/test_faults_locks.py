@@ -122,6 +122,10 @@ def test_ablation_table_names_a_run_held_elsewhere_and_completes_later(folder, t
         assert main(["report", str(out)]) == 0
         page = (out / "report.html").read_text()
         assert "Incomplete ablation" in page and f"1 running: {held.id}" in page
+        (out / "plan.json").rename(tmp_path / "plan.json")  # a folder from before plans
+        assert main(["report", str(out)]) == 0
+        page = (out / "report.html").read_text()
+        assert "Incomplete ablation" in page and f"1 running: {held.id}" in page
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -100,22 +100,34 @@ def run_folder(folder: Path, run_id: str, source: str) -> Path:
 
 
 def plan_states(folder: Path) -> dict[str, str]:
-    """Each planned run's state (done / running / stale / failed / pending) from its folder;
-    empty for an ablation folder written before plans were recorded."""
+    """Each planned run's state (done / running / stale / failed / pending) from its folder; for
+    an ablation folder written before plans were recorded, the runs a live process holds."""
     import json
 
     from langdml.ablation.cells import PLAN, run_state
     from langdml.errors import LangDMLError
 
     path = folder / PLAN
-    if not path.is_file():
-        return {}
+    if not path.is_file():  # an older folder: its run folders, a live marker meaning running
+        found = sorted(d for d in (folder / "runs").glob("*") if d.is_dir())
+        return {d.name: _legacy_state(d) for d in found}
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))["runs"]
         runs = [(str(r["run_id"]), int(r["epochs"])) for r in plan]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LangDMLError(f"{path} is not an ablation plan ({exc})") from None
     return {rid: run_state(rid, run_folder(folder, rid, PLAN), n).status for rid, n in runs}
+
+
+def _legacy_state(run_dir: Path) -> str:
+    from langdml.ablation.cells import ERROR, read_marker, stale_reason
+
+    marker = read_marker(run_dir)
+    if marker is not None and stale_reason(marker) is None:
+        return "running"
+    if (run_dir / "metrics.json").is_file():
+        return "done"
+    return "failed" if (run_dir / ERROR).is_file() else "pending"
 
 
 def _progress_banner(states: dict[str, str]) -> str:

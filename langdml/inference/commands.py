@@ -144,12 +144,14 @@ def run_embed(args) -> int:
 
 def run_index(args) -> int:
     from langdml.eval.ann import check_search
-    from langdml.inference.index import GalleryIndex
+    from langdml.inference.index import FAISS, GALLERY, GalleryIndex
+    from langdml.inference.index_folder import check_target
     from langdml.io import check_writable
 
     search, params = args.search or "exact", parse_search_params(args.search_param)
     check_search(search, params)  # one clear line before the run is loaded
     check_writable(args.output, "-o", folder=True)
+    check_target(args.output, (GALLERY, FAISS))  # a folder of other files: refused before work
     index = GalleryIndex(gallery_table(_load(args), args), search=search, search_params=params)
     folder = index.save(args.output)
     kind, resolved = index.search_kind

@@ -52,10 +52,9 @@ def manifest_record(
     }
 
 
-def write_folder(folder: Path, names: tuple[str, ...], write: Callable[[Path], dict]) -> Path:
-    """Build the index folder in a temporary sibling (``write(tmp)`` writes ``names`` and returns
-    the manifest), then swap it in. An existing ``folder`` must be an index folder (or empty):
-    anything else there is refused, never deleted."""
+def check_target(folder: str | os.PathLike, names: tuple[str, ...]) -> Path:
+    """``folder`` may become an index folder: new, empty, or an index folder (replaced whole);
+    a file, or a folder holding anything else, is one line (checked again before the swap)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise LangDMLError(f"index folder {str(folder)!r} is a file; expected a folder path")
@@ -66,6 +65,14 @@ def write_folder(folder: Path, names: tuple[str, ...], write: Callable[[Path], d
                 f"{str(folder)!r} exists and is not an index folder (it holds {others[0]!r}); "
                 "choose a new or empty folder for -o"
             )
+    return folder
+
+
+def write_folder(folder: Path, names: tuple[str, ...], write: Callable[[Path], dict]) -> Path:
+    """Build the index folder in a temporary sibling (``write(tmp)`` writes ``names`` and returns
+    the manifest), then swap it in. An existing ``folder`` must be an index folder (or empty):
+    anything else there is refused, never deleted."""
+    folder = check_target(folder, names)
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
