@@ -246,3 +246,26 @@ def test_atomic_write_names_the_target_not_its_temporary_file(tmp_path, monkeypa
     with pytest.raises(OSError) as info:
         atomic_write_text(tmp_path / "out.txt", "x")
     assert info.value.filename == str(tmp_path / "out.txt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_an_unreadable_faiss_file_under_a_matching_manifest_is_one_line(setup, tmp_path, damage):
+    """Even when the manifest was rewritten to match it, a file faiss cannot read is one line."""
+    from langdml.errors import LangDMLError
+    from langdml.inference.index import GalleryIndex
+    from langdml.io import file_sha256
+
+    idx = _copy_index(setup, tmp_path)
+    faiss_file = idx / "index.faiss"
+    blob = faiss_file.read_bytes()
+    faiss_file.write_bytes(blob[: len(blob) // 3] if damage == "truncated" else os.urandom(999))
+    manifest = json.loads((idx / "manifest.json").read_text())
+    manifest["files"]["index.faiss"] = {
+        "size": faiss_file.stat().st_size,
+        "sha256": file_sha256(faiss_file),
+    }
+    (idx / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LangDMLError) as info:
+        GalleryIndex.load(idx)
+    assert str(info.value).startswith(f"'{faiss_file}' is not a faiss index")
+    assert len(str(info.value).splitlines()) == 1
