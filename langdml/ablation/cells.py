@@ -11,6 +11,8 @@ Besides the trainer's files, a run directory holds:
 - ``cell.json``: written atomically when an attempt ends: status, seconds, host, job id.
 - ``error.txt``: the traceback of a failed attempt (removed when the next attempt starts).
 - ``submitted.json``: the cluster job that was submitted for the run (backend, job id, time).
+- ``.langdml.lock`` / ``.langdml.lock.json``: the run directory's lock and its holder
+  (``langdml.locks``), held for the whole attempt.
 """
 
 from __future__ import annotations
@@ -146,8 +148,8 @@ def _same_owner(a: dict, b: dict) -> bool:
 
 def claim(run_dir: Path, me: dict) -> dict | None:
     """Write our marker unless a live attempt of another owner holds the run; return that one's
-    marker when it does. (Two claims in the same instant can both win; drivers never submit a run
-    that has a live marker, so this only guards against two drivers started together.)"""
+    marker when it does. :func:`run_cell` calls it holding the run directory's lock
+    (``langdml.locks``), so of two drivers started together only one wins."""
     held = read_marker(run_dir)
     if held and not _same_owner(held, me) and stale_reason(held) is None:
         return held
