@@ -154,3 +154,18 @@ def test_two_drivers_on_one_grid_train_each_run_once_and_the_last_table_holds_al
     assert [r["run_id"] for r in json.loads((out / "results.json").read_text())] == [
         r["run_id"] for r in rows
     ]
+
+
+def test_report_of_an_ablation_before_its_first_run_finished(tmp_path, capsys):
+    out = tmp_path / "abl"
+    plan = {"name": "x", "runs": [{"run_id": "a", "epochs": 2}, {"run_id": "b", "epochs": 2}]}
+    (out / "runs").mkdir(parents=True)
+    (out / "plan.json").write_text(json.dumps(plan))
+    proc = _holder(out / "runs" / "a", claim_run=True)
+    try:
+        assert main(["report", str(out)]) == 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    page = (out / "report.html").read_text()
+    assert "0 of 2 runs finished (1 running: a; 1 pending: b)" in page

@@ -18,8 +18,12 @@ STYLE = (
 
 
 def is_ablation_dir(path: str | Path) -> bool:
+    """An ablation folder: results.csv, or (before its first run finished) plan.json."""
+    from langdml.ablation.cells import PLAN
+
     path = Path(path)
-    return (path / "results.csv").is_file() and not (path / "config.yaml").is_file()
+    marks = (path / "results.csv").is_file() or (path / PLAN).is_file()
+    return marks and not (path / "config.yaml").is_file()
 
 
 def _markdown_table(text: str) -> str:
@@ -62,8 +66,10 @@ def write_ablation_report(folder: str | Path, out: str | Path, cell_reports: boo
         parts.append(
             f'<img alt="results" style="max-width:100%" src="data:image/png;base64,{data}">'
         )
-    with open(folder / "results.csv", newline="") as f:
-        records = list(csv.DictReader(f))
+    records = []
+    if (folder / "results.csv").is_file():  # absent until the first run finishes
+        with open(folder / "results.csv", newline="") as f:
+            records = list(csv.DictReader(f))
     listed = {rec.get("run_id", "") for rec in records}
     unfinished = ("running", "stale", "pending")
     records += [
