@@ -125,8 +125,3 @@ def _take_over(folder: Path, what: str) -> None:
         )
     atomic_write_json(folder / HOLDER, me)
 
-
-def holds(folder: str | os.PathLike) -> bool:
-    """Whether this process holds ``folder``'s lock."""
-    with _guard:
-        return str(Path(folder).resolve()) in _held
