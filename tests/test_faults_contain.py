@@ -167,3 +167,23 @@ def test_manifests_naming_files_outside_their_folder_are_not_trusted(tmp_path, n
     model.mkdir()
     (model / MANIFEST).write_text(json.dumps({"sizes": {name: 1}}))
     assert not folder_is_complete(model)
+
+
+def test_ablate_with_a_mathtext_arm_label_writes_its_plot(tmp_path, capsys):
+    from faultkit import make_folder
+
+    images = make_folder(tmp_path / "images")
+    base = {
+        "data": {"dataset": f"imagefolder:{images}", "cache_dir": str(tmp_path / "cache")},
+        "model": {"image_size": 32, "embedding_dim": 16},
+        "train": {"epochs": 1, "batch_size": 8, "m_per_class": 2, "iterations_per_epoch": 1},
+        "eval": {"clustering": False, "every": 1},
+    }
+    arms = {MATH: {"optimizer.lr": 0.002}, "plain": {"optimizer.lr": 0.001}}
+    abl = {"base": base, "output_dir": str(tmp_path / "abl"), "seeds": [0], "grid": {"arm": arms}}
+    path = tmp_path / "abl.yaml"
+    path.write_text(yaml.safe_dump(abl))
+    assert main(["ablate", str(path), "--no-progress"]) == 0
+    assert (tmp_path / "abl" / "results.png").stat().st_size > 0
+    assert main(["report", str(tmp_path / "abl")]) == 0
+    assert MATH.replace("&", "&amp;") in (tmp_path / "abl" / "report.html").read_text()
