@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from langdml.config.base import _Strict
 from langdml.config.data import DataConfig
@@ -40,6 +40,20 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _migrate(cls, tree: Any) -> Any:
         return migrate_config(tree) if isinstance(tree, dict) else tree
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # the run folder is runs/NAME when output_dir is unset: NAME stays inside runs/
+        from langdml.paths import escape_outside
+
+        why = escape_outside(value)
+        if why is not None:
+            raise ValueError(
+                f"{value!r} is refused: {why}; expected a name such as my_run (or a relative "
+                "sub/path) that keeps the run folder inside runs/"
+            )
+        return value
 
     @model_validator(mode="after")
     def _warm_up(self) -> ExperimentConfig:

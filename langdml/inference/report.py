@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from langdml.errors import LangDMLError
 from langdml.eval.metrics import METRIC_KEYS
 from langdml.experiment import embed, embed_train, needs_text
 from langdml.experiment.run_files import METRICS
@@ -172,6 +173,12 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_report(run: LoadedRun, out: str | Path, queries: int = 8, k: int = 6) -> Path:
     """Write the report of ``run`` to ``out`` (one HTML file, pictures inlined)."""
+    from langdml.io import check_writable
+
+    for name, value in (("queries", queries), ("k", k)):
+        if value < 1:
+            raise LangDMLError(f"report {name} must be at least 1, got {value}")
+    check_writable(out, "report")  # before the test set is embedded
     cfg = run.config
     data = run.data
     emb = embed(run.model, cfg, data)
@@ -201,6 +208,7 @@ def write_report(run: LoadedRun, out: str | Path, queries: int = 8, k: int = 6) 
         f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    from langdml.io import atomic_write_text
+
+    atomic_write_text(out, page)
     return out
