@@ -2,7 +2,8 @@
 
 The paper's own equations could not be read (docs/references.md, "Direction regularization");
 its figure states the idea: for unit vectors a (anchor), p (positive), n (negative) and
-c = (a + p)/2, the negative should move along (n - c), with (n - c) ⊥ (p - a). Two implementations live in the library:
+c = (a + p)/2, the negative should move along (n - c), with (n - c) ⊥ (p - a). Two
+implementations live in the library:
 
 - form "integrated" (langdml.losses.dr_losses): DR-Triplet, DR-ProxyNCA and DR-MS exactly as the
   public reproductions write them, with +γ·cos∠(n - a, p - a) *inside* the base loss (inside the
