@@ -67,19 +67,54 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
     """Call ``writer(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # read-only or denied: name the target, not the temporary name
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
         os.replace(tmp_path, path)
     except OSError as exc:
-        if exc.filename is None:  # a failed write() (e.g. a full disk) names no file
+        # a failed write() (e.g. a full disk) names no file; one of the temporary file names it
+        # by a name the user never chose
+        if exc.filename is None or str(exc.filename) == tmp:
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    return path
+
+
+def check_writable(path: str | os.PathLike, what: str = "output", folder: bool = False) -> Path:
+    """Check, before the work that fills it, that ``path`` can be created or replaced: a file, or
+    with ``folder`` a folder written as a whole beside itself (an index folder). A folder where a
+    file is expected (or a file where a folder is), a file where a parent folder is needed, or a
+    place that cannot be written (read-only, denied) is one LangDMLError line naming ``what`` and
+    ``path`` (never the probe's name); leaves nothing behind."""
+    from langdml.errors import LangDMLError, describe_os_error
+
+    path = Path(path).expanduser()
+    if path.is_dir() and not folder:
+        raise LangDMLError(f"{what} {str(path)!r} is a directory; expected a file path")
+    if folder and path.exists() and not path.is_dir():
+        raise LangDMLError(f"{what} {str(path)!r} is a file; expected a folder path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LangDMLError(
+            f"{what} {str(path)!r}: {str(parent)!r} is a file where a directory is needed"
+        )
+    try:  # a probe file: os.access misses read-only mounts on some file systems
+        fd, probe = tempfile.mkstemp(prefix=".langdml-write-check.", dir=parent)
+    except OSError as exc:
+        named = OSError(exc.errno, exc.strerror or str(exc), str(path))
+        raise LangDMLError(f"cannot write {what}: {describe_os_error(named)}") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
@@ -153,29 +188,3 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
-    """Check, before the work that fills it, that ``path`` can be written: a file (``folder``:
-    a folder, replaced when it exists) whose nearest existing parent is a writable folder. One
-    LangDMLError line naming ``what`` and the path otherwise; creates nothing that stays."""
-    from langdml.errors import LangDMLError, describe_os_error
-
-    path = Path(path).expanduser()
-    if path.is_dir() and not folder:
-        raise LangDMLError(f"{what} {str(path)!r} is a folder; expected a file path")
-    if path.exists() and not path.is_dir() and folder:
-        raise LangDMLError(f"{what} {str(path)!r} is a file; expected a folder path")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise LangDMLError(f"{what} {str(path)!r}: {str(parent)!r} is a file, not a folder")
-    try:  # a probe file: os.access misses read-only mounts for some file systems
-        fd, probe = tempfile.mkstemp(prefix=".langdml-write-check.", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        exc.filename = str(path)
-        raise LangDMLError(f"cannot write {what}: {describe_os_error(exc)}") from None
-    return path

@@ -34,7 +34,8 @@ def test_batch_size_out_of_range_is_refused_before_work(tmp_path, capsys, value,
     argv = [command, str(tmp_path / "no-run"), "--images", str(tmp_path), "-o", str(out)]
     assert main([*argv, "--batch-size", str(value)]) == 2
     line = _err(capsys)
-    assert "--batch-size must be an integer in [1, " in line and f"got {value}" in line
+    assert "--batch-size must be at least 1 (images per forward pass)" in line
+    assert f"got {value}" in line
     assert not out.exists()
 
 
@@ -43,7 +44,7 @@ def test_text_precompute_bounds_and_device(tmp_path, capsys):
     classes.write_text("dog\ncat\n")
     base = ["precompute", "--classes", str(classes), "--cache-dir", str(tmp_path)]
     assert main([*base, "--batch-size", "0"]) == 2
-    assert "--batch-size must be an integer" in _err(capsys)
+    assert "--batch-size must be at least 1, got 0" in _err(capsys)
     assert main([*base, "--device", "tpu"]) == 2
     assert "--device 'tpu' is not a device; expected cpu, cuda, cuda:N or mps" in _err(capsys)
 
@@ -103,12 +104,21 @@ def test_outputs_are_checked_writable_before_the_work(trained, tmp_path, capsys)
     cases = [
         (
             ["embed", str(run), "--images", str(folder), "-o", str(blocker / "e.safetensors")],
-            "is a file, not a folder",
+            "is a file where a directory is needed",
         ),
-        (["embed", str(run), "--images", str(folder), "-o", str(tmp_path)], "is a folder"),
+        (
+            ["embed", str(run), "--images", str(folder), "-o", str(tmp_path)],
+            "is a directory; expected",
+        ),
         (["index", str(run), "--images", str(folder), "-o", str(blocker)], "is a file; expected"),
-        (["export", str(run), "--format", "torchscript", "-o", str(tmp_path)], "is a folder"),
-        (["report", str(run), "-o", str(blocker / "r.html")], "is a file, not a folder"),
+        (
+            ["export", str(run), "--format", "torchscript", "-o", str(tmp_path)],
+            "is a directory; expected",
+        ),
+        (
+            ["report", str(run), "-o", str(blocker / "r.html")],
+            "is a file where a directory is needed",
+        ),
     ]
     for argv, expected in cases:
         assert main(argv) == 2, argv
@@ -121,12 +131,12 @@ def test_report_counts_out_of_range(trained, capsys, flag, value):
     run, _ = trained
     assert main(["report", str(run), flag, value]) == 2
     line = _err(capsys)
-    assert f"{flag} must be an integer in [1, " in line and f"got {value}" in line
+    assert f"{flag} must be at least 1 (" in line and line.endswith(f"got {value}")
 
 
 def test_search_k_out_of_range(tmp_path, capsys):
     assert main(["search", str(tmp_path), "--text", "x", "-k", "0"]) == 2
-    assert "-k must be an integer in [1, " in _err(capsys)
+    assert "-k must be at least 1 (neighbours to return), got 0" in _err(capsys)
 
 
 def test_embed_another_dataset_by_split_names_the_run_classes(trained, tmp_path, capsys):
