@@ -103,6 +103,7 @@ def test_the_distinct_row_path_equals_the_full_search(metric, monkeypatch):
     fast = knn_search(x, None, 30, exclude_self=True, metric=metric, device="cpu")
     fast_m = retrieval_metrics(x, y, metric=metric, device="cpu", include=("recall", "map_r"))
     monkeypatch.setattr(knn_module, "DEDUPE_MIN_SHARE", 2.0)  # never take the distinct rows
+    monkeypatch.setattr(knn_module, "DEDUPE_MIN_GROUP", len(x) + 1)
     assert ExactKNN(x, metric).duplicates is None
     full = knn_search(x, None, 30, exclude_self=True, metric=metric, device="cpu")
     np.testing.assert_array_equal(fast[1], full[1])
@@ -121,9 +122,21 @@ def test_find_duplicates_groups_equal_rows_by_first_occurrence():
     groups = [list(dup.order[dup.starts[g] : dup.starts[g + 1]]) for g in range(dup.m)]
     assert groups == [[0, 2, 5], [1, 4], [3]]
     assert find_duplicates(np.eye(4, dtype=np.float32)) is None  # no copies
-    assert find_duplicates(x, min_share=0.9) is None  # 3 copies of 6 rows < 90 %
+    assert find_duplicates(x, min_share=0.9, min_group=4) is None  # 3 copies of 6 rows < 90 %
+    assert find_duplicates(x, min_share=0.9, min_group=3) is not None  # but a row 3 times
     # -0.0 and 0.0 have different bits: kept apart (they score alike anyway)
     assert find_duplicates(np.asarray([[0.0], [-0.0]], np.float32)) is None
+
+
+def test_one_big_group_in_a_large_reference_takes_the_distinct_rows():
+    rng = np.random.default_rng(9)
+    x = distinct_vectors("euclidean", 2000, 8, rng)
+    x = np.unique(x, axis=0)  # distinct rows only ...
+    x = np.concatenate([x, np.repeat(x[:1], 40, axis=0)])  # ... and one row 41 times (2 %)
+    assert ExactKNN(x, "euclidean").duplicates is not None
+    D, I = knn_search(x[:50], x, 45, metric="euclidean", device="cpu")
+    De, Ie = loop_neighbours(x[:50], x, 45, "euclidean", loo=False)
+    np.testing.assert_array_equal(I, Ie)
 
 
 def test_a_hash_collision_still_groups_by_the_rows(monkeypatch):

@@ -93,19 +93,24 @@ def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[by_first], rank[inverse.reshape(-1)]
 
 
-def find_duplicates(x: np.ndarray, min_share: float = 0.0) -> DuplicateRows | None:
-    """The distinct rows of the C-contiguous float32 matrix ``x``, or None when fewer than
-    ``min_share`` of its rows (and at least one) are copies of an earlier row. Rows are equal
-    when their float32 bits are; a hash collision is resolved by comparing the rows themselves."""
+def find_duplicates(
+    x: np.ndarray, min_share: float = 0.0, min_group: int = 2
+) -> DuplicateRows | None:
+    """The distinct rows of the float32 matrix ``x``, or None when it has no copies, or when
+    fewer than ``min_share`` of its rows are copies of an earlier row and no row has
+    ``min_group`` or more copies (counting itself). Rows are equal when their float32 bits are;
+    a hash collision is resolved by comparing the rows themselves."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     first, inverse = _group(_row_hashes(x))
     if not _same_rows(x, first, inverse):  # a 64-bit collision: group by the bytes
         first, inverse = _group(x.view(np.dtype((np.void, x.shape[1] * 4))).reshape(-1))
     copies = len(x) - len(first)
-    if copies == 0 or copies < min_share * len(x):
+    if copies == 0:
+        return None
+    counts = np.bincount(inverse, minlength=len(first))
+    if copies < min_share * len(x) and counts.max() < min_group:
         return None
     order = np.argsort(inverse, kind="stable")
-    counts = np.bincount(inverse, minlength=len(first))
     starts = np.concatenate([[0], np.cumsum(counts)])
     return DuplicateRows(x[first], inverse, order, starts, counts)
 

@@ -16,7 +16,8 @@ straddling the cut-off, e.g. duplicate embeddings), search that row again with a
 tie group fits (at most the whole reference). For ``IndexFlatL2`` with k < 100 on CPU faiss's own
 order already is this order, which is why the numbers equal pytorch-metric-learning's default
 ``FaissKNN`` even with duplicate embeddings. A reference in which copies of earlier rows make up
-``DEDUPE_MIN_SHARE`` or more (a collapsed class, repeated images) is indexed by its distinct rows
+``DEDUPE_MIN_SHARE`` or more, or one row appears ``DEDUPE_MIN_GROUP`` times (a collapsed class,
+repeated images), is indexed by its distinct rows
 and every neighbour list expanded into their copies (``langdml.eval.duplicates``, exact by the
 argument there): a big tie group of identical rows then costs no second search.
 
@@ -58,9 +59,11 @@ METRICS = ("cosine", "euclidean")
 GPU_MAX_K = 2048
 # Results kept per chunk (rows x k entries) before a chunk is cut: ~200 MB of distances + indices.
 _CHUNK_ENTRIES = 1 << 24
-# A reference whose copies of earlier rows are at least this share of it is searched by its
-# distinct rows (``langdml.eval.duplicates``): big tie groups then cost no extra searches.
+# A reference whose copies of earlier rows are at least this share of it, or that holds a row
+# this many times, is searched by its distinct rows (``langdml.eval.duplicates``): big tie
+# groups then cost no extra searches.
 DEDUPE_MIN_SHARE = 0.05
+DEDUPE_MIN_GROUP = 32
 
 
 def _faiss():
@@ -244,8 +247,8 @@ class ExactKNN:
     documented tie order, with self-matches removed by index when ``self_ids`` is given.
     ``backend`` picks where the search runs (``resolve_backend``); a faiss GPU index that cannot be
     built (e.g. out of GPU memory) falls back to CPU faiss with a warning. A reference with many
-    identical rows (``DEDUPE_MIN_SHARE``) is indexed by its distinct rows, and each neighbour list
-    expanded into their copies (``duplicates``: exactly the same lists, in one search).
+    identical rows (``DEDUPE_MIN_SHARE``, ``DEDUPE_MIN_GROUP``) is indexed by its distinct rows,
+    each neighbour list expanded into their copies (``duplicates``: the same lists, one search).
     """
 
     duplicates: DuplicateRows | None = None  # subclasses indexing every row leave it None
@@ -257,7 +260,7 @@ class ExactKNN:
         self.n, self.d = reference.shape
         self.backend = backend or CPU
         self.cpu_index = None  # faiss CPU index: the index itself, or faiss-gpu's k > 2048 path
-        self.duplicates = find_duplicates(reference, DEDUPE_MIN_SHARE)
+        self.duplicates = find_duplicates(reference, DEDUPE_MIN_SHARE, DEDUPE_MIN_GROUP)
         if self.duplicates is not None:
             reference = self.duplicates.unique
         if self.backend.kind == "torch":
