@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langdml.errors import LangDMLError
+from langdml.errors import LangDMLError, check_int
 
 if TYPE_CHECKING:
     import numpy as np
@@ -459,6 +459,9 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from langdml.models import FeatureSpec
 
     check_device(args.device)
+    check_int(args.k, "--k", meaning="nearest classes compared")
+    check_int(args.seeds, "--seeds", meaning="shuffled-name permutations")
+    check_int(args.image_size, "--image-size", meaning="trunk input pixels per side")
     start = time.perf_counter()
     results = diagnose(
         args.dataset,

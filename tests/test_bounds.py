@@ -246,3 +246,100 @@ def test_read_only_output_is_refused_naming_the_target(tmp_path, monkeypatch):
         check_writable(target, "export")
     msg = str(info.value)
     assert str(target) in msg and ".probe" not in msg and "read-only" in msg
+
+
+def test_embed_a_copy_of_the_run_dataset_by_split_labels_the_run_classes(trained, tmp_path, capsys):
+    import shutil
+
+    from langdml.inference.index import load_embeddings
+
+    run, folder = trained
+    copy = shutil.copytree(folder, tmp_path / "moved")  # the same classes, another place
+    out = tmp_path / "e.safetensors"
+    argv = ["embed", str(run), "--dataset", f"imagefolder:{copy}", "-o", str(out)]
+    assert main([*argv, "--split", "test"]) == 0
+    assert load_embeddings(out).class_names == [f"class_{c}" for c in range(4, 8)]
+
+
+def test_embed_a_superset_of_the_run_dataset_by_split_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    run, folder = trained
+    bigger = shutil.copytree(folder, tmp_path / "bigger")
+    make_folder(tmp_path / "extra", classes=10, per_class=2)
+    for c in (8, 9):  # two classes more: the first half is no longer the run's train classes
+        shutil.copytree(tmp_path / "extra" / f"class_{c}", bigger / f"class_{c}")
+    out = tmp_path / "e.safetensors"
+    argv = ["embed", str(run), "--dataset", f"imagefolder:{bigger}", "-o", str(out)]
+    assert main([*argv, "--split", "train"]) == 2
+    line = _err(capsys)
+    assert "the run trained on 4 classes ('class_0', 'class_1', 'class_2', 'class_3')" in line
+    assert "train split has 5 (4 in common)" in line and not out.exists()
+
+
+def test_embed_by_split_when_the_run_dataset_is_gone_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    run, folder = trained
+    moved_run = shutil.copytree(run, tmp_path / "run")
+    config = moved_run / "config.yaml"
+    config.write_text(config.read_text().replace(str(folder), str(tmp_path / "gone")))
+    out = tmp_path / "e.safetensors"
+    argv = ["embed", str(moved_run), "--dataset", f"imagefolder:{folder}", "-o", str(out)]
+    assert main([*argv, "--split", "test"]) == 2
+    line = _err(capsys)
+    assert "trained on are unknown here: its dataset" in line and "gone" in line
+    assert "use --split all" in line and not out.exists()
+    assert main([*argv, "--split", "all"]) == 0  # labels by the dataset's own classes
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["search", "IDX", "--text", "x", "-k", str(2**31)], "-k must be at most 2147483647"),
+        (["report", "RUN", "--queries", str(2**31)], "--queries must be at most 2147483647"),
+        (
+            ["embed", "RUN", "--images", "IMG", "-o", "OUT", "--batch-size", str(2**31)],
+            "--batch-size must be at most 2147483647 (images per forward pass), got 2147483648",
+        ),
+        (["index", "RUN", "--images", "IMG", "-o", "OUT", "--device", "cuda:-1"], "not a device"),
+    ],
+)
+def test_flags_beyond_32_bits_are_one_line(trained, tmp_path, capsys, argv, words):
+    run, folder = trained
+    where = {"IDX": str(tmp_path), "RUN": str(run), "IMG": str(folder)}
+    where["OUT"] = str(tmp_path / "out")
+    assert main([where.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--k", "0", "--k must be at least 1 (nearest classes compared), got 0"),
+        ("--seeds", "0", "--seeds must be at least 1 (shuffled-name permutations), got 0"),
+        ("--image-size", "-8", "--image-size must be at least 1"),
+    ],
+)
+def test_diagnose_counts_are_checked_before_any_feature(
+    trained, capsys, monkeypatch, flag, value, words
+):
+    _, folder = trained
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("diagnose started before its flags were checked")
+
+    monkeypatch.setattr("langdml.diagnose.diagnose", no_work)
+    assert main(["diagnose", "--dataset", f"imagefolder:{folder}", flag, value]) == 2
+    assert words in _err(capsys)
+
+
+def test_auto_search_recall_queries_beyond_32_bits(capsys):
+    from langdml.eval.ann import check_search
+
+    with pytest.raises(
+        LangDMLError, match=r"recall_queries'\] must be an integer in \[1, 2147483647\]"
+    ):
+        check_search("auto", {"recall_queries": 2**31})
