@@ -343,3 +343,52 @@ def test_auto_search_recall_queries_beyond_32_bits(capsys):
         LangDMLError, match=r"recall_queries'\] must be an integer in \[1, 2147483647\]"
     ):
         check_search("auto", {"recall_queries": 2**31})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "bound"),
+    [
+        ("model.image_size", 2**31, "4096"),
+        ("model.embedding_dim", 2**31, "65536"),
+        ("text.pseudo_label_image_size", 5000, "4096"),
+    ],
+)
+def test_config_sizes_beyond_their_bounds_are_refused_at_validation(key, value, bound):
+    from langdml.config import load_config
+
+    with pytest.raises(ConfigError, match=rf"{key.split('.')[1]}.*less than or equal to {bound}"):
+        load_config(None, {key: value})
+
+
+def test_precompute_image_size_beyond_the_bound(tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("dog\ncat\n")
+    argv = ["precompute", "--classes", str(classes), "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--image-size", "5000"]) == 2
+    assert "--image-size must be at most 4096 (pixels per side), got 5000" in _err(capsys)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 10995116277760 bytes. Error code 12"
+        ),
+        MemoryError("Unable to allocate 8.00 TiB for an array with shape (1099511627776,)"),
+    ],
+)
+def test_a_failed_allocation_is_one_line(trained, tmp_path, capsys, monkeypatch, exc):
+    run, folder = trained
+
+    def allocate(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr("langdml.inference.run.load_run", allocate)
+    argv = ["embed", str(run), "--images", str(folder), "-o", str(tmp_path / "e.safetensors")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = one_line(err)
+    assert line.startswith("langdml: error: out of memory")
+    assert "batch" in line and ("10995116277760 bytes" in line or "8.00 TiB" in line)

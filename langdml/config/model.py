@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from langdml.config.base import _Strict
+from langdml.config.base import MAX_EMBEDDING_DIM, MAX_IMAGE_SIZE, _Strict
 
 
 class ModelConfig(_Strict):
@@ -34,7 +34,9 @@ class ModelConfig(_Strict):
         "(the last N stages of timm's blocks + conv_head/bn2/pool, on cached prefix "
         "activations) or all (full fine-tuning); null: from frozen_trunk.",
     )
-    image_size: int = Field(128, ge=16, description="Side of the square input in pixels.")
+    image_size: int = Field(
+        128, ge=16, le=MAX_IMAGE_SIZE, description="Side of the square input in pixels."
+    )
     augment_views: int = Field(
         0, ge=0, description="Frozen trunk: extra augmented views cached per training image."
     )
@@ -51,7 +53,9 @@ class ModelConfig(_Strict):
     interpolation: Literal["bicubic", "bilinear", "nearest"] = Field(
         "bicubic", description="Resampling of every resize, training and evaluation."
     )
-    embedding_dim: int = Field(128, ge=2, description="Size of the embedding.")
+    embedding_dim: int = Field(
+        128, ge=2, le=MAX_EMBEDDING_DIM, description="Size of the embedding."
+    )
     head: Literal["linear", "mlp", "identity"] = Field(
         "linear",
         description="Embedding head on the trunk features (identity needs embedding_dim = the "
