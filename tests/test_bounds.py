@@ -392,3 +392,54 @@ def test_a_failed_allocation_is_one_line(trained, tmp_path, capsys, monkeypatch,
     line = one_line(err)
     assert line.startswith("langdml: error: out of memory")
     assert "batch" in line and ("10995116277760 bytes" in line or "8.00 TiB" in line)
+
+
+def _writes_fail_under(monkeypatch, below):
+    """Writes under ``below`` fail as on a read-only mount (root ignores permission bits)."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if str(kwargs.get("dir", "")).startswith(str(below)):
+            raise OSError(errno.EROFS, "Read-only file system", str(below / ".x.tmp"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_evaluate_per_class_to_a_read_only_place_fails_before_the_run_opens(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run, _ = trained
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _writes_fail_under(monkeypatch, ro)
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run was opened before --per-class was checked")
+
+    monkeypatch.setattr("langdml.experiment.open_run", no_run)
+    assert main(["evaluate", str(run), "--per-class", str(ro / "pc.csv")]) == 2
+    line = _err(capsys)
+    assert f"{ro / 'pc.csv'}: Read-only file system" in line and ".x.tmp" not in line
+
+
+def test_xmodal_output_to_a_read_only_place_fails_before_the_method_runs(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run, folder = trained
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _writes_fail_under(monkeypatch, ro)
+
+    def no_method(*args, **kwargs):
+        raise AssertionError("the method ran before --output was checked")
+
+    monkeypatch.setattr("langdml.xmodal.methods.run_method", no_method)
+    argv = ["xmodal", "--method", "zeroshot", "--dataset", f"imagefolder:{folder}"]
+    argv += ["--output", str(ro / "x.json")]
+    assert main(argv) == 2
+    line = _err(capsys)
+    assert f"{ro / 'x.json'}: Read-only file system" in line
