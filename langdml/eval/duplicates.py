@@ -33,11 +33,13 @@ _MULTIPLIERS: dict[int, np.ndarray] = {}
 class DuplicateRows:
     """The distinct rows of a matrix, numbered by first occurrence.
 
-    ``unique``: (M, d) the distinct rows; ``inverse``: (N,) each row's number; ``order``: (N,)
-    the row indices grouped by number, ascending within a group; ``starts``: (M + 1,) where each
-    group begins in ``order``; ``counts``: (M,) copies per distinct row."""
+    ``first``: (M,) the row where each distinct row first occurs (``x[first]`` are the distinct
+    rows, made only when needed: no copy of the matrix is kept); ``inverse``: (N,) each row's
+    number; ``order``: (N,) the row indices grouped by number, ascending within a group;
+    ``starts``: (M + 1,) where each group begins in ``order``; ``counts``: (M,) copies per
+    distinct row."""
 
-    unique: np.ndarray
+    first: np.ndarray
     inverse: np.ndarray
     order: np.ndarray
     starts: np.ndarray
@@ -49,7 +51,7 @@ class DuplicateRows:
 
     @property
     def m(self) -> int:
-        return len(self.unique)
+        return len(self.first)
 
 
 def _row_hashes(x: np.ndarray) -> np.ndarray:
@@ -112,7 +114,7 @@ def find_duplicates(
         return None
     order = np.argsort(inverse, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    return DuplicateRows(x[first], inverse, order, starts, counts)
+    return DuplicateRows(first, inverse, order, starts, counts)
 
 
 def expand_neighbours(

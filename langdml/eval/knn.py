@@ -262,7 +262,7 @@ class ExactKNN:
         self.cpu_index = None  # faiss CPU index: the index itself, or faiss-gpu's k > 2048 path
         self.duplicates = find_duplicates(reference, DEDUPE_MIN_SHARE, DEDUPE_MIN_GROUP)
         if self.duplicates is not None:
-            reference = self.duplicates.unique
+            reference = reference[self.duplicates.first]  # indexed, then let go
         if self.backend.kind == "torch":
             self.index = TorchFlatIndex(reference, metric, self.backend.torch_device)
             return
