@@ -271,3 +271,11 @@ def test_search_image_that_is_a_directory_is_one_line(tmp_path):
         open_image(tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         open_image(tmp_path / "absent.png")
+
+
+def test_index_file_class_names_are_nfc_too():
+    from langdml.data.names import clean_class_name
+
+    nfd = unicodedata.normalize("NFD", "001.Café_crème")
+    assert nfd != unicodedata.normalize("NFC", nfd)
+    assert clean_class_name(nfd) == unicodedata.normalize("NFC", "café crème")

@@ -144,7 +144,9 @@ def open_rgb(item: Any) -> Image.Image:
             f"({2 * Image.MAX_IMAGE_PIXELS} pixels); resize it or remove it from the dataset"
         ) from None
     except UnidentifiedImageError:
-        raise DataError(f"{path} is not an image PIL can read (unknown or damaged)") from None
+        raise DataError(
+            f"cannot read image {path}: it is not an image PIL can read (unknown or damaged)"
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:  # SyntaxError: some broken headers
         raise DataError(f"cannot read image {path}: {exc}") from None
     for w in caught:
