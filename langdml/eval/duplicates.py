@@ -104,6 +104,8 @@ def find_duplicates(
     a hash collision is resolved by comparing the rows themselves."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     first, inverse = _group(_row_hashes(x))
+    if len(first) == len(x):  # every hash distinct: no copies (and no collision to undo)
+        return None
     if not _same_rows(x, first, inverse):  # a 64-bit collision: group by the bytes
         first, inverse = _group(x.view(np.dtype((np.void, x.shape[1] * 4))).reshape(-1))
     copies = len(x) - len(first)
