@@ -21,8 +21,9 @@ def loop_neighbours(q, ref, k, metric, loo):
     q64, r64 = np.asarray(q, np.float64), np.asarray(ref, np.float64)
     out_i, out_d = [], []
     for i, row in enumerate(q64):
-        if metric == "cosine":
-            score = (r64 / np.linalg.norm(r64, axis=1, keepdims=True)) @ (row / np.linalg.norm(row))
+        if metric == "cosine":  # a zero vector stays zero (cosine 0 to everything)
+            unit = r64 / np.maximum(np.linalg.norm(r64, axis=1, keepdims=True), 1e-300)
+            score = unit @ (row / max(np.linalg.norm(row), 1e-300))
             order = sorted(range(len(r64)), key=lambda j, s=score: (-s[j], j))
         else:
             score = ((r64 - row) ** 2).sum(axis=1)
@@ -147,3 +148,27 @@ def test_a_hash_collision_still_groups_by_the_rows(monkeypatch):
     dup = find_duplicates(x)
     np.testing.assert_array_equal(dup.inverse, [0, 1, 0])
     np.testing.assert_array_equal(x[dup.first], [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_a_query_tied_with_every_distinct_row(metric):
+    """A zero query (cosine 0 to everything) or the origin among unit vectors (euclidean: every
+    squared distance 1) ties with every distinct row: the whole reference is one tie group."""
+    ref, _ = collapsed("cosine", 11, m=50, most=9)  # unit vectors (+-0.5 entries)
+    q = np.concatenate([np.zeros((3, 8), np.float32), ref[:5]])
+    for k in (1, 49, 50, 120, len(ref)):
+        D, I = knn_search(q, ref, k, metric=metric, device="cpu")
+        De, Ie = loop_neighbours(q, ref, k, metric, loo=False)
+        np.testing.assert_array_equal(I, Ie, err_msg=f"k={k}")
+        np.testing.assert_allclose(D, De, atol=1e-5)
+        assert list(I[0]) == list(range(k))  # one tie group: ascending index
+
+
+def test_rows_sorted_by_class_keep_their_lowest_indices():
+    """Copies stored class by class (rows 0-9 one vector, 10-19 the next, ...): the tie group
+    of an all-tied query must still give indices 0..k-1, not a few members of many rows."""
+    base = distinct_vectors("cosine", 30, 8, np.random.default_rng(12))
+    ref = np.repeat(base, 10, axis=0)
+    q = np.zeros((2, 8), np.float32)
+    D, I = knn_search(q, ref, 25, metric="cosine", device="cpu")
+    assert (I == np.arange(25)).all()

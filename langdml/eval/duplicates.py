@@ -37,13 +37,15 @@ class DuplicateRows:
     rows, made only when needed: no copy of the matrix is kept); ``inverse``: (N,) each row's
     number; ``order``: (N,) the row indices grouped by number, ascending within a group;
     ``starts``: (M + 1,) where each group begins in ``order``; ``counts``: (M,) copies per
-    distinct row."""
+    distinct row; ``member_key``: (N,) ``number * (N + 1) + index`` along ``order``, ascending
+    (to count a group's members up to an index by one ``searchsorted``)."""
 
     first: np.ndarray
     inverse: np.ndarray
     order: np.ndarray
     starts: np.ndarray
     counts: np.ndarray
+    member_key: np.ndarray
 
     @property
     def n(self) -> int:
@@ -116,7 +118,33 @@ def find_duplicates(
         return None
     order = np.argsort(inverse, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    return DuplicateRows(first, inverse, order, starts, counts)
+    member_key = inverse[order].astype(np.int64) * (len(x) + 1) + order
+    return DuplicateRows(first, inverse, order, starts, counts, member_key)
+
+
+def _taken(key, counts, I, dup: DuplicateRows, k: int) -> np.ndarray:
+    """How many members of each returned distinct row can be among the first ``k`` entries
+    (rows of ``key``/``counts``/``I`` sorted by key): all of those scoring better than the k-th
+    entry; of the boundary tie group (``need`` entries to fill), at most ``need - t`` of its t-th
+    row (the t rows before it each bring a lower index) and only members up to ``tau``, the lowest
+    index of the group's ``need``-th row (the ``need`` rows before it already hold ``need``
+    indices up to ``tau``). Both caps keep a tie over many distinct rows (a zero query in cosine)
+    small."""
+    rows, width = I.shape
+    cum = np.cumsum(counts, axis=1)
+    at = np.arange(rows)
+    boundary = key[at, (cum < k).sum(axis=1)][:, None]  # the key of the k-th entry
+    in_group = key == boundary
+    g0 = in_group.argmax(axis=1)[:, None]  # the group starts here (rows are key-sorted)
+    better = np.where(g0[:, 0] > 0, cum[at, np.maximum(g0[:, 0] - 1, 0)], 0)
+    need = (k - better)[:, None]
+    t = np.arange(width)[None, :] - g0
+    last = g0[:, 0] + need[:, 0] - 1  # the group's need-th row, when returned and tied
+    has_tau = (last < width) & in_group[at, np.minimum(last, width - 1)]
+    tau = np.where(has_tau, dup.first[I[at, np.minimum(last, width - 1)]], dup.n)[:, None]
+    upto = np.searchsorted(dup.member_key, I * (dup.n + 1) + tau, side="right")
+    cap = np.maximum(np.minimum(np.minimum(counts, need - t), upto - dup.starts[I]), 0)
+    return np.where(t < 0, counts, np.where(in_group, cap, 0))
 
 
 def expand_neighbours(
@@ -127,31 +155,15 @@ def expand_neighbours(
     Exact by the argument in the module docstring."""
     rows = len(I)
     key = -D if metric == "cosine" else D
-    counts = dup.counts[I]
-    cum = np.cumsum(counts, axis=1)
-    p = (cum < k).sum(axis=1)  # the distinct row holding the k-th entry
-    boundary = key[np.arange(rows), p][:, None]
-    in_group = key == boundary
-    g0 = in_group.argmax(axis=1)  # the boundary tie group starts here (rows are key-sorted)
-    better = np.where(g0 > 0, cum[np.arange(rows), np.maximum(g0 - 1, 0)], 0)
-    need = (k - better)[:, None]
-    pos = np.arange(I.shape[1])[None, :]
-    take = np.where(pos < g0[:, None], counts, np.where(in_group, np.minimum(counts, need), 0))
+    take = _taken(key, dup.counts[I], I, dup, k)
     flat = take.ravel()
     total = take.sum(axis=1)
-    seg_start = np.repeat(np.cumsum(flat) - flat, flat)
-    offset = np.arange(int(flat.sum())) - seg_start
+    offset = np.arange(int(flat.sum())) - np.repeat(np.cumsum(flat) - flat, flat)
     group = np.repeat(I.ravel(), flat)
-    member = dup.order[dup.starts[group] + offset]
+    member = dup.order[dup.starts[group] + offset]  # each group's lowest indices first
     score = np.repeat(D.ravel(), flat)
-    row = np.repeat(np.arange(rows), total)
     sort_key = -score if metric == "cosine" else score
-    ranked = np.lexsort((member, sort_key, row))
+    ranked = np.lexsort((member, sort_key, np.repeat(np.arange(rows), total)))
     first = np.concatenate([[0], np.cumsum(total)[:-1]])
     pick = ranked[(first[:, None] + np.arange(k)[None, :]).ravel()]
     return score[pick].reshape(rows, k), member[pick].reshape(rows, k)
-
-
-def broadcast_rows(dup: DuplicateRows, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per-row results of the distinct rows, repeated for every copy (row i gets its group's)."""
-    return tuple(a[dup.inverse] for a in arrays)
