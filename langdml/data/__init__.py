@@ -1,7 +1,7 @@
 """Datasets: one record type (:class:`ImageDataset`) and one entry point (:func:`load_dataset`).
 
-A dataset SPEC is ``emoji``, ``shapes`` (or ``shapes:holdout``), ``cub200:PATH``, ``cars196:PATH``, ``sop:PATH``, ``inshop:PATH``,
-``imagefolder:PATH`` or ``hf:NAME_OR_PATH``.
+A dataset SPEC is ``emoji``, ``shapes`` (or ``shapes:holdout``), ``cub200:PATH``,
+``cars196:PATH``, ``sop:PATH``, ``inshop:PATH``, ``imagefolder:PATH`` or ``hf:NAME_OR_PATH``.
 """
 
 from __future__ import annotations
