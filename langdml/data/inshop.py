@@ -60,7 +60,7 @@ def load_inshop(
     name_of = {r[1]: _category_name(r[0]) for r in rows}
     names = [name_of[items[k]] for k in kept]
     extras = {"item_id": [r[1] for r in rows], "official_split": [r[2] for r in rows]}
-    return file_dataset("inshop", kind, paths, rel, labels, names, extras)
+    return file_dataset("inshop", kind, paths, rel, labels, names, extras, root=image_root)
 
 
 def _read_partition(file: Path, kind: str) -> list[tuple[str, str, str]]:
