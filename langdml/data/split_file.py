@@ -210,7 +210,10 @@ def _match_rows(table: SplitTable, dataset: ImageDataset) -> dict[int, tuple[int
     from langdml.paths import escape_outside
 
     index = {key: i for i, key in enumerate(image_keys(dataset))}
-    where = dataset.image_root or f"the rows of {dataset.name} (0..{len(dataset) - 1})"
+    if dataset.image_root is None:
+        where = f"its images are table rows, named 0..{len(dataset) - 1}"
+    else:
+        where = f"paths are relative to {dataset.image_root}"
     seen: dict[int, int] = {}
     out = {}
     for pos, row in enumerate(table.rows):
@@ -221,8 +224,7 @@ def _match_rows(table: SplitTable, dataset: ImageDataset) -> dict[int, tuple[int
         found = index.get(key)
         if found is None:
             raise table.error(
-                row.line, f"path {row.path!r} is not an image of dataset {dataset.name} "
-                f"(paths are relative to {where})"
+                row.line, f"path {row.path!r} is not an image of dataset {dataset.name} ({where})"
             )  # fmt: skip
         if found in seen:
             raise table.error(row.line, f"path {row.path!r} is listed twice (also line "

@@ -49,6 +49,7 @@ from langdml.eval.knn import (
     resolve_backend,
 )
 from langdml.eval.roth import average_precision_rows
+from langdml.eval.self_index import check_self_index
 
 PER_CLASS = "per_class.csv"  # in a run directory, written after the last epoch
 PER_CLASS_COLUMNS = ("class", "class_name", "queries", "recall@1", "map@r")
@@ -90,7 +91,7 @@ def query_results(
     """Per-query Recall@1, AP@R and top-1 label; leave-one-out without ``reference``, else the
     queries search the reference (e.g. a gallery). ``self_index`` (with ``reference``): per
     query the reference row that is the query itself, removed from its neighbours and from
-    R_q, or -1. Exact search (``eval.knn``)."""
+    R_q, or -1 (as in ``retrieval_metrics``). Exact search (``eval.knn``)."""
     check_metric(metric)
     q = as_float32_matrix(embeddings, "embeddings")
     q_labels = _int_labels(labels, len(q), "labels")
@@ -99,7 +100,12 @@ def query_results(
     r_labels = q_labels if loo else _int_labels(reference_labels, len(ref), "reference_labels")
     if ref.shape[1] != q.shape[1]:
         raise LangDMLError(f"embeddings have dimension {q.shape[1]}, reference {ref.shape[1]}")
-    selves = np.arange(len(q)) if loo else _self_index(self_index, len(q), r_labels, q_labels)
+    if loo:
+        selves = np.arange(len(q))
+    elif self_index is None:
+        selves = np.full(len(q), -1, dtype=np.int64)
+    else:
+        selves = check_self_index(self_index, len(q), len(ref), q_labels, r_labels)
     if metric == "cosine":
         q = l2_normalize(q)
         ref = q if loo else l2_normalize(ref)
@@ -128,24 +134,6 @@ def query_results(
             in_r = np.arange(K)[None, :] < R_rows[:, None]
             ap[rows] = average_precision_rows(rel & in_r, R_rows)
     return QueryResults(valid, lab_v, R_v, hit1, ap, top1)
-
-
-def _self_index(
-    self_index: Any, n: int, r_labels: np.ndarray, q_labels: np.ndarray
-) -> np.ndarray:
-    """Checked per-query self rows of the reference (-1: none); all -1 when not given."""
-    if self_index is None:
-        return np.full(n, -1, dtype=np.int64)
-    arr = np.asarray(self_index)
-    if arr.shape != (n,) or arr.dtype.kind not in "iu":
-        raise LangDMLError(f"self_index must be {n} integer reference rows or -1; got {arr.shape}")
-    arr = arr.astype(np.int64)
-    if ((arr < -1) | (arr >= len(r_labels))).any():
-        raise LangDMLError(f"self_index entries must be -1 or in [0, {len(r_labels)})")
-    mine = arr >= 0
-    if (r_labels[arr[mine]] != q_labels[mine]).any():
-        raise LangDMLError("self_index names a reference row whose label is not the query's")
-    return arr
 
 
 def per_class_rows(results: QueryResults, class_names: Sequence[str]) -> list[dict[str, Any]]:

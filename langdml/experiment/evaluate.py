@@ -37,7 +37,8 @@ def evaluate_embeddings(
     if roles is not None:
         reference, reference_labels = embeddings[roles.gallery], labels[roles.gallery]
         embeddings, labels = embeddings[roles.query], labels[roles.query]
-        self_index = roles.self_index
+        # no query among the gallery (In-Shop): the plain query -> reference search
+        self_index = roles.self_index if (roles.self_index >= 0).any() else None
     return retrieval_metrics(
         embeddings,
         labels,
