@@ -186,3 +186,26 @@ def test_train_and_evaluate_query_against_gallery(inshop, tmp_path):
     assert hier["hier/top1_error_same_group"] == pytest.approx(same)
     assert hier["hier/mistake_severity"] == pytest.approx(severity)
     assert 0.0 <= hier["hier/hp@1"] <= 1.0
+
+
+def test_a_split_file_names_inshop_classes_by_id_and_its_roles_replace_the_statuses(
+    inshop, tmp_path
+):
+    from langdml.data import class_splits, write_split_file
+
+    ds = load_dataset(f"inshop:{inshop}")
+    path = write_split_file(ds, tmp_path / "s.csv", seed=2, query_gallery=0.4)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # class names are shared (the category folder): labels are class ids, names the category
+    assert rows[0]["path"] == "img/WOMEN/Dresses/id_00000001/00_1_front.png"
+    assert rows[0]["label"] == "0" and rows[0]["category"] == "women dresses"
+    splits = class_splits(ds, split_file=path)
+    seeded = class_splits(ds, class_order="seeded", split_seed=2)
+    assert sorted(splits.test.images.items) == sorted(seeded.test.images.items)
+    roles = eval_roles(splits.test)
+    written = {r["path"]: r["is_query"] == "true" for r in rows}
+    root = str(inshop / "Img") + "/"
+    assert [written[p.removeprefix(root)] for p in splits.test.images.items] == [
+        i in set(roles.query) for i in range(len(splits.test))
+    ]

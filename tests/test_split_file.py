@@ -123,6 +123,9 @@ def test_roles_drive_training_and_evaluation(folder, tmp_path, capsys):
     result = train(_config(folder, tmp_path, split_file))
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["eval_split"] == "val" and summary["final"] == result.metrics
+    # the file's val rows are a validation split: the best epoch is chosen on them
+    assert "best_unavailable" not in summary and summary["best"]["epoch"] in (1, 2)
+    assert open_run(tmp_path / "run", "best").epoch == summary["best"]["epoch"]
     run = open_run(tmp_path / "run")
     assert run.data.train.num_classes == 6 and run.data.eval.num_classes == 3
     roles = eval_roles(run.data.eval)

@@ -13,6 +13,9 @@ Sources (``eval.hierarchy``):
   whose first cell is ``class`` or ``class_name`` are skipped. Every class must have a path of
   the same depth (the metrics compare levels), and every evaluated class must be listed.
 
+A split file's ``category`` column (``langdml.data.split_file``) is a two-level hierarchy of its
+own: :func:`class_categories` gives each class's parent.
+
 Class names are matched after :func:`~langdml.data.names.collapse_whitespace` and lower-casing
 (the loaders' cleaned names are lower-case; a file may keep the original capitals).
 """

@@ -29,7 +29,7 @@ def load_inshop(
     searches the gallery images only (no leave-one-out); ``extras["official_split"]`` holds each
     image's status (train / query / gallery), so ``class_disjoint_split`` gives the official
     split and the evaluation reads the query / gallery roles from the test half
-    (``langdml.data.records.query_gallery``).
+    (``langdml.data.roles.eval_roles``, the roles a split file can give any dataset).
 
     The class name is the gender and category folder (``img/WOMEN/Dresses/...`` → "women
     dresses"), shared by many items, so ``class_names`` are NOT unique here (as for SOP).
