@@ -322,3 +322,16 @@ def test_table_datasets_are_named_by_row_number(tmp_path):
     with pytest.raises(DataError, match=r"path '12' is not an image of dataset rows \(its "
                        r"images are table rows, named 0\.\.11\)"):  # fmt: skip
         class_splits(ds, split_file=tmp_path / "bad.tsv")
+
+
+def test_a_reranked_search_of_a_gallery_holding_the_queries_is_refused_before_training(
+    folder, tmp_path
+):
+    from langdml.errors import ConfigError
+    from langdml.experiment import prepare_data
+
+    split_file = _write(tmp_path / "split.tsv", _role_rows())
+    cfg = _config(folder, tmp_path, split_file, **{"eval.rerank": "qe"})
+    with pytest.raises(ConfigError, match="eval.rerank 'qe' cannot search a gallery"):
+        prepare_data(cfg)
+    assert not list((tmp_path / "cache").rglob("*.pt"))

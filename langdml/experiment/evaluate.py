@@ -52,6 +52,8 @@ def evaluate_embeddings(
         device=cfg.train.device,
         search=cfg.eval.search,
         search_params=cfg.eval.search_params,
+        rerank=cfg.eval.rerank,
+        rerank_params=cfg.eval.rerank_params,
         query_sample=query_sample,
     )
 

@@ -11,6 +11,7 @@ import torch
 
 from langdml.config import ExperimentConfig
 from langdml.data import ClassSplits, ImageDataset, class_splits, load_dataset
+from langdml.errors import ConfigError
 from langdml.models import FeatureSpec
 
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
@@ -57,9 +58,24 @@ def prepare_data(cfg: ExperimentConfig, split: str | None = None) -> RunData:
     eval_split = splits.eval_split if split is None else split
     data = RunData(train=splits.train, eval=splits.part(eval_split), eval_split=eval_split)
     data.group_codes = eval_group_codes(cfg, dataset.name, data.eval)
+    _check_roles_searchable(cfg, data.eval)
     if cfg.model.frozen_trunk or cfg.model.partial_blocks:
         _attach_features(cfg, dataset, data)
     return data
+
+
+def _check_roles_searchable(cfg: ExperimentConfig, held_out: ImageDataset) -> None:
+    """A re-ranked search cannot leave a query out of a gallery that holds it: refused before
+    training, not at its first evaluation."""
+    from langdml.data.roles import eval_roles
+
+    roles = eval_roles(held_out)
+    if cfg.eval.rerank != "none" and roles is not None and (roles.self_index >= 0).any():
+        raise ConfigError(
+            f"eval.rerank {cfg.eval.rerank!r} cannot search a gallery that holds the queries "
+            "(split file rows that are both is_query and is_gallery); set eval.rerank: none or "
+            "make queries and gallery disjoint"
+        )
 
 
 def run_class_splits(cfg: ExperimentConfig, dataset: ImageDataset) -> ClassSplits:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from langdml.errors import LangDMLError
-from langdml.eval.commands import add_search_args, parse_search_params
+from langdml.eval.commands import add_search_args, parse_search_params, search_options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -148,7 +148,8 @@ def run_index(args) -> int:
     from langdml.inference.index_folder import check_target
     from langdml.io import check_writable
 
-    search, params = args.search or "exact", parse_search_params(args.search_param)
+    search, params = search_options(args)
+    search = search or "exact"
     check_search(search, params)  # one clear line before the run is loaded
     check_writable(args.output, "-o", folder=True)
     check_target(args.output, (GALLERY, FAISS))  # a folder of other files: refused before work
@@ -156,6 +157,8 @@ def run_index(args) -> int:
     folder = index.save(args.output)
     kind, resolved = index.search_kind
     how = ", ".join(f"{k} {v}" for k, v in resolved.items())
+    if index.choice is not None:
+        print(index.choice.summary())
     print(f"{kind} index{f' ({how})' if how else ''} of {len(index)} images → {folder}")
     return 0
 
