@@ -2,6 +2,9 @@
 
 A dataset SPEC is ``emoji``, ``shapes`` (or ``shapes:holdout``), ``cub200:PATH``,
 ``cars196:PATH``, ``sop:PATH``, ``inshop:PATH``, ``imagefolder:PATH`` or ``hf:NAME_OR_PATH``.
+A split file (``langdml.data.split_file``) gives any of them a protocol of its own: its train /
+val / test classes, query / gallery roles (``langdml.data.roles``) and class categories
+(:func:`class_categories`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from langdml.data.hierarchy import class_categories
 from langdml.data.records import (
     DatasetSplit,
     ImageDataset,
@@ -16,6 +20,9 @@ from langdml.data.records import (
     class_disjoint_split,
     class_fold_split,
 )
+from langdml.data.roles import EvalRoles, eval_roles
+from langdml.data.split_file import apply_split_file, read_split_file
+from langdml.data.split_writer import write_split_file
 from langdml.data.splits import ClassSplits, class_splits
 from langdml.errors import DataError
 
@@ -62,12 +69,18 @@ def load_dataset(spec: str, cache_dir: str | Path | None = None) -> ImageDataset
 __all__ = [
     "ClassSplits",
     "DatasetSplit",
+    "EvalRoles",
     "ImageDataset",
     "ImageSource",
+    "apply_split_file",
+    "class_categories",
     "class_disjoint_split",
     "class_fold_split",
     "class_splits",
+    "eval_roles",
     "known_kinds",
     "load_dataset",
     "parse_spec",
+    "read_split_file",
+    "write_split_file",
 ]

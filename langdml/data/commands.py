@@ -1,4 +1,5 @@
-"""`langdml data build emoji|shapes` and `langdml data info SPEC`."""
+"""`langdml data build emoji|shapes`, `langdml data info SPEC` and `langdml data split SPEC -o
+FILE`."""
 
 from __future__ import annotations
 
@@ -34,6 +35,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_info)
 
+    split = dsub.add_parser(
+        "split",
+        help="write a split file (path,label,split[,is_query,is_gallery][,category]) for a "
+        "dataset: seeded, class-disjoint; use it as data.split_file",
+    )
+    split.add_argument("spec", help="dataset spec, e.g. imagefolder:PATH")
+    split.add_argument("-o", "--output", required=True, help="the file (.csv: commas, else tabs)")
+    split.add_argument("--seed", type=int, default=0, help="seeds the class order and the roles")
+    split.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.5,
+        help="share of the classes that train (data.train_fraction; default 0.5)",
+    )
+    split.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="share of the train classes kept for validation (data.validation_fraction)",
+    )
+    split.add_argument(
+        "--query-gallery",
+        default="none",
+        help="none (default: leave-one-out evaluation), all (every val/test image queries "
+        "and is searched) or a fraction F: F of each val/test class's images query, the rest "
+        "are the gallery",
+    )
+    split.add_argument("--cache-dir", default=None, help=CACHE_HELP)
+    split.set_defaults(func=_split)
+
 
 def _build(args: argparse.Namespace) -> int:
     from langdml.data.saved import META, verify_built
@@ -67,6 +98,24 @@ def _build(args: argparse.Namespace) -> int:
         print(f"{path}: repaired (rebuilt: {before})")
     else:
         print(f"{path}: built")
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from langdml.data import load_dataset
+    from langdml.data.split_writer import parse_query_gallery, write_split_file
+
+    roles = parse_query_gallery(args.query_gallery)  # before loading: a typo fails at once
+    ds = load_dataset(args.spec, cache_dir=args.cache_dir)
+    path = write_split_file(
+        ds,
+        args.output,
+        seed=args.seed,
+        train_fraction=args.train_fraction,
+        validation_fraction=args.val_fraction,
+        query_gallery=roles,
+    )
+    print(f"{path}: {len(ds)} images of {ds.num_classes} classes (seed {args.seed})")
     return 0
 
 
