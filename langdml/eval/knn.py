@@ -288,11 +288,13 @@ class ExactKNN:
     def search(
         self, q: np.ndarray, k: int, self_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """k neighbours per row of ``q``; ``self_ids[i]`` (if given) is removed from row i."""
+        """k neighbours per row of ``q``; ``self_ids[i]`` (if given, and not -1) is removed from
+        row i."""
         if self_ids is None:
             return self._search_with_tail(q, k)
         D, I = self._search_with_tail(q, k + 1)
-        is_self = I == np.asarray(self_ids, dtype=I.dtype)[:, None]
+        ids = np.asarray(self_ids, dtype=I.dtype)[:, None]
+        is_self = (I == ids) & (ids >= 0)  # -1 names no row (an index pads with -1)
         # Rows where the query is not among its k+1 neighbours (duplicates outranked it): drop the
         # last one instead, so every row keeps exactly k neighbours (as pytorch-metric-learning).
         is_self[~is_self.any(axis=1), -1] = True

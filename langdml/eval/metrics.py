@@ -4,7 +4,8 @@ Definitions (Musgrave et al., "A Metric Learning Reality Check", ECCV 2020; the 
 pytorch-metric-learning 2.9 ``AccuracyCalculator(k="max_bin_count")``):
 
 * For query q with label y_q, R_q = number of reference items labelled y_q, minus 1 when the query
-  set is the reference set (leave-one-out: the query itself is never its own neighbour).
+  set is the reference set (leave-one-out: the query itself is never its own neighbour) or when the
+  reference contains the query (``self_index``: that row is never its neighbour either).
 * rel_q(i) = 1 if the i-th nearest reference item (i = 1, 2, ...) has label y_q, else 0.
 * Recall@k = mean over queries of [sum_{i<=k} rel_q(i) >= 1]: the fraction of queries with at least
   one same-label item among their k nearest (Recall@1 == PML ``precision_at_1``).
@@ -62,6 +63,7 @@ from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-e
 )
 from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
 from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
+from langdml.eval.self_index import leave_out_rows
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,7 @@ def retrieval_metrics(
     query_sample: int | None = None,
     rerank: str = "none",
     rerank_params: Mapping[str, float] | None = None,
+    self_index: Any = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
 
@@ -192,6 +195,12 @@ def retrieval_metrics(
             sample price an approximate search at a size where exact over all is too slow.
         rerank: "none" (default), "qe" or "k_reciprocal": kNN metrics of the re-ranked lists of
             an exact search (``eval.rerank``); rerank_params: e.g. ``{"k1": 20, "lambda": 0.3}``.
+        self_index: only with ``reference``, when the reference contains (some of) the queries:
+            an (N,) integer array, ``self_index[i]`` = the row of ``reference`` that is query i
+            itself, or -1 if query i is not in the reference. That row is removed from query i's
+            neighbours and from its relevant count R_q (it must carry query i's label; no row
+            may be named twice). None (default): the reference holds none of the queries.
+            ``reference=embeddings, self_index=arange(N)`` gives the leave-one-out numbers.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -211,12 +220,14 @@ def retrieval_metrics(
     )
     loo = reference is None
     q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
+    n_ref = None if loo else ref.n if isinstance(ref, Rows) else len(ref)
+    self_ids = leave_out_rows(self_index, q_codes, r_codes, n_ref, reranking.active)
 
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
         codes = (q_codes, r_codes, n_codes)
         how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking)
-        out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
+        out.update(_knn_metrics(q, ref, codes, self_ids, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
         out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend, parts))
@@ -330,22 +341,25 @@ def _knn_metrics(
     q: Any,
     ref: Any,
     codes: tuple[np.ndarray, np.ndarray, int],
-    loo: bool,
+    self_ids: np.ndarray | None,
     parts: tuple[str, ...],
     ks: tuple[int, ...],
     k: int | None,
     how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None, RerankSpec],
 ) -> dict[str, float]:
-    """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed,
+    """Recall@k / MAP@R / R-precision; ``self_ids``: per query the reference row left out
+    (-1: none; None: nothing left out); ``how`` = (metric, backend, chunk_size, spec, seed,
     query_sample, rerank)."""
     q_codes, r_codes, n_codes = codes
+    loo = ref is None  # leave-one-out: self_ids is arange(N) over the queries
+    is_in = np.zeros(len(q_codes), dtype=np.int64) if self_ids is None else (self_ids >= 0) * 1
     metric, backend, chunk_size, spec, seed, query_sample, reranking = how
     want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
     keys += ["map@1000"] if want_1000 else []
     keys += ["neighbor_recall"] if spec.recall_queries > 0 else []
     r_count = np.bincount(r_codes, minlength=n_codes)
-    R = r_count[q_codes] - int(loo)  # relevant items per query
+    R = r_count[q_codes] - is_in  # relevant items per query
     queries = sample_queries(len(q_codes), query_sample, seed)
     valid = queries[R[queries] > 0]  # lone queries (R = 0) are excluded, as in PML
     if valid.size == 0:
@@ -358,9 +372,11 @@ def _knn_metrics(
     if ref is None:
         ref = q
     n_ref = ref.n if isinstance(ref, Rows) else len(ref)
-    K = _neighbours_needed(R, valid, n_ref - int(loo), ks, want_map, k)
+    available = n_ref - int(bool(is_in.any()))
+    K = _neighbours_needed(R, valid, available, ks, want_map, k)
     if want_1000:
-        K = max(K, min(MAP_AT, n_ref - int(loo)))
+        K = max(K, min(MAP_AT, available))
+    leave_out = None if self_ids is None else self_ids[valid]
 
     codes_v, R_v = q_codes[valid], R[valid]
     hits = np.zeros((valid.size, len(ks)), dtype=bool)
@@ -371,21 +387,20 @@ def _knn_metrics(
         chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
     elif isinstance(ref, Rows):
         engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend)
-        chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
+        chunks = iter_rows_knn(engine, q, valid, K, False, chunk_size, self_ids=leave_out)
     else:
         if spec.approximate:
             log.info("search=%r on %s runs the exact torch search", spec.kind, backend)
         engine = ExactKNN(ref, metric, backend)
         qv = q if valid.size == len(q) else q[valid]  # lone queries need no search
-        self_ids = valid.astype(np.int64) if loo else None
-        chunks = iter_knn(engine, qv, K, self_ids, chunk_size)
+        chunks = iter_knn(engine, qv, K, leave_out, chunk_size)
     for start, stop, _, idx in chunks:
         # same-label neighbours; -1 (an approximate index found fewer than K) is never relevant
         rel = (r_codes[idx] == codes_v[start:stop, None]) & (idx >= 0)
         for j, x in enumerate(ks):
             hits[start:stop, j] = rel[:, : min(x, K)].any(axis=1)
         if want_1000:
-            n_q = R_v[start:stop] + int(loo)  # Roth: the class size, the query included
+            n_q = R_v[start:stop] + is_in[valid[start:stop]]  # Roth: class size, query included
             ap1000[start:stop] = average_precision_rows(rel[:, :MAP_AT], n_q)
         if want_map:
             ap[start:stop], rp[start:stop] = _map_r_rows(rel, R_v[start:stop])
