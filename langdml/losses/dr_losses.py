@@ -105,7 +105,7 @@ class DRProxyNCALoss(ProxyNCALoss):
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
         z = normalize(x)
-        proxies = normalize(self.fp32_proxies(x.device))  # one proxy per class: column = class
+        proxies = normalize(self.fp32_proxies(x.device).to(x.dtype))  # one proxy per class: column = class
         s_xp = z @ proxies.T
         s_pp = proxies @ proxies.T
         rows = torch.arange(x.shape[0], device=x.device)
