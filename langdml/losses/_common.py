@@ -235,8 +235,9 @@ def mined_sample_weights(
     device: torch.device,
     who: str,
     anchors_only: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor | None:
-    """Per-sample float32 weights (B,) of a mined (a, p, n) or (a1, p, a2, n) tuple, as
+    """Per-sample weights (B,) in ``dtype`` of a mined (a, p, n) or (a1, p, a2, n) tuple, as
     pytorch-metric-learning's proxy losses read one: w_i = (number of times sample i occurs in
     the tuple) / (the largest such count), 0 for a sample the tuple never names.
 
@@ -275,7 +276,7 @@ def mined_sample_weights(
         raise LangDMLError(f"{who}: indices_tuple index {bad} is outside the batch of {batch_size}")
     if anchors_only:
         every = torch.cat([t.to(device=device, dtype=torch.long) for t in anchors])
-    counts = torch.bincount(every, minlength=batch_size).to(torch.float32)
+    counts = torch.bincount(every, minlength=batch_size).to(dtype)
     return counts.div_(counts.max())
 
 

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 
-from ._common import as_compute, as_fp32, check_batch, check_proxy_batch, fp32_region
+from ._common import as_compute, check_batch, check_proxy_batch, fp32_region
 
 IndicesTuple = tuple[Tensor, ...]
 
@@ -84,7 +84,8 @@ class ProxyLoss(MetricLoss):
         return super().forward(embeddings, labels, indices_tuple)
 
     def fp32_proxies(self, device: torch.device) -> Tensor:
-        return as_fp32(self.proxies).to(device)
+        """The proxies on ``device``, in float32 (float64 proxies stay float64)."""
+        return as_compute(self.proxies).to(device)
 
     def proxy_parameters(self) -> list[nn.Parameter]:
         return [self.proxies]

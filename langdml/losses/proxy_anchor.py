@@ -46,7 +46,7 @@ class ProxyAnchorLoss(ProxyLoss):
         log_w = None
         if indices_tuple is not None:
             who = type(self).__name__
-            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who)
+            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, dtype=x.dtype)
             log_w = None if weights is None else weights.sub_(1.0)
 
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
