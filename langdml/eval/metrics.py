@@ -6,6 +6,11 @@ pytorch-metric-learning 2.9 ``AccuracyCalculator(k="max_bin_count")``):
 * For query q with label y_q, R_q = number of reference items labelled y_q, minus 1 when the query
   set is the reference set (leave-one-out: the query itself is never its own neighbour) or when the
   reference contains the query (``self_index``: that row is never its neighbour either).
+* ``self_index`` (with ``reference``, when the reference contains some of the queries, e.g. a
+  gallery holding the query images): an (N,) integer array, ``self_index[i]`` = the row of
+  ``reference`` that is query i itself, or -1 if query i is not in the reference. That row is
+  removed from query i's neighbours and from R_q; it must carry query i's label and no row may be
+  named twice. ``reference=embeddings, self_index=arange(N)`` gives the leave-one-out numbers.
 * rel_q(i) = 1 if the i-th nearest reference item (i = 1, 2, ...) has label y_q, else 0.
 * Recall@k = mean over queries of [sum_{i<=k} rel_q(i) >= 1]: the fraction of queries with at least
   one same-label item among their k nearest (Recall@1 == PML ``precision_at_1``).
@@ -61,6 +66,7 @@ from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-e
     adjusted_mutual_info,
     expected_mutual_info,
 )
+from langdml.eval.query_sample import check_query_sample, sample_queries  # noqa: F401 (re-export)
 from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
 from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
 from langdml.eval.self_index import leave_out_rows
@@ -179,8 +185,7 @@ def retrieval_metrics(
             "max_bin_count") and the largest recall k. An explicit k must cover both.
         metric: "cosine" (inner product of L2-normalised vectors) or "euclidean".
         device: "cpu", "cuda"/"cuda:N" or "auto" (``knn.resolve_backend``; k-means follows it).
-        chunk_size: queries per search call (memory bound; None: from k); results do not
-            depend on it.
+        chunk_size: queries per search call (memory bound; None: from k); results never change.
         include: any of "recall", "map_r" (map@r, r_precision), "clustering" (nmi, ami), "map_1000",
             "f1" (``eval.roth``).
         seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
@@ -195,12 +200,8 @@ def retrieval_metrics(
             sample price an approximate search at a size where exact over all is too slow.
         rerank: "none" (default), "qe" or "k_reciprocal": kNN metrics of the re-ranked lists of
             an exact search (``eval.rerank``); rerank_params: e.g. ``{"k1": 20, "lambda": 0.3}``.
-        self_index: only with ``reference``, when the reference contains (some of) the queries:
-            an (N,) integer array, ``self_index[i]`` = the row of ``reference`` that is query i
-            itself, or -1 if query i is not in the reference. That row is removed from query i's
-            neighbours and from its relevant count R_q (it must carry query i's label; no row
-            may be named twice). None (default): the reference holds none of the queries.
-            ``reference=embeddings, self_index=arange(N)`` gives the leave-one-out numbers.
+        self_index: with ``reference`` only: (N,) ints, the reference row that is query i
+            itself, or -1 (module docstring); None (default): no query is in the reference.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -218,20 +219,27 @@ def retrieval_metrics(
     q, q_labels, ref, r_labels = _inputs(
         embeddings, labels, reference, reference_labels, metric, streaming
     )
-    loo = reference is None
-    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
-    n_ref = None if loo else ref.n if isinstance(ref, Rows) else len(ref)
-    self_ids = leave_out_rows(self_index, q_codes, r_codes, n_ref, reranking.active)
+    codes, self_ids = _codes(q_labels, r_labels, ref, self_index, reranking.active)
 
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
-        codes = (q_codes, r_codes, n_codes)
         how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking)
         out.update(_knn_metrics(q, ref, codes, self_ids, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
-        out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend, parts))
+        out.update(_clustering_metrics(x, codes[0], seed, kmeans_iters, backend, parts))
     return out
+
+
+def _codes(
+    q_labels: np.ndarray, r_labels: np.ndarray | None, ref: Any, self_index: Any, reranking: bool
+) -> tuple[tuple[np.ndarray, np.ndarray, int], np.ndarray | None]:
+    """(query codes, reference codes, number of codes) and the per-query reference row left out
+    (``eval.self_index``): arange(N) for leave-one-out, the checked ``self_index``, or None."""
+    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
+    n_ref = None if ref is None else ref.n if isinstance(ref, Rows) else len(ref)
+    self_ids = leave_out_rows(self_index, q_codes, r_codes, n_ref, reranking)
+    return (q_codes, r_codes, n_codes), self_ids
 
 
 def _check_arguments(
@@ -254,29 +262,6 @@ def _check_seed_and_k(seed: Any, k: Any) -> None:
         raise LangDMLError(f"seed must be an integer; got {seed!r}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
         raise LangDMLError(f"k must be a positive integer or None; got {k!r}")
-
-
-def check_query_sample(query_sample: Any) -> None:
-    """None, or a positive integer; anything else is one LangDMLError line."""
-    if query_sample is None:
-        return
-    if (
-        isinstance(query_sample, bool)
-        or not isinstance(query_sample, int | np.integer)
-        or query_sample < 1
-    ):
-        raise LangDMLError(
-            f"query_sample must be a positive integer (queries to sample) or None; "
-            f"got {query_sample!r}"
-        )
-
-
-def sample_queries(n: int, query_sample: int | None, seed: int) -> np.ndarray:
-    """Sorted ids of the queries the kNN metrics average over: all, or a seeded sample."""
-    if query_sample is None or query_sample >= n:
-        return np.arange(n)
-    rng = np.random.default_rng([seed, 0x5A])  # its own stream: not the neighbor-recall sample
-    return np.sort(rng.choice(n, query_sample, replace=False))
 
 
 def _inputs(

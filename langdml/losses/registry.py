@@ -75,6 +75,7 @@ MINERS: dict[str, str] = {
     "batch_hard": "miners:BatchHardMiner",
     "distance_weighted": "miners:DistanceWeightedMiner",
     "multi_similarity": "miners:MultiSimilarityMiner",
+    "triplet_margin": "miners:TripletMarginMiner",
 }
 
 

@@ -44,8 +44,8 @@ def _contrastive(loss: ContrastiveLoss, s: Tensor, pos: Tensor, neg: Tensor, _: 
 
     def value_and_grad(c: Tensor) -> tuple[Tensor, Tensor]:
         d = unit_distances_(c)
-        wp = ((d > mp) & pos).float()
-        wn = ((d < mn) & neg).float()
+        wp = ((d > mp) & pos).to(d.dtype)
+        wn = ((d < mn) & neg).to(d.dtype)
         n_p, n_n = wp.sum(), wn.sum()
         value = ((d - mp) * wp).sum() / n_p.clamp_min(1) + ((mn - d) * wn).sum() / n_n.clamp_min(1)
         grad_d = wp / n_p.clamp_min(1) - wn / n_n.clamp_min(1)
