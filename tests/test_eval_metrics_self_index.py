@@ -131,3 +131,17 @@ def test_self_index_with_approximate_search_leaves_the_query_out():
     assert got["recall@1"] == pytest.approx(
         loop_metrics(ref[inside], rl[inside], ref, rl, inside)["recall@1"], abs=0.1
     )
+
+
+@pytest.mark.parametrize("self_index", [[-1, -1], [0, -1], [0, 2]])
+def test_one_class_gallery_whole_reference_retrieved(self_index):
+    # the largest R_q is the whole gallery: a query outside it must still retrieve every row
+    # (and a query inside it all but itself)
+    ref = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]], dtype=np.float32)
+    q = np.array([[0.0, 0.0], [2.0, 0.0]], dtype=np.float32)
+    if self_index[1] == -1:
+        q[1] = [0.5, 0.0]
+    rl, ql = np.zeros(3, dtype=np.int64), np.zeros(2, dtype=np.int64)
+    got = retrieval_metrics(q, ql, ref, rl, self_index=np.array(self_index))
+    assert got == pytest.approx(loop_metrics(q, ql, ref, rl, self_index), abs=1e-12)
+    assert got["map@r"] == 1.0

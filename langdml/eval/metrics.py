@@ -357,7 +357,9 @@ def _knn_metrics(
     if ref is None:
         ref = q
     n_ref = ref.n if isinstance(ref, Rows) else len(ref)
-    available = n_ref - int(bool(is_in.any()))
+    # a query outside the reference can retrieve all of it; one inside, all but itself (the
+    # search pads its list with -1, never relevant)
+    available = n_ref - int(bool(is_in.all()))
     K = _neighbours_needed(R, valid, available, ks, want_map, k)
     if want_1000:
         K = max(K, min(MAP_AT, available))
