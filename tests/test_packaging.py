@@ -35,8 +35,15 @@ def test_configs_live_in_the_package_and_the_root_folder_points_there(pyproject)
     shipped = available()
     assert {"emoji_demo", "emoji_ablation", "cub200_ablation"} <= set(shipped)
     data = pyproject["tool"]["setuptools"]["package-data"]["langdml"]
-    # + the pinned emoji classes and their Unicode groups (the class hierarchy)
-    assert data == ["configs/*.yaml", "data/emoji_benchmark.tsv", "data/emoji_groups.tsv"]
+    # + the pinned emoji classes, their Unicode groups (the class hierarchy) and their CLDR
+    # descriptions with the Unicode licence notice
+    assert data == [
+        "configs/*.yaml",
+        "data/emoji_benchmark.tsv",
+        "data/emoji_groups.tsv",
+        "data/emoji_cldr_descriptions.tsv",
+        "data/LICENSE-UNICODE.txt",
+    ]
     # every relative `base:` of a shipped ablation names a shipped config beside it
     for name, path in shipped.items():
         base = yaml.safe_load(path.read_text()).get("base")

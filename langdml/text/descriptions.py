@@ -2,7 +2,7 @@
 
 A header row names the columns; ``class`` and ``text`` are required, other columns are ignored.
 ``.csv`` files are comma-separated, ``.tsv`` / ``.tab`` / ``.txt`` tab-separated (quoting as the
-``csv`` module reads it); lines starting with ``#`` before the header are comments. A class may
+``csv`` module reads it); lines starting with ``#`` are comments. A class may
 have any number of rows: its description embedding is the mean of the rows' unit embeddings
 (:func:`langdml.text.pooling.grouped_unit_mean`). The class column is matched to the dataset's
 class names the way every user file is (:func:`langdml.data.names.match_key`: default cleaning,
@@ -34,7 +34,7 @@ _DATA = Path(__file__).resolve().parents[1] / "data"
 PACKAGED: dict[str, tuple[Path, str]] = {
     "emoji_cldr": (
         _DATA / "emoji_cldr_descriptions.tsv",
-        "0" * 64,
+        "4480d3844be6fa4489ff0286cf480eda347031b46e9f524c8321ce206c29dc07",
     ),
 }
 ALIASES = {"emoji": "emoji_cldr"}
@@ -136,10 +136,12 @@ def _read_text(spec: str) -> tuple[Path, str]:
 
 def _records(spec: str, text: str, delimiter: str):
     """(line number, fields) of each non-blank, non-comment record."""
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    # comment lines become blank ones, so line numbers stay the file's
+    lines = ["" if x.lstrip().startswith("#") else x for x in text.splitlines()]
+    reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
     try:
         for record in reader:
-            if any(c.strip() for c in record) and not record[0].lstrip().startswith("#"):
+            if any(c.strip() for c in record):
                 yield reader.line_num, record
     except csv.Error as exc:
         raise DataError(f"descriptions file {spec!r} is not valid CSV/TSV: {exc}") from None
