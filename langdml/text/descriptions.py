@@ -50,6 +50,7 @@ class ClassDescriptions:
     source: str
     rows: tuple[tuple[str, str], ...]
     sha256: str
+    packaged: bool = False  # a shipped file describes a whole benchmark, so any subset of it
 
     def by_class(self) -> dict[str, list[str]]:
         """match key → the class's texts, in file order."""
@@ -59,7 +60,10 @@ class ClassDescriptions:
         return out
 
     def check_classes(self, dataset_classes: Sequence[str]) -> None:
-        """Every class the file names is one of ``dataset_classes`` (else one line naming them)."""
+        """Every class a user's file names is one of ``dataset_classes`` (else one line naming
+        them); a packaged file may describe more classes than a dataset built from part of it."""
+        if self.packaged:
+            return
         known = {match_key(n) for n in dataset_classes}
         unknown = list(dict.fromkeys(n for n, _ in self.rows if match_key(n) not in known))
         if unknown:
@@ -113,7 +117,7 @@ def resolve_source(spec: str) -> tuple[Path, str | None]:
     return Path(spec).expanduser(), None
 
 
-def _read_text(spec: str) -> tuple[Path, str]:
+def _read_text(spec: str) -> tuple[Path, str, bool]:
     path, pinned = resolve_source(spec)
     if not path.is_file():
         raise DataError(f"descriptions file {spec!r} does not exist (expected a CSV/TSV file)")
@@ -129,7 +133,7 @@ def _read_text(spec: str) -> tuple[Path, str]:
                 f"packaged descriptions {path.name} do not match their pinned SHA-256 "
                 f"{pinned[:16]}… (a damaged install: reinstall langdml)"
             )
-        return path, data.decode("utf-8-sig")
+        return path, data.decode("utf-8-sig"), pinned is not None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read descriptions file {spec!r}: {exc}") from None
 
@@ -163,7 +167,7 @@ def _columns(spec: str, header: list[str] | None) -> tuple[int, int]:
 
 def load_descriptions(spec: str) -> ClassDescriptions:
     """Parse and validate a descriptions file (see the module docstring); one line per error."""
-    path, text = _read_text(spec)
+    path, text, packaged = _read_text(spec)
     records = _records(spec, text, DELIMITERS[path.suffix.lower()])
     ci, ti = _columns(spec, next(records, (0, None))[1])
     rows = []
@@ -180,4 +184,4 @@ def load_descriptions(spec: str) -> ClassDescriptions:
     if not rows:
         raise DataError(f"descriptions file {spec!r} has a header but no rows")
     blob = "".join(f"{n}\t{t}\n" for n, t in rows).encode("utf-8")
-    return ClassDescriptions(spec, tuple(rows), hashlib.sha256(blob).hexdigest())
+    return ClassDescriptions(spec, tuple(rows), hashlib.sha256(blob).hexdigest(), packaged)
