@@ -316,16 +316,7 @@ class AgreementRequest:
         for key in ("target", "descriptions"):  # likewise without descriptions
             if out[key] is None:
                 del out[key]
-        if self.target is not None:
-            out["target"] = list(self.target)
         return out
-
-    @property
-    def sources(self) -> list[str]:
-        """The text sources of a class (``text.target`` resolved)."""
-        if self.target is not None:
-            return list(self.target)
-        return ["pseudo_labels"] if self.pseudo_labels else ["names"]
 
     def key(self) -> str:
         from langdml.io import stable_hash
@@ -366,12 +357,11 @@ def _class_text(
     from langdml.text.pooling import unit_mean
     from langdml.text.targets import class_text_target
 
+    sources = request.target or (["pseudo_labels"] if request.pseudo_labels else ["names"])
     found = class_text_target(
         train,
-        request.sources,
-        descriptions=None
-        if request.descriptions is None
-        else load_descriptions(request.descriptions),
+        sources,
+        descriptions=request.descriptions and load_descriptions(request.descriptions),
         pseudo_labels=dict(k=request.top_k),
         model=request.text_model,
         prompts=None if request.prompts is None else list(request.prompts),

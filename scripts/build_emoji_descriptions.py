@@ -49,7 +49,8 @@ def build(cldr: Path) -> tuple[str, Counter]:
     buf = io.StringIO()
     buf.write(
         "# Descriptions of the emoji benchmark's classes (emoji_benchmark.tsv, same order):\n"
-        f"# one row per English keyword of the Unicode CLDR annotations (CLDR {release}): source cldr;\n"
+        "# one row per English keyword of the Unicode CLDR annotations "
+        f"(CLDR {release}): source cldr;\n"
         "# an emoji missing there takes annotationsDerived (cldr_derived); one missing from both\n"
         "# has its class name as its description (name). Built by\n"
         "# scripts/build_emoji_descriptions.py. Unicode data: see LICENSE-UNICODE.txt beside it.\n"
