@@ -353,3 +353,28 @@ def test_a_user_file_with_a_class_the_dataset_lacks_fails_before_training(
     with pytest.raises(DataError) as err:
         train(cfg)
     assert "'unicorn'" in _one_line(err) and not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_precompute_writes_the_file_training_reads(tmp_path, capsys, monkeypatch, minilm):
+    from langdml.cli import main
+    from langdml.io import text_cache_dir
+
+    classes = _write(tmp_path, "classes.txt", "cat\nred apple\ndog\n")
+    tsv = _write(tmp_path, "d.tsv", TSV)
+    root = tmp_path / "root"
+    argv = ["precompute", "--classes", classes, "--descriptions", tsv, "--cache-dir", str(root)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.strip()
+    monkeypatch.setattr(encoders, "create_text_encoder", _no_model)
+    found, _ = description_embeddings(
+        ["cat", "red apple", "dog"],
+        load_descriptions(tsv),
+        cache_dir=text_cache_dir(root),
+        required=False,
+    )
+    assert found.cache_hit and str(found.path) == printed
+    bad = _write(tmp_path, "bad.tsv", TSV + "unicorn\ta horse with a horn\n")
+    argv = ["precompute", "--classes", classes, "--descriptions", bad, "--cache-dir", str(root)]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert "'unicorn'" in err and "\n" not in err
