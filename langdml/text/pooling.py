@@ -1,7 +1,8 @@
 """Several texts of one class → one unit vector: the mean of their L2-normalised embeddings,
-renormalised. The one implementation, used for prompt ensembles, for a class's description rows
-and for the text of a class with several views (pseudo-labels, names + descriptions) wherever a
-single vector per class is needed."""
+renormalised. The text stage's one implementation: prompt ensembles, a class's description rows,
+and the single vector per class that the agreement diagnostic takes from a target of several
+views (pseudo-labels, names + descriptions). The text-proxy losses apply the same renormalised
+mean to a (C, V, d) target they are given."""
 
 from __future__ import annotations
 
