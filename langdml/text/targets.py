@@ -62,7 +62,7 @@ def description_embeddings(
     import numpy as np
 
     from langdml.data.names import distinct_names
-    from langdml.text.precompute import _check_model_paths
+    from langdml.text.precompute import _base_meta, _check_model_paths
 
     spec = parse_text_model_spec(model, pooling=pooling)
     if spec.kind == "file":
@@ -89,10 +89,9 @@ def description_embeddings(
     hit = None if force else try_load_cached(path, key, described)
     if hit is not None:
         return hit, rows
-    found = _embed_descriptions(spec, [t for t in texts if t], device, batch_size)
-    emb, used_device, versions = found
-    from langdml.text.precompute import _base_meta
-
+    emb, used_device, versions = _embed_descriptions(
+        spec, [t for t in texts if t], device, batch_size
+    )
     meta = _base_meta(spec, [], key, used_device)
     meta.update(
         kind="descriptions",
