@@ -378,3 +378,17 @@ def test_precompute_writes_the_file_training_reads(tmp_path, capsys, monkeypatch
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert "'unicorn'" in err and "\n" not in err
+
+
+def test_an_ablation_row_with_descriptions_has_its_own_agreement_request():
+    from langdml.ablation.agreement import request_for
+
+    names = request_for(load_config(None, {"loss.regularizers": "language"}))
+    over = {"loss.regularizers": "language", "text.descriptions": "emoji"}
+    descr = request_for(load_config(None, over))
+    over["text.target"] = "names+descriptions"
+    both = request_for(load_config(None, over))
+    assert "target" not in names.as_dict()  # the key of a names row is what it always was
+    assert descr.target == ("descriptions",) and both.target == ("names", "descriptions")
+    assert len({names.key(), descr.key(), both.key()}) == 3
+    assert descr.identity()["descriptions"] == load_descriptions("emoji").sha256
