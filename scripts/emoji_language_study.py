@@ -1,6 +1,7 @@
 """When does language help? The emoji language study, as one resumable recipe.
 
-Factors: language guidance from class names and from pseudo-labels (PLG) x text model {minilm,
+Factors: language guidance from class names, from pseudo-labels (PLG) and (MiniLM only) from the
+Unicode CLDR keyword descriptions of each emoji, alone and beside the names x text model {minilm,
 mpnet} x trunk setting {frozen trunk + linear head, last two stages fine-tuned
 (``model.trainable_blocks: 2``)} x base loss {multi-similarity, Proxy Anchor} x 3 seeds, with two
 controls beside the language arms: no regularizer (the reference of every delta) and MiniLM names
@@ -9,8 +10,9 @@ assigned to a seeded permutation of the classes (``shuffled``).
 Protocol:
 1. ``tune``: on the validation split carved from the TRAIN classes (30 % of them), one seed, the
    language weight of each (setting, loss, text model) is chosen from a small grid by validation
-   R@1 (class names; PLG reuses the weight chosen for names of the same text model, as the LG paper
-   uses one weight for both). Test classes are never looked at.
+   R@1 (class names; PLG and the descriptions arms reuse the weight chosen for names of the same
+   text model, as the LG paper uses one weight for names and PLG). Test classes are never looked
+   at.
 2. ``test``: every arm at its chosen weight, 3 seeds, evaluated on the held-out test classes.
 3. ``report``: one table (mean +- sample std, paired delta to ``none`` over the same seeds,
    two-sided paired t-test p, wins) and the language-vision agreement of ``langdml diagnose``.
@@ -140,6 +142,19 @@ def tune(workers: int) -> dict:
     return chosen
 
 
+DESCR = {"text.text_model": "minilm", "text.descriptions": "packaged:emoji_cldr"}
+ARMS = [
+    "none",
+    "names_minilm",
+    "shuffled_minilm",
+    "descr_minilm",
+    "names+descr_minilm",
+    "names_mpnet",
+    "plg_minilm",
+    "plg_mpnet",
+]
+
+
 def _arms(chosen: dict, setting: str, loss: str) -> dict:
     def w(model: str) -> float:
         return chosen[f"{setting}/{loss}/{model}"]["weight"]
@@ -167,6 +182,15 @@ def _arms(chosen: dict, setting: str, loss: str) -> dict:
             "text.pseudo_labels": True,
             "loss.language.weight": w("mpnet"),
         },
+        # CLDR keyword descriptions (text.descriptions: packaged:emoji_cldr), alone and as a
+        # second view beside the names; the weight is the names' of the same text model
+        "descr_minilm": {**lang, **DESCR, "loss.language.weight": w("minilm")},
+        "names+descr_minilm": {
+            **lang,
+            **DESCR,
+            "text.target": "names+descriptions",
+            "loss.language.weight": w("minilm"),
+        },
     }
 
 
@@ -178,7 +202,12 @@ def _arms(chosen: dict, setting: str, loss: str) -> dict:
 # 8 epochs 0.45), so fine-tuned Proxy Anchor runs at 1e-4, its language weight still the frozen
 # setting's choice (not re-tuned: time).
 FT_LOSSES = {"multi_similarity": {}, "proxy_anchor": {"optimizer.lr": 1e-4}}
-TIERS = [("none", "names_minilm", "shuffled_minilm"), ("names_mpnet", "plg_minilm"), ("plg_mpnet",)]
+TIERS = [
+    ("none", "names_minilm", "shuffled_minilm"),
+    ("names_mpnet", "plg_minilm"),
+    ("plg_mpnet",),
+    ("descr_minilm", "names+descr_minilm"),
+]
 
 
 def test(workers: int) -> None:
@@ -284,6 +313,9 @@ def _row(path: Path) -> dict | None:
         arm = "none"
     elif lang.get("shuffled_names"):
         arm = f"shuffled_{text['text_model']}"
+    elif text.get("descriptions"):
+        names = "names" in (text.get("target") or [])
+        arm = ("names+descr_" if names else "descr_") + text["text_model"]
     else:
         arm = ("plg_" if text.get("pseudo_labels") else "names_") + text["text_model"]
     setting = "frozen" if cfg["model"]["trainable_blocks"] in (0, "0") else "ft2"
@@ -308,14 +340,7 @@ def _table(rows: list[dict], chosen: dict) -> list[str]:
     for setting, loss in sorted({(r["setting"], r["loss.base.name"]) for r in rows}):
         cell = [r for r in rows if r["setting"] == setting and r["loss.base.name"] == loss]
         ref = {r["seed"]: r for r in cell if r["loss.regularizers"] == "none"}
-        for arm in [
-            "none",
-            "names_minilm",
-            "shuffled_minilm",
-            "names_mpnet",
-            "plg_minilm",
-            "plg_mpnet",
-        ]:
+        for arm in ARMS:
             got = sorted(
                 (r for r in cell if r["loss.regularizers"] == arm), key=lambda r: r["seed"]
             )

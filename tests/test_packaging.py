@@ -36,10 +36,12 @@ def test_configs_live_in_the_package_and_the_root_folder_points_there(pyproject)
     shipped = available()
     assert {"emoji_demo", "emoji_ablation", "cub200_ablation"} <= set(shipped)
     data = pyproject["tool"]["setuptools"]["package-data"]["langdml"]
-    # every data file beside the code (pinned class lists, groups) ships with the wheel
+    # every data file beside the code (pinned class lists, groups, CLDR descriptions and their
+    # licence notice) ships with the wheel
     assert "configs/*.yaml" in data
     package = ROOT / "langdml"
-    beside = [p.relative_to(package).as_posix() for p in (package / "data").glob("*.tsv")]
+    files = [*(package / "data").glob("*.tsv"), *(package / "data").glob("LICENSE*")]
+    beside = [p.relative_to(package).as_posix() for p in files]
     assert beside, "the pinned class lists live in langdml/data"
     assert [f for f in beside if not any(fnmatch.fnmatch(f, pat) for pat in data)] == []
     # every relative `base:` of a shipped ablation names a shipped config beside it

@@ -1,13 +1,13 @@
 """The language-vision agreement columns of an ablation table (``langdml diagnose`` per row).
 
 When the runs that use text do not all use the same text side (``text.text_model``, its prompts,
-or PLG pseudo-labels — set by a grid key or by named arms), each row gets the Spearman correlation
-and the k-NN overlap of its text with the frozen trunk's class centroids on the run's TRAIN
-classes, computed by :func:`langdml.diagnose.agreement_of`. Rows without text stay blank; a
-shuffled-names row shows the shuffled control (mean over permutations of the names), since that
-is the text it trained with. Results are cached in ``<output_dir>/agreement.json`` under the
-request's hash, with the request stored beside it and compared on reading, so a re-render reads
-one small file.
+PLG pseudo-labels, ``text.target`` or ``text.descriptions`` — set by a grid key or by named
+arms), each row gets the Spearman correlation and the k-NN overlap of its text with the frozen
+trunk's class centroids on the run's TRAIN classes, computed by
+:func:`langdml.diagnose.agreement_of`. Rows without text stay blank; a shuffled-names row shows
+the shuffled control (mean over permutations of the names), since that is the text it trained
+with. Results are cached in ``<output_dir>/agreement.json`` under the request's hash, with the
+request stored beside it and compared on reading, so a re-render reads one small file.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
         validation_fraction=cfg.data.validation_fraction,
         folds=cfg.data.folds,
         fold=cfg.data.fold,
+        target=None if t.sources in (["names"], ["pseudo_labels"]) else tuple(t.sources),
+        descriptions=t.descriptions,
     )
 
 
@@ -80,7 +82,15 @@ def varies_text(ablation: Ablation) -> bool:
 
 def _text_side(cfg: ExperimentConfig) -> tuple[Any, ...]:
     t = cfg.text
-    return (t.text_model, tuple(t.prompts), t.pseudo_labels, t.top_k if t.pseudo_labels else 0)
+    top_k = t.top_k if t.pseudo_labels else 0
+    return (
+        t.text_model,
+        tuple(t.prompts),
+        t.pseudo_labels,
+        top_k,
+        tuple(t.sources),
+        t.descriptions,
+    )
 
 
 def cell_agreements(

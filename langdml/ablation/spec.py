@@ -24,7 +24,7 @@ _HASH_NEUTRAL = {
     ("model", "crop_scale"): [0.35, 1.0], ("model", "interpolation"): "bicubic",
     ("text", "pseudo_label_model"): "packaged", ("text", "pseudo_label_image_size"): 224,
     ("text", "pseudo_label_crop_pct"): None, ("train", "frozen_trunk_epochs"): 0,
-    ("train", "step_gamma"): 0.1,
+    ("train", "step_gamma"): 0.1, ("text", "descriptions"): None, ("text", "target"): None,
 }  # fmt: skip
 
 

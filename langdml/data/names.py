@@ -48,6 +48,13 @@ def words(name: str) -> str:
     return _WS.sub(" ", name.replace("_", " ")).strip() or name.strip()
 
 
+def match_key(name: str) -> str:
+    """How a name written in a user's file is matched to a class name: the default cleaning
+    (:func:`words`), whitespace collapsed, case ignored. ``"001.Black_footed_Albatross"`` and
+    ``"black footed  albatross"`` match."""
+    return " ".join(words(name).split()).casefold()
+
+
 def distinct_names(class_names: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """The distinct names in first-appearance order and, per class, the row of its name.
 

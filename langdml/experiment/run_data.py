@@ -1,6 +1,7 @@
 """What a run trains and evaluates on: the class-disjoint split of its dataset (a split
 file's, or a validation split or fold carved from the train classes when asked), the cached
-trunk features of frozen-trunk runs, and the eval classes' group codes."""
+trunk features of frozen-trunk runs, and the eval classes' group codes; a bad class hierarchy or
+descriptions file fails here, before any work."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from langdml.config import ExperimentConfig
 from langdml.data import ClassSplits, ImageDataset, class_splits, load_dataset
 from langdml.errors import ConfigError
+from langdml.experiment.class_text import check_run_descriptions
 from langdml.models import FeatureSpec
 
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
@@ -59,6 +61,7 @@ def prepare_data(cfg: ExperimentConfig, split: str | None = None) -> RunData:
     data = RunData(train=splits.train, eval=splits.part(eval_split), eval_split=eval_split)
     data.group_codes = eval_group_codes(cfg, dataset.name, data.eval)
     _check_roles_searchable(cfg, data.eval)
+    check_run_descriptions(cfg, dataset, data.train)
     if cfg.model.frozen_trunk or cfg.model.partial_blocks:
         _attach_features(cfg, dataset, data)
     return data
