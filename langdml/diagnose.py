@@ -463,8 +463,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
+    from langdml.devices import check_device
     from langdml.models import FeatureSpec
 
+    check_device(args.device)
     start = time.perf_counter()
     results = diagnose(
         args.dataset,

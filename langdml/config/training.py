@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from langdml.config.base import _Strict
+from langdml.devices import DEVICE_PATTERN
 
 
 class OptimizerConfig(_Strict):
@@ -40,7 +41,7 @@ class TrainConfig(_Strict):
         description="Fine-tuning: the first N epochs train only the head and loss parameters "
         "(the trunk is frozen, its BatchNorm statistics still follow model.frozen_bn), then all.",
     )
-    device: str = Field("cpu", description="cpu, cuda or cuda:N.")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda, cuda:N or mps.")
     amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
     # bfloat16 needs no loss scaling; float16 (GPUs without bf16) runs with a GradScaler.
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from langdml._extras import require
+from langdml.data.images import to_rgb
 from langdml.data.records import ImageDataset, ImageSource
 from langdml.data.saved import META, save, verify_built
 from langdml.errors import DataError
@@ -290,7 +291,7 @@ def load_emoji(arg: str | None = None, cache_dir: str | Path | None = None) -> I
     image_col = ds.cast_column("image", datasets.Image(decode=True))
 
     def load(i: int) -> Image.Image:
-        return image_col[int(i)]["image"].convert("RGB")
+        return to_rgb(image_col[int(i)]["image"])
 
     labels = np.asarray(ds["label"], dtype=np.int64)
     name = "emoji" if styles == DEFAULT_STYLES else "emoji:" + ",".join(styles)

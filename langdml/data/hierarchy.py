@@ -16,8 +16,9 @@ Sources (``eval.hierarchy``):
 A split file's ``category`` column (``langdml.data.split_file``) is a two-level hierarchy of its
 own: :func:`class_categories` gives each class's parent.
 
-Class names are matched after :func:`~langdml.data.names.collapse_whitespace` and lower-casing
-(the loaders' cleaned names are lower-case; a file may keep the original capitals).
+Class names are matched by :func:`~langdml.data.names.match_key` (Unicode NFC, collapsed
+whitespace, case folded: the loaders' cleaned names are lower-case; a file may keep the original
+capitals).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langdml.data.names import collapse_whitespace
+from langdml.data.names import match_key
 from langdml.data.records import ImageDataset
 from langdml.errors import DataError
 
@@ -37,7 +38,7 @@ Hierarchy = dict[str, tuple[str, ...]]
 
 
 def _key(name: str) -> str:
-    return collapse_whitespace(str(name)).lower()
+    return match_key(str(name))
 
 
 def read_hierarchy(path: str | Path) -> Hierarchy:

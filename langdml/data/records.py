@@ -193,15 +193,3 @@ def official_split(dataset: ImageDataset) -> DatasetSplit:
     )
 
 
-def open_rgb(path: Any) -> Image.Image:
-    """Open an image file as RGB; an unreadable file is an error naming the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Image.DecompressionBombError:
-        raise DataError(
-            f"image {path} is larger than PIL's decompression-bomb limit "
-            f"({Image.MAX_IMAGE_PIXELS} pixels); resize it or remove it from the dataset"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None

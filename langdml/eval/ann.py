@@ -127,6 +127,9 @@ class SearchSpec:
         return p
 
 
+_INT32_MAX = 2**31 - 1  # faiss's search and build parameters are C ints
+
+
 def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec:
     """Validate ``search`` and ``search_params``; a LangDMLError (one line) names what is wrong."""
     if isinstance(search, SearchSpec):
@@ -153,6 +156,11 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
         low = _MINIMUM.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise LangDMLError(f"search_params[{key!r}] must be an integer >= {low}; got {value!r}")
+        if value > _INT32_MAX:
+            raise LangDMLError(
+                f"search_params[{key!r}] must be at most {_INT32_MAX} (faiss holds it in a 32-bit "
+                f"int); got {value}"
+            )
         params[key] = int(value)
     spec = SearchSpec(search, params)
     if search == "ivf" and params["nlist"] is not None:

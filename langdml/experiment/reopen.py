@@ -22,6 +22,7 @@ from langdml.experiment.run_files import (
     CONFIG,
     PREVIOUS,
     checkpoint_word,
+    load_into,
     open_checkpoint,
 )
 from langdml.io import file_sha256
@@ -89,7 +90,7 @@ class Run:
             cfg.train.device = device
         path, state = open_checkpoint(run_dir, checkpoint)
         model = build_model(cfg, in_dim=head_input_dim(cfg, state["model"]))
-        model.load_state_dict(state["model"])
+        load_into(model, state["model"], path, cfg)
         model.to(cfg.train.device)
         loss_state = dict(state.get("loss", {}))
         epoch = int(state.get("epoch", 0))

@@ -159,8 +159,14 @@ def dataset_classes(args: argparse.Namespace, data_root: Path | None) -> tuple[I
 
 
 def run_precompute(args: argparse.Namespace) -> int:
+    from langdml.devices import check_device
+    from langdml.errors import check_int
     from langdml.text.precompute import precompute_text_embeddings, pseudo_label_embeddings
 
+    check_device(args.device)
+    check_int(args.batch_size, "--batch-size")
+    check_int(args.top_k, "--top-k")
+    check_int(args.image_size, "--image-size")
     cleaner = args.names
     allow_duplicates = args.allow_duplicate_names
     data_root, text_dir = cache_roots(args)

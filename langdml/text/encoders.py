@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
@@ -42,15 +43,13 @@ def _version(dist: str) -> str:
 
 
 def _check_device(device: str) -> str:
-    import torch
+    from langdml.devices import check_device
+    from langdml.errors import LangDMLError
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ModelError(f"unknown device {device!r}; expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return str(dev)
+        return check_device(device, "device")
+    except LangDMLError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _local_path(value: str, what: str) -> Path:
@@ -58,6 +57,40 @@ def _local_path(value: str, what: str) -> Path:
     if not p.exists():
         raise ModelError(f"{what} {value!r} does not exist")
     return p.resolve()
+
+
+# What model libraries raise on a folder or weight file they cannot read (pickle errors included:
+# transformers and open_clip let torch's weights-only refusal through).
+_LOAD_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    RuntimeError,
+    EOFError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    pickle.UnpicklingError,
+)
+
+
+def _load_failure(exc: BaseException, what: str, target: str, files: Sequence[Path]) -> ModelError:
+    """One line for a library's failure to load ``target``: the weight file's own line when one of
+    ``files`` is damaged, foreign or unsafe (``langdml.weights``), else the library's first line
+    (never its advice to turn ``weights_only`` off)."""
+    from langdml.weights import check_weight_files
+
+    check_weight_files(files, f"{what} weights file")  # raises the file's one line
+    why = first_line(exc, with_type=False)
+    if "weights_only" in why:
+        why = "its weights could not be loaded as plain tensors"
+    return ModelError(f"cannot load {what} {target!r}: {why}")
+
+
+def _weight_files(target: str) -> list[Path]:
+    from langdml.weights import folder_weight_files
+
+    return folder_weight_files(Path(target).expanduser()) if looks_like_path(target) else []
 
 
 def _not_cached_error(spec: TextModelSpec, hub_id: str) -> ModelError:
@@ -157,11 +190,11 @@ class HFTextEncoder(TextEncoder):
                     output_loading_info=True,
                     dtype=torch.float32,
                 )
-        except (OSError, ValueError, KeyError) as exc:
+        except _LOAD_ERRORS as exc:
             if not looks_like_path(spec.target) and local_only:
                 raise _not_cached_error(spec, spec.target) from None
-            why = first_line(exc, with_type=False)
-            raise ModelError(f"cannot load hf model {spec.target!r}: {why}") from None
+            files = _weight_files(spec.target)
+            raise _load_failure(exc, "hf model", spec.target, files) from None
         if self.tokenizer.pad_token is None:  # GPT-style tokenizers; the mask hides padding anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         if spec.pooling == "pooler":
@@ -217,11 +250,11 @@ class STTextEncoder(TextEncoder):
                 self.model = SentenceTransformer(
                     source, device=self.device, local_files_only=local_only
                 ).eval()
-        except (OSError, ValueError, KeyError) as exc:
+        except _LOAD_ERRORS as exc:
             if not looks_like_path(target) and local_only:
                 raise _not_cached_error(spec, target) from None
-            why = first_line(exc, with_type=False)
-            raise ModelError(f"cannot load sentence-transformers model {target!r}: {why}") from None
+            what = "sentence-transformers model"
+            raise _load_failure(exc, what, target, _weight_files(target)) from None
         self.dim = int(self.model.get_embedding_dimension())
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
@@ -269,9 +302,9 @@ class ClipModel(TextEncoder):
             self.tokenizer = open_clip.get_tokenizer(name)
         except ModelError:
             raise
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
-            why = first_line(exc, with_type=False)
-            raise ModelError(f"cannot load CLIP model {spec.raw!r}: {why}") from None
+        except _LOAD_ERRORS as exc:
+            files = _weight_files(spec.checkpoint or spec.target)
+            raise _load_failure(exc, "CLIP model", spec.raw, files) from None
         self.model = model.eval()
         self.preprocess = preprocess
         self.dim = int(self._encode_batch(["a"]).shape[-1])
@@ -362,6 +395,8 @@ class ClipModel(TextEncoder):
         """PIL images → (n, d) float32 unit rows of the image tower (CLIP eval preprocessing)."""
         import torch
 
+        from langdml.data.images import to_rgb
+
         images = list(images)
         if not images:
             return torch.zeros(0, self.dim)
@@ -369,7 +404,7 @@ class ClipModel(TextEncoder):
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
                 batch = torch.stack(
-                    [self.preprocess(im.convert("RGB")) for im in images[i : i + batch_size]]
+                    [self.preprocess(to_rgb(im)) for im in images[i : i + batch_size]]
                 )
                 out.append(_normalize(self.model.encode_image(batch.to(self.device))))
         return torch.cat(out)

@@ -34,7 +34,7 @@ from langdml.experiment import (
     class_text_embeddings,
     prepare_data,
 )
-from langdml.experiment.run_files import METRICS
+from langdml.experiment.run_files import CHECKPOINT, METRICS, load_into
 from langdml.io import atomic_write_json
 from langdml.train import distributed as dd
 from langdml.train.checkpoint import (
@@ -133,7 +133,7 @@ def _resume(
     saved = load_checkpoint(run_dir) if ctx.is_main else None
     saved = dd.broadcast_object(saved, ctx, device)
     if saved is not None:
-        state.model.load_state_dict(saved["model"])
+        load_into(state.model, saved["model"], run_dir / CHECKPOINT, cfg)
         state.loss_fn.load_state_dict(saved["loss"])
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
