@@ -326,3 +326,29 @@ def test_compat_losses_are_langdml_losses():
     assert isinstance(losses.TripletMarginLoss(), native.TripletLoss)
     assert isinstance(losses.NPairsLoss(), native.NPairLoss)
     assert losses.ProxyAnchorLoss(C, D).proxy_parameters()[0].shape == (C, D)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", REF_LOSSES)
+def test_cross_batch_memory_equals_pml_over_calls(name, dtype):
+    torch.manual_seed(0)
+    theirs_inner, ours_inner = _pair(name, CASES[name])
+    theirs = pml_losses.CrossBatchMemory(theirs_inner, D, memory_size=40)
+    ours = losses.CrossBatchMemory(ours_inner, D, memory_size=40)
+    for step in range(4):  # the queue fills and wraps
+        x, y = _batch(10 + step)
+        x = x[:16].to(dtype)
+        (v_p, g_p, _), (v_o, g_o, _) = (_run(m, x, y[:16], dtype) for m in (theirs, ours))
+        assert v_o.dtype == dtype
+        _close(v_o, v_p, TOL[dtype])
+        _close(g_o, g_p, TOL[dtype])
+
+
+def test_cross_batch_memory_refuses_what_it_lacks():
+    with pytest.raises(LangDMLError, match="miner= is not supported"):
+        losses.CrossBatchMemory(losses.ContrastiveLoss(), D, miner=object())
+    reg = losses.ContrastiveLoss(embedding_regularizer=regularizers.LpRegularizer())
+    with pytest.raises(LangDMLError, match="regularizers"):
+        losses.CrossBatchMemory(reg, D)
+    with pytest.raises(LangDMLError, match="not supported"):
+        losses.CrossBatchMemory(losses.ProxyAnchorLoss(C, D), D)
