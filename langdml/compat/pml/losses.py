@@ -129,10 +129,22 @@ class NPairsLoss(PMLCompatLoss, native.NPairLoss):
         self.normalize_embeddings = opts.get("normalize_embeddings", True)
 
 
+def _pml_weight_key(state_dict: dict, prefix: str, name: str) -> None:
+    """A PML checkpoint stores the weights as ``name`` (embedding_size, rows): load them as our
+    ``proxies`` (rows, embedding_size)."""
+    if prefix + name in state_dict and prefix + "proxies" not in state_dict:
+        state_dict[prefix + "proxies"] = state_dict.pop(prefix + name).T.contiguous()
+
+
 class _ClassWeights:
-    """PML's ``W`` (embedding_size, rows) as a view of ``proxies`` (rows, embedding_size)."""
+    """PML's ``W`` (embedding_size, rows) as a view of ``proxies`` (rows, embedding_size); a
+    PML state dict (key ``W``) loads into ``proxies``."""
 
     proxies: nn.Parameter
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _pml_weight_key(state_dict, prefix, "W")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
 
     @property
     def W(self) -> Tensor:  # noqa: N802 (PML's name)
@@ -202,6 +214,10 @@ class SoftTripleLoss(PMLCompatLoss, native.SoftTripleLoss):
             self, num_classes, embedding_size, centers_per_class, la, gamma, margin
         )
         _setup(self, kwargs, {COSINE: {}}, ("LpRegularizer", "SparseCentersRegularizer"))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _pml_weight_key(state_dict, prefix, "fc")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def fc(self) -> Tensor:
