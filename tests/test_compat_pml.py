@@ -162,11 +162,12 @@ REF_LOSSES = [
 ]
 
 
-@pytest.mark.parametrize("mined", [False, True])
-@pytest.mark.parametrize("name", REF_LOSSES)
+@pytest.mark.parametrize(
+    ("name", "mined"),
+    # MarginLoss with ref_emb and a mined tuple is refused (test_ref_emb_where_pml_has_none_raises)
+    [(n, m) for n in REF_LOSSES for m in (False, True) if not (m and n == "MarginLoss")],
+)
 def test_ref_emb_equals_pml(name, mined):
-    if mined and name == "MarginLoss":
-        pytest.skip("not supported (tested below)")
     x, y = _batch(3)
     g = torch.Generator().manual_seed(4)
     r = torch.randn(30, D, generator=g, dtype=torch.float64)
@@ -273,6 +274,19 @@ def test_W_is_pml_layout_view_of_proxies(name):
     assert float(ours.proxies.abs().sum()) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("ArcFaceLoss", PROXY), ("SoftTripleLoss", {**PROXY, "centers_per_class": 3})],
+)
+def test_a_pml_state_dict_loads(name, kwargs):
+    theirs, _ = _pair(name, kwargs)
+    torch.manual_seed(99)  # other starting weights
+    ours = getattr(losses, name)(**kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    x, y = _batch(12)
+    assert torch.allclose(ours(x, y), theirs(x, y), rtol=1e-12)
+
+
 def test_soft_triple_fc_is_pml_layout():
     theirs, ours = _pair("SoftTripleLoss", {**PROXY, "centers_per_class": 3})
     assert torch.equal(ours.fc.detach(), theirs.fc.detach())
@@ -326,3 +340,32 @@ def test_compat_losses_are_langdml_losses():
     assert isinstance(losses.TripletMarginLoss(), native.TripletLoss)
     assert isinstance(losses.NPairsLoss(), native.NPairLoss)
     assert losses.ProxyAnchorLoss(C, D).proxy_parameters()[0].shape == (C, D)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("name", REF_LOSSES)
+def test_cross_batch_memory_equals_pml_over_calls(name, dtype):
+    torch.manual_seed(0)
+    theirs_inner, ours_inner = _pair(name, CASES[name])
+    theirs = pml_losses.CrossBatchMemory(theirs_inner, D, memory_size=40)
+    ours = losses.CrossBatchMemory(ours_inner, D, memory_size=40)
+    oracle_dtype = torch.float32 if dtype == torch.float16 else dtype  # float16: see module doc
+    for step in range(4):  # the queue fills and wraps
+        x, y = _batch(10 + step)
+        x = x[:16].to(dtype)
+        v_p, g_p, _ = _run(theirs, x.to(oracle_dtype), y[:16], oracle_dtype)
+        v_o, g_o, _ = _run(ours, x, y[:16], dtype)
+        assert v_o.dtype == dtype and g_o.dtype == dtype
+        rel = TOL.get(dtype, 2e-3)
+        _close(v_o, v_p.to(dtype), rel)
+        _close(g_o, g_p.to(dtype), rel)
+
+
+def test_cross_batch_memory_refuses_what_it_lacks():
+    with pytest.raises(LangDMLError, match="miner= is not supported"):
+        losses.CrossBatchMemory(losses.ContrastiveLoss(), D, miner=object())
+    reg = losses.ContrastiveLoss(embedding_regularizer=regularizers.LpRegularizer())
+    with pytest.raises(LangDMLError, match="regularizers"):
+        losses.CrossBatchMemory(reg, D)
+    with pytest.raises(LangDMLError, match="not supported"):
+        losses.CrossBatchMemory(losses.ProxyAnchorLoss(C, D), D)

@@ -211,3 +211,24 @@ def test_ref_includes_query_must_hold():
         calc.get_accuracy(q, ql, r, rl, True)
     with pytest.raises(LangDMLError, match="exceeds"):
         AccuracyCalculator(device="cpu", include=("precision_at_1",), k=500).get_accuracy(q, ql)
+
+
+def test_call_include_and_exclude_narrow_the_constructor_choice_as_pml():
+    args = _inputs("separate", 10)
+    kwargs = {"exclude": ("NMI", "AMI", "r_precision")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = pml_ac.AccuracyCalculator(device=CPU, **kwargs)
+        ours = AccuracyCalculator(device="cpu", **kwargs)
+        for call in (
+            {"exclude": ("precision_at_1",)},
+            {"include": ("r_precision", "precision_at_1")},
+        ):
+            _assert_same(ours.get_accuracy(*args, **call), theirs.get_accuracy(*args, **call))
+
+
+def test_string_labels_work():
+    q, ql, r, rl = _data(11)
+    names = np.array(list("abcdefghi"))
+    calc = AccuracyCalculator(device="cpu", include=("precision_at_1", "r_precision"))
+    assert calc.get_accuracy(q, names[ql], r, names[rl]) == calc.get_accuracy(q, ql, r, rl)

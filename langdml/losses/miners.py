@@ -236,8 +236,7 @@ class DistanceWeightedMiner(_Miner):
             if self.generator is not None and self.generator.device == z.device
             else None
         )
-        rows = probs[a].float() if probs.dtype == torch.float16 else probs[a]
-        n = torch.multinomial(rows, 1, generator=gen).squeeze(1)
+        n = torch.multinomial(probs[a], 1, generator=gen).squeeze(1)
         return a, p, n
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from langdml.errors import LangDMLError
-from langdml.losses._common import as_compute, check_batch
+from langdml.losses.inputs import as_compute, check_batch
 
 from ._reference import reference_loss
 from .distances import describe, distance_key

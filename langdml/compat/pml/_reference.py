@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 from langdml.losses import ContrastiveLoss, MarginLoss, TripletLoss
-from langdml.losses._common import distance_from_cosine, normalize, zero_loss
+from langdml.losses.inputs import distance_from_cosine, normalize, zero_loss
 from langdml.losses.xbm import RECT_LOSSES
 
 

@@ -10,8 +10,9 @@ distance the loss computes (its PML default; NPairsLoss also the unnormalised do
 ``reducer=`` objects are not supported: both raise one line naming what is not supported.
 
 ``ref_emb`` / ``ref_labels`` work where PML has them: TripletMarginLoss, ContrastiveLoss,
-MultiSimilarityLoss, CircleLoss and MarginLoss (not with a mined tuple, nor with a sampled
-``triplets_per_anchor``); the others raise, as PML's do.
+MultiSimilarityLoss, CircleLoss and MarginLoss (MarginLoss not with a mined tuple, nor with a
+sampled ``triplets_per_anchor``); the others raise, as PML's do. ``CrossBatchMemory`` wraps those
+five as PML's does.
 
 The class-weight losses expose PML's ``W`` (embedding_size, num_classes) as a view of langdml's
 ``proxies`` (num_classes, embedding_size) transposed; SoftTripleLoss's is PML's ``fc``. Under
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from langdml import losses as native
 from langdml.errors import LangDMLError
+from langdml.losses.base import MetricLoss
 
 from ._base import COSINE, DOT, LP, LP_SQUARED, PMLCompatLoss, pml_options
 
@@ -43,6 +45,7 @@ class TripletMarginLoss(PMLCompatLoss, native.TripletLoss):
     sampled ``triplets_per_anchor`` are not supported."""
 
     supports_ref = True
+    rect_loss_type = native.TripletLoss  # CrossBatchMemory: the same kernel
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class TripletMarginLoss(PMLCompatLoss, native.TripletLoss):
 
 class ContrastiveLoss(PMLCompatLoss, native.ContrastiveLoss):
     supports_ref = True
+    rect_loss_type = native.ContrastiveLoss  # CrossBatchMemory: the same kernel
 
     def __init__(self, pos_margin: float = 0, neg_margin: float = 1, **kwargs: Any) -> None:
         native.ContrastiveLoss.__init__(self, pos_margin=pos_margin, neg_margin=neg_margin)
@@ -73,6 +77,7 @@ class ContrastiveLoss(PMLCompatLoss, native.ContrastiveLoss):
 
 class MultiSimilarityLoss(PMLCompatLoss, native.MultiSimilarityLoss):
     supports_ref = True
+    rect_loss_type = native.MultiSimilarityLoss  # CrossBatchMemory: the same kernel
 
     def __init__(self, alpha: float = 2, beta: float = 50, base: float = 0.5, **kwargs: Any):
         native.MultiSimilarityLoss.__init__(self, alpha=alpha, beta=beta, base=base)
@@ -81,6 +86,7 @@ class MultiSimilarityLoss(PMLCompatLoss, native.MultiSimilarityLoss):
 
 class CircleLoss(PMLCompatLoss, native.CircleLoss):
     supports_ref = True
+    rect_loss_type = native.CircleLoss  # CrossBatchMemory: the same kernel
 
     def __init__(self, m: float = 0.4, gamma: float = 80, **kwargs: Any) -> None:
         native.CircleLoss.__init__(self, m=m, gamma=gamma)
@@ -89,6 +95,7 @@ class CircleLoss(PMLCompatLoss, native.CircleLoss):
 
 class MarginLoss(PMLCompatLoss, native.MarginLoss):
     supports_ref = True
+    rect_loss_type = native.MarginLoss  # CrossBatchMemory: the same kernel
 
     def __init__(
         self,
@@ -122,10 +129,22 @@ class NPairsLoss(PMLCompatLoss, native.NPairLoss):
         self.normalize_embeddings = opts.get("normalize_embeddings", True)
 
 
+def _pml_weight_key(state_dict: dict, prefix: str, name: str) -> None:
+    """A PML checkpoint stores the weights as ``name`` (embedding_size, rows): load them as our
+    ``proxies`` (rows, embedding_size)."""
+    if prefix + name in state_dict and prefix + "proxies" not in state_dict:
+        state_dict[prefix + "proxies"] = state_dict.pop(prefix + name).T.contiguous()
+
+
 class _ClassWeights:
-    """PML's ``W`` (embedding_size, rows) as a view of ``proxies`` (rows, embedding_size)."""
+    """PML's ``W`` (embedding_size, rows) as a view of ``proxies`` (rows, embedding_size); a
+    PML state dict (key ``W``) loads into ``proxies``."""
 
     proxies: nn.Parameter
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _pml_weight_key(state_dict, prefix, "W")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
 
     @property
     def W(self) -> Tensor:  # noqa: N802 (PML's name)
@@ -196,6 +215,10 @@ class SoftTripleLoss(PMLCompatLoss, native.SoftTripleLoss):
         )
         _setup(self, kwargs, {COSINE: {}}, ("LpRegularizer", "SparseCentersRegularizer"))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _pml_weight_key(state_dict, prefix, "fc")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def fc(self) -> Tensor:
         return self.proxies.T
@@ -205,11 +228,41 @@ class SoftTripleLoss(PMLCompatLoss, native.SoftTripleLoss):
         self.proxies.data.copy_(value.detach().T)
 
 
+class CrossBatchMemory(native.CrossBatchMemory):
+    """PML's CrossBatchMemory(loss, embedding_size, memory_size=1024) around one of the five
+    pair losses above (langdml ``CrossBatchMemory``): every call enqueues the batch and scores
+    it against the memory, in train and eval mode alike (as PML); the value comes back in the
+    embeddings' dtype. ``miner``, ``indices_tuple``, ``enqueue_mask`` and an inner loss with
+    regularizers are not supported."""
+
+    def __init__(
+        self, loss: nn.Module, embedding_size: int, memory_size: int = 1024, miner: Any = None
+    ) -> None:
+        if miner is not None:
+            raise LangDMLError("CrossBatchMemory: miner= is not supported")
+        regs = getattr(loss, "_regs", {})
+        if any(reg is not None for reg, _ in regs.values()):
+            raise LangDMLError("CrossBatchMemory: an inner loss with regularizers is not supported")
+        super().__init__(loss, embedding_size, memory_size)
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indices_tuple: tuple[Tensor, ...] | None = None,
+        enqueue_mask: Tensor | None = None,
+    ) -> Tensor:
+        if indices_tuple is not None or enqueue_mask is not None:
+            raise LangDMLError("CrossBatchMemory: indices_tuple and enqueue_mask are not supported")
+        return MetricLoss.forward(self, embeddings, labels).to(embeddings.dtype)
+
+
 __all__ = [
     "ArcFaceLoss",
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "MarginLoss",
     "MultiSimilarityLoss",
     "NPairsLoss",

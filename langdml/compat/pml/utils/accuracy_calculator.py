@@ -101,9 +101,10 @@ class AccuracyCalculator:
             )
 
     def get_curr_metrics(self, include: tuple = (), exclude: tuple = ()) -> list[str]:
-        include = include or self.include or METRICS
-        exclude = exclude or self.exclude
-        return [m for m in METRICS if m in include and m not in exclude]
+        """The metrics a call computes: the constructor's include / exclude, then the call's."""
+        names = [m for m in METRICS if (not self.include or m in self.include)]
+        names = [m for m in names if m not in self.exclude]
+        return [m for m in names if (not include or m in include) and m not in exclude]
 
     def requires_knn(self) -> list[str]:
         return list(RANK_METRICS)
@@ -177,7 +178,8 @@ class AccuracyCalculator:
         return "auto" if self.device is None else str(self.device)
 
     def _ranked(self, q, ql, ref, rl, includes_query: bool, names: list[str]) -> dict[str, Any]:
-        uniq, q_idx = np.unique(ql, axis=0, return_inverse=True)
+        axis = 0 if ql.ndim > 1 else None  # rows of multi-column labels are one label each
+        uniq, q_idx = np.unique(ql, axis=axis, return_inverse=True)
         q_idx = q_idx.reshape(-1)
         counts, itself = self._label_counts(uniq, rl)
         lone_label = counts - itself <= 0 if includes_query else counts == 0
