@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langdml.config_sections import DataConfig, TextConfig, _Strict
+from langdml.config_training import OptimizerGroups, TrainLoopOptions, check_trunk_groups
 from langdml.config_tree import (  # noqa: F401  (re-exported: langdml.config's public names)
     _format_error,
     _section,
@@ -235,7 +236,7 @@ class LossConfig(_Strict):
         return "+".join(self.regularizers) if self.regularizers else "none"
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(OptimizerGroups):
     name: Literal["adam", "adamw", "sgd"] = Field("adamw", description="Optimizer.")
     lr: float = Field(1e-3, gt=0, description="Learning rate of the model.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
@@ -244,7 +245,7 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.9, description="Momentum (sgd only).")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(TrainLoopOptions):
     epochs: int = Field(30, ge=1, description="Training epochs.")
     batch_size: int = Field(64, ge=2, description="Batch size, a multiple of m_per_class.")
     m_per_class: int = Field(2, ge=1, description="Images per class in a batch.")
@@ -278,7 +279,7 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:
-        if self.batch_size % self.m_per_class:
+        if self.sampler == "m_per_class" and self.batch_size % self.m_per_class:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by m_per_class {self.m_per_class}"
             )
@@ -365,6 +366,11 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _migrate(cls, tree: Any) -> Any:
         return migrate_config(tree) if isinstance(tree, dict) else tree
+
+    @model_validator(mode="after")
+    def _trunk_groups(self) -> ExperimentConfig:
+        check_trunk_groups(self.model.trainable_blocks, self.optimizer)
+        return self
 
     @model_validator(mode="after")
     def _warm_up(self) -> ExperimentConfig:

@@ -1,15 +1,17 @@
 """Training with the steps a config asks for after it: ``langdml.train.train`` and the
 ``langdml train`` command land here. The trainer (:mod:`langdml.train.trainer`) trains and
 imports no stage above it; this module hands it the later stages as a ``post_train`` hook
-(``eval.xmodal``: cross-modal columns in metrics.json)."""
+(``eval.xmodal``: cross-modal columns in metrics.json) and the caller's callbacks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from langdml.config import ExperimentConfig
-from langdml.train.trainer import PostTrain, RunResult
+from langdml.train.callbacks import Callback, PostTrain
+from langdml.train.trainer import RunResult
 from langdml.train.trainer import train as train_loop
 
 
@@ -27,9 +29,20 @@ def _xmodal_columns(run_dir: Path) -> dict[str, Any]:
 
 
 def train(
-    cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None
+    cfg: ExperimentConfig,
+    run_dir: str | Path | None = None,
+    *,
+    stop_after_iters: int | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Train (or resume, or return a finished run), then the configured post-training steps."""
+    """Train (or resume, or return a finished run), then the configured post-training steps.
+
+    ``callbacks``: :class:`langdml.train.Callback` instances, called after the post-training
+    steps and before the trackers of ``train.loggers`` (:mod:`langdml.train.callbacks`)."""
     return train_loop(
-        cfg, run_dir, stop_after_iters=stop_after_iters, post_train=post_train_steps(cfg)
+        cfg,
+        run_dir,
+        stop_after_iters=stop_after_iters,
+        post_train=post_train_steps(cfg),
+        callbacks=callbacks,
     )

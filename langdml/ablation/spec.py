@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from langdml.config import ExperimentConfig, apply_overrides, load_yaml, validate_config
+from langdml.config_training import TRACKING_KEYS
 from langdml.errors import ConfigError
 from langdml.io import stable_hash
 
@@ -24,6 +25,12 @@ _HASH_NEUTRAL = {
     ("text", "pseudo_label_model"): "packaged", ("text", "pseudo_label_image_size"): 224,
     ("text", "pseudo_label_crop_pct"): None, ("train", "frozen_trunk_epochs"): 0,
     ("train", "step_gamma"): 0.1,
+    ("optimizer", "trunk_lr"): None, ("optimizer", "head_lr"): None,
+    ("optimizer", "trunk_weight_decay"): None, ("optimizer", "head_weight_decay"): None,
+    ("train", "step_milestones"): None, ("train", "min_lr_ratio"): 0.0,
+    ("train", "sampler"): "m_per_class", ("train", "n_classes"): None,
+    ("train", "n_per_class"): None, ("train", "n_categories"): None,
+    ("train", "category_level"): 0,
 }  # fmt: skip
 
 
@@ -165,7 +172,11 @@ def _fold_runs(cell: Cell, seed: int, cfg: ExperimentConfig, out: Path, name: st
         # Editing the base config later gives new run directories instead of clashing
         # with runs trained under the old settings.
         settings = {k: v for k, v in c.to_dict().items() if k not in ("name", "output_dir")}
-        settings["train"] = {k: v for k, v in settings["train"].items() if k != "progress"}
+        settings["train"] = {
+            k: v
+            for k, v in settings["train"].items()
+            if k != "progress" and k not in TRACKING_KEYS  # trackers do not change results
+        }
         for (section, key), default in _HASH_NEUTRAL.items():
             if settings[section].get(key) == default:
                 del settings[section][key]

@@ -18,6 +18,7 @@ from langdml.config import (
     migrate_config,
     validate_config,
 )
+from langdml.config_training import TRACKING_KEYS
 from langdml.errors import ConfigError, LangDMLError
 from langdml.io import (
     atomic_torch_save,
@@ -30,7 +31,9 @@ from langdml.run_files import BEST, CHECKPOINT, CONFIG, METRICS, PREVIOUS, newes
 
 # Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
 # ablation names its runs after the ablation file, which may be renamed or split).
-_IGNORED = {"name", "train.progress", "output_dir", "train.num_workers", "eval.every"}
+_IGNORED = {"name", "train.progress", "output_dir", "train.num_workers", "eval.every"} | {
+    f"train.{k}" for k in TRACKING_KEYS  # where a run reports, not what it computes
+}
 
 
 def same_config(saved: dict, current: dict) -> list[str]:
