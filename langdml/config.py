@@ -16,7 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langdml.config_sections import DataConfig, TextConfig, _Strict
-from langdml.config_training import OptimizerGroups, TrainLoopOptions, check_trunk_groups
+from langdml.config_training import (
+    OptimizerGroups,
+    TrainLoopOptions,
+    check_augment,
+    check_trunk_groups,
+)
 from langdml.config_tree import (  # noqa: F401  (re-exported: langdml.config's public names)
     _format_error,
     _section,
@@ -368,8 +373,9 @@ class ExperimentConfig(_Strict):
         return migrate_config(tree) if isinstance(tree, dict) else tree
 
     @model_validator(mode="after")
-    def _trunk_groups(self) -> ExperimentConfig:
+    def _training_options(self) -> ExperimentConfig:
         check_trunk_groups(self.model.trainable_blocks, self.optimizer)
+        check_augment(self)
         return self
 
     @model_validator(mode="after")

@@ -3,6 +3,8 @@ into the experiment config and re-exports them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -39,6 +41,25 @@ class DataConfig(_Strict):
         description="Cache folder (datasets, features, text embeddings); null: $LANGDML_CACHE, the "
         "checkout's cache/ or the platform cache dir.",
     )
+    augment: list[dict[str, Any]] | None = Field(
+        None,
+        description="Fine-tuning augmentation: torchvision transforms in order, each "
+        "{name: CLASS, ...arguments}, e.g. [{name: RandomResizedCrop, size: 128, scale: [0.5, 1]}, "
+        "{name: RandomHorizontalFlip}]; ToTensor and the backbone's Normalize follow; null: "
+        "RandomResizedCrop(model.image_size, model.crop_scale) + horizontal flip.",
+    )
+    timm_augment: dict[str, Any] | None = Field(
+        None,
+        description="Fine-tuning augmentation by timm's create_transform options instead, e.g. "
+        "{auto_augment: rand-m9-mstd0.5, re_prob: 0.25, scale: [0.08, 1]}; image size, "
+        "normalisation and interpolation come from the run.",
+    )
+
+    @model_validator(mode="after")
+    def _one_augment(self) -> DataConfig:
+        if self.augment is not None and self.timm_augment is not None:
+            raise ValueError("set data.augment or data.timm_augment, not both")
+        return self
 
     @model_validator(mode="after")
     def _folds(self) -> DataConfig:

@@ -60,6 +60,29 @@ def check_trunk_groups(trainable_blocks: int | str, opt: OptimizerGroups) -> Non
         )
 
 
+def check_augment(cfg: Any) -> None:
+    """data.augment / data.timm_augment: built and run on a blank image now (a bad name or
+    argument is one line before any work); refused where no image is augmented per batch."""
+    data = cfg.data
+    if data.augment is None and data.timm_augment is None:
+        return
+    key = "data.augment" if data.augment is not None else "data.timm_augment"
+    if cfg.model.trainable_blocks != "all":
+        raise ValueError(
+            f"{key} augments the images of full fine-tuning (model.trainable_blocks all); a "
+            "frozen or partly frozen trunk trains on cached views (model.augment_views, "
+            "model.crop_scale)"
+        )
+    from langdml.models.augment import augment_transform, check_output, timm_transform
+
+    mean, std, size = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), cfg.model.image_size
+    if data.augment is not None:
+        transform = augment_transform(data.augment, mean, std)
+    else:
+        transform = timm_transform(data.timm_augment, size, mean, std, cfg.model.interpolation)
+    check_output(transform, size, key)
+
+
 class TrainLoopOptions(_Strict):
     """Schedule details, the batch sampler and the experiment trackers of the train section."""
 
