@@ -119,7 +119,8 @@ class HierarchicalSampler:
     category, class by class), so every batch holds negatives from the same category.
 
     ``categories[c]`` is the category of class ``c`` (the training labels' classes). Categories
-    and, within each category, its classes are visited in shuffled round-robins; every category
+    and, within each category, its classes are visited in shuffled round-robins (the first
+    ``ceil(n / k)`` draws of ``k`` out of ``n`` cover all ``n``); every category
     needs at least ``n_classes`` classes (else no batch could hold that many of it). Epoch
     length: ``iterations_per_epoch``, default ``len(labels) // batch_size``; randomness derives
     from ``(seed, epoch)``."""
