@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,7 @@ class WandbTracker(Callback):
     def on_train_start(self, run: RunInfo) -> None:
         wandb = require("wandb", "wandb", "train.loggers wandb")
         experiment, name = tracking_names(run.cfg)
-        run_id = _read_ids(run.run_dir).get("wandb") or wandb.util.generate_id()
+        run_id = _read_ids(run.run_dir).get("wandb") or secrets.token_hex(8)
         try:
             self.run = wandb.init(
                 project=run.cfg.train.wandb_project or experiment,
@@ -219,8 +220,16 @@ class WandbTracker(Callback):
         self.run.summary.update(summary_metrics(summary))
 
     def teardown(self, run: RunInfo, failed: bool) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=1 if failed else 0)
+        if self.run is None:
+            return
+        import wandb
+
+        self.run.finish(exit_code=1 if failed else 0)
+        # finish() returns before W&B's service has written the run out; with no other run
+        # active in the process, shutting the service down waits for it, so the offline run
+        # file is complete when training returns.
+        if wandb.run is None:
+            wandb.teardown()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,281 @@
+"""The open training loop: parameter groups, schedules (against torch's schedulers), the
+callback API and the experiment trackers (MLflow read back with its own client, W&B offline read
+from its run file) on tiny frozen-trunk runs of a 24-class emoji folder."""
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+from runkit import imagefolder_cfg
+from torch import nn
+from wandbkit import read_run
+
+from langdml._extras import MissingExtraError
+from langdml.config import load_config
+from langdml.errors import ConfigError
+from langdml.models import EmbeddingHead, EmbeddingModel
+from langdml.train import Callback, train
+from langdml.train.optim import lr_factor, parameter_groups
+from langdml.train.trackers import check_trackers, mlflow_key, summary_metrics, tracking_names
+
+SETTINGS = {
+    "model.image_size": 48,
+    "model.embedding_dim": 16,
+    "train.epochs": 3,
+    "train.batch_size": 16,
+    "train.iterations_per_epoch": 4,
+    "train.progress": False,
+    "eval.every": 2,
+    "eval.clustering": False,
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("loop_cache")
+
+
+def _cfg(folder, cache, out, **over):
+    return imagefolder_cfg(folder, cache, out, SETTINGS, **over)
+
+
+# ---------------------------------------------------------------------------------------------
+# parameter groups and schedules
+
+
+class _ProxyLoss(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxies = nn.Parameter(torch.zeros(3, 4))
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def proxy_parameters(self):
+        return [self.proxies]
+
+
+def _model() -> EmbeddingModel:
+    return EmbeddingModel(EmbeddingHead(6, 4), backbone=nn.Sequential(nn.Linear(5, 6)))
+
+
+def _ids(params) -> set[int]:
+    return {id(p) for p in params}
+
+
+def test_default_groups_are_one_model_group_with_the_shared_settings():
+    model, loss = _model(), _ProxyLoss()
+    cfg = load_config(None, {"model.trainable_blocks": "all", "optimizer.lr": 0.01})
+    groups = parameter_groups(cfg, model, loss)
+    assert [g["name"] for g in groups] == ["model", "proxies", "loss"]
+    assert _ids(groups[0]["params"]) == _ids(model.parameters())
+    assert [g["lr"] for g in groups] == [0.01, 0.01 * 100, 0.01]
+    assert {g["weight_decay"] for g in groups} == {1e-4}
+
+
+def test_trunk_and_head_groups_take_their_own_lr_and_weight_decay():
+    model, loss = _model(), _ProxyLoss()
+    over = {
+        "model.trainable_blocks": "all",
+        "optimizer.lr": 0.01,
+        "optimizer.trunk_lr": 1e-4,
+        "optimizer.head_lr": 2e-3,
+        "optimizer.trunk_weight_decay": 0.05,
+        "optimizer.proxy_lr_multiplier": 10,
+    }
+    groups = {g["name"]: g for g in parameter_groups(load_config(None, over), model, loss)}
+    assert _ids(groups["trunk"]["params"]) == _ids(model.backbone.parameters())
+    assert _ids(groups["head"]["params"]) == _ids(model.head.parameters())
+    assert (groups["trunk"]["lr"], groups["trunk"]["weight_decay"]) == (1e-4, 0.05)
+    assert (groups["head"]["lr"], groups["head"]["weight_decay"]) == (2e-3, 1e-4)
+    assert groups["proxies"]["lr"] == pytest.approx(2e-3 * 10)
+    assert groups["loss"]["lr"] == 2e-3
+
+
+def test_trunk_settings_on_a_frozen_trunk_are_refused():
+    with pytest.raises(ConfigError, match="trunk_lr / trunk_weight_decay need a trained trunk"):
+        load_config(None, {"optimizer.trunk_lr": 1e-4})
+
+
+def _torch_lrs(scheduler_cls, steps: int, **kwargs) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = scheduler_cls(opt, **kwargs)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_step_milestones_match_torch_multistep():
+    cfg = load_config(
+        None,
+        {
+            "train.epochs": 6,
+            "train.scheduler": "step",
+            "train.step_milestones": [2, 5],
+            "train.step_gamma": 0.5,
+        },
+    )
+    factor = lr_factor(cfg, 3)
+    want = _torch_lrs(torch.optim.lr_scheduler.MultiStepLR, 18, milestones=[6, 15], gamma=0.5)
+    assert [factor(s) for s in range(18)] == pytest.approx(want, rel=1e-12)
+
+
+def test_cosine_floor_matches_torch_cosine_annealing():
+    cfg = load_config(None, {"train.epochs": 4, "train.min_lr_ratio": 0.1})
+    factor = lr_factor(cfg, 5)
+    want = _torch_lrs(torch.optim.lr_scheduler.CosineAnnealingLR, 20, T_max=20, eta_min=0.1)
+    assert [factor(s) for s in range(20)] == pytest.approx(want, rel=1e-9)
+    # warm-up: linear to 1 over the warm-up epochs, then the cosine from 1
+    warm = lr_factor(load_config(None, {"train.epochs": 4, "train.warmup_epochs": 1}), 5)
+    assert [warm(s) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert warm(5) == 1.0 and warm(5 + 15) == pytest.approx(0.5 * (1 + math.cos(math.pi)))
+
+
+def test_split_groups_at_the_shared_settings_train_exactly_as_one_group(
+    emoji_subset_folder, cache, tmp_path
+):
+    one = train(_cfg(emoji_subset_folder, cache, tmp_path / "one"))
+    split = train(
+        _cfg(emoji_subset_folder, cache, tmp_path / "split", **{"optimizer.head_lr": 1e-3})
+    )
+    assert split.metrics == one.metrics  # same lr, same math: identical, not close
+    log = [json.loads(x) for x in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert all(r["lr/head"] == r["lr"] for r in log)
+    other = train(
+        _cfg(emoji_subset_folder, cache, tmp_path / "other", **{"optimizer.head_lr": 3e-2})
+    )
+    assert other.metrics != one.metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# callbacks
+
+
+class Recorder(Callback):
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls, self.fail_at = [], fail_at
+
+    def on_train_start(self, run):
+        self.calls.append(("start", run.start_epoch, run.resumed))
+
+    def on_eval(self, run, epoch, metrics):
+        self.calls.append(("eval", epoch, metrics["recall@1"]))
+
+    def on_epoch_end(self, run, record):
+        assert (run.run_dir / "checkpoint.pt").is_file()  # saved before the hook
+        self.calls.append(("epoch", record["epoch"], record["loss"]))
+        if record["epoch"] == self.fail_at:
+            raise RuntimeError("callback failed")
+
+    def on_train_end(self, run, summary):
+        self.calls.append(("end", summary["final"]["recall@1"]))
+        return {"mine": {"answer": 42}}
+
+    def teardown(self, run, failed):
+        self.calls.append(("teardown", failed))
+
+
+def test_callbacks_see_every_epoch_evaluation_and_the_end(emoji_subset_folder, cache, tmp_path):
+    rec = Recorder()
+    result = train(_cfg(emoji_subset_folder, cache, tmp_path / "run"), callbacks=[rec])
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert rec.calls == [
+        ("start", 0, False),
+        ("epoch", 1, log[0]["loss"]),
+        ("eval", 2, log[1]["recall@1"]),
+        ("epoch", 2, log[1]["loss"]),
+        ("eval", 3, log[2]["recall@1"]),
+        ("epoch", 3, log[2]["loss"]),
+        ("end", result.metrics["recall@1"]),
+        ("teardown", False),
+    ]
+    assert metrics["mine"] == {"answer": 42}  # on_train_end's entries land in metrics.json
+    # a finished run is returned as is: no hook runs
+    again = Recorder()
+    train(_cfg(emoji_subset_folder, cache, tmp_path / "run"), callbacks=[again])
+    assert again.calls == []
+
+
+def test_a_failing_callback_still_tears_every_callback_down(emoji_subset_folder, cache, tmp_path):
+    first, second = Recorder(fail_at=2), Recorder()
+    with pytest.raises(RuntimeError, match="callback failed"):
+        train(_cfg(emoji_subset_folder, cache, tmp_path / "run"), callbacks=[first, second])
+    assert first.calls[-1] == second.calls[-1] == ("teardown", True)
+    with pytest.raises(TypeError, match="Callback instances"):
+        train(_cfg(emoji_subset_folder, cache, tmp_path / "other"), callbacks=[print])
+
+
+# ---------------------------------------------------------------------------------------------
+# trackers
+
+
+def test_tracking_names_split_an_ablation_run_name():
+    assert tracking_names(load_config(None, {"name": "grid/cell-ab12-seed0-ff"})) == (
+        "grid",
+        "cell-ab12-seed0-ff",
+    )
+    assert tracking_names(load_config(None, {"name": "solo"})) == ("solo", "solo")
+
+
+def test_ablation_cells_log_under_the_grid(tmp_path):
+    from langdml.ablation.spec import load_ablation
+
+    path = tmp_path / "mygrid.yaml"
+    path.write_text("base: {name: x}\ngrid:\n  loss.regularizers: [none, language]\nseeds: [0]\n")
+    ablation = load_ablation(path, output_dir=str(tmp_path / "out"))
+    for run in ablation.runs:
+        assert tracking_names(run.config) == ("mygrid", run.id)
+        assert run.id.startswith(run.cell.id)
+
+
+def test_missing_tracker_extra_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(MissingExtraError, match=r"'mlflow' extra: pip install 'langdml\[mlflow\]'"):
+        check_trackers(load_config(None, {"train.loggers": ["csv", "mlflow"]}))
+
+
+def test_mlflow_run_holds_the_run_metrics(emoji_subset_folder, cache, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    over = {"name": "grid/cell-1", "train.loggers": ["mlflow"], "train.mlflow_uri": uri}
+    train(_cfg(emoji_subset_folder, cache, tmp_path / "run", **over))
+    assert not (tmp_path / "run" / "log.csv").exists()  # csv not asked for
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("grid")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "cell-1" and run.info.status == "FINISHED"
+    assert run.data.params["optimizer.lr"] == "0.001"
+    assert run.data.params["train.iterations_per_epoch"] == "4"
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    want = {mlflow_key(k): v for k, v in summary_metrics(summary).items()}
+    assert "final/recall_at_1" in want and "baselines/untrained/recall_at_1" in want
+    got = {k: v for k, v in run.data.metrics.items() if k in want}
+    assert got == want  # the same numbers as metrics.json, exactly
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(r["epoch"], r["loss"]) for r in log]
+    r1 = client.get_metric_history(run.info.run_id, "recall_at_1")
+    assert [(m.step, m.value) for m in r1] == [(2, log[1]["recall@1"]), (3, log[2]["recall@1"])]
+
+
+def test_wandb_offline_run_holds_the_run_metrics(emoji_subset_folder, cache, tmp_path):
+    over = {"name": "grid/cell-2", "train.loggers": ["csv", "wandb"]}
+    train(_cfg(emoji_subset_folder, cache, tmp_path / "run", **over))
+    (path,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    found = read_run(path)
+    assert found["run"] == {"name": "cell-2", "project": "grid", "group": "grid"}
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    want = summary_metrics(summary)
+    assert {k: found["summary"][k] for k in want} == want
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = {row["_step"]: row for row in found["history"]}
+    for record in log:
+        row = steps[record["epoch"]]
+        assert {k: row[k] for k in record if k != "epoch"} == {
+            k: v for k, v in record.items() if k != "epoch"
+        }
