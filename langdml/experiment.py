@@ -272,17 +272,10 @@ def run_transform(cfg: ExperimentConfig, train: bool):
 
     m = cfg.model
     mean, std = image_normalisation(cfg)
-    if train and cfg.data.augment is not None:
-        from langdml.models.augment import augment_transform
-
-        return augment_transform(cfg.data.augment, mean, std)
-    if train and cfg.data.timm_augment is not None:
-        from langdml.models.augment import timm_transform
-
-        return timm_transform(cfg.data.timm_augment, m.image_size, mean, std, m.interpolation)
     return image_transform(
         m.image_size, mean, std, train=train, crop_pct=m.crop_pct, crop_scale=m.crop_scale,
         interpolation=m.interpolation,
+        augment=cfg.data.augment, timm_augment=cfg.data.timm_augment,
     )  # fmt: skip
 
 
