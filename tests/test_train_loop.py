@@ -279,3 +279,43 @@ def test_wandb_offline_run_holds_the_run_metrics(emoji_subset_folder, cache, tmp
         assert {k: row[k] for k in record if k != "epoch"} == {
             k: v for k, v in record.items() if k != "epoch"
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# samplers in a run
+
+
+def test_class_balanced_and_hierarchical_samplers_train(emoji_subset_folder, cache, tmp_path):
+    from langdml.data import load_dataset
+    from langdml.experiment import prepare_data
+    from langdml.train.sampler import HierarchicalSampler, build_sampler
+
+    names = load_dataset(f"imagefolder:{emoji_subset_folder}").class_names
+    hierarchy = tmp_path / "groups.csv"
+    hierarchy.write_text("".join(f"{n},g{i % 3}/s{i % 6}\n" for i, n in enumerate(names)))
+    base = train(_cfg(emoji_subset_folder, cache, tmp_path / "base"))
+    balanced = _cfg(
+        emoji_subset_folder,
+        cache,
+        tmp_path / "cb",
+        **{"train.sampler": "class_balanced", "train.n_classes": 8, "train.n_per_class": 2},
+    )
+    # with iterations_per_epoch given, n_classes x n_per_class = batch_size / m x m draws
+    # exactly m-per-class's batches (the same round-robin); only the epoch length differs
+    assert train(balanced).metrics == base.metrics
+    own_length = balanced.model_copy(deep=True)
+    own_length.train.iterations_per_epoch = None
+    assert len(build_sampler(own_length, prepare_data(own_length).train)) == 2  # ceil(12 / 8)
+    over = {
+        "eval.hierarchy": str(hierarchy),
+        "train.sampler": "hierarchical",
+        "train.n_categories": 2,
+        "train.n_classes": 4,  # 12 training classes, 4 in each of the 3 groups
+    }
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "h", **over)
+    sampler = build_sampler(cfg, prepare_data(cfg).train)
+    assert isinstance(sampler, HierarchicalSampler) and sampler.batch_size == 16
+    result = train(cfg)
+    saved = json.loads((tmp_path / "h" / "metrics.json").read_text())["config"]["train"]
+    assert (saved["batch_size"], saved["n_classes"], saved["n_per_class"]) == (16, 4, 2)
+    assert result.metrics != base.metrics

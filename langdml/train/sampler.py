@@ -83,7 +83,9 @@ class ClassBalancedSampler(MPerClassSampler):
     every class: ``ceil(C / n_classes)`` batches by default (``iterations_per_epoch`` overrides
     it), against m-per-class's ``images / batch_size``. Classes come from the same shuffled
     round-robin as :class:`MPerClassSampler` (the last batch of an epoch is topped up from the
-    next round); a class with fewer than ``n_per_class`` images repeats images within a batch."""
+    next round), so with ``iterations_per_epoch`` given it draws exactly the batches of
+    m-per-class with ``m = n_per_class``; a class with fewer than ``n_per_class`` images repeats
+    images within a batch."""
 
     def __init__(
         self,
