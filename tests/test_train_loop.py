@@ -319,3 +319,27 @@ def test_class_balanced_and_hierarchical_samplers_train(emoji_subset_folder, cac
     saved = json.loads((tmp_path / "h" / "metrics.json").read_text())["config"]["train"]
     assert (saved["batch_size"], saved["n_classes"], saved["n_per_class"]) == (16, 4, 2)
     assert result.metrics != base.metrics
+
+
+def test_a_killed_run_resumes_into_the_same_mlflow_run(
+    emoji_subset_folder, cache, tmp_path, train_killed_mid_run
+):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    over = {
+        "train.epochs": 8,
+        "train.iterations_per_epoch": 40,
+        "train.loggers": ["mlflow"],
+        "train.mlflow_uri": uri,
+        "name": "killed",
+    }
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "run", **over)
+    train_killed_mid_run(cfg, 8)
+    train(cfg)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    assert run.info.status == "FINISHED"
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["loss"]) for r in log]

@@ -145,6 +145,7 @@ class MlflowTracker(Callback):
             exp_id = found.experiment_id if found else self.client.create_experiment(experiment)
             old = _read_ids(run.run_dir).get("mlflow")
             if old and self._reopen(old):
+                self._catch_up(run.history)
                 return
             created = self.client.create_run(
                 exp_id, run_name=name, tags={"langdml.run_dir": str(run.run_dir)}
@@ -166,6 +167,13 @@ class MlflowTracker(Callback):
             return False
         self.run_id = run_id
         return True
+
+    def _catch_up(self, history: list[dict]) -> None:
+        """Epochs the checkpoint holds but the MLflow run lacks (a kill between the two)."""
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "loss")}
+        for record in history:
+            if int(record["epoch"]) not in logged:
+                self._log(numbers(record), int(record["epoch"]))
 
     def _log(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
