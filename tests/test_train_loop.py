@@ -321,6 +321,7 @@ def test_class_balanced_and_hierarchical_samplers_train(emoji_subset_folder, cac
     assert result.metrics != base.metrics
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_into_the_same_mlflow_run(
     emoji_subset_folder, cache, tmp_path, train_killed_mid_run
 ):
