@@ -38,11 +38,23 @@ def train(
     """Train (or resume, or return a finished run), then the configured post-training steps.
 
     ``callbacks``: :class:`langdml.train.Callback` instances, called after the post-training
-    steps and before the trackers of ``train.loggers`` (:mod:`langdml.train.callbacks`)."""
-    return train_loop(
-        cfg,
-        run_dir,
-        stop_after_iters=stop_after_iters,
-        post_train=post_train_steps(cfg),
-        callbacks=callbacks,
-    )
+    steps and before the trackers of ``train.loggers`` (:mod:`langdml.train.callbacks`).
+
+    The run directory is locked for the whole run (``langdml.locks``): a second writer on the
+    same folder is refused in one line naming the holder. Under torchrun rank 0 holds it for
+    the group."""
+    import contextlib
+    import os
+
+    from langdml.locks import folder_lock
+
+    folder = Path(run_dir or cfg.run_dir())
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with folder_lock(folder) if rank0 else contextlib.nullcontext():
+        return train_loop(
+            cfg,
+            folder,
+            stop_after_iters=stop_after_iters,
+            post_train=post_train_steps(cfg),
+            callbacks=callbacks,
+        )

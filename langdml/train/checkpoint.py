@@ -18,8 +18,16 @@ from langdml.config import (
     migrate_config,
     validate_config,
 )
-from langdml.config_training import TRACKING_KEYS
+from langdml.config.training import TRACKING_KEYS
 from langdml.errors import ConfigError, LangDMLError
+from langdml.experiment.run_files import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    PREVIOUS,
+    newest_checkpoint,
+)
 from langdml.io import (
     atomic_torch_save,
     atomic_write_json,
@@ -27,7 +35,6 @@ from langdml.io import (
     checksum_path,
     verify_checksum,
 )
-from langdml.run_files import BEST, CHECKPOINT, CONFIG, METRICS, PREVIOUS, newest_checkpoint
 
 # Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
 # ablation names its runs after the ablation file, which may be renamed or split).
