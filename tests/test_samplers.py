@@ -14,8 +14,8 @@ from langdml.train.sampler import (
     HierarchicalSampler,
     MPerClassSampler,
     build_sampler,
-    class_categories,
 )
+from langdml.train.categories import class_categories
 
 # 7 classes of 5, 3, 4, 1, 6, 2, 3 images (class 3 has a single image)
 SIZES = [5, 3, 4, 1, 6, 2, 3]
@@ -180,5 +180,48 @@ def test_categories_come_from_the_hierarchy_level(tmp_path):
     assert codes[0] == codes[3] and len({codes[0], codes[1], codes[2]}) == 3
     with pytest.raises(ConfigError, match="category_level 2 is past"):
         class_categories(load_config(None, {**over, "train.category_level": 2}), train)
-    with pytest.raises(ConfigError, match="needs a class hierarchy"):
+    with pytest.raises(ConfigError, match="needs class categories"):
         class_categories(load_config(None, {**over, "eval.hierarchy": "none"}), train)
+
+
+def _column_data(categories_per_image, labels, names):
+    from langdml.data import ImageDataset, ImageSource
+
+    return ImageDataset(
+        "imagefolder:x:train",
+        ImageSource(list(range(len(labels))), lambda i: None),
+        labels,
+        names,
+        extras={"category": categories_per_image},
+    )
+
+
+def test_categories_come_from_the_data_category_column(tmp_path):
+    names = ["a", "b", "c", "d"]
+    labels = [0, 0, 1, 2, 2, 3]
+    train = _column_data(["sea", "sea", "land", "sea", "sea", "air"], labels, names)
+    over = {"train.sampler": "hierarchical", "train.n_categories": 1}
+    # names sorted: air 0, land 1, sea 2
+    assert class_categories(load_config(None, over), train).tolist() == [2, 1, 2, 0]
+    # eval.hierarchy none turns off the metrics' hierarchy, not the data's own column
+    cfg = load_config(None, {**over, "eval.hierarchy": "none"})
+    assert class_categories(cfg, train).tolist() == [2, 1, 2, 0]
+    # an explicit hierarchy file wins over the column
+    path = tmp_path / "h.csv"
+    path.write_text("a,x\nb,y\nc,y\nd,x\n")
+    assert class_categories(
+        load_config(None, {**over, "eval.hierarchy": str(path)}), train
+    ).tolist() == [0, 1, 1, 0]
+    with pytest.raises(ConfigError, match="category_level 1 is past the one level"):
+        class_categories(load_config(None, {**over, "train.category_level": 1}), train)
+    torn = _column_data(["sea", "land", "land", "sea", "sea", "air"], labels, names)
+    with pytest.raises(ConfigError, match="class 'a' has images of two categories"):
+        class_categories(load_config(None, over), torn)
+
+
+def test_category_codes_of_a_mapping():
+    from langdml.train.categories import category_codes
+
+    assert category_codes({0: "b", 1: "a", 2: "b"}, 3).tolist() == [1, 0, 1]
+    with pytest.raises(ConfigError, match="1 of 3 training classes have no category"):
+        category_codes({0: "b", 2: "b"}, 3)

@@ -11,6 +11,7 @@ import numpy as np
 from langdml.config import ExperimentConfig
 from langdml.data import ImageDataset
 from langdml.errors import ConfigError
+from langdml.train.categories import class_categories
 
 
 class BatchSampler(Protocol):
@@ -177,27 +178,6 @@ class HierarchicalSampler:
                     parts.append(rng.choice(imgs, k, replace=len(imgs) < k))
             batches.append(np.concatenate(parts))
         return batches
-
-
-def class_categories(cfg: ExperimentConfig, train: ImageDataset) -> np.ndarray:
-    """(C,) category of each training class: its group at ``train.category_level`` of the
-    run's class hierarchy (``eval.hierarchy``: a file, or the dataset's own)."""
-    from langdml.data.hierarchy import class_group_codes, resolve_hierarchy
-
-    hierarchy = resolve_hierarchy(cfg.eval.hierarchy, train.name)
-    if hierarchy is None:
-        raise ConfigError(
-            "train.sampler hierarchical needs a class hierarchy: set eval.hierarchy to a CSV/TSV "
-            "of class_name,group[/subgroup] (this dataset has none of its own)"
-        )
-    codes = class_group_codes(train.class_names, hierarchy)
-    level = cfg.train.category_level
-    if level >= codes.shape[1]:
-        raise ConfigError(
-            f"train.category_level {level} is past the hierarchy's {codes.shape[1]} level(s); "
-            f"use 0..{codes.shape[1] - 1}"
-        )
-    return codes[:, level]
 
 
 def build_sampler(cfg: ExperimentConfig, train: ImageDataset) -> BatchSampler:
