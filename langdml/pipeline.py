@@ -47,7 +47,9 @@ def train(
     import os
 
     from langdml.locks import folder_lock
+    from langdml.train.trackers import check_trackers
 
+    check_trackers(cfg)  # a missing extra is one line before the run folder is touched
     folder = Path(run_dir or cfg.run_dir())
     rank0 = os.environ.get("RANK", "0") == "0"
     with folder_lock(folder) if rank0 else contextlib.nullcontext():

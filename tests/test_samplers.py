@@ -9,13 +9,13 @@ import pytest
 
 from langdml.config import load_config
 from langdml.errors import ConfigError
+from langdml.train.categories import class_categories
 from langdml.train.sampler import (
     ClassBalancedSampler,
     HierarchicalSampler,
     MPerClassSampler,
     build_sampler,
 )
-from langdml.train.categories import class_categories
 
 # 7 classes of 5, 3, 4, 1, 6, 2, 3 images (class 3 has a single image)
 SIZES = [5, 3, 4, 1, 6, 2, 3]

@@ -4,7 +4,9 @@ from its run file) on tiny frozen-trunk runs of a 24-class emoji folder."""
 
 import json
 import math
+import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from wandbkit import read_run
 
 from langdml._extras import MissingExtraError
 from langdml.config import load_config
+from langdml.config.training import TRACKING_KEYS
 from langdml.errors import ConfigError
 from langdml.models import EmbeddingHead, EmbeddingModel
 from langdml.train import Callback, train
@@ -221,21 +224,102 @@ def test_tracking_names_split_an_ablation_run_name():
     assert tracking_names(load_config(None, {"name": "solo"})) == ("solo", "solo")
 
 
-def test_ablation_cells_log_under_the_grid(tmp_path):
-    from langdml.ablation.spec import load_ablation
+def test_tracking_keys_name_the_run_and_change_no_result():
+    over = {
+        "name": "grid/cell-ab12",
+        "train.tracking_experiment": "study",
+        "train.tracking_run_name": "lr=0.1, seed 0",
+    }
+    assert tracking_names(load_config(None, over)) == ("study", "lr=0.1, seed 0")
+    assert {"tracking_experiment", "tracking_run_name", "tracking_tags"} <= set(TRACKING_KEYS)
 
+
+def test_ablation_cells_log_under_the_grid(emoji_subset_folder, cache, tmp_path):
+    """A 2-cell ablation run for real: each cell is an MLflow run and a W&B run named by its
+    key and seed, in the experiment / group of the ablation, holding its metrics.json."""
+    from mlflow.tracking import MlflowClient
+
+    from langdml.ablation import load_ablation, run_ablation
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = {
+        "data": {"dataset": f"imagefolder:{emoji_subset_folder}", "cache_dir": str(cache)},
+        "model": {"image_size": 48, "embedding_dim": 16},
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "iterations_per_epoch": 3,
+            "progress": False,
+            "loggers": ["mlflow", "wandb"],
+            "mlflow_uri": uri,
+        },
+        "eval": {"every": 2, "clustering": False},
+    }
     path = tmp_path / "mygrid.yaml"
-    path.write_text("base: {name: x}\ngrid:\n  loss.regularizers: [none, language]\nseeds: [0]\n")
-    ablation = load_ablation(path, output_dir=str(tmp_path / "out"))
+    path.write_text(
+        json.dumps(
+            {
+                "base": base,
+                "output_dir": str(tmp_path / "out"),
+                "seeds": [0],
+                "grid": {"optimizer.lr": [0.001, 0.003]},
+            }
+        )
+    )
+    run_ablation(path, progress=False)
+    ablation = load_ablation(path)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mygrid")
+    logged = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(logged) == ["lr=0.001, seed 0", "lr=0.003, seed 0"]
     for run in ablation.runs:
-        assert tracking_names(run.config) == ("mygrid", run.id)
-        assert run.id.startswith(run.cell.id)
+        label = f"lr={run.cell.get('optimizer.lr')}, seed 0"
+        summary = json.loads((Path(run.config.output_dir) / "metrics.json").read_text())
+        found = logged[label]
+        assert found.data.tags["ablation"] == "mygrid"
+        assert found.data.tags["cell"] == run.cell.id and found.data.tags["run_id"] == run.id
+        assert found.data.tags["grid.optimizer.lr"] == str(run.cell.get("optimizer.lr"))
+        assert found.data.metrics["final/recall_at_1"] == summary["final"]["recall@1"]
+        (wb,) = (Path(run.config.output_dir) / "wandb").glob("offline-run-*/run-*.wandb")
+        offline = read_run(wb)
+        assert offline["run"]["name"] == label
+        assert offline["run"]["group"] == offline["run"]["project"] == "mygrid"
+        assert f"run_id={run.id}" in offline["run"]["tags"]
+        assert offline["summary"]["final/recall@1"] == summary["final"]["recall@1"]
+    # the tracking keys leave the run ids as they were without trackers
+    plain = {**base, "train": {k: v for k, v in base["train"].items() if k not in TRACKING_KEYS}}
+    path.write_text(json.dumps({**json.loads(path.read_text()), "base": plain}))
+    assert [r.id for r in load_ablation(path).runs] == [r.id for r in ablation.runs]
 
 
-def test_missing_tracker_extra_is_one_line(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mlflow", None)
-    with pytest.raises(MissingExtraError, match=r"'mlflow' extra: pip install 'langdml\[mlflow\]'"):
-        check_trackers(load_config(None, {"train.loggers": ["csv", "mlflow"]}))
+@pytest.mark.parametrize("name", ["mlflow", "wandb"])
+def test_missing_tracker_extra_is_one_line(name, monkeypatch, tmp_path, capsys):
+    from langdml.ablation import run_ablation
+    from langdml.cli import main
+
+    monkeypatch.setitem(sys.modules, name, None)
+    line = rf"train.loggers {name} needs the '{name}' extra: pip install 'langdml\[{name}\]'$"
+    with pytest.raises(MissingExtraError, match=line):
+        check_trackers(load_config(None, {"train.loggers": ["csv", name]}))
+    # the CLI prints it as one line, before any work (no run folder)
+    run = tmp_path / "run"
+    assert main(["train", "emoji_demo", f"train.loggers=[{name}]", f"output_dir={run}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(line.rstrip("$"), err[0]) and not run.exists()
+    # an ablation checks its runs' loggers before the first one starts
+    path = tmp_path / "abl.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "base": {"train": {"loggers": [name]}},
+                "output_dir": str(tmp_path / "out"),
+                "grid": {"optimizer.lr": [0.001, 0.003]},
+            }
+        )
+    )
+    with pytest.raises(MissingExtraError, match=line):
+        run_ablation(path, progress=False)
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_mlflow_run_holds_the_run_metrics(emoji_subset_folder, cache, tmp_path):
@@ -268,7 +352,7 @@ def test_wandb_offline_run_holds_the_run_metrics(emoji_subset_folder, cache, tmp
     train(_cfg(emoji_subset_folder, cache, tmp_path / "run", **over))
     (path,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     found = read_run(path)
-    assert found["run"] == {"name": "cell-2", "project": "grid", "group": "grid"}
+    assert found["run"] == {"name": "cell-2", "project": "grid", "group": "grid", "tags": []}
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     want = summary_metrics(summary)
     assert {k: found["summary"][k] for k in want} == want

@@ -69,5 +69,6 @@ def read_run(path: Path) -> dict:
                 "name": record.run.display_name,
                 "project": record.run.project,
                 "group": record.run.run_group,
+                "tags": list(record.run.tags),
             }
     return {"history": history, "summary": summary, "config": config, "run": names}

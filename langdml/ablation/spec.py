@@ -201,8 +201,25 @@ def _fold_runs(cell: Cell, seed: int, cfg: ExperimentConfig, out: Path, name: st
         run_id = f"{cell.id}-seed{seed}{tag}-{stable_hash(settings, 6)}"
         c.output_dir = str(out / "runs" / run_id)
         c.name = f"{name}/{run_id}"
+        _tracking(c, name, cell, seed, fold, run_id)
         runs.append(Run(cell, seed, c, run_id, fold))
     return runs
+
+
+def _tracking(
+    cfg: ExperimentConfig, name: str, cell: Cell, seed: int, fold: int | None, run_id: str
+) -> None:
+    """MLflow / W&B names of a run of the grid: experiment (group) the ablation, run name the
+    cell's key and seed; tags that find the run's row in results.csv."""
+    label = cell.label()
+    replicate = f"seed {seed}" + ("" if fold is None else f" fold {fold}")
+    tags = {"ablation": name, "cell": cell.id, "run_id": run_id, "seed": str(seed)}
+    tags.update({f"grid.{k}": value_label(v) for k, v in cell.values})
+    if fold is not None:
+        tags["fold"] = str(fold)
+    cfg.train.tracking_experiment = name
+    cfg.train.tracking_run_name = replicate if label == "-" else f"{label}, {replicate}"
+    cfg.train.tracking_tags = tags
 
 
 def _named_arms(grid: dict[str, Any], path: Path) -> dict[str, dict[str, dict[str, Any]]]:

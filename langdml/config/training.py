@@ -13,7 +13,15 @@ from langdml.config.base import _Strict
 SAMPLERS = ("m_per_class", "class_balanced", "hierarchical")
 LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
 # Keys that only say where a run reports, never what it computes.
-TRACKING_KEYS = ("loggers", "mlflow_uri", "wandb_project", "wandb_mode")
+TRACKING_KEYS = (
+    "loggers",
+    "mlflow_uri",
+    "wandb_project",
+    "wandb_mode",
+    "tracking_experiment",
+    "tracking_run_name",
+    "tracking_tags",
+)
 
 
 class OptimizerConfig(_Strict):
@@ -145,6 +153,22 @@ class TrainConfig(_Strict):
         "offline",
         description="loggers wandb: offline writes the run under RUN_DIR/wandb (wandb sync "
         "uploads it later); online streams it (needs wandb login).",
+    )
+    tracking_experiment: str | None = Field(
+        None,
+        description="loggers mlflow / wandb: the MLflow experiment and W&B group; null: the part "
+        "of name before its last '/', else name. An ablation sets it to its own name.",
+    )
+    tracking_run_name: str | None = Field(
+        None,
+        description="loggers mlflow / wandb: the run's name there; null: the part of name after "
+        "its last '/'. An ablation sets it to the cell's key and seed, e.g. 'regularizers="
+        "language, seed 0'.",
+    )
+    tracking_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="loggers mlflow / wandb: extra tags of the run (MLflow tags, W&B tags as "
+        "KEY=VALUE); an ablation sets ablation, cell, run_id, seed and each grid key's value.",
     )
 
     @model_validator(mode="after")

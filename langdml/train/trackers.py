@@ -3,11 +3,13 @@
 
 MLflow and W&B get the run's config as params / config, every epoch's numbers at step = epoch,
 and at the end :func:`summary_metrics` of the summary that becomes ``metrics.json`` (the final
-and best metrics, the baselines, cross-modal and hierarchy columns). Names: the run is the part
-of ``name`` after its last ``/`` and the experiment (W&B: project unless
-``train.wandb_project``, and group) the part before; an ablation names its runs
-``ABLATION/RUN_ID``, so its cells log as run RUN_ID of experiment ABLATION. A resumed run
-continues the same tracker run (its id is kept in ``trackers.json`` of the run directory).
+and best metrics, the baselines, cross-modal and hierarchy columns). Names
+(:func:`tracking_names`): ``train.tracking_experiment`` is the MLflow experiment and the W&B
+group (and project unless ``train.wandb_project``), ``train.tracking_run_name`` the run; unset,
+they are the parts of ``name`` before and after its last ``/``. An ablation sets them to its
+name and to the cell's key and seed, with ``train.tracking_tags`` (ablation, cell, run id, seed,
+each grid key's value) as MLflow tags and W&B tags. A resumed run continues the same tracker
+run (its id is kept in ``trackers.json`` of the run directory).
 """
 
 from __future__ import annotations
@@ -31,10 +33,22 @@ TRACKER_IDS = "trackers.json"
 _MLFLOW_BATCH = 100
 
 
+# W&B refuses a tag longer than this.
+_WANDB_TAG = 64
+
+
 def tracking_names(cfg: ExperimentConfig) -> tuple[str, str]:
     """(experiment, run name) of a run in the trackers (module docstring)."""
     experiment, _, run = cfg.name.rpartition("/")
-    return (experiment or run), run
+    t = cfg.train
+    return (t.tracking_experiment or experiment or run), (t.tracking_run_name or run)
+
+
+def wandb_tags(cfg: ExperimentConfig) -> list[str]:
+    """``train.tracking_tags`` as W&B tags ``KEY=VALUE``, each cut to W&B's 64 characters (the
+    full values are in the run's config, under train.tracking_tags)."""
+    tags = [f"{k}={v}" for k, v in cfg.train.tracking_tags.items()]
+    return [t if len(t) <= _WANDB_TAG else t[: _WANDB_TAG - 1] + "\u2026" for t in tags]
 
 
 def numbers(record: dict[str, Any]) -> dict[str, float]:
@@ -147,9 +161,8 @@ class MlflowTracker(Callback):
             if old and self._reopen(old):
                 self._catch_up(run.history)
                 return
-            created = self.client.create_run(
-                exp_id, run_name=name, tags={"langdml.run_dir": str(run.run_dir)}
-            )
+            tags = {**run.cfg.train.tracking_tags, "langdml.run_dir": str(run.run_dir)}
+            created = self.client.create_run(exp_id, run_name=name, tags=tags)
             self.run_id = created.info.run_id
             params = [Param(k, v[:6000]) for k, v in flat_config(run.cfg).items()]
             for i in range(0, len(params), _MLFLOW_BATCH):
@@ -209,6 +222,7 @@ class WandbTracker(Callback):
                 project=run.cfg.train.wandb_project or experiment,
                 group=experiment,
                 name=name,
+                tags=wandb_tags(run.cfg),
                 id=run_id,
                 resume="allow",
                 reinit="create_new",
