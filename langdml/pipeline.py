@@ -1,7 +1,8 @@
 """Training with the steps a config asks for after it: ``langdml.train.train`` and the
 ``langdml train`` command land here. The trainer (:mod:`langdml.train.trainer`) trains and
-imports no stage above it; this module hands it the later stages as a ``post_train`` hook
-(``eval.xmodal``: cross-modal columns in metrics.json) and the caller's callbacks."""
+imports no stage above it; this module hands it the later stages as callbacks
+(``eval.xmodal``: cross-modal columns in metrics.json, a
+:class:`~langdml.train.callbacks.PostTrainCallback`), before the caller's own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from langdml.config import ExperimentConfig
-from langdml.train.callbacks import Callback, PostTrain
+from langdml.train.callbacks import Callback, PostTrain, PostTrainCallback
 from langdml.train.trainer import RunResult
 from langdml.train.trainer import train as train_loop
 
@@ -18,6 +19,12 @@ from langdml.train.trainer import train as train_loop
 def post_train_steps(cfg: ExperimentConfig) -> PostTrain | None:
     """The post-training hook the config asks for, or None."""
     return _xmodal_columns if cfg.eval.xmodal else None
+
+
+def post_train_callbacks(cfg: ExperimentConfig) -> list[Callback]:
+    """The post-training steps the config asks for, as callbacks."""
+    step = post_train_steps(cfg)
+    return [] if step is None else [PostTrainCallback(step)]
 
 
 def _xmodal_columns(run_dir: Path) -> dict[str, Any]:
@@ -57,6 +64,5 @@ def train(
             cfg,
             folder,
             stop_after_iters=stop_after_iters,
-            post_train=post_train_steps(cfg),
-            callbacks=callbacks,
+            callbacks=[*post_train_callbacks(cfg), *callbacks],
         )

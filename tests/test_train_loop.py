@@ -212,6 +212,37 @@ def test_a_failing_callback_still_tears_every_callback_down(emoji_subset_folder,
         train(_cfg(emoji_subset_folder, cache, tmp_path / "other"), callbacks=[print])
 
 
+def test_post_train_is_one_case_of_the_callbacks(emoji_subset_folder, cache, tmp_path):
+    from langdml.pipeline import post_train_callbacks
+    from langdml.train import PostTrainCallback
+    from langdml.train.trainer import train as train_loop
+
+    seen, rec = [], Recorder()
+
+    def step(run_dir):
+        seen.append(run_dir)
+        rec.calls.append(("step", run_dir))
+        return {"after": {"n": len(seen)}}
+
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "a")
+    train_loop(cfg, post_train=step, callbacks=[rec])
+    by_kwarg = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    # the step ran first at the end of training, then the user's callback
+    assert [c[0] for c in rec.calls[-3:]] == ["step", "end", "teardown"]
+    cfg_b = _cfg(emoji_subset_folder, cache, tmp_path / "b")
+    train_loop(cfg_b, callbacks=[PostTrainCallback(step), Recorder()])
+    by_callback = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert seen == [tmp_path / "a", tmp_path / "b"]
+    assert by_kwarg["after"] == {"n": 1} and by_callback["after"] == {"n": 2}
+    assert by_kwarg["final"] == by_callback["final"]
+    # the pipeline hands eval.xmodal to the trainer as such a callback
+    assert post_train_callbacks(cfg) == []
+    xmodal = cfg.model_copy(deep=True)
+    xmodal.eval.xmodal = True
+    (hook,) = post_train_callbacks(xmodal)
+    assert isinstance(hook, PostTrainCallback)
+
+
 # ---------------------------------------------------------------------------------------------
 # trackers
 

@@ -11,6 +11,7 @@ _EXPORTS = {
     "ClassBalancedSampler": "langdml.train.sampler",
     "HierarchicalSampler": "langdml.train.sampler",
     "MPerClassSampler": "langdml.train.sampler",
+    "PostTrainCallback": "langdml.train.callbacks",
     "RunInfo": "langdml.train.callbacks",
     "RunData": "langdml.experiment",
     "RunResult": "langdml.train.trainer",

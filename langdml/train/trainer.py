@@ -5,9 +5,10 @@ The pieces: the run's data, text, model and loss come from the assembly layer
 (:mod:`langdml.experiment`); one epoch is :mod:`langdml.train.loop`; the run directory
 (config check, checkpoints, best weights) :mod:`langdml.train.checkpoint`; logs
 :mod:`langdml.train.logs`; evaluation :mod:`langdml.train.evaluation`. The trainer imports no
-stage above it: a later stage (e.g. xmodal) runs as a ``post_train`` hook handed in by the caller
-(:func:`langdml.pipeline.train`), one case of the callbacks (:mod:`langdml.train.callbacks`); the
-experiment trackers of ``train.loggers`` are callbacks too (:mod:`langdml.train.trackers`).
+stage above it: a later stage (e.g. xmodal) runs as a callback handed in by the caller
+(:func:`langdml.pipeline.train`; a ``post_train`` step is one case of the callbacks,
+:mod:`langdml.train.callbacks`); the experiment trackers of ``train.loggers`` are callbacks too
+(:mod:`langdml.train.trackers`).
 
 Under ``torchrun`` the same loop runs data-parallel (langdml.train.distributed): each rank embeds
 its slice of the global batch, embeddings and labels are all-gathered so the loss sees the global
@@ -88,9 +89,9 @@ def train(
 ) -> RunResult:
     """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's).
 
-    ``post_train`` (run_dir → extra metrics.json entries) runs first at the end of training,
-    then ``callbacks`` (:class:`langdml.train.callbacks.Callback`), then the trackers of
-    ``train.loggers``; all on the main process only.
+    ``callbacks`` (:class:`langdml.train.callbacks.Callback`) run in order, then the trackers
+    of ``train.loggers``; all on the main process only. ``post_train`` (run_dir → extra
+    metrics.json entries) is shorthand for a first ``PostTrainCallback(post_train)``.
 
     Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: ``train.batch_size`` is the
     GLOBAL batch (divisible by the number of processes); results equal the 1-process run's.
