@@ -137,6 +137,73 @@ def test_cosine_floor_matches_torch_cosine_annealing():
     assert warm(5) == 1.0 and warm(5 + 15) == pytest.approx(0.5 * (1 + math.cos(math.pi)))
 
 
+def _sequential_lrs(warm: int, steps: int, after_cls, **kwargs) -> list[float]:
+    """torch's linear warm-up (1/warm .. 1 over ``warm`` steps), then ``after_cls``."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    first = torch.optim.lr_scheduler.LinearLR(opt, 1 / warm, 1.0, total_iters=warm - 1)
+    then = after_cls(opt, **kwargs)
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [first, then], milestones=[warm])
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_warm_up_then_cosine_or_step_match_torch_sequential():
+    ipe, warm = 4, 2 * 4  # 4 batches an epoch, 2 warm-up epochs, 8 epochs in all
+    base = {"train.epochs": 8, "train.warmup_epochs": 2}
+    cosine = lr_factor(load_config(None, {**base, "train.min_lr_ratio": 0.05}), ipe)
+    want = _sequential_lrs(
+        warm, 32, torch.optim.lr_scheduler.CosineAnnealingLR, T_max=32 - warm, eta_min=0.05
+    )
+    assert [cosine(s) for s in range(32)] == pytest.approx(want, rel=1e-9)
+    over = {**base, "train.scheduler": "step", "train.step_milestones": [4, 6]}
+    step = lr_factor(load_config(None, {**over, "train.step_gamma": 0.5}), ipe)
+    # milestones count epochs from the start of training, warm-up included
+    want = _sequential_lrs(
+        warm, 32, torch.optim.lr_scheduler.MultiStepLR, milestones=[16 - warm, 24 - warm], gamma=0.5
+    )
+    assert [step(s) for s in range(32)] == pytest.approx(want, rel=1e-12)
+
+
+def test_each_group_decays_by_its_own_weight_decay():
+    """AdamW's decoupled decay (Loshchilov & Hutter): with a zero gradient one step multiplies
+    each parameter by 1 - lr x weight_decay of its group, and Adam's own update is 0."""
+    from langdml.train.optim import build_optimizer
+
+    over = {
+        "model.trainable_blocks": "all",
+        "optimizer.lr": 0.01,
+        "optimizer.trunk_lr": 0.1,
+        "optimizer.trunk_weight_decay": 0.5,
+        "optimizer.head_lr": 0.2,
+        "optimizer.head_weight_decay": 0.25,
+    }
+    model, loss = _model(), _ProxyLoss()
+    with torch.no_grad():
+        loss.proxies.fill_(0.5)  # nonzero, so the decay shows
+    opt = build_optimizer(load_config(None, over), model, loss)
+    assert {g["name"]: g["weight_decay"] for g in opt.param_groups} == {
+        "trunk": 0.5,
+        "head": 0.25,
+        "proxies": 0.25,
+        "loss": 0.25,
+    }
+    before = {id(p): p.detach().clone() for p in [*model.parameters(), *loss.parameters()]}
+    for p in [*model.parameters(), *loss.parameters()]:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for p in model.backbone.parameters():
+        assert torch.allclose(p, before[id(p)] * (1 - 0.1 * 0.5), rtol=1e-6, atol=0)
+    for p in model.head.parameters():
+        assert torch.allclose(p, before[id(p)] * (1 - 0.2 * 0.25), rtol=1e-6, atol=0)
+    # proxies: head_lr x proxy_lr_multiplier (100) with the head's decay
+    assert torch.allclose(loss.scale, before[id(loss.scale)] * (1 - 0.2 * 0.25), rtol=1e-6)
+    assert torch.allclose(loss.proxies, before[id(loss.proxies)] * (1 - 20 * 0.25), rtol=1e-6)
+
+
 def test_split_groups_at_the_shared_settings_train_exactly_as_one_group(
     emoji_subset_folder, cache, tmp_path
 ):
@@ -151,6 +218,15 @@ def test_split_groups_at_the_shared_settings_train_exactly_as_one_group(
         _cfg(emoji_subset_folder, cache, tmp_path / "other", **{"optimizer.head_lr": 3e-2})
     )
     assert other.metrics != one.metrics
+
+
+def test_every_training_key_has_a_field_description():
+    """The config reference is generated from Field descriptions."""
+    from langdml.config import DataConfig, OptimizerConfig, TrainConfig
+
+    fields = [*OptimizerConfig.model_fields.items(), *TrainConfig.model_fields.items()]
+    fields += [(k, DataConfig.model_fields[k]) for k in ("augment", "timm_augment")]
+    assert [k for k, f in fields if not (f.description or "").strip()] == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,11 @@ class OptimizerConfig(_Strict):
     lr: float = Field(1e-3, gt=0, description="Learning rate of the model.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
     # Proxy losses need a much larger learning rate on their proxies (Proxy Anchor: x100).
-    proxy_lr_multiplier: float = Field(100.0, gt=0)
+    proxy_lr_multiplier: float = Field(
+        100.0,
+        gt=0,
+        description="The proxies' learning rate: head_lr (else lr) times this factor.",
+    )
     momentum: float = Field(0.9, description="Momentum (sgd only).")
     # Per-group learning rates and weight decays are absolute values; null inherits lr /
     # weight_decay. With all four null the model's parameters form one group, as before these
@@ -99,8 +103,11 @@ class TrainConfig(_Strict):
     )
     device: str = Field("cpu", description="cpu, cuda or cuda:N.")
     amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
-    # bfloat16 needs no loss scaling; float16 (GPUs without bf16) runs with a GradScaler.
-    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    amp_dtype: Literal["bfloat16", "float16"] = Field(
+        "bfloat16",
+        description="train.amp's dtype: bfloat16 needs no loss scaling; float16 (GPUs without "
+        "bf16) runs with a GradScaler.",
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     grad_clip: float | None = Field(
         None, description="Clip the gradient norm to this value; null: no clipping."
