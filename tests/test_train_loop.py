@@ -429,6 +429,36 @@ def test_missing_tracker_extra_is_one_line(name, monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_mlflow_tracker_on_a_file_store(tmp_path, monkeypatch):
+    """A plain-folder store (file:) works once MLflow is told to allow it, and without that is
+    one line naming the setting; the tracker's records read back with MLflow's client."""
+    from mlflow.tracking import MlflowClient
+
+    from langdml.errors import LangDMLError
+    from langdml.train.callbacks import RunInfo
+    from langdml.train.trackers import MlflowTracker
+
+    uri = (tmp_path / "mlruns").as_uri()
+    cfg = load_config(None, {"name": "study/one", "train.mlflow_uri": uri})
+    (tmp_path / "run").mkdir()
+    info = RunInfo(cfg, tmp_path / "run", model=nn.Linear(1, 1))
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(
+        LangDMLError, match=r"^train.loggers mlflow \(file:.*MLFLOW_ALLOW_FILE_STORE"
+    ):
+        MlflowTracker().on_train_start(info)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    tracker = MlflowTracker()
+    tracker.on_train_start(info)
+    tracker.on_epoch_end(info, {"epoch": 1, "loss": 0.5, "recall@1": 0.25})
+    tracker.on_train_end(info, {"final": {"recall@1": 0.25}, "config": {"x": 1}})
+    tracker.teardown(info, failed=False)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("study").experiment_id])
+    assert run.info.run_name == "one" and run.info.status == "FINISHED"
+    assert run.data.metrics == {"loss": 0.5, "recall_at_1": 0.25, "final/recall_at_1": 0.25}
+
+
 def test_mlflow_run_holds_the_run_metrics(emoji_subset_folder, cache, tmp_path):
     from mlflow.tracking import MlflowClient
 
