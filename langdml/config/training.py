@@ -137,8 +137,10 @@ class TrainConfig(_Strict):
     category_level: int = Field(
         0,
         ge=0,
-        description="hierarchical: the level of the class hierarchy (eval.hierarchy, else the "
-        "dataset's own) whose groups are the categories; 0 is the coarsest.",
+        description="hierarchical: the level of the class hierarchy whose groups are the "
+        "categories (0 is the coarsest); the categories come from eval.hierarchy when it names a "
+        "file, else the data's category column (a split file's; one level), else the "
+        "dataset's own hierarchy.",
     )
     loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
         default_factory=lambda: ["tensorboard", "csv"],
