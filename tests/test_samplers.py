@@ -225,3 +225,21 @@ def test_category_codes_of_a_mapping():
     assert category_codes({0: "b", 1: "a", 2: "b"}, 3).tolist() == [1, 0, 1]
     with pytest.raises(ConfigError, match="1 of 3 training classes have no category"):
         category_codes({0: "b", 2: "b"}, 3)
+
+
+def test_hierarchical_sampler_batches_follow_the_category_column():
+    # 6 classes of 3 images; categories by class: x x y y z z
+    labels = np.repeat(np.arange(6), 3)
+    per_image = [["x", "x", "y", "y", "z", "z"][c] for c in labels]
+    train = _column_data(per_image, labels, [f"c{i}" for i in range(6)])
+    over = {
+        "train.sampler": "hierarchical",
+        "train.n_categories": 1,
+        "train.n_classes": 2,
+        "train.n_per_class": 2,
+        "train.iterations_per_epoch": 6,
+    }
+    sampler = build_sampler(load_config(None, over), train)
+    for batch in sampler.epoch(0):
+        classes = sorted(set(labels[batch].tolist()))
+        assert classes in ([0, 1], [2, 3], [4, 5])  # both classes of one category
