@@ -89,6 +89,7 @@ def run_ablation(
     ``backend_flags`` override the file's ``backend:`` section (dotted keys such as
     ``"slurm.partition"``; see ``langdml.ablation.backends``)."""
     ablation = load_ablation(path, output_dir)  # validates every run before any starts
+    _check_trackers(ablation)
     options = resolve_options(backend, path, backend_flags)
     out = ablation.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +143,14 @@ def run_ablation(
             out, ablation, table.rows, _baselines(ablation), agreements, table.waiting
         )
     return AblationResult(out, table.rows, out / "results.md", plot, markdown, notes)
+
+
+def _check_trackers(ablation: Ablation) -> None:
+    """A logger whose extra is missing fails here, in one line, before any run starts."""
+    from langdml.train.trackers import check_trackers
+
+    for run in {tuple(r.config.train.loggers): r for r in ablation.runs}.values():
+        check_trackers(run.config)
 
 
 def _write_snapshot(out: Path, ablation: Ablation) -> None:

@@ -45,6 +45,8 @@ def run_transform(cfg: ExperimentConfig, train: bool):
         crop_pct=m.crop_pct,
         crop_scale=m.crop_scale,
         interpolation=m.interpolation,
+        augment=cfg.data.augment,
+        timm_augment=cfg.data.timm_augment,
     )
 
 

@@ -1,4 +1,4 @@
-"""Training: m-per-class sampling, the trainer with checkpoints and exact resume.
+"""Training: batch samplers, the trainer with checkpoints and exact resume, its callbacks.
 
 ``train`` is the full training entry (the loop plus the post-training steps the config asks
 for, :mod:`langdml.pipeline`); ``langdml.train.trainer.train`` is the bare loop.
@@ -7,7 +7,12 @@ for, :mod:`langdml.pipeline`); ``langdml.train.trainer.train`` is the bare loop.
 from langdml._lazy import lazy_getattr
 
 _EXPORTS = {
+    "Callback": "langdml.train.callbacks",
+    "ClassBalancedSampler": "langdml.train.sampler",
+    "HierarchicalSampler": "langdml.train.sampler",
     "MPerClassSampler": "langdml.train.sampler",
+    "PostTrainCallback": "langdml.train.callbacks",
+    "RunInfo": "langdml.train.callbacks",
     "RunData": "langdml.experiment",
     "RunResult": "langdml.train.trainer",
     "load_run_config": "langdml.experiment",

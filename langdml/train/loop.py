@@ -1,4 +1,4 @@
-"""One training epoch: m-per-class batches (frozen features or images), AMP forward, the loss on
+"""One training epoch: the sampler's batches (frozen features or images), AMP forward, the loss on
 the global batch in fp32, the optimiser step. All randomness of epoch ``e`` derives from
 ``(seed, e)``, so a resumed epoch replays exactly."""
 
@@ -15,7 +15,7 @@ from langdml.errors import LangDMLError
 from langdml.experiment import RunData, image_loader
 from langdml.models import EmbeddingModel
 from langdml.train import distributed as dd
-from langdml.train.sampler import MPerClassSampler
+from langdml.train.sampler import BatchSampler
 
 
 @dataclass
@@ -25,7 +25,7 @@ class TrainState:
     data: RunData
     model: EmbeddingModel
     loss_fn: torch.nn.Module
-    sampler: MPerClassSampler
+    sampler: BatchSampler
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -195,5 +195,8 @@ def run_epoch(
         "seconds": round(time.perf_counter() - t0, 3),
         "lr": state.optimizer.param_groups[0]["lr"],
     }
+    if cfg.optimizer.split_groups:  # the first group's is "lr"; every group's under its name
+        for group in state.optimizer.param_groups:
+            record[f"lr/{group.get('name', 'group')}"] = group["lr"]
     record.update({k: v / len(batches) for k, v in sums.items()})
     return record
