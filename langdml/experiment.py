@@ -23,6 +23,7 @@ from langdml.eval.collapse import warn_if_collapsed
 from langdml.io import text_cache_dir
 from langdml.losses.vocab import TEXT_PROXY_BASES
 from langdml.models import EmbeddingHead, EmbeddingModel, FeatureSpec, create_backbone
+from langdml.models.preprocess import Preprocessing, resolve_preprocessing
 from langdml.run_files import CHECKPOINT, CHECKPOINTS, CONFIG, PREVIOUS, open_checkpoint
 
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
@@ -105,10 +106,28 @@ def _attach_features(cfg: ExperimentConfig, dataset: ImageDataset, data: RunData
 
 def feature_spec(cfg: ExperimentConfig, augment_views: int = 0, prefix: int = 0) -> FeatureSpec:
     """The feature-cache spec of a frozen (or frozen-prefix) trunk under ``cfg``."""
-    m = cfg.model
+    m, pre = cfg.model, run_preprocessing(cfg)
     return FeatureSpec(
-        m.backbone, m.weights, m.image_size, augment_views, m.crop_pct, prefix_blocks=prefix,
-        pooling=m.pooling, crop_scale=tuple(m.crop_scale), interpolation=m.interpolation,
+        m.backbone, m.weights, pre.image_size, augment_views, pre.crop_pct, prefix_blocks=prefix,
+        pooling=m.pooling, crop_scale=tuple(m.crop_scale), interpolation=pre.interpolation,
+        backbone_kwargs=tuple(sorted(m.backbone_kwargs.items())),
+    )  # fmt: skip
+
+
+def run_preprocessing(cfg: ExperimentConfig) -> Preprocessing:
+    """The run's image preprocessing (``langdml.models.preprocess``)."""
+    m = cfg.model
+    return resolve_preprocessing(
+        m.backbone, m.image_size, m.crop_pct, m.interpolation, m.weights, m.backbone_kwargs
+    )
+
+
+def trunk(cfg: ExperimentConfig, **options: Any):
+    """The run's configured trunk and its ``BackboneInfo`` (``models.create_backbone``)."""
+    m = cfg.model
+    return create_backbone(
+        m.backbone, m.weights, pooling=m.pooling, kwargs=m.backbone_kwargs,
+        image_size=run_preprocessing(cfg).image_size, **options,
     )  # fmt: skip
 
 
@@ -186,22 +205,17 @@ def build_model(cfg: ExperimentConfig, data: RunData) -> EmbeddingModel:
         in_dim = int(data.train_features.shape[-1])
     elif cfg.model.partial_blocks:
         # Partial fine-tuning: the inputs are the cached prefix activations; the model is the
-        # trainable suffix (last N stages + conv_head/bn2/pool) + head.
+        # trainable suffix (models.trunk_split) + head.
         from langdml.models import freeze_batchnorm
         from langdml.models.backbones import split_trunk
 
-        trunk, info = create_backbone(
-            cfg.model.backbone, cfg.model.weights, pooling=cfg.model.pooling
-        )
-        backbone = split_trunk(trunk, cfg.model.partial_blocks)[1]
+        full, info = trunk(cfg)
+        backbone = split_trunk(full, cfg.model.partial_blocks)[1]
         if cfg.model.frozen_bn:
             freeze_batchnorm(backbone)
         in_dim = info.feature_dim
     else:
-        backbone, info = create_backbone(
-            cfg.model.backbone, cfg.model.weights, frozen_bn=cfg.model.frozen_bn,
-            pooling=cfg.model.pooling,
-        )  # fmt: skip
+        backbone, info = trunk(cfg, frozen_bn=cfg.model.frozen_bn)
         in_dim = info.feature_dim
     head = EmbeddingHead(in_dim, cfg.model.embedding_dim, cfg.model.head)
     # S2SD's auxiliary heads: Linear(f, d)-ReLU-Linear(d, d) on the pooled features, as its paper.
@@ -268,24 +282,8 @@ def image_loader(cfg: ExperimentConfig, dataset: ImageDataset, batches, train: b
 
 def run_transform(cfg: ExperimentConfig, train: bool):
     """The image transform of a fine-tuning run (train: augmented) or of its evaluation."""
-    from langdml.models import image_transform
+    return run_preprocessing(cfg).transform(train=train, crop_scale=cfg.model.crop_scale)
 
-    m = cfg.model
-    mean, std = image_normalisation(cfg)
-    return image_transform(
-        m.image_size, mean, std, train=train, crop_pct=m.crop_pct, crop_scale=m.crop_scale,
-        interpolation=m.interpolation,
-    )  # fmt: skip
-
-
-def image_normalisation(cfg: ExperimentConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the backbone's pretrained config (timm), ImageNet's without one."""
-    import timm
-
-    pcfg = timm.models.get_pretrained_cfg(cfg.model.backbone)
-    if pcfg is None:
-        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return pcfg.mean, pcfg.std
 
 
 @torch.no_grad()

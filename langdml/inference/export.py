@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from langdml.errors import LangDMLError
+from langdml.experiment import run_preprocessing
 from langdml.inference.run import LoadedRun
 from langdml.run_files import METRICS
 
@@ -56,7 +57,7 @@ def export_run(run: LoadedRun, fmt: str, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tower = run.tower().cpu().eval()
-    size = run.config.model.image_size
+    size = run_preprocessing(run.config).image_size
     example = torch.zeros(2, 3, size, size)
     if fmt == "torchscript":
         import warnings

@@ -24,12 +24,14 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from langdml.data.records import ImageDataset
 from langdml.io import atomic_write, atomic_write_json, cache_root, file_sha256, stable_hash
+from langdml.models.clip_tower import clip_identity, is_open_clip
 
 
 @dataclass
@@ -59,11 +61,15 @@ class FeatureSpec:
     pooling: str = "avg"
     crop_scale: tuple[float, float] = (0.35, 1.0)  # augmented views' random-resized-crop area
     interpolation: str = "bicubic"
+    # more timm.create_model arguments (model.backbone_kwargs), as sorted (name, value) pairs
+    backbone_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
         if Path(self.weights).is_file():  # a local file: key on its content, not its path
             weights_id = file_sha256(self.weights)[:16]
+        if is_open_clip(self.backbone):  # the weights the spec names, by size and mtime
+            weights_id = [weights_id, clip_identity(self.backbone, self.weights)]
         parts = [
             self.backbone,
             weights_id,
@@ -84,6 +90,8 @@ class FeatureSpec:
             parts.append(f"interp-{self.interpolation}")
         if self.augment_views and tuple(self.crop_scale) != (0.35, 1.0):
             parts.append(f"scale-{list(self.crop_scale)}")
+        if self.backbone_kwargs:
+            parts.append(["kwargs", [list(kv) for kv in self.backbone_kwargs]])
         return stable_hash(parts)
 
 
@@ -172,7 +180,10 @@ def extract_features(
         feats, meta = cached
         return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
-    model, info = create_backbone(spec.backbone, spec.weights, pooling=spec.pooling)
+    model, info = create_backbone(
+        spec.backbone, spec.weights, pooling=spec.pooling, kwargs=dict(spec.backbone_kwargs),
+        image_size=spec.image_size,
+    )  # fmt: skip
     if spec.prefix_blocks:
         from langdml.models.backbones import split_trunk
 
@@ -209,6 +220,7 @@ def extract_features(
         "pooling": spec.pooling,
         "crop_scale": list(spec.crop_scale),
         "interpolation": spec.interpolation,
+        "backbone_kwargs": dict(spec.backbone_kwargs),
         "seed": spec.seed,
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
