@@ -110,7 +110,7 @@ def feature_spec(cfg: ExperimentConfig, augment_views: int = 0, prefix: int = 0)
     return FeatureSpec(
         m.backbone, m.weights, pre.image_size, augment_views, pre.crop_pct, prefix_blocks=prefix,
         pooling=m.pooling, crop_scale=tuple(m.crop_scale), interpolation=pre.interpolation,
-        backbone_kwargs=tuple(sorted(m.backbone_kwargs.items())),
+        backbone_kwargs=tuple(sorted(m.backbone_kwargs.items())), floor_scale=pre.floor_scale,
     )  # fmt: skip
 
 

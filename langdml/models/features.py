@@ -3,7 +3,8 @@
 A cache entry is keyed by backbone + weights + image size + dataset fingerprint + augmentation +
 a content fingerprint of the images, and stored as safetensors (``features``: (V, N, D) float32,
 view 0 the clean eval transform, views 1..V-1 augmented; partial fine-tuning caches the frozen
-prefix's activations, (V, N, C, H, W), the same way, keyed also by the prefix) plus JSON metadata.
+prefix's activations, (V, N, C, H, W) or a ViT's tokens (V, N, T, D), the same way, keyed also by
+the prefix) plus JSON metadata.
 Extraction writes one part file per chunk, so an interrupted extraction resumes where it stopped.
 
 Content fingerprint (``content_fingerprint``): for images that are files, the (path, size,
@@ -63,6 +64,7 @@ class FeatureSpec:
     interpolation: str = "bicubic"
     # more timm.create_model arguments (model.backbone_kwargs), as sorted (name, value) pairs
     backbone_kwargs: tuple[tuple[str, Any], ...] = ()
+    floor_scale: bool = False  # eval resize floor(S / crop_pct), timm's rule (models.preprocess)
 
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
@@ -92,6 +94,8 @@ class FeatureSpec:
             parts.append(f"scale-{list(self.crop_scale)}")
         if self.backbone_kwargs:
             parts.append(["kwargs", [list(kv) for kv in self.backbone_kwargs]])
+        if self.floor_scale and self.crop_pct:
+            parts.append("floor-scale")
         return stable_hash(parts)
 
 
@@ -221,6 +225,7 @@ def extract_features(
         "crop_scale": list(spec.crop_scale),
         "interpolation": spec.interpolation,
         "backbone_kwargs": dict(spec.backbone_kwargs),
+        "floor_scale": spec.floor_scale,
         "seed": spec.seed,
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
@@ -241,14 +246,13 @@ def extract_features(
 
 def _view_transforms(spec: FeatureSpec, info) -> list:
     """View 0: the clean eval transform; views 1..V-1: the training augmentation."""
-    from langdml.models.transforms import image_transform
+    from langdml.models.preprocess import Preprocessing
 
-    size, mean, std, interp = spec.image_size, info.mean, info.std, spec.interpolation
-    clean = image_transform(size, mean, std, crop_pct=spec.crop_pct, interpolation=interp)
-    augmented = image_transform(
-        size, mean, std, train=True, crop_scale=spec.crop_scale, interpolation=interp
+    pre = Preprocessing(
+        spec.image_size, spec.crop_pct, spec.interpolation, info.mean, info.std, spec.floor_scale
     )
-    return [clean] + [augmented] * spec.augment_views
+    augmented = pre.transform(train=True, crop_scale=spec.crop_scale)
+    return [pre.transform()] + [augmented] * spec.augment_views
 
 
 def _save_part(part: Path, chunk: torch.Tensor) -> None:

@@ -11,6 +11,7 @@ the one :class:`Preprocessing` this gives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,17 @@ class Preprocessing:
     interpolation: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # timm's rule for a crop_pct of its pretrained config: short side floor(S / crop_pct)
+    # (a crop_pct given in the config rounds, the project's rule before pretrained configs)
+    floor_scale: bool = False
+
+    @property
+    def scale_size(self) -> int | None:
+        """The short side before the center crop; None without a crop."""
+        if not self.crop_pct:
+            return None
+        quotient = self.image_size / self.crop_pct
+        return int(math.floor(quotient) if self.floor_scale else round(quotient))
 
     def transform(self, train: bool = False, crop_scale: Sequence[float] = (0.35, 1.0)) -> Callable:
         """The eval transform, or (``train``) the random-resized-crop + flip augmentation."""
@@ -39,14 +51,15 @@ class Preprocessing:
 
         return image_transform(
             self.image_size, self.mean, self.std, train=train, crop_pct=self.crop_pct,
-            crop_scale=crop_scale, interpolation=self.interpolation,
+            crop_scale=crop_scale, interpolation=self.interpolation, scale_size=self.scale_size,
         )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         """The model card's preprocessing entry."""
         s, c, i = self.image_size, self.crop_pct, self.interpolation
         resize = (
-            f"resize short side to round({s}/{c}) ({i}), center-crop"
+            f"resize short side to {self.scale_size} ({'floor' if self.floor_scale else 'round'}"
+            f"({s}/{c}), {i}), center-crop {s}x{s}"
             if c
             else f"resize to {s}x{s} ({i})"
         )
@@ -84,9 +97,8 @@ def pretrained_preprocessing(
     img_size = (backbone_kwargs or {}).get("img_size")
     if img_size is not None:
         size = int(img_size if isinstance(img_size, int) else img_size[-1])
-    return Preprocessing(
-        size, float(data["crop_pct"]), str(data["interpolation"]), data["mean"], data["std"]
-    )
+    crop, interp = float(data["crop_pct"]), str(data["interpolation"])
+    return Preprocessing(size, crop, interp, data["mean"], data["std"], floor_scale=True)
 
 
 def resolve_preprocessing(
@@ -105,4 +117,5 @@ def resolve_preprocessing(
         interpolation=known.interpolation if interpolation == PRETRAINED else interpolation,
         mean=tuple(known.mean),
         std=tuple(known.std),
+        floor_scale=known.floor_scale and crop_pct == PRETRAINED,
     )

@@ -24,6 +24,7 @@ def image_transform(
     crop_pct: float | None = None,
     crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
     interpolation: str = DEFAULT_INTERPOLATION,
+    scale_size: int | None = None,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL RGB → normalised tensor (3, S, S).
 
@@ -32,6 +33,8 @@ def image_transform(
     standard DML augmentation, random resized crop (area fraction in ``crop_scale``) + horizontal
     flip. ``interpolation`` resamples every resize. ``crop_pct`` > 1 resizes below the crop, which
     torchvision's CenterCrop zero-pads (one source's pseudo-labelling does exactly that).
+    ``scale_size`` replaces ``round(image_size / crop_pct)`` as the short side before the crop
+    (timm's pretrained preprocessing floors the quotient instead).
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
@@ -43,7 +46,7 @@ def image_transform(
         ]
     elif crop_pct:
         spatial = [
-            T.Resize(int(round(image_size / crop_pct)), interpolation=interp),
+            T.Resize(scale_size or int(round(image_size / crop_pct)), interpolation=interp),
             T.CenterCrop(image_size),
         ]
     else:
