@@ -83,7 +83,10 @@ def _families(weights) -> dict[str, dict]:
             "model.backbone_kwargs": CONVNEXT_KWARGS,
             "model.image_size": 32,
         },
-        "open_clip": {"model.backbone": _clip_backbone(weights), "model.preprocessing": "pretrained"},
+        "open_clip": {
+            "model.backbone": _clip_backbone(weights),
+            "model.preprocessing": "pretrained",
+        },
     }
 
 
@@ -96,7 +99,9 @@ def test_loaded_weights_are_the_saved_ones(weights):
     with torch.no_grad():
         torch.testing.assert_close(vit.eval()(x), weights["vit_model"](x))
     tower, info = create_backbone(_clip_backbone(weights))
-    assert info.feature_dim == 12 and info.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert info.feature_dim == 12 and info.mean == pytest.approx(
+        (0.48145466, 0.4578275, 0.40821073)
+    )
     with torch.no_grad():
         torch.testing.assert_close(tower.eval()(x), weights["clip_model"].encode_image(x))
 
@@ -139,7 +144,9 @@ def test_vit_weights_from_another_input_size_are_resampled(weights):
     torch.testing.assert_close(vit.pos_embed.detach(), expected)
     assert vit.eval()(torch.randn(1, 3, 48, 48)).shape == (1, 24)
     with pytest.raises(ModelError, match="img_size 48 differs"):
-        create_backbone(VIT, str(weights["vit"]), kwargs=VIT_KWARGS | {"img_size": 48}, image_size=32)
+        create_backbone(
+            VIT, str(weights["vit"]), kwargs=VIT_KWARGS | {"img_size": 48}, image_size=32
+        )
 
 
 def test_pretrained_preprocessing_is_timms_and_open_clips(weights):
@@ -266,7 +273,9 @@ def test_the_towers_own_text_side_is_the_text_model_loaded_once(
         "text.prompts": ["{}"],
         "loss.regularizers": ["language"],
     }
-    cfg = imagefolder_cfg(emoji_subset_folder, tmp_path / "cache", tmp_path / "run", SETTINGS, **over)
+    cfg = imagefolder_cfg(
+        emoji_subset_folder, tmp_path / "cache", tmp_path / "run", SETTINGS, **over
+    )
     result = train(cfg)
     assert 0 < result.metrics["recall@1"] <= 1
     assert len(loads) == 1
