@@ -214,7 +214,20 @@ def extract_features(
         chunks.append(chunk)
         bar(k + 1)
     feats = torch.cat(chunks, dim=1)
-    meta = {
+    meta = _metadata(spec, dataset, feats)
+    # checksum the bytes this process wrote, not the file (a concurrent writer of the same key
+    # may have replaced it): a mixed pair then fails verification instead of passing
+    blob = save({"features": feats.contiguous()})
+    atomic_write(path, lambda p: p.write_bytes(blob))
+    meta["sha256"] = hashlib.sha256(blob).hexdigest()
+    atomic_write_json(meta_path, meta)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
+
+
+def _metadata(spec: FeatureSpec, dataset: ImageDataset, feats: torch.Tensor) -> dict:
+    """The cache entry's JSON metadata (the checksum joins it once the file is written)."""
+    return {
         "backbone": spec.backbone,
         "weights": spec.weights,
         "image_size": spec.image_size,
@@ -229,19 +242,11 @@ def extract_features(
         "seed": spec.seed,
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
-        "num_images": n,
+        "num_images": len(dataset),
         "feature_dim": int(feats.shape[2]),
         "shape": list(feats.shape[2:]),
         "class_names": dataset.class_names,
     }
-    # checksum the bytes this process wrote, not the file (a concurrent writer of the same key
-    # may have replaced it): a mixed pair then fails verification instead of passing
-    blob = save({"features": feats.contiguous()})
-    atomic_write(path, lambda p: p.write_bytes(blob))
-    meta["sha256"] = hashlib.sha256(blob).hexdigest()
-    atomic_write_json(meta_path, meta)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
 
 def _view_transforms(spec: FeatureSpec, info) -> list:
