@@ -287,3 +287,39 @@ def test_the_towers_own_text_side_is_the_text_model_loaded_once(
         ref = F.normalize(weights["clip_model"].encode_text(tokenizer(names)), dim=-1)
     assert text.shape == (data.train.num_classes, 12)
     torch.testing.assert_close(text, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_open_clip_run_records_its_zero_shot_baseline(trained, weights):
+    """baselines.clip_zeroshot: CLIP's zero-shot classifier over the eval classes and the raw
+    tower's Recall@1, against open_clip's own towers and a loop over the images."""
+    import open_clip
+
+    from langdml.experiment import open_run
+    from langdml.text.prompts import clean_names
+
+    root, _ = trained
+    baseline = json.loads((root / "open_clip" / "metrics.json").read_text())["baselines"]
+    zeroshot = baseline["clip_zeroshot"]
+    data = open_run(root / "open_clip").data.eval
+    clip = weights["clip_model"]
+    _, _, preprocess = open_clip.create_model_and_transforms(
+        str(weights["clip_cfg"].stem), pretrained=str(weights["clip"])
+    )
+    tokenizer = open_clip.get_tokenizer(weights["clip_cfg"].stem)
+    names = [f"a photo of a {n}" for n in clean_names(data.class_names, "default")]
+    with torch.no_grad():
+        x = torch.stack([preprocess(data.image(i)) for i in range(len(data))])
+        images = F.normalize(clip.encode_image(x), dim=-1)
+        texts = F.normalize(clip.encode_text(tokenizer(names)), dim=-1)
+    labels = torch.as_tensor(data.labels)
+    accuracy = ((images @ texts.T).argmax(1) == labels).float().mean().item()
+    assert zeroshot["zeroshot_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    hits = []
+    for i in range(len(data)):  # leave-one-out nearest neighbour
+        sims = images @ images[i]
+        sims[i] = -2
+        hits.append(bool(labels[int(sims.argmax())] == labels[i]))
+    assert zeroshot["recall@1"] == pytest.approx(sum(hits) / len(hits), abs=1e-6)
+    assert (
+        "clip_zeroshot" not in json.loads((root / "vit" / "metrics.json").read_text())["baselines"]
+    )
