@@ -61,7 +61,8 @@ class ModelConfig(_Strict):
     trainable_blocks: int | Literal["all"] | None = Field(
         None,
         description="Trunk stages trained with the head: 0 (frozen trunk, cached features), N "
-        "(the last N stages of timm's blocks + conv_head/bn2/pool, on cached prefix "
+        "(the last N stages of an EfficientNet/MobileNetV2 or ConvNeXt, or the last N "
+        "transformer blocks of a ViT/DeiT/DINOv2 or open_clip ViT tower, on cached prefix "
         "activations) or all (full fine-tuning); null: from frozen_trunk.",
     )
     preprocessing: Literal["config", "pretrained"] = Field(
