@@ -323,3 +323,15 @@ def test_open_clip_run_records_its_zero_shot_baseline(trained, weights):
     assert (
         "clip_zeroshot" not in json.loads((root / "vit" / "metrics.json").read_text())["baselines"]
     )
+
+
+@pytest.mark.slow
+def test_xmodal_clip_takes_the_backbone_spelling(weights, emoji_subset_folder, tmp_path):
+    from langdml.xmodal import xmodal_clip
+
+    spec = f"{weights['clip_cfg']}@{weights['clip']}"
+    dataset = f"imagefolder:{emoji_subset_folder}"
+    a = xmodal_clip(dataset, f"open_clip:{spec}", cache_dir=tmp_path)
+    b = xmodal_clip(dataset, f"clip:{spec}", cache_dir=tmp_path)
+    keys = ("i2t_r@1", "i2t_map", "t2i_map")
+    assert [a[k] for k in keys] == [b[k] for k in keys] and a["num_test_classes"] == 12
