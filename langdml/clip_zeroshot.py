@@ -35,9 +35,13 @@ def clip_zeroshot_baseline(cfg: ExperimentConfig, data: RunData) -> dict[str, fl
         return None
     from langdml.text.precompute import distinct_name_embeddings
 
-    tower, info = trunk(cfg)
-    model = EmbeddingModel(EmbeddingHead(info.feature_dim, info.feature_dim, "identity"), tower)
-    images = embed(model.to(cfg.train.device), cfg, RunData(data.train, data.eval, "baseline"))
+    if m.frozen_trunk and data.eval_features is not None:  # the tower's cached outputs
+        images = torch.nn.functional.normalize(data.eval_features.float(), dim=-1)
+    else:
+        tower, info = trunk(cfg)
+        head = EmbeddingHead(info.feature_dim, info.feature_dim, "identity")
+        model = EmbeddingModel(head, tower).to(cfg.train.device)
+        images = embed(model, cfg, RunData(data.train, data.eval, "baseline"))
     metrics = evaluate_embeddings(cfg, images, data.eval.labels, query_gallery(data.eval))
     found, rows = distinct_name_embeddings(
         data.eval.class_names, model=clip_spec(m.backbone, m.weights).raw,

@@ -335,3 +335,20 @@ def test_xmodal_clip_takes_the_backbone_spelling(weights, emoji_subset_folder, t
     b = xmodal_clip(dataset, f"clip:{spec}", cache_dir=tmp_path)
     keys = ("i2t_r@1", "i2t_map", "t2i_map")
     assert [a[k] for k in keys] == [b[k] for k in keys] and a["num_test_classes"] == 12
+
+
+def test_frozen_open_clip_run_scores_the_same_zero_shot_from_its_cache(
+    trained, weights, emoji_subset_folder
+):
+    from langdml.train import train
+
+    root, _ = trained
+    over = {**_families(weights)["open_clip"], "model.trainable_blocks": 0, "train.epochs": 1}
+    cfg = imagefolder_cfg(
+        emoji_subset_folder, root / "cache", root / "frozen_clip", SETTINGS, **over
+    )
+    baselines = train(cfg).extra["baselines"]
+    partial = json.loads((root / "open_clip" / "metrics.json").read_text())["baselines"]
+    for key, value in partial["clip_zeroshot"].items():
+        assert baselines["clip_zeroshot"][key] == pytest.approx(value, abs=1e-6), key
+    assert baselines["raw_features"]["recall@1"] == baselines["clip_zeroshot"]["recall@1"]
