@@ -14,7 +14,7 @@ kernel's peak-RSS counter is reset (/proc/self/clear_refs), one call runs, and w
 VmHWM - VmRSS(before): the extra resident memory of one forward+backward. CUDA: the
 allocator's max_memory_allocated over one call, minus what was allocated before it.
 
-    python scripts/bench_losses.py            # full run, writes docs/bench_losses.md
+    python scripts/bench_losses.py            # full run, writes docs/results/benchmarks/bench_losses.md
     python scripts/bench_losses.py --quick    # tiny smoke run, prints only
 """
 
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes = args.sizes or [128, 512, 2048]
         args.dim = args.dim or 512
         args.repeats = args.repeats or 9
-        args.out = args.out or ROOT / "docs" / "bench_losses.md"
+        args.out = args.out or ROOT / "docs" / "results" / "benchmarks" / "bench_losses.md"
     table = run(args)
     print(table, end="")
     if args.out is not None:

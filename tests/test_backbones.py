@@ -245,7 +245,7 @@ def test_vit_exports_to_onnx(trained, tmp_path):
 
     root, _ = trained
     loaded = load_run(root / "vit")
-    images = [loaded.opened.data.eval.image(i) for i in range(3)]
+    images = [loaded.data.eval.image(i) for i in range(3)]
     out = export_run(loaded, "onnx", tmp_path / "tower.onnx")
     x = transform_batch(loaded.transform(), images)
     torch.testing.assert_close(run_exported(out, x), loaded.embed(images), atol=1e-4, rtol=1e-3)
