@@ -188,10 +188,19 @@ def test_bad_open_clip_specs_are_one_line(weights):
         create_backbone("open_clip:ViT-B-32")
     with pytest.raises(ModelError, match="leave model.weights unset"):
         create_backbone(_clip_backbone(weights), str(weights["clip"]))
+    with pytest.raises(ModelError, match="leave model.weights unset"):
+        create_backbone(_clip_backbone(weights), "hub")  # a checkpoint file is not the hub
     with pytest.raises(ModelError, match="takes 32 px input, not 48"):
         create_backbone(_clip_backbone(weights), image_size=48)
     with pytest.raises(ModelError, match="does not exist"):
         create_backbone(f"open_clip:{weights['clip_cfg']}@/no/such/clip.pt")
+
+
+def test_a_pretrained_tag_takes_weights_hub_as_its_own():
+    from langdml.models.clip_tower import clip_spec
+
+    assert clip_spec("open_clip:ViT-B-32/openai", "hub") == clip_spec("open_clip:ViT-B-32/openai")
+    assert clip_spec("open_clip:ViT-B-32/openai").raw == "clip:ViT-B-32/openai"
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from langdml.config.base import _Strict
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def resolve_auto_device() -> str:
+    """``train.device: auto``: cuda when torch sees a CUDA GPU, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class OptimizerConfig(_Strict):
@@ -40,7 +50,11 @@ class TrainConfig(_Strict):
         description="Fine-tuning: the first N epochs train only the head and loss parameters "
         "(the trunk is frozen, its BatchNorm statistics still follow model.frozen_bn), then all.",
     )
-    device: str = Field("cpu", description="cpu, cuda or cuda:N.")
+    device: str = Field(
+        "cpu",
+        description="cpu, cuda, cuda:N or auto (cuda when this machine has a CUDA GPU, else "
+        "cpu; the saved config records the device chosen).",
+    )
     amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
     # bfloat16 needs no loss scaling; float16 (GPUs without bf16) runs with a GradScaler.
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
@@ -49,6 +63,16 @@ class TrainConfig(_Strict):
         None, description="Clip the gradient norm to this value; null: no clipping."
     )
     progress: bool = Field(True, description="Show progress bars.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value == "auto":
+            return resolve_auto_device()
+        if not _DEVICE.fullmatch(value):
+            raise ValueError(f"train.device must be cpu, cuda, cuda:N or auto, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:

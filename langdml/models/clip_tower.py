@@ -40,10 +40,12 @@ def _target(backbone: str) -> tuple[str, bool]:
 
 def clip_spec(backbone: str, weights: str = FROM_SPEC):
     """The ``clip:`` model spec (``TextModelSpec``) of a pretrained open_clip backbone."""
-    from langdml.text.spec import parse_text_model_spec
+    from langdml.text.spec import looks_like_path, parse_text_model_spec
 
     target, carries = _target(backbone)
-    if carries and weights != FROM_SPEC:
+    # a pretrained tag (ARCH/TAG) comes from the hub, so model.weights hub says the same thing
+    tag = carries and "@" not in target and not looks_like_path(target)
+    if carries and weights != FROM_SPEC and not (tag and weights == "hub"):
         raise ModelError(
             f"model.backbone {backbone!r} names its weights; leave model.weights unset (got "
             f"{weights!r}), or write open_clip:ARCH with model.weights a checkpoint file"
