@@ -22,7 +22,7 @@ from langdml.ablation.spec import Ablation, Run
 from langdml.config import ExperimentConfig
 from langdml.diagnose import Agreement, AgreementRequest, agreement_of
 from langdml.errors import LangDMLError
-from langdml.experiment import needs_text
+from langdml.experiment import needs_text, run_preprocessing
 from langdml.io import atomic_write_json
 
 AGREEMENT_FILE = "agreement.json"
@@ -52,7 +52,7 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
     """The agreement a run's text side has with its trunk; None for a run that uses no text."""
     if not needs_text(cfg):
         return None
-    m, t = cfg.model, cfg.text
+    m, t, pre = cfg.model, cfg.text, run_preprocessing(cfg)
     return AgreementRequest(
         dataset=cfg.data.dataset,
         text_model=t.text_model,
@@ -61,8 +61,8 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
         top_k=t.top_k if t.pseudo_labels else AgreementRequest.top_k,
         backbone=m.backbone,
         weights=m.weights,
-        image_size=m.image_size,
-        crop_pct=m.crop_pct,
+        image_size=pre.image_size,
+        crop_pct=pre.crop_pct,
         # only a frozen-trunk run cached pooled features with its extra views
         augment_views=m.augment_views if m.frozen_trunk else 0,
         train_fraction=cfg.data.train_fraction,

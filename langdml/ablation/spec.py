@@ -34,6 +34,7 @@ _HASH_NEUTRAL = {
     ("train", "n_per_class"): None, ("train", "n_categories"): None,
     ("train", "category_level"): 0, ("data", "augment"): None, ("data", "timm_augment"): None,
     ("eval", "rerank"): "none", ("eval", "rerank_params"): {},
+    ("model", "backbone_kwargs"): {}, ("model", "preprocessing"): "config",
 }  # fmt: skip
 
 

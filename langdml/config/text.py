@@ -14,8 +14,9 @@ class TextConfig(_Strict):
 
     text_model: str = Field(
         "minilm",
-        description="Text model of the class names: minilm, mpnet, hf:..., st:..., clip:... or "
-        "file:PATH.",
+        description="Text model of the class names: minilm, mpnet, hf:..., st:..., clip:... "
+        "(or open_clip:...; the spec of an open_clip model.backbone uses that model's text "
+        "tower, loaded once) or file:PATH.",
     )
     prompts: list[str] = Field(
         default_factory=lambda: ["a photo of a {}"],

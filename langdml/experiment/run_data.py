@@ -14,6 +14,7 @@ from langdml.config import ExperimentConfig
 from langdml.data import ClassSplits, ImageDataset, class_splits, load_dataset
 from langdml.errors import ConfigError
 from langdml.experiment.class_text import check_run_descriptions
+from langdml.experiment.preprocessing import run_preprocessing
 from langdml.models import FeatureSpec
 
 # Why a run without a validation split has no best epoch (metrics.json["best_unavailable"]).
@@ -128,15 +129,17 @@ def _attach_features(cfg: ExperimentConfig, dataset: ImageDataset, data: RunData
 
 def feature_spec(cfg: ExperimentConfig, augment_views: int = 0, prefix: int = 0) -> FeatureSpec:
     """The feature-cache spec of a frozen (or frozen-prefix) trunk under ``cfg``."""
-    m = cfg.model
+    m, pre = cfg.model, run_preprocessing(cfg)
     return FeatureSpec(
         m.backbone,
         m.weights,
-        m.image_size,
+        pre.image_size,
         augment_views,
-        m.crop_pct,
+        pre.crop_pct,
         prefix_blocks=prefix,
         pooling=m.pooling,
         crop_scale=tuple(m.crop_scale),
-        interpolation=m.interpolation,
+        interpolation=pre.interpolation,
+        backbone_kwargs=tuple(sorted(m.backbone_kwargs.items())),
+        floor_scale=pre.floor_scale,
     )

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from langdml.clip_zeroshot import clip_zeroshot_baseline
 from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError
 from langdml.eval.roth import is_metric_key
@@ -158,6 +159,11 @@ def _resume(
         state.baselines["untrained"] = evaluate_distributed(
             cfg, state.model, state.data, ctx, device
         )
+    if saved is None:  # an open_clip trunk: its zero-shot scores (langdml.clip_zeroshot)
+        zeroshot = clip_zeroshot_baseline(cfg, state.data) if ctx.is_main else None
+        zeroshot = dd.broadcast_object(zeroshot, ctx, device)
+        if zeroshot is not None:
+            state.baselines["clip_zeroshot"] = zeroshot
 
 
 def _evaluate_epoch(
