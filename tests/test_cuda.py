@@ -1,6 +1,6 @@
 """CUDA paths: every loss and miner on the GPU equals the CPU (value and gradients), losses under
 bf16 autocast stay fp32, exact GPU search equals CPU faiss. Skipped where no GPU is visible (CI);
-run on a GPU machine by scripts/gpu_check.sh."""
+run on a GPU machine by scripts/tools/gpu_check.sh."""
 
 from __future__ import annotations
 

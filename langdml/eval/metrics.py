@@ -39,6 +39,7 @@ import numpy as np
 from langdml.errors import LangDMLError
 from langdml.eval.ann import (
     ApproxKNN,
+    IndexCache,
     Rows,
     SearchSpec,
     check_search,
@@ -156,6 +157,7 @@ def retrieval_metrics(
     search: str = "exact",
     search_params: Mapping[str, int] | None = None,
     query_sample: int | None = None,
+    index_cache: IndexCache | None = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
 
@@ -187,6 +189,9 @@ def retrieval_metrics(
             of all (None, default); every row stays in the reference (leave-one-out as usual).
             The same seed picks the same queries for any ``search``, so exact metrics of a
             sample price an approximate search at a size where exact over all is too slow.
+        index_cache: an ``eval.ann.IndexCache``: an approximate index is taken from it (built
+            and kept there on first use) for the same reference object, search and seed, so
+            several calls search one index. None (default): each call builds its own.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -212,7 +217,8 @@ def retrieval_metrics(
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
         codes = (q_codes, r_codes, n_codes)
-        how = (metric, backend, chunk_size, spec, int(seed), query_sample)
+        source = embeddings if reference is None else reference
+        how = (metric, backend, chunk_size, spec, int(seed), query_sample, (index_cache, source))
         out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
@@ -319,9 +325,9 @@ def _knn_metrics(
     how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None],
 ) -> dict[str, float]:
     """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed,
-    query_sample)."""
+    query_sample, (index_cache, the reference's source array))."""
     q_codes, r_codes, n_codes = codes
-    metric, backend, chunk_size, spec, seed, query_sample = how
+    metric, backend, chunk_size, spec, seed, query_sample, (cache, source) = how
     want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
     keys += ["map@1000"] if want_1000 else []
@@ -350,7 +356,11 @@ def _knn_metrics(
     rp = np.zeros(valid.size, dtype=np.float64)
     ap1000 = np.zeros(valid.size, dtype=np.float64)
     if isinstance(ref, Rows):
-        engine: ExactKNN = ApproxKNN(ref, metric, spec, seed, backend)
+        engine: ExactKNN = (
+            cache.get(source, ref, metric, spec, seed, backend)
+            if cache is not None
+            else ApproxKNN(ref, metric, spec, seed, backend)
+        )
         chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
     else:
         if spec.approximate:
