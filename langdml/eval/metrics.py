@@ -189,9 +189,8 @@ def retrieval_metrics(
             of all (None, default); every row stays in the reference (leave-one-out as usual).
             The same seed picks the same queries for any ``search``, so exact metrics of a
             sample price an approximate search at a size where exact over all is too slow.
-        index_cache: an ``eval.ann.IndexCache``: an approximate index is taken from it (built
-            and kept there on first use) for the same reference object, search and seed, so
-            several calls search one index. None (default): each call builds its own.
+        index_cache: an ``eval.ann.IndexCache`` several calls share, so they search one
+            approximate index (same reference object, search and seed); None: build one.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -199,11 +198,7 @@ def retrieval_metrics(
         plus ``"neighbor_recall"`` for an approximate search (or ``recall_queries`` > 0): the
         fraction of exact neighbours it found on a seeded sample of queries (1.0 when exact).
     """
-    parts = _check_parts(include)
-    check_metric(metric)
-    spec = check_search(search, search_params)
-    ks = _check_ks(recall_ks) if "recall" in parts else ()
-    _check_seed_and_k(seed, k)
+    parts, spec, ks = _checked_options(include, metric, search, search_params, recall_ks, seed, k)
     check_query_sample(query_sample)
     backend = resolve_backend(device)
     # approximate: embeddings read a block at a time; the torch backend searches exactly instead
@@ -217,13 +212,26 @@ def retrieval_metrics(
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
         codes = (q_codes, r_codes, n_codes)
-        source = embeddings if reference is None else reference
-        how = (metric, backend, chunk_size, spec, int(seed), query_sample, (index_cache, source))
+        cached = (index_cache, embeddings if reference is None else reference)
+        how = (metric, backend, chunk_size, spec, int(seed), query_sample, cached)
         out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
         out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend, parts))
     return out
+
+
+def _checked_options(
+    include: Any, metric: Any, search: Any, search_params: Any, recall_ks: Any, seed: Any, k: Any
+) -> tuple[tuple[str, ...], SearchSpec, tuple[int, ...]]:
+    """``retrieval_metrics``' options checked (one LangDMLError line each): the parts, the
+    search and the recall ks."""
+    parts = _check_parts(include)
+    check_metric(metric)
+    spec = check_search(search, search_params)
+    ks = _check_ks(recall_ks) if "recall" in parts else ()
+    _check_seed_and_k(seed, k)
+    return parts, spec, ks
 
 
 def _check_seed_and_k(seed: Any, k: Any) -> None:
