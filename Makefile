@@ -27,9 +27,9 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check langdml tests scripts
 
-# docs/config.md and docs/api.md from the code (tests/test_docs_sync.py checks they are current)
+# the documentation site (mkdocs.yml) into site/; `make test` builds it with --strict too
 docs: $(STAMP)
-	$(PY) scripts/gen_docs.py
+	$(PY) -m mkdocs build --strict -d site
 
 clean:
 	rm -rf $(VENV) cache/datasets cache/features cache/text runs

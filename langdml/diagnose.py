@@ -1,7 +1,7 @@
 """Language–vision agreement: does a text model's notion of class similarity match what looks alike?
 
-On the TRAIN classes only (the class-disjoint split's train half; optionally minus a validation
-fraction), two C × C cosine-similarity matrices are compared:
+On the TRAIN classes only (the class-disjoint split's train classes, minus the validation
+classes of a fraction or fold, as training), two C × C cosine-similarity matrices are compared:
 
 - names: the class-name text embeddings (``langdml precompute``, same prompts and cache);
 - images: the class centroids of the frozen trunk's features (each image feature L2-normalised,
@@ -204,17 +204,17 @@ def agreement(
 
 
 def train_classes(
-    dataset: ImageDataset, train_fraction: float = 0.5, validation_fraction: float = 0.0
+    dataset: ImageDataset,
+    train_fraction: float = 0.5,
+    validation_fraction: float = 0.0,
+    folds: int = 0,
+    fold: int = 0,
 ) -> ImageDataset:
-    """The classes training sees: the split's train half, minus the validation classes if any."""
-    from langdml.data import class_disjoint_split
+    """The classes training sees (``data.splits.class_splits``): the split's train classes,
+    minus the validation classes (a fraction, or fold ``fold`` of ``folds``) if any."""
+    from langdml.data import class_splits
 
-    train = class_disjoint_split(dataset, train_fraction).train
-    if validation_fraction > 0:
-        if not validation_fraction < 1:
-            raise LangDMLError(f"validation fraction must be in [0, 1), got {validation_fraction}")
-        train = class_disjoint_split(train, 1.0 - validation_fraction).train
-    return train
+    return class_splits(dataset, train_fraction, validation_fraction, folds, fold).train
 
 
 def train_features(
@@ -248,6 +248,8 @@ def diagnose(
     prompts: Sequence[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    folds: int = 0,
+    fold: int = 0,
 ) -> list[Agreement]:
     """:func:`agreement` of each text model on the TRAIN classes of dataset SPEC, one per model.
 
@@ -261,7 +263,7 @@ def diagnose(
     if not models:
         raise LangDMLError("give at least one text model")
     full = load_dataset(dataset, cache_dir=cache_dir)
-    train = train_classes(full, train_fraction, validation_fraction)
+    train = train_classes(full, train_fraction, validation_fraction, folds, fold)
     # Classes may share a name (SOP super-classes): each distinct name is embedded once. Text
     # first, so a name mismatch (file: embeddings) is reported before any feature extraction.
     prompt_tuple = None if prompts is None else tuple(prompts)
@@ -300,10 +302,14 @@ class AgreementRequest:
     validation_fraction: float = 0.0
     k: int = DEFAULT_K
     seeds: int = DEFAULT_SEEDS
+    folds: int = 0  # data.folds / data.fold: the validation fold left out of the train classes
+    fold: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["prompts"] = None if self.prompts is None else list(self.prompts)
+        if not self.folds:  # without folds, the key of the requests cached before folds existed
+            del out["folds"], out["fold"]
         return out
 
     def key(self) -> str:
@@ -369,7 +375,9 @@ def agreement_of(
     from langdml.data import load_dataset
 
     full = load_dataset(request.dataset, cache_dir=cache_dir)
-    train = train_classes(full, request.train_fraction, request.validation_fraction)
+    train = train_classes(
+        full, request.train_fraction, request.validation_fraction, request.folds, request.fold
+    )
     text = _class_text(train, request, cache_dir, device)
     spec = request.feature_spec()
     feats = train_features(full, train, spec, cache_dir, device, progress)
@@ -432,6 +440,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="leave out the last fraction of the train classes (as data.validation_fraction)",
     )
     p.add_argument(
+        "--folds", type=int, default=0, help="K class folds of the train classes (as data.folds)"
+    )
+    p.add_argument(
+        "--fold", type=int, default=0, help="the validation fold left out (as data.fold)"
+    )
+    p.add_argument(
         "--prompt", action="append", metavar="TEMPLATE", help="default 'a photo of a {}'"
     )
     p.add_argument("--cache-dir", default=None, help="cache root (default $LANGDML_CACHE or cache)")
@@ -451,6 +465,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         train_fraction=args.train_fraction,
         validation_fraction=args.validation_fraction,
+        folds=args.folds,
+        fold=args.fold,
         k=args.k,
         seeds=args.seeds,
         prompts=args.prompt,

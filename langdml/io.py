@@ -67,19 +67,48 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
     """Call ``writer(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # read-only or denied: name the target, not the temporary name
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
         os.replace(tmp_path, path)
     except OSError as exc:
-        if exc.filename is None:  # a failed write() (e.g. a full disk) names no file
+        # a failed write() (e.g. a full disk) names no file; one of the temporary file names it
+        # by a name the user never chose
+        if exc.filename is None or str(exc.filename) == tmp:
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    return path
+
+
+def check_writable(path: str | os.PathLike, what: str = "output", folder: bool = False) -> Path:
+    """Before the work that fills it: ``path`` can be created (or replaced) as a file. A folder
+    in its place, or a place that cannot be written (read-only, denied, a file where a folder is
+    needed) is an OSError/LangDMLError line naming ``path``, not a failure after the work.
+    ``folder``: ``path`` is a folder written as a whole beside itself (an index folder)."""
+    from langdml.errors import LangDMLError
+
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise LangDMLError(f"{what} {str(path)!r} is a directory; expected a file path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OSError(20, "a file is in the way where a directory is needed", str(path))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 

@@ -29,7 +29,19 @@ def _xmodal_columns(run_dir: Path) -> dict[str, Any]:
 def train(
     cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None
 ) -> RunResult:
-    """Train (or resume, or return a finished run), then the configured post-training steps."""
-    return train_loop(
-        cfg, run_dir, stop_after_iters=stop_after_iters, post_train=post_train_steps(cfg)
-    )
+    """Train (or resume, or return a finished run), then the configured post-training steps.
+
+    The run directory is locked for the whole run (``langdml.locks``): a second writer on the
+    same folder is refused in one line naming the holder. Under torchrun rank 0 holds it for
+    the group."""
+    import contextlib
+    import os
+
+    from langdml.locks import folder_lock
+
+    folder = Path(run_dir or cfg.run_dir())
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with folder_lock(folder) if rank0 else contextlib.nullcontext():
+        return train_loop(
+            cfg, folder, stop_after_iters=stop_after_iters, post_train=post_train_steps(cfg)
+        )

@@ -12,12 +12,30 @@ def test_overrides_and_regularizer_spellings(tmp_path):
         "name: x\nloss:\n  base: {name: proxy_anchor, margin: 0.2}\n  regularizers: none\n"
     )
     cfg = load_config(
-        path, ["loss.language.weight=5", "train.epochs=3", "loss.regularizers=language+direction"]
+        path,
+        [
+            "loss.language.weight=5",
+            "train.epochs=3",
+            "loss.regularizers=language+direction",
+            "loss.direction.form=orthogonal",
+        ],
     )
     assert cfg.loss.language.weight == 5.0 and cfg.train.epochs == 3
     assert cfg.loss.regularizers == ["language", "direction"]
     assert cfg.loss.base.name == "proxy_anchor" and cfg.loss.base.model_dump()["margin"] == 0.2
     assert load_config(None, ["loss.regularizers=none"]).loss.regularizers == []
+
+
+def test_the_config_checks_loss_names_against_the_registry():
+    """A base, regularizer or direction form the loss registry rejects fails when the config is
+    read (one line), before any data is loaded."""
+    with pytest.raises(ConfigError, match="unknown base loss 'multisimilarity'") as info:
+        load_config(None, ["loss.base.name=multisimilarity"])
+    assert "multi_similarity" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="exists only for bases"):
+        load_config(None, ["loss.base.name=proxy_anchor", "loss.regularizers=direction"])
+    cfg = load_config(None, ["loss.base.name=pml:TripletMarginLoss"])
+    assert cfg.loss.base.name == "pml:TripletMarginLoss"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ import torch
 
 from langdml.eval import knn_search, resolve_backend, retrieval_metrics
 from langdml.losses import build_loss
-from langdml.losses.combined import MINERS, PAIR_LOSSES, PROXY_LOSSES
+from langdml.losses.build import PAIR_LOSSES, PROXY_LOSSES
+from langdml.losses.registry import MINERS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CLASSES, DIM = 24, 32

@@ -328,8 +328,9 @@ def test_integrated_is_the_default_form():
 
 @pytest.mark.parametrize("base", ["proxy_anchor", "contrastive", "npair", "proxy_gml"])
 def test_integrated_form_rejects_other_bases(base):
-    with pytest.raises(ConfigError, match="triplet.*proxy_nca.*multi_similarity") as info:
+    with pytest.raises(ConfigError, match="exists only for bases") as info:
         L.build_loss(_direction(base), num_classes=5, embedding_size=D)
+    assert all(n in str(info.value) for n in ("triplet", "proxy_nca", "multi_similarity"))
     assert "form 'orthogonal'" in str(info.value) and "\n" not in str(info.value)
     # the orthogonal penalty is the additive alternative for any base
     loss = L.build_loss(_direction(base, form="orthogonal"), num_classes=5, embedding_size=D)

@@ -201,7 +201,7 @@ def test_torch_backend_runs_the_exact_search_and_says_so():
 @pytest.mark.parametrize(
     ("search", "params", "match"),
     [
-        ("annoy", None, r"search must be one of exact, ivf, hnsw; got 'annoy'"),
+        ("annoy", None, r"search must be one of exact, ivf, hnsw, auto; got 'annoy'"),
         ("ivf", {"nprobes": 8}, r"unknown key 'nprobes' for search='ivf'; expected any of nlist"),
         ("hnsw", {"nprobe": 8}, r"unknown key 'nprobe' for search='hnsw'.*efSearch"),
         ("exact", {"nprobe": 8}, r"unknown key 'nprobe' for search='exact'.*recall_queries"),

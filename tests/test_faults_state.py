@@ -112,7 +112,6 @@ def test_open_run_falls_back_to_the_previous_checkpoint(folder, tmp_path, how):
     import warnings
 
     from langdml.experiment import open_run
-    from langdml.inference.run import LoadedRun
 
     _, run, _ = _finished(folder, tmp_path)
     ckpt, prev = run / "checkpoint.pt", run / "checkpoint.prev.pt"
@@ -129,7 +128,7 @@ def test_open_run_falls_back_to_the_previous_checkpoint(folder, tmp_path, how):
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert str(ckpt) in lines[0] and str(prev) in lines[0] and "(epoch 1)" in lines[0]
     assert opened.epoch == 1 and opened.checkpoint_file == prev
-    assert LoadedRun(opened).fingerprint()["checkpoint"] == prev.name  # index / export records
+    assert opened.fingerprint()["checkpoint"] == prev.name  # index / export records
     weights = torch.load(prev, weights_only=True)["model"]
     assert all(torch.equal(v, weights[k]) for k, v in opened.model.state_dict().items())
     # read-only: nothing renamed or rewritten (resume sets the damaged file aside, not open_run)

@@ -48,8 +48,8 @@ def test_api_embeddings_equal_the_runs_own(runs):
     from langdml.inference import load_run
 
     run = load_run(runs["plain"])
-    reference = embed(run.model, run.config, run.opened.data)  # the test split, cached features
-    test_set = run.opened.data.eval
+    reference = embed(run.model, run.config, run.data)  # the test split, cached features
+    test_set = run.data.eval
     assert torch.allclose(run.embed_dataset(test_set), reference, atol=1e-5)
     files = [test_set.images.items[i] for i in range(5)]  # image files through the full tower
     assert torch.allclose(run.embed(files, batch_size=2), reference[:5], atol=1e-4)
@@ -123,7 +123,7 @@ def test_search_by_class_name_on_a_text_proxy_run(runs, tmp_path, capsys):
     from langdml.inference import load_run
 
     run = load_run(runs["tp"])
-    names = run.opened.data.train.class_names[:3]
+    names = run.data.train.class_names[:3]
     text = run.embed_text(names)
     assert text.shape == (3, 16) and torch.allclose(text.norm(dim=1), torch.ones(3), atol=1e-5)
     idx = tmp_path / "idx"
@@ -133,6 +133,33 @@ def test_search_by_class_name_on_a_text_proxy_run(runs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["search", str(idx), "--text", names[0], "-k", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 3
+
+
+def test_search_on_an_existing_index_never_loads_the_runs_dataset(
+    runs, tmp_path, capsys, monkeypatch
+):
+    idx = tmp_path / "idx"
+    spec = f"imagefolder:{runs['folder']}"
+    assert main(["index", str(runs["tp"]), "--dataset", spec, "--no-progress", "-o", str(idx)]) == 0
+    name = sorted(p.name for p in runs["folder"].iterdir())[-1]  # a test class
+    query = str(sorted((runs["folder"] / name).glob("*.png"))[0])
+
+    def poisoned(*args, **kwargs):
+        raise AssertionError("search loaded a dataset")
+
+    import langdml.data
+    import langdml.experiment.reopen
+    import langdml.experiment.run_data
+
+    monkeypatch.setattr(langdml.data, "load_dataset", poisoned)
+    monkeypatch.setattr(langdml.experiment.run_data, "load_dataset", poisoned)
+    monkeypatch.setattr(langdml.experiment.reopen, "prepare_data", poisoned)
+    capsys.readouterr()
+    for query_args in (["--image", query], ["--text", name]):
+        assert main(["search", str(idx), *query_args, "-k", "3", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)["results"]
+        assert len(hits) == 3 and all(Path(h["path"]).is_file() for h in hits)
+    assert hits[0]["class_name"] in {p.name for p in runs["folder"].iterdir()}
 
 
 @pytest.mark.parametrize("fmt,suffix", [("torchscript", ".pt"), ("onnx", ".onnx")])

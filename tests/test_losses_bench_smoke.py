@@ -1,7 +1,8 @@
 """Smoke test: scripts/benchmarks/bench_losses.py --quick runs end to end on tiny sizes and writes
 its table.
-(No timing assertions: speed claims come from the benchmark itself, docs/bench_losses.md. The
-peak-memory children are left out here because starting their forkserver alone takes seconds.)"""
+(No timing assertions: speed claims come from the benchmark itself,
+docs/results/benchmarks/bench_losses.md. The peak-memory children are left out here because
+starting their forkserver alone takes seconds.)"""
 
 from __future__ import annotations
 

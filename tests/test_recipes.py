@@ -201,10 +201,10 @@ def test_mlrc_recipe_is_four_class_disjoint_folds_at_128d():
         assert (cfg.data.folds, cfg.data.fold) == (4, run.fold)
         assert cfg.model.embedding_dim == 128
         assert cfg.train.epochs == 200  # LG script, 128-d CUB: --n_epochs 200 --tau 200 --gamma 1
-        assert cfg.loss.language.weight == 7.5  # REFERENCES.md: CUB 7.5 at 128-d
+        assert cfg.loss.language.weight == 7.5  # docs/references.md: CUB 7.5 at 128-d
         _check(cfg, {k: v for k, v in LG_CODE.items() if k != "loss.regularizers"})
     block = _comment_block("mlrc_cub200_ms_plg_128")
-    assert "NOT RUN HERE" in block and "not stated in REFERENCES.md" in block
+    assert "NOT RUN HERE" in block and "not stated in the published sources" in block
     assert "--concat" in block
 
 

@@ -14,7 +14,7 @@ from langdml import losses as L
 
 
 def language_reference(x, y, text, temperature, shift, direction):
-    """REFERENCES.md "Language guidance", one row at a time."""
+    """docs/references.md "Language guidance", one row at a time."""
     z = F.normalize(x, dim=1)
     e = F.normalize(text if text.ndim == 3 else text[:, None, :], dim=-1)
     top = torch.tensor(1.0 + shift)

@@ -52,6 +52,8 @@ def test_s2sd_trains_heads_and_distils_into_the_target(emoji_subset_folder, cach
     assert run.model(x).shape == (4, 16)  # evaluation sees the target embedding only
     z, aux, feats = run.model(x, with_aux=True)
     assert [a.shape[1] for a in aux] == [64, 96] and torch.equal(feats, x)
+    # the training loop's one call: [embedding | heads | features], what S2SDLoss splits
+    torch.testing.assert_close(run.model(x, concat_aux=True), torch.cat([z, *aux, feats], 1))
     # a finished run is returned as is; the heads' weights were trained (not the init)
     assert train(cfg).metrics == result.metrics
 

@@ -146,7 +146,7 @@ def test_language_regularizer_trains_and_logs_terms(emoji_subset_folder, cache, 
     assert 0 <= result.metrics["recall@1"] <= 1
 
 
-def test_cli_train_then_evaluate(emoji_subset_folder, cache, tmp_path, capsys):
+def test_cli_train_then_evaluate(emoji_subset_folder, cache, tmp_path, capsys, monkeypatch):
     cfg = _cfg(emoji_subset_folder, cache, tmp_path / "cli", **{"train.epochs": 2})
     cfg_path = tmp_path / "c.yaml"
     from langdml.config import dump_yaml
@@ -159,6 +159,14 @@ def test_cli_train_then_evaluate(emoji_subset_folder, cache, tmp_path, capsys):
     final = json.loads((tmp_path / "cli" / "metrics.json").read_text())["final"]
     for key in ("recall@1", "map@r", "r_precision"):
         assert evaluated[key] == pytest.approx(final[key], abs=1e-9)
+    assert evaluated["checkpoint"] == "last"
+    # "final", the old word for "last": the same result, with one deprecation line
+    monkeypatch.setattr("langdml.config.tree._SAID", set())
+    assert main(["evaluate", str(tmp_path / "cli"), "--checkpoint", "final"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == evaluated
+    lines = [line for line in err.splitlines() if "deprecated" in line]
+    assert len(lines) == 1 and "'last'" in lines[0], err
     assert main(["evaluate", str(tmp_path / "cli"), "--checkpoint", "best"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no best checkpoint" in err and "validation_fraction" in err and "\n" not in err

@@ -67,6 +67,8 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
         augment_views=m.augment_views if m.frozen_trunk else 0,
         train_fraction=cfg.data.train_fraction,
         validation_fraction=cfg.data.validation_fraction,
+        folds=cfg.data.folds,
+        fold=cfg.data.fold,
     )
 
 

@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from langdml.errors import ConfigError, LangDMLError
+from langdml.paths import has_control
 
 BACKENDS = ("local", "slurm", "ray")
 EXTRAS = {"slurm": ("submitit", "slurm"), "ray": ("ray", "ray")}
@@ -53,6 +54,8 @@ FLAGS = {
     "ray.address": "--ray-address",
 }
 # sbatch options submitit sets itself: overriding them would break logs, arrays or requeueing.
+_PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _RESERVED_SBATCH = {"array", "output", "error", "signal", "open-mode", "job-name"}
 
 
@@ -85,6 +88,16 @@ class SlurmSection(_Section):
     max_requeues: int = Field(10, ge=0)
     executor: Literal["slurm", "local", "debug"] = "slurm"
 
+    @field_validator("partition", mode="before")
+    @classmethod
+    def _partition(cls, value: Any) -> Any:
+        if value is not None and not _PARTITION.fullmatch(str(value)):
+            raise ValueError(
+                f"{value!r} is not a Slurm partition name (letters, digits, '_', '-', '.'; "
+                "several separated by ',')"
+            )
+        return value
+
     @field_validator("time", mode="before")
     @classmethod
     def _time(cls, value: Any) -> int:
@@ -106,10 +119,27 @@ class SlurmSection(_Section):
         if not isinstance(value, dict):
             raise ValueError("must map sbatch option names to values, e.g. {account: mylab}")
         clean = {str(k).lstrip("-"): v for k, v in value.items()}
+        for key, item in clean.items():
+            script_safe_option(key, item)
         clash = sorted(set(clean) & _RESERVED_SBATCH)
         if clash:
             raise ValueError(f"--{clash[0]} is set by langdml/submitit and cannot be overridden")
         return clean
+
+
+def script_safe_option(key: str, value: Any) -> None:
+    """An sbatch option that becomes an ``#SBATCH --key=value`` line of the job script: the key
+    is a plain option name and the value one line (submitit shell-quotes it, so ``;`` and
+    ``$(`` stay text); anything else is refused, never copied into the script."""
+    if not _OPTION.fullmatch(key):
+        raise ValueError(f"{key!r} is not an sbatch option name (letters, digits, '-', '_')")
+    if not isinstance(value, bool | int | str):
+        raise ValueError(f"--{key}: expected a string, a number or true, got {value!r}")
+    if isinstance(value, str) and has_control(value):
+        raise ValueError(
+            f"--{key}={value!r} holds a newline or another control character; an sbatch "
+            "option value must be one line"
+        )
 
 
 class RaySection(_Section):

@@ -11,6 +11,8 @@ Besides the trainer's files, a run directory holds:
 - ``cell.json``: written atomically when an attempt ends: status, seconds, host, job id.
 - ``error.txt``: the traceback of a failed attempt (removed when the next attempt starts).
 - ``submitted.json``: the cluster job that was submitted for the run (backend, job id, time).
+- ``.langdml.lock`` / ``.langdml.lock.json``: the run directory's lock and its holder
+  (``langdml.locks``), held for the whole attempt.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from langdml.io import atomic_write_json, atomic_write_text, verify_checksum
+from langdml.locks import FolderBusy, describe_holder, folder_lock
 
 MARKER = "running.json"
 ATTEMPTS = "attempts.jsonl"
@@ -35,6 +38,9 @@ ERROR = "error.txt"
 SUBMITTED = "submitted.json"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
+# In the ablation folder: every run of the grid (id, epochs), so `langdml report` tells
+# finished, running and pending runs apart while the ablation is under way.
+PLAN = "plan.json"
 STATES = ("done", "running", "stale", "failed", "pending")
 
 
@@ -142,8 +148,8 @@ def _same_owner(a: dict, b: dict) -> bool:
 
 def claim(run_dir: Path, me: dict) -> dict | None:
     """Write our marker unless a live attempt of another owner holds the run; return that one's
-    marker when it does. (Two claims in the same instant can both win; drivers never submit a run
-    that has a live marker, so this only guards against two drivers started together.)"""
+    marker when it does. :func:`run_cell` calls it holding the run directory's lock
+    (``langdml.locks``), so of two drivers started together only one wins."""
     held = read_marker(run_dir)
     if held and not _same_owner(held, me) and stale_reason(held) is None:
         return held
@@ -208,30 +214,41 @@ def run_cell(
         run_dir = Path(config["output_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         me = owner(backend, job_id)
-        held = claim(run_dir, me)
-        if held is not None:
-            return {"status": "skipped", "error": "running elsewhere: " + describe_owner(held)}
-        try:
-            done = finished(run_dir, config.get("train", {}).get("epochs"))
-            if done is not None:  # e.g. a duplicate job of a run that finished meanwhile
-                seconds = cell_record(run_dir).get("seconds")
-                metrics, extra = done["final"], extra_columns(done)
-                return {"status": "ok", "metrics": metrics, "extra": extra, "seconds": seconds}
-            _append_attempt(run_dir, me, config)
-            with contextlib.suppress(FileNotFoundError):
-                (run_dir / ERROR).unlink()
-            with _Heartbeat(run_dir / MARKER):
-                res = execute(config, threads)
-            if res["status"] != "ok":
-                atomic_write_text(run_dir / ERROR, res.get("traceback", res.get("error", "")))
-            atomic_write_json(
-                run_dir / CELL,
-                {"status": res["status"], "seconds": res["seconds"], "error": res.get("error", "")}
-                | {k: me[k] for k in ("host", "job_id", "backend")},
-            )
-            return res
-        finally:
-            release(run_dir, me)
+        with contextlib.ExitStack() as stack:
+            try:  # the lock: two drivers started together cannot both win the claim
+                stack.enter_context(folder_lock(run_dir, "ablation run"))
+            except FolderBusy as busy:
+                who = describe_holder(busy.holder)
+                return {"status": "skipped", "error": f"running elsewhere: {who}"}
+            held = claim(run_dir, me)
+            if held is not None:
+                return {"status": "skipped", "error": "running elsewhere: " + describe_owner(held)}
+            return _attempt(run_dir, config, threads, me)
+
+
+def _attempt(run_dir: Path, config: dict, threads: int, me: dict) -> dict:
+    """One claimed attempt at a run: train (or report it finished), record, release."""
+    try:
+        done = finished(run_dir, config.get("train", {}).get("epochs"))
+        if done is not None:  # e.g. a duplicate job of a run that finished meanwhile
+            seconds = cell_record(run_dir).get("seconds")
+            metrics, extra = done["final"], extra_columns(done)
+            return {"status": "ok", "metrics": metrics, "extra": extra, "seconds": seconds}
+        _append_attempt(run_dir, me, config)
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / ERROR).unlink()
+        with _Heartbeat(run_dir / MARKER):
+            res = execute(config, threads)
+        if res["status"] != "ok":
+            atomic_write_text(run_dir / ERROR, res.get("traceback", res.get("error", "")))
+        atomic_write_json(
+            run_dir / CELL,
+            {"status": res["status"], "seconds": res["seconds"], "error": res.get("error", "")}
+            | {k: me[k] for k in ("host", "job_id", "backend")},
+        )
+        return res
+    finally:
+        release(run_dir, me)
 
 
 def _append_attempt(run_dir: Path, me: dict, config: dict) -> None:

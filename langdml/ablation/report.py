@@ -281,9 +281,15 @@ def stats_csv(cells: list[dict]) -> str:
 
 
 def plot(cells: list[dict], path: Path) -> Path | None:
+    """The bar plot; arm labels and cell names are drawn as plain text (never mathtext)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _plot(cells, path)
+
+
+def _plot(cells: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     bases = list(dict.fromkeys(c["base"] for c in cells))
@@ -343,17 +349,34 @@ def versions_note(ablation, rows: list[dict]) -> str:
     return "Versions differ between runs: " + " | ".join(sorted(lines)) + "."
 
 
+def incomplete_note(total: int, waiting: dict[str, list[str]] | None) -> str:
+    """A paragraph saying the table is incomplete and which runs it lacks ("" when complete)."""
+    waiting = {k: v for k, v in (waiting or {}).items() if v}
+    if not waiting:
+        return ""
+    missing = sum(len(v) for v in waiting.values())
+    parts = [f"{len(v)} {state} ({', '.join(v)})" for state, v in waiting.items()]
+    return (
+        f"**Incomplete**: {total - missing} of {total} runs finished; not in this table: "
+        + "; ".join(parts)
+        + ". Rerun the ablation (or `langdml report`) when they finish.\n\n"
+    )
+
+
 def write_report(
     out: Path,
     ablation,
     rows: list[dict],
     baselines: dict[str, dict] | None = None,
     agreements: dict[str, CellAgreement] | None = None,
+    waiting: dict[str, list[str]] | None = None,
 ) -> tuple[str, Path | None]:
-    """results.md, results_stats.csv and results.png; ``agreements``: see ``markdown_table``."""
+    """results.md, results_stats.csv and results.png; ``agreements``: see ``markdown_table``;
+    ``waiting``: the runs still ``running`` / ``pending``, named at the top when there are any."""
     cells = summarise(ablation, rows)
     failed = [r for r in rows if r["status"] != "ok"]
-    md = f"# Ablation: {ablation.name}\n\n" + markdown_table(cells, agreements)
+    md = f"# Ablation: {ablation.name}\n\n" + incomplete_note(len(ablation.runs), waiting)
+    md += markdown_table(cells, agreements)
     names = {
         "raw_features": "raw frozen trunk features (no training)",
         "untrained": "untrained head (one run's random initialisation)",

@@ -18,13 +18,18 @@ from typing import Any
 
 from langdml.ablation.agreement import cell_agreements, varies_text
 from langdml.ablation.backends import Backend, BackendOptions, resolve_options
-from langdml.ablation.cells import cell_record, extra_columns, finished, run_state
+from langdml.ablation.cells import PLAN, cell_record, extra_columns, finished, run_state
 from langdml.ablation.local_backend import LocalBackend
 from langdml.ablation.report import write_report
 from langdml.ablation.spec import Ablation, Run, load_ablation, value_label
 from langdml.eval.metrics import METRIC_KEYS as METRICS
 from langdml.eval.roth import is_metric_key
 from langdml.io import atomic_write_json, atomic_write_text
+from langdml.locks import folder_lock
+
+# Two drivers on one grid write the table in turns; one write takes well under a second, the
+# final report (agreements, plot) seconds.
+TABLE_LOCK_WAIT_S = 300.0
 
 
 @dataclass
@@ -88,19 +93,14 @@ def run_ablation(
     out = ablation.output_dir
     out.mkdir(parents=True, exist_ok=True)
     _write_snapshot(out, ablation)
-    rows: dict[str, dict] = {}
+    rows: dict[str, dict] = {}  # what this invocation's attempts returned
     todo: list[Run] = []
     notes: list[str] = []
     for run in ablation.runs:
         state = run_state(run.id, Path(run.config.output_dir), run.config.train.epochs)
-        if state.status == "done":
-            done = finished(Path(run.config.output_dir), run.config.train.epochs) or {}
-            seconds = cell_record(Path(run.config.output_dir)).get("seconds")
-            final, extra = done.get("final"), extra_columns(done)
-            rows[run.id] = _row(run, ablation, "ok", final, seconds, extra=extra)
-        elif state.status == "running":
+        if state.status == "running":
             notes.append(f"{run.id} is running elsewhere ({state.detail}); not submitted")
-        else:
+        elif state.status != "done":
             todo.append(run)
     _save_rows(out, ablation, rows)
     engine = make_backend(backend, options, workers, out, f"langdml-{ablation.name}", detach)
@@ -132,10 +132,16 @@ def run_ablation(
     if progress:
         for note in notes:
             print(f"langdml: {note}", file=sys.stderr)
-    ordered = [rows[r.id] for r in ablation.runs if r.id in rows]
-    agreements = cell_agreements(ablation, ordered, progress) if varies_text(ablation) else None
-    markdown, plot = write_report(out, ablation, ordered, _baselines(ablation), agreements)
-    return AblationResult(out, ordered, out / "results.md", plot, markdown, notes)
+    with folder_lock(out, "ablation folder", wait_s=TABLE_LOCK_WAIT_S):
+        table = disk_table(ablation, rows)
+        _write_rows(out, table.rows)
+        agreements = (
+            cell_agreements(ablation, table.rows, progress) if varies_text(ablation) else None
+        )
+        markdown, plot = write_report(
+            out, ablation, table.rows, _baselines(ablation), agreements, table.waiting
+        )
+    return AblationResult(out, table.rows, out / "results.md", plot, markdown, notes)
 
 
 def _write_snapshot(out: Path, ablation: Ablation) -> None:
@@ -148,6 +154,8 @@ def _write_snapshot(out: Path, ablation: Ablation) -> None:
         "base": ablation.base_tree,
     }
     atomic_write_text(out / "ablation.yaml", yaml.safe_dump(snapshot, sort_keys=False))
+    plan = [{"run_id": r.id, "epochs": r.config.train.epochs} for r in ablation.runs]
+    atomic_write_json(out / PLAN, {"name": ablation.name, "runs": plan})
 
 
 def _baselines(ablation: Ablation) -> dict[str, dict]:
@@ -161,8 +169,51 @@ def _baselines(ablation: Ablation) -> dict[str, dict]:
     return {}
 
 
-def _save_rows(out: Path, ablation: Ablation, rows: dict[str, dict]) -> None:
-    ordered = [rows[r.id] for r in ablation.runs if r.id in rows]
+@dataclass
+class DiskTable:
+    """The ablation's table as its run directories hold it: a row per finished run (ok or
+    failed) in grid order, and the runs still ``running`` or ``pending`` (not started, stale or
+    submitted) by state."""
+
+    rows: list[dict[str, Any]]
+    waiting: dict[str, list[str]]
+
+
+def disk_table(ablation: Ablation, attempts: dict[str, dict] | None = None) -> DiskTable:
+    """Every run's row from its directory, whichever process trained it, so two drivers on one
+    grid each write the whole table. ``attempts``: rows this process got back (a cluster job
+    that died without a result is on no disk) fill in runs the directories show unfinished."""
+    attempts = attempts or {}
+    rows, waiting = [], {"running": [], "pending": []}
+    for run in ablation.runs:
+        run_dir, epochs = Path(run.config.output_dir), run.config.train.epochs
+        state = run_state(run.id, run_dir, epochs)
+        if state.status == "done":
+            done = finished(run_dir, epochs) or {}
+            seconds = cell_record(run_dir).get("seconds")
+            rows.append(
+                _row(run, ablation, "ok", done.get("final"), seconds, extra=extra_columns(done))
+            )
+        elif state.status == "running":
+            waiting["running"].append(run.id)
+        elif run.id in attempts:
+            rows.append(attempts[run.id])
+        elif state.status == "failed":
+            record = cell_record(run_dir)
+            error = record.get("error") or state.detail
+            rows.append(_row(run, ablation, "failed", None, record.get("seconds"), error))
+        else:
+            waiting["pending"].append(run.id)
+    return DiskTable(rows, waiting)
+
+
+def _save_rows(out: Path, ablation: Ablation, attempts: dict[str, dict]) -> None:
+    """results.csv / results.json from the disk (under the ablation folder's lock)."""
+    with folder_lock(out, "ablation folder", wait_s=TABLE_LOCK_WAIT_S):
+        _write_rows(out, disk_table(ablation, attempts).rows)
+
+
+def _write_rows(out: Path, ordered: list[dict]) -> None:
     if not ordered:
         return
     keys = list(dict.fromkeys(k for row in ordered for k in row))

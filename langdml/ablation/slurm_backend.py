@@ -18,6 +18,7 @@ from typing import Any
 from langdml.ablation.backends import BackendOptions, Record, deliver, lost, require
 from langdml.ablation.cells import mark_submitted
 from langdml.errors import LangDMLError, first_line
+from langdml.paths import has_control
 
 
 class CellJob:
@@ -62,6 +63,12 @@ class SlurmBackend:
         self.submitit = require("slurm")
         self.options, self.job_name, self.detach = options, job_name, detach
         self.folder = Path(output_dir).resolve() / "slurm"
+        for what, text in (("output folder", str(self.folder)), ("job name", job_name)):
+            if has_control(text):  # it becomes #SBATCH lines and the srun line of the script
+                raise LangDMLError(
+                    f"--backend slurm: the {what} {text!r} holds a newline or another control "
+                    "character, which cannot be written into a job script; choose another"
+                )
         on_cluster = options.slurm.executor == "slurm"
         if on_cluster and shutil.which("srun") is None:
             raise LangDMLError(

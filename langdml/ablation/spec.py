@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
                 f"one of the grid values {[value_label(v) for v in grid[key]]}"
             )
 
-    name = str(tree.get("name") or path.stem)
+    name = ablation_name(tree.get("name"), path)
     out = Path(output_dir or tree.get("output_dir") or Path("runs") / name)
     keys = list(grid)
     runs = []
@@ -152,6 +153,22 @@ def load_ablation(path: str | os.PathLike, output_dir: str | None = None) -> Abl
             runs += _fold_runs(cell, seed, cfg, out, name)
     _check_loss_arguments(runs)
     return Ablation(name, out, grid, seeds, runs, base_tree)
+
+
+_NAME = re.compile(r"[\w+-][\w.+-]*")
+
+
+def ablation_name(value: Any, path: Path) -> str:
+    """The ablation's ``name`` (default: the file's stem): it names the folder ``runs/NAME`` and
+    the Slurm jobs, so it is one plain word (letters, digits, ``_ . + -``, not starting with
+    ``.``); a path, ``..``, a space, a newline or shell syntax is one ConfigError line."""
+    name = str(value) if value is not None and value != "" else path.stem
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"ablation {path}: name {name!r} is refused; expected letters, digits, '_', '.', "
+            "'+' or '-' (not starting with '.'): it names the folder runs/NAME and its jobs"
+        )
+    return name
 
 
 def _fold_runs(cell: Cell, seed: int, cfg: ExperimentConfig, out: Path, name: str) -> list[Run]:
@@ -214,13 +231,12 @@ def _check_loss_arguments(runs: list[Run]) -> None:
     """A base-loss name or argument the loss library rejects fails here, before any training."""
     import torch
 
-    from langdml.experiment import loss_spec
     from langdml.losses import build_loss
 
     seen = set()
     for run in runs:
-        spec = loss_spec(run.config)
-        key = stable_hash(spec)
+        spec = run.config.loss
+        key = stable_hash(spec.model_dump(mode="json"))
         if key in seen:
             continue
         seen.add(key)

@@ -16,6 +16,7 @@ from langdml.data.records import (
     class_disjoint_split,
     class_fold_split,
 )
+from langdml.data.splits import ClassSplits, class_splits
 from langdml.errors import DataError
 
 # kind -> (module, function); the function takes (argument after the colon or None, cache_dir).
@@ -56,11 +57,13 @@ def load_dataset(spec: str, cache_dir: str | Path | None = None) -> ImageDataset
 
 
 __all__ = [
+    "ClassSplits",
     "DatasetSplit",
     "ImageDataset",
     "ImageSource",
     "class_disjoint_split",
     "class_fold_split",
+    "class_splits",
     "known_kinds",
     "load_dataset",
     "parse_spec",

@@ -110,6 +110,7 @@ def id_map(rows: Iterable[list], file: Path, kind: str) -> dict[int, Any]:
 def check_files(root: Path, rel_paths: Sequence[str], kind: str, index: str) -> list[str]:
     # Plain strings: pathlib objects cost ~10 µs each, noticeable over SOP's 120k images.
     base = str(root)
+    check_contained(root, rel_paths, kind, index)
     paths = [os.path.join(base, p) for p in rel_paths]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
@@ -118,6 +119,29 @@ def check_files(root: Path, rel_paths: Sequence[str], kind: str, index: str) -> 
             f"first: {missing[0]}"
         )
     return paths
+
+
+def check_contained(root: Path, rel_paths: Sequence[str], kind: str, index: str) -> None:
+    """Every path an index file lists stays inside the dataset root: no absolute path, no
+    ``..``, no folder that is a link leading out (a linked image *file* is read where it points,
+    as in folder datasets). One DataError line naming the entry and the index file."""
+    from langdml.paths import escape_outside
+
+    for rel in rel_paths:
+        why = escape_outside(rel)
+        if why is not None:
+            raise DataError(
+                f"{kind}: {index} lists {rel!r}, which is refused ({why}); expected paths "
+                f"inside the dataset root {root}"
+            )
+    real_root = os.path.realpath(root).rstrip(os.sep) + os.sep
+    for folder in sorted({os.path.dirname(rel) for rel in rel_paths} - {""}):
+        real = os.path.realpath(os.path.join(root, folder))
+        if not (real + os.sep).startswith(real_root):
+            raise DataError(
+                f"{kind}: {index} lists images in {folder!r}, a link to {real}, outside the "
+                f"dataset root {root}; copy the images into the dataset or remove the link"
+            )
 
 
 def compact(raw_ids: Sequence[Any], class_order: Sequence[Any]) -> tuple[np.ndarray, list[int]]:

@@ -52,11 +52,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def dataset_summary(spec: str, cache_dir: str | None = None) -> dict:
-    from langdml.data import class_disjoint_split, load_dataset
+    from langdml.data import class_splits, load_dataset
 
     ds = load_dataset(spec, cache_dir=cache_dir)
     counts = ds.class_counts()
-    split = class_disjoint_split(ds)
+    split = class_splits(ds)
     out = {
         "name": ds.name,
         "num_images": len(ds),

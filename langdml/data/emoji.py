@@ -31,6 +31,7 @@ from langdml._extras import require
 from langdml.data.records import ImageDataset, ImageSource
 from langdml.errors import DataError
 from langdml.io import atomic_write_json, cache_root, file_sha256
+from langdml.paths import escape_outside
 
 DEFAULT_STYLES = ("openmoji", "noto_color", "noto_mono", "symbola")
 IMAGE_SIZE = 128
@@ -325,6 +326,8 @@ def verify_built(out_dir: Path) -> str | None:
     except (AttributeError, KeyError, TypeError, ValueError):
         return f"{meta_path} holds a malformed checksum list"
     for name, size, digest in recorded:
+        if escape_outside(name) is not None:  # the list names files of this folder only
+            return f"{meta_path} lists {name!r}, outside {out_dir}"
         path = out_dir / name
         if not path.is_file():
             return f"{path} is missing"

@@ -3,8 +3,9 @@ without faiss-gpu, or approximate IVF / HNSW faiss indexes with a measured neigh
 NMI / AMI."""
 
 from langdml.eval.ann import SEARCHES, check_search
+from langdml.eval.kmeans import kmeans_assign
 from langdml.eval.knn import SearchBackend, l2_normalize, resolve_backend
-from langdml.eval.metrics import adjusted_mutual_info, kmeans_assign, retrieval_metrics
+from langdml.eval.metrics import adjusted_mutual_info, retrieval_metrics
 from langdml.eval.search import knn_search
 
 __all__ = [

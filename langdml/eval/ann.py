@@ -57,18 +57,21 @@ from langdml.eval.knn import (
 
 log = logging.getLogger(__name__)
 
-SEARCHES = ("exact", "ivf", "hnsw")
+SEARCHES = ("exact", "ivf", "hnsw", "auto")
 # Every key a search accepts, with its default (None: derived from N, see SearchSpec.resolve).
 DEFAULTS: dict[str, dict[str, int | None]] = {
     "exact": {"recall_queries": 0},
     "ivf": {"nlist": None, "nprobe": None, "train_size": None, "recall_queries": 1000},
     "hnsw": {"M": 32, "efConstruction": 80, "efSearch": 128, "recall_queries": 1000},
+    # chosen by measurement (langdml.eval.autotune); target_recall is a fraction in (0, 1]
+    "auto": {"target_recall": None, "recall_queries": 1000},
 }
 _MINIMUM = {"recall_queries": 0, "M": 2}  # every other parameter must be >= 1
 ROWS = 1 << 16  # rows per block when validating, adding and searching
 GPU_MAX_NPROBE = 2048  # faiss-gpu IVF limit
 _TRAIN_PER_CELL = 64
 DEFAULT_NPROBE = 64  # at most nlist
+DEFAULT_TARGET = 0.95  # search="auto": neighbour recall to reach on the query sample
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +140,9 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
             f"search_params must be a mapping such as {{'nprobe': 32}}; got {search_params!r}"
         )
     allowed = DEFAULTS[search]
+    if search == "auto":
+        target, n = auto_params(dict(search_params))
+        return SearchSpec("auto", {"target_recall": target, "recall_queries": n})
     params = dict(allowed)
     for key, value in search_params.items():
         if key not in allowed:
@@ -152,6 +158,24 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
     if search == "ivf" and params["nlist"] is not None:
         spec.resolve(params["nlist"])  # nprobe / train_size against an explicit nlist
     return spec
+
+
+def auto_params(search_params: dict[str, Any] | None) -> tuple[float, int]:
+    """(target_recall, recall_queries) of ``search="auto"``'s parameters, checked."""
+    p = dict(search_params or {})
+    unknown = sorted(set(p) - {"target_recall", "recall_queries"})
+    if unknown:
+        raise LangDMLError(
+            f"search_params: unknown key(s) {unknown} for search='auto'; expected any of "
+            "target_recall, recall_queries"
+        )
+    target = p.get("target_recall", DEFAULT_TARGET)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise LangDMLError(f"search_params['target_recall'] must be in (0, 1]; got {target!r}")
+    n = p.get("recall_queries", 1000)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise LangDMLError(f"search_params['recall_queries'] must be an integer >= 1; got {n!r}")
+    return float(target), int(n)
 
 
 # ---------------------------------------------------------------------------------------------

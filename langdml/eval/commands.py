@@ -10,7 +10,12 @@ from pathlib import Path
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="retrieval metrics of a trained run, as JSON")
     p.add_argument("run_dir")
-    p.add_argument("--checkpoint", choices=["final", "best"], default="final")
+    p.add_argument(
+        "--checkpoint",
+        choices=["last", "best", "final"],
+        default="last",
+        help="last (the last epoch, default) or best (final: the old word for last)",
+    )
     p.add_argument(
         "--split",
         choices=["test", "val"],
@@ -111,7 +116,7 @@ def _per_class_target(path: str | Path) -> Path:
 
 def evaluate_run(
     run_dir: str | Path,
-    checkpoint: str = "final",
+    checkpoint: str = "last",
     split: str | None = None,
     search: str | None = None,
     search_params: dict | None = None,
@@ -125,12 +130,9 @@ def evaluate_run(
     that file. Both come from an exact search, as at the end of training. ``query_sample``: kNN
     metrics over that many seeded queries (the run's seed; the same rows for every search), to
     price an approximate search where exact over all queries is too slow."""
-    from langdml.data.records import query_gallery
     from langdml.eval.ann import check_search
     from langdml.eval.metrics import check_query_sample
-    from langdml.eval.per_class import per_class_csv
-    from langdml.experiment import embed, evaluate_embeddings, final_details, open_run
-    from langdml.io import atomic_write_text
+    from langdml.experiment import embed, evaluate_run_embeddings, open_run
 
     if search is not None:
         check_search(search, search_params)  # fail before loading anything
@@ -139,30 +141,27 @@ def evaluate_run(
     run = open_run(run_dir, checkpoint, split=split)
     cfg, data = _with_search(run.config, search, search_params), run.data
     emb = embed(run.model, cfg, data)
-    qg = query_gallery(data.eval)
-    metrics = evaluate_embeddings(cfg, emb, data.eval.labels, qg, query_sample)
+    want_details = target is not None or data.group_codes is not None
+    found = evaluate_run_embeddings(cfg, emb, data, details=want_details, query_sample=query_sample)
     details: dict = {}
-    if target is not None or data.group_codes is not None:
-        rows, severity = final_details(cfg, emb, data)
-        if severity:
-            details["hierarchy"] = severity
-        if target is not None:
-            atomic_write_text(target, per_class_csv(rows))
-            details["per_class"] = str(target)
+    if found.hierarchy:
+        details["hierarchy"] = found.hierarchy
+    if target is not None:
+        details["per_class"] = str(found.write_per_class(target))
     return {
         "run_dir": str(run.run_dir),
-        "checkpoint": checkpoint,
+        "checkpoint": run.checkpoint,
         "epoch": run.epoch,
         "split": data.eval_split,
         **({"search": cfg.eval.search} if cfg.eval.search != "exact" else {}),
         **({"query_sample": query_sample} if query_sample else {}),
-        **metrics,
+        **found.metrics,
         **details,
     }
 
 
 def evaluate_concatenated(
-    run_dirs: list[str | Path], checkpoint: str = "final", split: str | None = None
+    run_dirs: list[str | Path], checkpoint: str = "last", split: str | None = None
 ) -> dict:
     """Metrics of the runs' embeddings concatenated: each run's (L2-normalised) embedding of the
     same held-out images, side by side, L2-normalised again — MLRC's evaluation of its 4
@@ -171,7 +170,7 @@ def evaluate_concatenated(
     import torch
 
     from langdml.errors import LangDMLError
-    from langdml.experiment import embed, evaluate_embeddings, open_run
+    from langdml.experiment import embed, evaluate_run_embeddings, open_run
 
     parts, first = [], None
     for run_dir in run_dirs:
@@ -185,10 +184,10 @@ def evaluate_concatenated(
             )
         parts.append(torch.nn.functional.normalize(embed(run.model, run.config, run.data), dim=1))
     z = torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
-    metrics = evaluate_embeddings(first.config, z, first.data.eval.labels)
+    metrics = evaluate_run_embeddings(first.config, z, first.data).metrics
     return {
         "runs": [str(r) for r in run_dirs],
-        "checkpoint": checkpoint,
+        "checkpoint": first.checkpoint,
         "split": first.data.eval_split,
         "dim": int(z.shape[1]),
         **metrics,

@@ -1,17 +1,23 @@
-"""Lloyd k-means in torch, for clustering metrics on a GPU when faiss has no GPU support.
+"""k-means of the clustering metrics: ``kmeans_assign`` (faiss, CPU or GPU), and Lloyd k-means
+in torch for a GPU when faiss has no GPU support (``torch_kmeans_assign``).
 
-It follows faiss's ``Kmeans`` recipe (the one PML's NMI/AMI use): the initial centroids are ``k``
-distinct training rows drawn with the seed, each iteration assigns every row to its nearest
-centroid (squared L2) and moves each centroid to the mean of its rows, and a cluster left empty
-takes over half of a large cluster: it copies that cluster's centroid, and the two copies are
-pushed apart by a relative 1/1024 in alternating directions per dimension. Random streams differ
-from faiss's, so on data without a clear cluster structure the partition (and NMI/AMI) differs
-from CPU faiss's by k-means' own seed-to-seed variation; on well-separated data both find it.
+The torch version follows faiss's ``Kmeans`` recipe (the one PML's NMI/AMI use): the initial
+centroids are ``k`` distinct training rows drawn with the seed, each iteration assigns every row
+to its nearest centroid (squared L2) and moves each centroid to the mean of its rows, and a
+cluster left empty takes over half of a large cluster: it copies that cluster's centroid, and the
+two copies are pushed apart by a relative 1/1024 in alternating directions per dimension. Random
+streams differ from faiss's, so on data without a clear cluster structure the partition (and
+NMI/AMI) differs from CPU faiss's by k-means' own seed-to-seed variation; on well-separated data
+both find it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from langdml.eval.knn import _faiss, resolve_backend
 
 _EPS = 1.0 / 1024
 _BLOCK_BYTES = 1 << 30  # distance block: rows x k float32 scores at a time
@@ -60,3 +66,32 @@ def torch_kmeans_assign(
                 sizes[e] = sizes[big] - sizes[big] // 2
                 sizes[big] //= 2
     return _nearest(data, centroids, rows).cpu().numpy()
+
+
+def kmeans_assign(
+    x: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20, device: Any = "cpu"
+) -> np.ndarray:
+    """k-means (``niter`` Lloyd iterations, seeded) of the rows of x; the cluster of each row.
+
+    ``device`` as in :func:`retrieval_metrics`. On faiss (CPU, or GPU with faiss-gpu) it is the
+    same faiss call as PML's ``FaissKMeans(niter=20)`` (which uses faiss's default seed 1234);
+    ``min_points_per_centroid=1`` only silences faiss's "please provide at least ... points"
+    warning (DML test sets have ~5-60 points per class). On the torch backend (a GPU without
+    faiss-gpu) it is ``langdml.eval.kmeans.torch_kmeans_assign``.
+    """
+    backend = resolve_backend(device)
+    if backend.kind == "torch":
+        return torch_kmeans_assign(x, n_clusters, seed, niter, backend.torch_device)
+    faiss = _faiss()
+    km = faiss.Kmeans(
+        x.shape[1],
+        int(n_clusters),
+        niter=int(niter),
+        seed=int(seed),
+        min_points_per_centroid=1,
+        verbose=False,
+        gpu=1 if backend.kind == "faiss-gpu" else False,
+    )
+    km.train(x)
+    _, assign = km.index.search(x, 1)
+    return assign[:, 0]

@@ -46,10 +46,11 @@ from langdml.eval.ann import (
     iter_rows_knn,
     neighbor_recall,
 )
+from langdml.eval.autotune import auto_search
+from langdml.eval.kmeans import kmeans_assign
 from langdml.eval.knn import (
     ExactKNN,
     SearchBackend,
-    _faiss,
     as_float32_matrix,
     check_metric,
     iter_knn,
@@ -60,6 +61,7 @@ from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-e
     adjusted_mutual_info,
     expected_mutual_info,
 )
+from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
 from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ log = logging.getLogger(__name__)
 PARTS = ("recall", "map_r", "clustering")
 EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.roth
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
-# The keys retrieval_metrics returns by default (DESIGN.md), in report order.
+# The keys retrieval_metrics returns by default, in report order.
 METRIC_KEYS = (*(f"recall@{k}" for k in DEFAULT_RECALL_KS), "map@r", "r_precision", "nmi", "ami")
 
 
@@ -158,6 +160,8 @@ def retrieval_metrics(
     search_params: Mapping[str, int] | None = None,
     query_sample: int | None = None,
     index_cache: IndexCache | None = None,
+    rerank: str = "none",
+    rerank_params: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
 
@@ -173,24 +177,24 @@ def retrieval_metrics(
         k: neighbours retrieved; None (default) = exactly enough: the largest R_q (PML's
             "max_bin_count") and the largest recall k. An explicit k must cover both.
         metric: "cosine" (inner product of L2-normalised vectors) or "euclidean".
-        device: "cpu", "cuda"/"cuda:N" or "auto": faiss GPU when available, else exact torch
-            search on the GPU, else CPU faiss (``knn.resolve_backend``). k-means runs on faiss
-            (on the GPU with faiss-gpu), or in torch on the GPU with the torch backend.
-        chunk_size: queries per search call (memory bound); rounded to faiss's 4096-query block.
-            None picks it from k. Results do not depend on it.
+        device: "cpu", "cuda"/"cuda:N" or "auto" (``knn.resolve_backend``; k-means follows it).
+        chunk_size: queries per search call (memory bound; None: from k); results do not
+            depend on it.
         include: any of "recall", "map_r" (map@r, r_precision), "clustering" (nmi, ami), "map_1000",
             "f1" (``eval.roth``).
         seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
             of recall@k. kmeans_iters: k-means iterations.
-        search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``);
-            search_params: e.g. ``{"nprobe": 128}`` (ivf: nlist, nprobe, train_size; hnsw: M,
-            efConstruction, efSearch; any: recall_queries).
+        search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``), or
+            "auto" (chosen by measurement, ``eval.autotune``); search_params: e.g. ``{"nprobe":
+            128}`` (ivf: nlist, nprobe, train_size; hnsw: M, efConstruction, efSearch; auto:
+            target_recall; any: recall_queries).
         query_sample: kNN metrics over a seeded sample (``seed``) of this many queries instead
             of all (None, default); every row stays in the reference (leave-one-out as usual).
             The same seed picks the same queries for any ``search``, so exact metrics of a
             sample price an approximate search at a size where exact over all is too slow.
-        index_cache: an ``eval.ann.IndexCache`` several calls share, so they search one
-            approximate index (same reference object, search and seed); None: build one.
+        rerank: "none" (default), "qe" or "k_reciprocal": kNN metrics of the re-ranked lists of
+            an exact search (``eval.rerank``); rerank_params: e.g. ``{"k1": 20, "lambda": 0.3}``.
+        index_cache: an ``eval.ann.IndexCache`` calls share to search one approximate index.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -198,40 +202,47 @@ def retrieval_metrics(
         plus ``"neighbor_recall"`` for an approximate search (or ``recall_queries`` > 0): the
         fraction of exact neighbours it found on a seeded sample of queries (1.0 when exact).
     """
-    parts, spec, ks = _checked_options(include, metric, search, search_params, recall_ks, seed, k)
+    parts, ks, spec, reranking = _check_arguments(
+        include, metric, recall_ks, (search, search_params), (rerank, rerank_params), seed, k
+    )
     check_query_sample(query_sample)
     backend = resolve_backend(device)
-    # approximate: embeddings read a block at a time; the torch backend searches exactly instead
-    streaming = spec.approximate and backend.kind != "torch"
     q, q_labels, ref, r_labels = _inputs(
-        embeddings, labels, reference, reference_labels, metric, streaming
+        embeddings, labels, reference, reference_labels, metric, _streams(spec, backend)
     )
     loo = reference is None
-    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
+    codes = _label_codes(q_labels, r_labels)  # (query codes, reference codes, classes)
 
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
-        codes = (q_codes, r_codes, n_codes)
-        cached = (index_cache, embeddings if reference is None else reference)
-        how = (metric, backend, chunk_size, spec, int(seed), query_sample, cached)
+        cached = (index_cache, embeddings if loo else reference)
+        how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking, cached)
         out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
-        out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend, parts))
+        out.update(_clustering_metrics(x, codes[0], seed, kmeans_iters, backend, parts))
     return out
 
 
-def _checked_options(
-    include: Any, metric: Any, search: Any, search_params: Any, recall_ks: Any, seed: Any, k: Any
-) -> tuple[tuple[str, ...], SearchSpec, tuple[int, ...]]:
-    """``retrieval_metrics``' options checked (one LangDMLError line each): the parts, the
-    search and the recall ks."""
+def _streams(spec: SearchSpec, backend: SearchBackend) -> bool:
+    """Whether the embeddings are read a block at a time: for an approximate search, except on
+    the torch backend, which searches exactly instead."""
+    return spec.approximate and backend.kind != "torch"
+
+
+def _check_arguments(
+    include: Any, metric: str, recall_ks: Any, search: tuple, rerank: tuple, seed: Any, k: Any
+) -> tuple[tuple[str, ...], tuple[int, ...], SearchSpec, RerankSpec]:
+    """retrieval_metrics' arguments checked before any work: (parts, recall ks, search, rerank)."""
     parts = _check_parts(include)
     check_metric(metric)
-    spec = check_search(search, search_params)
+    spec = check_search(*search)
+    reranking = check_rerank(*rerank)
+    if reranking.active and spec.approximate:
+        raise LangDMLError(f"rerank {rerank[0]!r} re-ranks an exact search; use search='exact'")
     ks = _check_ks(recall_ks) if "recall" in parts else ()
     _check_seed_and_k(seed, k)
-    return parts, spec, ks
+    return parts, ks, spec, reranking
 
 
 def _check_seed_and_k(seed: Any, k: Any) -> None:
@@ -330,12 +341,12 @@ def _knn_metrics(
     parts: tuple[str, ...],
     ks: tuple[int, ...],
     k: int | None,
-    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None],
+    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None, RerankSpec, tuple],
 ) -> dict[str, float]:
     """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed,
-    query_sample, (index_cache, the reference's source array))."""
+    query_sample, rerank, (index_cache, the reference's source array))."""
     q_codes, r_codes, n_codes = codes
-    metric, backend, chunk_size, spec, seed, query_sample, (cache, source) = how
+    metric, backend, chunk_size, spec, seed, query_sample, reranking, cached = how
     want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
     keys += ["map@1000"] if want_1000 else []
@@ -363,12 +374,10 @@ def _knn_metrics(
     ap = np.zeros(valid.size, dtype=np.float64)
     rp = np.zeros(valid.size, dtype=np.float64)
     ap1000 = np.zeros(valid.size, dtype=np.float64)
-    if isinstance(ref, Rows):
-        engine: ExactKNN = (
-            cache.get(source, ref, metric, spec, seed, backend)
-            if cache is not None
-            else ApproxKNN(ref, metric, spec, seed, backend)
-        )
+    if reranking.active:
+        chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
+    elif isinstance(ref, Rows):
+        engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached)
         chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
     else:
         if spec.approximate:
@@ -396,6 +405,44 @@ def _knn_metrics(
     if spec.recall_queries > 0:
         out["neighbor_recall"] = _measured_recall(engine, q, ref, valid, K, loo, spec, seed)
     return out
+
+
+def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached):
+    """The index over the streamed reference: the spec's, or the one ``search="auto"`` picks by
+    measurement (``eval.autotune``; an exact choice is an exact index over the reference);
+    ``cached`` = (an ``IndexCache`` or None, the array the reference was read from)."""
+    if spec.kind != "auto":
+        cache, source = cached
+        if cache is not None:
+            return cache.get(source, ref, metric, spec, seed, backend), spec
+        return ApproxKNN(ref, metric, spec, seed, backend), spec
+    choice = auto_search(
+        ref,
+        q,
+        K,
+        metric,
+        ids=valid,
+        loo=loo,
+        target_recall=float(spec.params["target_recall"]),
+        recall_queries=spec.recall_queries,
+        seed=seed,
+        backend=backend,
+    )
+    if choice.engine is None:
+        return ExactKNN(ref.materialize(), metric, backend), choice.spec
+    return choice.engine, choice.spec
+
+
+def _reranked(q, ref, valid, K, loo, metric, backend, reranking):
+    """The re-ranked lists of the valid queries, as one (start, stop, scores, indices) chunk."""
+    if loo:
+        D, I = rerank_search(
+            q, None, K, spec=reranking, exclude_self=True, metric=metric, device=backend
+        )
+        D, I = D[valid], I[valid]
+    else:
+        D, I = rerank_search(q[valid], ref, K, spec=reranking, metric=metric, device=backend)
+    yield 0, valid.size, D, I
 
 
 def _measured_recall(
@@ -428,37 +475,6 @@ def _map_r_rows(rel: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """AP@R and R-precision of each query from its retrieved ranks ``rel`` and R_q ``r``."""
     rel_r = rel & (np.arange(rel.shape[1])[None, :] < r[:, None])  # only the first R_q ranks
     return average_precision_rows(rel_r, r), rel_r.sum(axis=1) / r
-
-
-def kmeans_assign(
-    x: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20, device: Any = "cpu"
-) -> np.ndarray:
-    """k-means (``niter`` Lloyd iterations, seeded) of the rows of x; the cluster of each row.
-
-    ``device`` as in :func:`retrieval_metrics`. On faiss (CPU, or GPU with faiss-gpu) it is the
-    same faiss call as PML's ``FaissKMeans(niter=20)`` (which uses faiss's default seed 1234);
-    ``min_points_per_centroid=1`` only silences faiss's "please provide at least ... points"
-    warning (DML test sets have ~5-60 points per class). On the torch backend (a GPU without
-    faiss-gpu) it is ``langdml.eval.kmeans.torch_kmeans_assign``.
-    """
-    backend = resolve_backend(device)
-    if backend.kind == "torch":
-        from langdml.eval.kmeans import torch_kmeans_assign
-
-        return torch_kmeans_assign(x, n_clusters, seed, niter, backend.torch_device)
-    faiss = _faiss()
-    km = faiss.Kmeans(
-        x.shape[1],
-        int(n_clusters),
-        niter=int(niter),
-        seed=int(seed),
-        min_points_per_centroid=1,
-        verbose=False,
-        gpu=1 if backend.kind == "faiss-gpu" else False,
-    )
-    km.train(x)
-    _, assign = km.index.search(x, 1)
-    return assign[:, 0]
 
 
 def _clustering_metrics(

@@ -15,7 +15,7 @@ non-lone queries, with t = the query's class and p = the class of its top-1 neig
 
 * ``hier/top1_error_same_group``: among top-1 errors (p != t), the fraction with p in t's
   coarsest group (level 0: the emoji's Unicode group). NaN without errors. Our own name for this
-  rate (issue 19).
+  rate.
 * ``hier/mistake_severity``: Bertinetto et al., "Making Better Mistakes: Leveraging Class
   Hierarchies with Deep Networks", CVPR 2020: the mean over top-1 errors of the height of the
   lowest common ancestor of p and t. With every class at depth D + 1 below the root, the height is

@@ -62,6 +62,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--run-dir",
+        help="the run the index was built with, where it is now (default: the folder the index "
+        "recorded; the run's config and checkpoint must be the ones the index was built with)",
+    )
     p.set_defaults(func=run_search)
 
     p = sub.add_parser("export", help="export the image tower to TorchScript or ONNX + model card")
@@ -128,7 +133,9 @@ def gallery_table(run, args):
 
 def run_embed(args) -> int:
     from langdml.inference.index import save_embeddings
+    from langdml.io import check_writable
 
+    check_writable(args.output, "-o")  # before any image is embedded
     table = gallery_table(_load(args), args)
     path = save_embeddings(args.output, table)
     print(f"{len(table.paths)} embeddings ({table.embeddings.shape[1]}-d) → {path}")
@@ -137,10 +144,14 @@ def run_embed(args) -> int:
 
 def run_index(args) -> int:
     from langdml.eval.ann import check_search
-    from langdml.inference.index import GalleryIndex
+    from langdml.inference.index import FAISS, GALLERY, GalleryIndex
+    from langdml.inference.index_folder import check_target
+    from langdml.io import check_writable
 
     search, params = args.search or "exact", parse_search_params(args.search_param)
     check_search(search, params)  # one clear line before the run is loaded
+    check_writable(args.output, "-o", folder=True)
+    check_target(args.output, (GALLERY, FAISS))  # a folder of other files: refused before work
     index = GalleryIndex(gallery_table(_load(args), args), search=search, search_params=params)
     folder = index.save(args.output)
     kind, resolved = index.search_kind
@@ -149,31 +160,59 @@ def run_index(args) -> int:
     return 0
 
 
-def _index_run(index, device: str):
-    """The run an index was built with, checked against the index's fingerprint."""
+def _index_run(index, device: str, run_dir: str | None = None):
+    """The run an index was built with (``run_dir``, else the folder the index recorded),
+    checked against the index's fingerprint."""
+    from langdml.inference.index import GALLERY
     from langdml.inference.run import load_run
 
     fp = index.table.fingerprint
-    if not fp.get("run_dir"):
-        raise LangDMLError("the index records no run directory; rebuild it with langdml index")
+    gallery = Path(index.folder or ".") / GALLERY
+    recorded = fp.get("run_dir")
+    if run_dir is None:
+        if not recorded:
+            raise LangDMLError(
+                f"{str(gallery)!r} records no run directory; pass it with --run-dir or rebuild "
+                "the index with langdml index"
+            )
+        if not Path(recorded).is_dir():
+            raise LangDMLError(
+                f"run directory {recorded!r} (recorded in {str(gallery)!r} when the index was "
+                "built) does not exist: moved or deleted? pass its new place with --run-dir DIR"
+            )
+    where = run_dir or recorded
     checkpoint = "best" if fp.get("checkpoint") == "best.pt" else "last"
-    run = load_run(fp["run_dir"], checkpoint, device=device)
+    run = load_run(where, checkpoint, device=device)
     now = run.fingerprint()
     for key in ("config_sha256", "checkpoint_sha256"):
         if now[key] != fp.get(key):
+            how = "is not the run the index was built with" if run_dir else "changed since"
             raise LangDMLError(
-                f"run {fp['run_dir']!r} changed since the index was built ({key} "
-                f"{fp.get(key)} → {now[key]}); rebuild it with langdml index"
+                f"run {str(where)!r} {how} (the index {str(index.folder)!r} records {key} "
+                f"{fp.get(key)}, the run has {now[key]}); rebuild it with langdml index"
             )
     return run
+
+
+def _check_query(args) -> None:
+    """The query image, before the run is loaded."""
+    if args.image is not None:
+        image = Path(args.image)
+        if image.is_dir():
+            raise LangDMLError(f"--image {args.image!r} is a directory; expected an image file")
+        if not image.exists():
+            raise LangDMLError(f"--image {args.image!r} does not exist")
 
 
 def run_search(args) -> int:
     from langdml.inference.index import GalleryIndex
 
+    if args.k < 1:
+        raise LangDMLError(f"-k must be at least 1 (neighbours to return), got {args.k}")
     index = GalleryIndex.load(args.index_dir)
     index.set_search_params(parse_search_params(args.search_param))
-    run = _index_run(index, args.device)
+    _check_query(args)
+    run = _index_run(index, args.device, args.run_dir)
     if args.text is not None:
         query, q = args.text, run.embed_text([args.text])
     else:
@@ -206,6 +245,9 @@ def run_export(args) -> int:
         raise LangDMLError(
             f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}"
         )
+    from langdml.io import check_writable
+
+    check_writable(args.output, "-o")  # a read-only place or a folder: one line, before the work
     path = export_run(_load(args), args.format, args.output)
     print(f"{args.format} image tower → {path} (model card {card_path(path)})")
     return 0
@@ -213,16 +255,27 @@ def run_export(args) -> int:
 
 def run_report(args) -> int:
     from langdml.inference.ablation_report import is_ablation_dir, write_ablation_report
+    from langdml.io import check_writable
 
+    if args.queries < 1:
+        raise LangDMLError(
+            f"--queries must be at least 1 (rows of the retrieval grid), got {args.queries}"
+        )
+    if args.k < 1:
+        raise LangDMLError(f"-k must be at least 1 (neighbours per query), got {args.k}")
     if is_ablation_dir(args.run_dir):
         out = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
+        check_writable(out, "-o")
         write_ablation_report(args.run_dir, out, cell_reports=args.cell_reports)
         print(f"ablation report → {out}")
         return 0
     from langdml.inference.report import write_report
 
+    if args.output:
+        check_writable(args.output, "-o")  # before the run is loaded and embedded
     run = _load(args)
     out = Path(args.output) if args.output else run.run_dir / "report.html"
+    check_writable(out, "-o")
     write_report(run, out, queries=args.queries, k=args.k)
     print(f"report → {out}")
     return 0

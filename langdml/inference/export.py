@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from langdml.errors import LangDMLError
+from langdml.experiment.run_files import METRICS
 from langdml.inference.run import LoadedRun
-from langdml.run_files import METRICS
 
 FORMATS = ("torchscript", "onnx")
 
@@ -53,8 +53,10 @@ def export_run(run: LoadedRun, fmt: str, path: str | Path) -> Path:
     """Write the image tower to ``path`` in ``fmt`` and its model card to ``path.json``."""
     if fmt not in FORMATS:
         raise LangDMLError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from langdml.io import atomic_write, atomic_write_text, check_writable
+
+    path = check_writable(path, "export file")  # a folder or a read-only place: one line
+    check_writable(card_path(path), "model card")
     tower = run.tower().cpu().eval()
     size = run.config.model.image_size
     example = torch.zeros(2, 3, size, size)
@@ -64,11 +66,11 @@ def export_run(run: LoadedRun, fmt: str, path: str | Path) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
             traced = torch.jit.trace(tower, example, check_trace=False)
-        traced.save(str(path))
+        atomic_write(path, lambda tmp: traced.save(str(tmp)))
     else:
-        _export_onnx(tower, example, path)
+        atomic_write(path, lambda tmp: _export_onnx(tower, example, tmp))
     card = model_card(run, fmt, path)
-    card_path(path).write_text(json.dumps(card, indent=2, default=str) + "\n")
+    atomic_write_text(card_path(path), json.dumps(card, indent=2, default=str) + "\n")
     return path
 
 

@@ -11,7 +11,9 @@ An index folder (``langdml index -o INDEX_DIR``) is ``gallery.safetensors`` (the
 euclidean runs), or with ``--search hnsw`` / ``ivf`` an approximate one built by
 ``langdml.eval.ann.ApproxKNN`` (the evaluation's own construction, same parameters and defaults).
 The kind and the search-time parameter (``efSearch`` / ``nprobe``) are stored in the faiss index
-itself and read back from it.
+itself and read back from it. ``manifest.json`` ties the two files together
+(``langdml.inference.index_folder``): loading refuses, in one line, a folder whose files do not
+match it.
 """
 
 from __future__ import annotations
@@ -62,17 +64,24 @@ def load_embeddings(path: str | Path) -> GalleryTable:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             emb, labels = f.get_tensor("embeddings"), f.get_tensor("labels")
+        table = GalleryTable(
+            emb,
+            labels.numpy(),
+            json.loads(meta.get("paths", "[]")),
+            json.loads(meta.get("class_names", "[]")),
+            json.loads(meta.get("fingerprint", "{}")),
+            meta.get("metric", "cosine"),
+            meta.get("source", ""),
+        )
     except Exception as exc:  # a foreign or truncated file
-        raise LangDMLError(f"{str(path)!r} is not a langdml embedding file ({exc})") from None
-    return GalleryTable(
-        emb,
-        labels.numpy(),
-        json.loads(meta.get("paths", "[]")),
-        json.loads(meta.get("class_names", "[]")),
-        json.loads(meta.get("fingerprint", "{}")),
-        meta.get("metric", "cosine"),
-        meta.get("source", ""),
-    )
+        why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise LangDMLError(f"{str(path)!r} is not a langdml embedding file ({why})") from None
+    if len(table.paths) != len(emb) or len(table.labels) != len(emb):
+        raise LangDMLError(
+            f"{str(path)!r} is damaged: {len(emb)} embeddings, {len(table.labels)} labels, "
+            f"{len(table.paths)} paths"
+        )
+    return table
 
 
 @dataclass
@@ -111,6 +120,7 @@ class GalleryIndex:
         from langdml.eval.ann import check_search
 
         self.table = table
+        self.folder: Path | None = None  # the index folder it was loaded from
         spec = check_search(search, search_params)
         if index is None:
             index = self._build_approx(table, spec, seed) if spec.approximate else None
@@ -202,21 +212,48 @@ class GalleryIndex:
         return self.index.search(q, min(k, len(self)))
 
     def save(self, folder: str | Path) -> Path:
+        """Write the index folder: gallery, faiss index and (last) their manifest, in a
+        temporary sibling folder that replaces ``folder`` whole (``index_folder``)."""
+        from langdml.inference.index_folder import manifest_record, write_folder
         from langdml.io import atomic_write
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_embeddings(folder / GALLERY, self.table)
-        atomic_write(folder / FAISS, lambda tmp: _faiss().write_index(self.index, str(tmp)))
-        return folder
+        def write(tmp: Path) -> dict:
+            save_embeddings(tmp / GALLERY, self.table)
+            atomic_write(tmp / FAISS, lambda t: _faiss().write_index(self.index, str(t)))
+            files = {GALLERY: tmp / GALLERY, FAISS: tmp / FAISS}
+            d = int(self.index.d)
+            return manifest_record(
+                files, len(self), d, self.table.metric, self.search_kind, self.table.fingerprint
+            )
+
+        return write_folder(Path(folder), (GALLERY, FAISS), write)
 
     @classmethod
     def load(cls, folder: str | Path) -> GalleryIndex:
+        """Reopen an index folder, verified against its manifest (one line on any mismatch)."""
+        from langdml.inference.index_folder import (
+            MANIFEST,
+            read_manifest,
+            verify_files,
+            verify_loaded,
+        )
+
         folder = Path(folder)
-        if not (folder / GALLERY).is_file() or not (folder / FAISS).is_file():
+        if not any((folder / name).is_file() for name in (GALLERY, FAISS, MANIFEST)):
             raise LangDMLError(
-                f"{str(folder)!r} is not an index folder (no {GALLERY} + {FAISS}); "
+                f"{str(folder)!r} is not an index folder (no {MANIFEST}, {GALLERY}, {FAISS}); "
                 "build one with: langdml index RUN_DIR --images DIR -o INDEX_DIR"
             )
+        manifest = read_manifest(folder)
+        verify_files(folder, manifest, (GALLERY, FAISS))
         table = load_embeddings(folder / GALLERY)
-        return cls(table, _faiss().read_index(str(folder / FAISS)))
+        try:
+            raw = _faiss().read_index(str(folder / FAISS))
+        except RuntimeError as exc:
+            raise LangDMLError(
+                f"{str(folder / FAISS)!r} is not a faiss index ({str(exc).splitlines()[-1][:120]})"
+            ) from None
+        index = cls(table, raw, search=manifest["search"].get("kind", "exact"))
+        verify_loaded(folder, manifest, table, raw, index.search_kind)
+        index.folder = folder
+        return index

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from langdml.errors import LangDMLError
 from langdml.eval.metrics import METRIC_KEYS
 from langdml.experiment import embed, embed_train, needs_text
+from langdml.experiment.run_files import METRICS
 from langdml.inference import report_plots as plots
 from langdml.inference.index import GalleryIndex
 from langdml.inference.run import LoadedRun
-from langdml.run_files import METRICS
 
 HEADLINE = METRIC_KEYS  # the default metrics of an evaluation
 STYLE = """
@@ -94,7 +95,7 @@ def _query_rows(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def _grid(run, emb: torch.Tensor, labels: np.ndarray, queries: int, k: int) -> str:
-    data = run.opened.data.eval
+    data = run.data.eval
     names = data.class_names
     index = GalleryIndex.build(emb, metric=run.config.eval.metric)
     rows_html = []
@@ -124,7 +125,7 @@ def per_class_r1(emb: torch.Tensor, labels: np.ndarray, metric: str) -> dict[int
 
 
 def _classes(run, emb: torch.Tensor, labels: np.ndarray, count: int = 6) -> str:
-    data = run.opened.data.eval
+    data = run.data.eval
     r1 = per_class_r1(emb, labels, run.config.eval.metric)
     order = sorted(r1, key=lambda c: (r1[c], c))
     parts = []
@@ -146,11 +147,11 @@ def _heatmaps(run: LoadedRun, max_classes: int = 40) -> str | None:
     """Train classes' centroid image similarity vs class-name similarity (language runs)."""
     if not needs_text(run.config):
         return None
-    text = run.opened.training_text_embeddings()
+    text = run.training_text_embeddings()
     if text is None:
         return None
     text = F.normalize(text.float().mean(dim=1) if text.ndim == 3 else text.float(), dim=-1)
-    data = run.opened.data
+    data = run.data
     emb = embed_train(run.model, run.config, data)
     labels = torch.as_tensor(data.train.labels)
     classes = torch.arange(min(max_classes, data.train.num_classes))
@@ -176,8 +177,14 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_report(run: LoadedRun, out: str | Path, queries: int = 8, k: int = 6) -> Path:
     """Write the report of ``run`` to ``out`` (one HTML file, pictures inlined)."""
+    from langdml.io import check_writable
+
+    for name, value in (("queries", queries), ("k", k)):
+        if value < 1:
+            raise LangDMLError(f"report {name} must be at least 1, got {value}")
+    check_writable(out, "report")  # before the test set is embedded
     cfg = run.config
-    data = run.opened.data
+    data = run.data
     emb = embed(run.model, cfg, data)
     labels = np.asarray(data.eval.labels)
     regs = ", ".join(cfg.loss.regularizers) or "none"
@@ -186,7 +193,7 @@ def write_report(run: LoadedRun, out: str | Path, queries: int = 8, k: int = 6) 
         f"{_esc(cfg.data.dataset)}; {_esc(cfg.model.backbone)} "
         f"({_trunk_words(cfg.model)}), {cfg.model.head} head "
         f"→ {cfg.model.embedding_dim}-d; loss {_esc(cfg.loss.base.name)} + {_esc(regs)}; "
-        f"checkpoint {_esc(run.opened.checkpoint)} (epoch {run.opened.epoch})</p>",
+        f"checkpoint {_esc(run.checkpoint)} (epoch {run.epoch})</p>",
         "<h2>Headline metrics</h2>" + _metrics_table(run),
         f"<h2>Test queries and their top-{k} neighbours</h2>" + _grid(run, emb, labels, queries, k),
         "<h2>Learning curves</h2>" + _img(plots.learning_curves(_read_log(run.run_dir)), "curves"),
@@ -205,6 +212,7 @@ def write_report(run: LoadedRun, out: str | Path, queries: int = 8, k: int = 6) 
         f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    from langdml.io import atomic_write_text
+
+    atomic_write_text(out, page)
     return out

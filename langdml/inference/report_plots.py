@@ -4,7 +4,9 @@ heatmaps, image thumbnails (matplotlib with the Agg backend; nothing touches a d
 from __future__ import annotations
 
 import base64
+import functools
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,20 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def literal_text(fn: Callable) -> Callable:
+    """Draw ``fn``'s figure with every string as plain text: a class name such as
+    ``$\\undefined$`` is shown as written, never parsed as mathtext (which can fail)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def figure_png(fig) -> str:
@@ -35,6 +51,7 @@ def image_png(image, size: int = 96) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+@literal_text
 def learning_curves(log: list[dict[str, Any]]) -> str | None:
     """Training loss per epoch and the evaluation metrics at the epochs that evaluated."""
     if not log:
@@ -56,6 +73,7 @@ def learning_curves(log: list[dict[str, Any]]) -> str | None:
     return figure_png(fig)
 
 
+@literal_text
 def tsne_map(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0, limit: int = 2000) -> str:
     """2-D t-SNE of (at most ``limit``, seeded) embeddings, colored by class."""
     from sklearn.manifold import TSNE
@@ -76,6 +94,7 @@ def tsne_map(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0, limit: i
     return figure_png(fig)
 
 
+@literal_text
 def heatmaps(image_sim: np.ndarray, name_sim: np.ndarray, names: list[str]) -> str:
     """Train classes' image-similarity and name-similarity matrices side by side."""
     plt = _pyplot()

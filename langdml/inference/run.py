@@ -1,9 +1,11 @@
 """A trained run as a model: embed images (the run's preprocessing), embed class names (runs with
-a text side), search a gallery. Reopening goes through :func:`langdml.experiment.open_run`."""
+a text side), search a gallery. Reopening is :meth:`langdml.experiment.Run.open` (the training
+data is never loaded here unless asked)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,12 @@ from torch import nn
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
 from langdml.experiment import (
-    OpenRun,
+    Run,
     feature_spec,
     image_normalisation,
-    open_run,
+    run_class_splits,
     run_transform,
-    uses_text_proxies,
 )
-from langdml.io import file_sha256
-from langdml.run_files import CHECKPOINTS, CONFIG
 
 
 class ImageTower(nn.Module):
@@ -56,39 +55,19 @@ def open_image(item: Any):
         raise LangDMLError(f"{str(path)!r} is not an image PIL can read ({exc})") from None
 
 
-class LoadedRun:
-    """A finished run ready for inference; build it with :func:`load_run`."""
+@dataclass(eq=False)
+class LoadedRun(Run):
+    """A finished run ready for inference (the :class:`~langdml.experiment.Run` record, with
+    the image tower and embedding methods); build it with :func:`load_run`."""
 
-    def __init__(self, opened: OpenRun) -> None:
-        self.opened = opened
-        self.config = opened.config
-        self.model = opened.model.eval()
-        self.device = self.config.train.device
-        self._tower: ImageTower | None = None
+    image_tower: ImageTower | None = field(default=None, repr=False)
 
-    @property
-    def run_dir(self) -> Path:
-        return self.opened.run_dir
+    def __post_init__(self) -> None:
+        self.model.eval()
 
     @property
-    def embedding_dim(self) -> int:
-        return int(self.config.model.embedding_dim)
-
-    @property
-    def has_text(self) -> bool:
-        return uses_text_proxies(self.config)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies the model: its config file and the checkpoint file its weights came
-        from (SHA-256 prefixes; checkpoint.prev.pt when checkpoint.pt was damaged)."""
-        ckpt = self.opened.checkpoint_file or self.run_dir / CHECKPOINTS[self.opened.checkpoint]
-        return {
-            "run_dir": str(self.run_dir.resolve()),
-            "config_sha256": file_sha256(self.run_dir / CONFIG)[:16],
-            "checkpoint": ckpt.name,
-            "checkpoint_sha256": file_sha256(ckpt)[:16],
-            "epoch": self.opened.epoch,
-        }
+    def device(self) -> str:
+        return self.config.train.device
 
     def preprocessing(self) -> dict[str, Any]:
         """The eval transform: RGB, resize, [0, 1], normalise with mean/std; NCHW float32."""
@@ -114,7 +93,7 @@ class LoadedRun:
 
     def tower(self) -> ImageTower:
         """The image tower (trunk + trained head) in eval mode on the run's device."""
-        if self._tower is None:
+        if self.image_tower is None:
             backbone = self.model.backbone
             if backbone is None:  # frozen trunk: the configured backbone the features came from
                 from langdml.models import create_backbone
@@ -129,8 +108,8 @@ class LoadedRun:
                 trunk, _ = create_backbone(m.backbone, m.weights, pooling=m.pooling)
                 prefix = split_trunk(trunk, m.partial_blocks)[0]
                 backbone = nn.Sequential(prefix, backbone)
-            self._tower = ImageTower(backbone, self.model.head).to(self.device).eval()
-        return self._tower
+            self.image_tower = ImageTower(backbone, self.model.head).to(self.device).eval()
+        return self.image_tower
 
     @torch.no_grad()
     def embed(
@@ -187,7 +166,7 @@ class LoadedRun:
             cache_dir=text_cache_dir(self.config.data.cache_dir), device=self.device,
         )  # fmt: skip
         text = found.embeddings.float()[torch.as_tensor(rows)]
-        projection = self.opened.text_projection().cpu()
+        projection = self.text_projection().cpu()
         return F.normalize(projection(text), dim=-1)
 
     def search(self, queries: torch.Tensor, index, k: int = 10):
@@ -226,7 +205,7 @@ def _batches(n: int, size: int, progress: bool, desc: str) -> Iterable[int]:
 
 def load_run(run_dir: str | Path, checkpoint: str = "last", device: str | None = None) -> LoadedRun:
     """Reopen a trained run for inference (``checkpoint``: "last" or "best")."""
-    return LoadedRun(open_run(run_dir, checkpoint, split="test", device=device or "cpu"))
+    return LoadedRun.open(run_dir, checkpoint, split="test", device=device or "cpu")
 
 
 def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
@@ -238,14 +217,12 @@ def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
 def select_split(
     run: LoadedRun, dataset: ImageDataset, split: str
 ) -> tuple[ImageDataset, np.ndarray]:
-    """``dataset`` restricted to the run's train or test classes ("all": unchanged)."""
-    from langdml.data import class_disjoint_split
-
+    """``dataset`` restricted to the run's train or test classes ("all": unchanged); the run is
+    opened on its test classes, so "train" is every class of the train split."""
     if split == "all":
         return dataset, np.arange(len(dataset))
     if split not in ("train", "test"):
         raise LangDMLError(f"split must be test, train or all; got {split!r}")
-    parts = class_disjoint_split(dataset, run.config.data.train_fraction)
-    part = parts.train if split == "train" else parts.test
+    part = run_class_splits(run.config, dataset).part(split)
     row = {item: i for i, item in enumerate(dataset.images.items)}
     return part, np.asarray([row[i] for i in part.images.items])

@@ -5,7 +5,8 @@ proxy losses use pytorch-metric-learning's argument names and defaults and match
 gradients with those defaults.
 
 The package loads lazily (``from langdml.losses import X`` imports X's module on first use), so
-the config and the CLI can read :mod:`langdml.losses.vocab` without importing torch.
+the config and the CLI can read :mod:`langdml.losses.registry` (every loss, miner and
+regularizer name) and :mod:`langdml.losses.spec` (the ``loss:`` schema) without importing torch.
 """
 
 from langdml._lazy import lazy_getattr
@@ -15,7 +16,13 @@ _EXPORTS = {
     "CosFaceLoss": "langdml.losses.arcface",
     "CircleLoss": "langdml.losses.circle",
     "CombinedLoss": "langdml.losses.combined",
-    "build_loss": "langdml.losses.combined",
+    "build_loss": "langdml.losses.build",
+    "build_base": "langdml.losses.build",
+    "build_miner": "langdml.losses.build",
+    "LossConfig": "langdml.losses.spec",
+    "LOSSES": "langdml.losses.registry",
+    "MINERS": "langdml.losses.registry",
+    "REGULARIZERS": "langdml.losses.registry",
     "ContrastiveLoss": "langdml.losses.contrastive",
     "DirectionRegularizer": "langdml.losses.direction",
     "DRMultiSimilarityLoss": "langdml.losses.dr_losses",
@@ -42,37 +49,8 @@ _EXPORTS = {
     "TextProxyAnchorLoss": "langdml.losses.text_proxies",
     "TextProxyNCALoss": "langdml.losses.text_proxies",
     "TEXT_PROXY_LOSSES": "langdml.losses.text_proxies",
-    "BASE_LOSSES": "langdml.losses.combined",
+    "BASE_LOSSES": "langdml.losses.build",
 }
 
-__all__ = [
-    "ContrastiveLoss",
-    "TripletLoss",
-    "NPairLoss",
-    "MultiSimilarityLoss",
-    "ProxyNCALoss",
-    "ProxyAnchorLoss",
-    "ProxyGMLLoss",
-    "MarginLoss",
-    "CircleLoss",
-    "ArcFaceLoss",
-    "CosFaceLoss",
-    "NormalizedSoftmaxLoss",
-    "SoftTripleLoss",
-    "ProxyNCAPlusPlusLoss",
-    "CrossBatchMemory",
-    "S2SDLoss",
-    "LanguageGuidanceLoss",
-    "DirectionRegularizer",
-    "DRTripletLoss",
-    "DRProxyNCALoss",
-    "DRMultiSimilarityLoss",
-    "AllTripletsMiner",
-    "SemiHardMiner",
-    "BatchHardMiner",
-    "DistanceWeightedMiner",
-    "MultiSimilarityMiner",
-    "CombinedLoss",
-    "build_loss",
-]
+__all__ = list(_EXPORTS)
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

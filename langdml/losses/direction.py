@@ -1,8 +1,9 @@
 """Direction regularisation (Mohan et al., CVPR 2020, "Moving in the Right Direction").
 
-The paper's own equations could not be read (see REFERENCES.md); its figure states the idea: for
-unit vectors a (anchor), p (positive), n (negative) and c = (a + p)/2, the negative should move
-along (n - c), with (n - c) ⊥ (p - a). Two implementations live in the library:
+The paper's own equations could not be read (docs/references.md, "Direction regularization");
+its figure states the idea: for unit vectors a (anchor), p (positive), n (negative) and
+c = (a + p)/2, the negative should move along (n - c), with (n - c) ⊥ (p - a). Two
+implementations live in the library:
 
 - form "integrated" (langdml.losses.dr_losses): DR-Triplet, DR-ProxyNCA and DR-MS exactly as the
   public reproductions write them, with +γ·cos∠(n - a, p - a) *inside* the base loss (inside the
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from langdml.errors import LangDMLError
 
 from ._common import as_fp32, check_batch, fp32_region, normalize, positive_negative_masks
-from .vocab import MODES, canonical_mode
+from .registry import MODES, canonical_mode
 
 _FORMS = ("orthogonal",)
 _MODES = ("auto", *MODES)

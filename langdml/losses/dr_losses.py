@@ -1,7 +1,7 @@
 """Integrated direction regularisation: DR-Triplet, DR-ProxyNCA and DR-MS.
 
 Mohan et al., CVPR 2020 ("Moving in the Right Direction"). The paper's own equations could not be
-read (REFERENCES.md, "Direction regularization"); these classes follow the forms of its public
+read (docs/references.md, "Direction regularization"); these classes follow the forms of its public
 reproductions, which add +γ·cos θ to the negative's distance (or subtract it from its
 similarity) *inside* the base loss, θ = ∠(n - a, p - a) at the anchor, on L2-normalised vectors.
 Only the terms the base loss actually weights (active hinge terms, the NCA softmax, the MS
@@ -34,9 +34,6 @@ from .direction import angle_cosine
 from .multi_similarity import MultiSimilarityLoss
 from .proxy_nca import ProxyNCALoss
 from .triplet import TripletLoss, padded_positives
-
-# build_loss names of the bases that have an integrated form
-DR_BASES = ("triplet", "proxy_nca", "multi_similarity")
 
 
 def _mean_over(values: Tensor, mask: Tensor) -> Tensor:

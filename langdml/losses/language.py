@@ -18,8 +18,8 @@ from ._common import (
     fp32_region,
     log_softmax,
 )
-from .vocab import MODES as _MODES
-from .vocab import canonical_mode
+from .registry import MODES as _MODES
+from .registry import canonical_mode
 
 _DIRECTIONS = ("backward", "forward")
 

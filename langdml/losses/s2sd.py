@@ -4,8 +4,7 @@ Similarity-based Self-Distillation for Deep Metric Learning", ICML 2021)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,14 +52,17 @@ class S2SDLoss(nn.Module):
     (github.com/MLforHealth/S2SD): the ½ averaging of the DML terms and the per-head mean of
     the KL terms are theirs. Defaults are theirs: T = 1, w = 50, w_feat = 50, delay 1000.
 
-    API (the trainer's side, not implemented here): the model returns, per batch, the target
-    embedding (B, d), the m auxiliary embeddings (B, d_k) — each an MLP head Linear(f_dim,
-    d_k)-ReLU-Linear(d_k, d_k) on the pooled backbone features, d_k e.g. 512/1024/1536/2048 —
-    and optionally those pooled features φ (B, f_dim; the authors sum global average and max
-    pooling); the trainer calls ``loss(target, [aux_1, …, aux_m], labels, features=φ)``, adds
-    the heads' parameters to the model's optimizer group and ``proxy_parameters()`` (proxies
-    of proxy-based base/head losses) to the proxy group, and evaluates with the target
-    embedding only. ``build(...)`` makes the target and head losses from one base config.
+    Call: ``loss(embeddings, labels)`` like every loss, where ``embeddings`` is the row-wise
+    concatenation [f | g_1 | … | g_m | φ] of the target embedding (B, d), the m auxiliary
+    embeddings (B, d_k) — each an MLP head Linear(f_dim, d_k)-ReLU-Linear(d_k, d_k) on the
+    pooled backbone features, d_k e.g. 512/1024/1536/2048 — and optionally those pooled
+    features φ (B, f_dim; the authors sum global average and max pooling): the columns are
+    split by ``embedding_sizes`` = (d, d_1, …, d_m), and any remaining columns are φ.
+    ``EmbeddingModel(x, concat_aux=True)`` returns exactly that. The trainer adds the heads'
+    parameters to the model's optimizer group and ``proxy_parameters()`` (proxies of
+    proxy-based base/head losses) to the proxy group, and evaluates with the target embedding
+    only. ``build_loss`` with ``s2sd: {dims: [...]}`` makes the target and head losses from
+    one base config.
     ``proxies`` / ``proxy_labels`` are the target loss's (for proxy-level language guidance),
     ``last_terms`` holds the detached terms after each call.
 
@@ -72,6 +74,8 @@ class S2SDLoss(nn.Module):
         self,
         target_loss: nn.Module,
         auxiliary_losses: Sequence[nn.Module],
+        *,
+        embedding_sizes: Sequence[int],
         temperature: float = 1.0,
         weight: float = 50.0,
         feature_weight: float = 50.0,
@@ -80,6 +84,12 @@ class S2SDLoss(nn.Module):
         super().__init__()
         if len(auxiliary_losses) < 1:
             raise LangDMLError("S2SDLoss: needs at least one auxiliary loss (one per head)")
+        sizes = [int(d) for d in embedding_sizes]
+        if len(sizes) != len(auxiliary_losses) + 1 or min(sizes) < 1:
+            raise LangDMLError(
+                f"S2SDLoss: embedding_sizes must be (target, one per head) = "
+                f"{len(auxiliary_losses) + 1} positive sizes, got {list(embedding_sizes)}"
+            )
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)) or (
             temperature <= 0
         ):
@@ -102,27 +112,9 @@ class S2SDLoss(nn.Module):
         self.weight = float(weight)
         self.feature_weight = float(feature_weight)
         self.feature_delay = feature_delay
+        self.embedding_sizes = sizes
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self._last: dict[str, Tensor] = {}
-
-    @classmethod
-    def build(
-        cls,
-        base: Any,
-        embedding_size: int,
-        auxiliary_sizes: Sequence[int],
-        num_classes: int | None = None,
-        **kwargs: Any,
-    ) -> S2SDLoss:
-        """Target and head losses from one base-loss config entry (a name or {name: …, …}, as
-        ``loss.base``), each built for its own embedding size; ``kwargs`` go to S2SDLoss."""
-        from .combined import build_base
-
-        if isinstance(base, Mapping):
-            base = dict(base)
-        target = build_base(base, num_classes, embedding_size)
-        heads = [build_base(base, num_classes, int(d)) for d in auxiliary_sizes]
-        return cls(target, heads, **kwargs)
 
     @property
     def proxies(self) -> Tensor | None:
@@ -143,13 +135,20 @@ class S2SDLoss(nn.Module):
             out.extend(getter() if getter is not None else [])
         return out
 
-    def forward(
-        self,
-        target: Tensor,
-        auxiliary: Sequence[Tensor],
-        labels: Tensor,
-        features: Tensor | None = None,
-    ) -> Tensor:
+    def split(self, embeddings: Tensor) -> tuple[Tensor, list[Tensor], Tensor | None]:
+        """(target, [auxiliary], features or None) of the concatenated embeddings."""
+        need = sum(self.embedding_sizes)
+        if embeddings.ndim != 2 or embeddings.shape[1] < need:
+            raise LangDMLError(
+                f"S2SDLoss: expected (B, >= {need}) embeddings = [target | heads "
+                f"{self.embedding_sizes[1:]} | features], got {tuple(embeddings.shape)}"
+            )
+        parts = list(torch.split(embeddings[:, :need], self.embedding_sizes, dim=1))
+        features = embeddings[:, need:] if embeddings.shape[1] > need else None
+        return parts[0], parts[1:], features
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        target, auxiliary, features = self.split(embeddings)
         self._check(target, auxiliary, labels, features)
         if target.shape[0] == 0:
             return (as_fp32(target) * 0.0).sum()

@@ -21,7 +21,7 @@ from langdml.errors import LangDMLError
 from ._common import as_fp32, check_proxy_batch
 from .proxy_anchor import ProxyAnchorLoss
 from .proxy_nca import ProxyNCALoss
-from .vocab import TEXT_PROXY_BASES
+from .registry import LOSSES, TEXT_PROXY_BASES
 
 PROJECTIONS = ("linear", "mlp")
 
@@ -234,6 +234,7 @@ class TextProxyNCALoss(_TextProxyLoss):
     _inner = _ProjectedProxyNCA
 
 
-TEXT_PROXY_LOSSES: dict[str, type[_TextProxyLoss]] = dict(
-    zip(TEXT_PROXY_BASES, (TextProxyAnchorLoss, TextProxyNCALoss), strict=True)
-)
+# The registry's text-proxy rows, name → class.
+TEXT_PROXY_LOSSES: dict[str, type[_TextProxyLoss]] = {
+    name: globals()[LOSSES[name].target.partition(":")[2]] for name in TEXT_PROXY_BASES
+}

@@ -45,7 +45,10 @@ class EmbeddingModel(nn.Module):
     """Backbone → head; ``backbone=None`` means the inputs are already (cached) features.
 
     ``aux_heads`` (S2SD's auxiliary embedding heads) only run with ``with_aux=True``, which returns
-    (embedding, [auxiliary embeddings], features); evaluation uses the embedding alone."""
+    (embedding, [auxiliary embeddings], features), or with ``concat_aux=True``, which returns
+    them as one (B, d + Σ d_k + f) tensor (S2SDLoss's input; without auxiliary heads it is the
+    embedding alone, so a training loop calls every model and every loss the same way);
+    evaluation uses the embedding alone."""
 
     def __init__(
         self,
@@ -58,9 +61,13 @@ class EmbeddingModel(nn.Module):
         self.head = head
         self.aux_heads = nn.ModuleList(aux_heads) if aux_heads else None
 
-    def forward(self, x: torch.Tensor, with_aux: bool = False):
+    def forward(self, x: torch.Tensor, with_aux: bool = False, concat_aux: bool = False):
         if self.backbone is not None:
             x = self.backbone(x)
+        if concat_aux:
+            if self.aux_heads is None:
+                return self.head(x)
+            return torch.cat([self.head(x), *[h(x) for h in self.aux_heads], x], dim=1)
         if not with_aux:
             return self.head(x)
         if self.aux_heads is None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from langdml.errors import LangDMLError
 from langdml.text.prompts import NAME_CLEANERS
 from langdml.text.spec import HF_POOLINGS, KINDS_HELP
+
+if TYPE_CHECKING:
+    from langdml.data import ImageDataset
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -38,10 +42,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--split",
-        choices=["all", "train", "test"],
+        choices=["all", "train", "val", "test"],
         default=None,
         help="which classes of --dataset (default train: the classes training uses)",
     )
+    add_split_arguments(p)
     p.add_argument("--plg", action="store_true", help="pseudo-label guidance: top-k ImageNet names")
     p.add_argument("--top-k", type=int, default=5, help="pseudo-labels per class (with --plg)")
     p.add_argument("--image-size", type=int, default=224, help="classifier input size (with --plg)")
@@ -115,6 +120,38 @@ def cache_roots(args: argparse.Namespace) -> tuple[Path | None, Path]:
     return root, text_cache_dir(root)
 
 
+def add_split_arguments(p: argparse.ArgumentParser) -> None:
+    """The run's class-split settings, so --split names the classes that run trains on."""
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.5,
+        help="share of train classes (data.train_fraction)",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        help="validation classes carved from the train classes (data.validation_fraction)",
+    )
+    p.add_argument("--folds", type=int, default=0, help="K class folds (data.folds)")
+    p.add_argument("--fold", type=int, default=0, help="the validation fold (data.fold)")
+
+
+def dataset_classes(args: argparse.Namespace, data_root: Path | None) -> tuple[ImageDataset, str]:
+    """(the --split part of --dataset under the run's class split, the part's name)."""
+    from langdml.data import class_splits, load_dataset
+
+    full = load_dataset(args.dataset, cache_dir=data_root)
+    split = args.split or "train"
+    if split == "all":
+        return full, split
+    splits = class_splits(
+        full, args.train_fraction, args.validation_fraction, args.folds, args.fold
+    )
+    return splits.part(split), split
+
+
 def run_precompute(args: argparse.Namespace) -> int:
     from langdml.text.precompute import precompute_text_embeddings, pseudo_label_embeddings
 
@@ -129,11 +166,7 @@ def run_precompute(args: argparse.Namespace) -> int:
         names = read_class_file(args.classes)
         dataset = None
     else:
-        from langdml.data import class_disjoint_split, load_dataset
-
-        full = load_dataset(args.dataset, cache_dir=data_root)
-        split = args.split or "train"
-        dataset = full if split == "all" else getattr(class_disjoint_split(full), split)
+        dataset, split = dataset_classes(args, data_root)
         # Distinct names, embedded once each: exactly the request training makes for a dataset
         # whose classes share names (SOP's super-classes).
         names = dataset.distinct_class_names()[0]
@@ -157,9 +190,13 @@ def run_precompute(args: argparse.Namespace) -> int:
     )
     if args.plg:
         result = pseudo_label_embeddings(
-            dataset, k=args.top_k, image_size=args.image_size, classifier=args.classifier,
-            crop_pct=args.crop_pct, **common,
-        )  # fmt: skip
+            dataset,
+            k=args.top_k,
+            image_size=args.image_size,
+            classifier=args.classifier,
+            crop_pct=args.crop_pct,
+            **common,
+        )
     else:
         result = precompute_text_embeddings(names, **common)
     status = "cache hit" if result.cache_hit else "computed"

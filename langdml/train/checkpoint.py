@@ -19,6 +19,14 @@ from langdml.config import (
     validate_config,
 )
 from langdml.errors import ConfigError, LangDMLError
+from langdml.experiment.run_files import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    PREVIOUS,
+    newest_checkpoint,
+)
 from langdml.io import (
     atomic_torch_save,
     atomic_write_json,
@@ -26,7 +34,6 @@ from langdml.io import (
     checksum_path,
     verify_checksum,
 )
-from langdml.run_files import BEST, CHECKPOINT, CONFIG, METRICS, PREVIOUS, newest_checkpoint
 
 # Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
 # ablation names its runs after the ablation file, which may be renamed or split).

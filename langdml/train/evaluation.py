@@ -1,4 +1,5 @@
-"""Evaluation during training, on the run's held-out classes (data-parallel aware)."""
+"""Evaluation during training, on the run's held-out classes: the embeddings (data-parallel
+aware) go to the one evaluator of a run, ``experiment.evaluate_run_embeddings``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import numpy as np
 import torch
 
 from langdml.config import ExperimentConfig
-from langdml.data.records import query_gallery
-from langdml.experiment import RunData, embed, evaluate_embeddings, final_details
-from langdml.io import atomic_write_text
+from langdml.experiment import RunData, embed, evaluate_run_embeddings
 from langdml.models import EmbeddingModel
 from langdml.train import distributed as dd
 
@@ -45,8 +44,7 @@ def evaluate_distributed(
     """Metrics of ``model`` (None: the raw eval features) on the eval split. Rank 0 computes the
     metrics and broadcasts them, so every rank continues with the same numbers."""
     emb = eval_embeddings(cfg, model, data, ctx, device)
-    split = query_gallery(data.eval)
-    metrics = evaluate_embeddings(cfg, emb, data.eval.labels, split) if ctx.is_main else None
+    metrics = evaluate_run_embeddings(cfg, emb, data).metrics if ctx.is_main else None
     return dd.broadcast_object(metrics, ctx, device)
 
 
@@ -61,11 +59,11 @@ def final_evaluation_details(
     """After the last epoch: ``per_class.csv`` (per eval class: queries, mean Recall@1 and
     MAP@R; written atomically by rank 0) and, with a class hierarchy, the summary's
     ``{"hierarchy": {...}}`` mistake-severity metrics (``langdml.eval.per_class``)."""
-    from langdml.eval.per_class import PER_CLASS, per_class_csv
+    from langdml.eval.per_class import PER_CLASS
 
     emb = eval_embeddings(cfg, model, data, ctx, device)
     if not ctx.is_main:
         return {}
-    rows, severity = final_details(cfg, emb, data)
-    atomic_write_text(Path(run_dir) / PER_CLASS, per_class_csv(rows))
-    return {"hierarchy": severity} if severity else {}
+    found = evaluate_run_embeddings(cfg, emb, data, metrics=False, details=True)
+    found.write_per_class(Path(run_dir) / PER_CLASS)
+    return {"hierarchy": found.hierarchy} if found.hierarchy else {}

@@ -103,7 +103,7 @@ def _likely_cause(cfg: ExperimentConfig, state: TrainState) -> str:
 
 
 def _non_finite_message(cfg: ExperimentConfig, state: TrainState, what: str, epoch: int) -> str:
-    from langdml.run_files import CHECKPOINT
+    from langdml.experiment.run_files import CHECKPOINT
 
     ckpt = state.run_dir / CHECKPOINT if state.run_dir is not None else None
     kept = (
@@ -120,23 +120,16 @@ def _non_finite_message(cfg: ExperimentConfig, state: TrainState, what: str, epo
 def _step(cfg: ExperimentConfig, state: TrainState, train_model, x, y, device, epoch: int):
     """Forward, loss on the global batch, backward and optimiser step; the logged terms."""
     x, y = x.to(device), y.to(device)
-    s2sd = bool(cfg.loss.s2sd.dims)
     with torch.autocast(device.type, dtype=state.amp_dtype, enabled=state.amp):
-        out = train_model(x, with_aux=True) if s2sd else train_model(x)
-    z_local = out[0] if s2sd else out
-    if not torch.isfinite(z_local).all():  # the losses would only say "NaN input"
+        # with S2SD heads: [embedding | auxiliary embeddings | features], S2SDLoss's input
+        out = train_model(x, concat_aux=True)
+    if not torch.isfinite(out).all():  # the losses would only say "NaN input"
         raise LangDMLError(
             _non_finite_message(cfg, state, "the embeddings became non-finite", epoch)
         )
     # Losses in fp32 on the global batch: every rank's slice, gradients to its own rows.
     y = dd.all_gather_tensor(y)
-    if s2sd:
-        z = dd.all_gather_with_grad(out[0].float())
-        aux = [dd.all_gather_with_grad(a.float()) for a in out[1]]
-        feats = dd.all_gather_with_grad(out[2].float())
-        loss = state.loss_fn(z, aux, y, features=feats)
-    else:
-        loss = state.loss_fn(dd.all_gather_with_grad(out.float()), y)
+    loss = state.loss_fn(dd.all_gather_with_grad(out.float()), y)
     if not torch.isfinite(loss):
         what = f"loss became {float(loss.item())}"
         raise LangDMLError(_non_finite_message(cfg, state, what, epoch))

@@ -34,8 +34,8 @@ from langdml.experiment import (
     class_text_embeddings,
     prepare_data,
 )
+from langdml.experiment.run_files import METRICS
 from langdml.io import atomic_write_json
-from langdml.run_files import METRICS
 from langdml.train import distributed as dd
 from langdml.train.checkpoint import (
     load_checkpoint,

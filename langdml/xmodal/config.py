@@ -11,11 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from langdml.config import _format_error
 from langdml.errors import ConfigError, LangDMLError
-from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.losses.registry import TEXT_PROXY_BASES
 
 METHODS = ("clip", "aligned", "text_proxies", "zeroshot")
 Method = Literal["clip", "aligned", "text_proxies", "zeroshot"]
@@ -53,9 +60,18 @@ class XmodalConfig(BaseModel):
             metavar="RUN_DIR",
         ),
     )
-    checkpoint: Literal["final", "best"] = Field(
-        "final", json_schema_extra=_cli("with --run: which checkpoint")
+    checkpoint: Literal["last", "best", "final"] = Field(
+        "last",
+        json_schema_extra=_cli("with --run: which checkpoint (final: the old word for last)"),
     )
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _old_checkpoint_word(cls, value: str) -> str:
+        from langdml.experiment.run_files import checkpoint_word
+
+        return checkpoint_word(value)
+
     split: Literal["test", "val"] | None = Field(
         None,
         json_schema_extra=_cli(

@@ -12,7 +12,7 @@ import torch
 
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
-from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.losses.registry import TEXT_PROXY_BASES
 from langdml.xmodal.config import XmodalConfig
 from langdml.xmodal.data import ClassTexts, class_texts, split_features
 from langdml.xmodal.metrics import crossmodal_metrics
@@ -55,12 +55,12 @@ class RunEmbeddings:
     loss_state: dict[str, torch.Tensor]
     epoch: int
     eval_split: str = "test"  # which held-out classes ``test`` holds: "test" or "val"
-    opened: Any = None  # the langdml.experiment.OpenRun it came from
+    opened: Any = None  # the langdml.experiment.Run it came from
 
 
 def run_embeddings(
     run_dir: str | Path,
-    checkpoint: str = "final",
+    checkpoint: str = "last",
     device: str | None = None,
     split: str | None = None,
 ) -> RunEmbeddings:
@@ -69,9 +69,11 @@ def run_embeddings(
     validation classes when ``data.validation_fraction`` > 0, so tuning never sees test
     classes), "test" = the test classes, "val" = the validation classes (an error if none)."""
     from langdml.experiment import embed, embed_train, open_run
+    from langdml.experiment.run_files import checkpoint_word
 
-    if checkpoint not in ("final", "best"):
-        raise LangDMLError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
+    checkpoint = checkpoint_word(checkpoint)  # "final": the old word for "last"
+    if checkpoint not in ("last", "best"):
+        raise LangDMLError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     run = open_run(run_dir, checkpoint, split=split, device=device)
     cfg, data = run.config, run.data
     return RunEmbeddings(

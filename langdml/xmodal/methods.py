@@ -25,7 +25,7 @@ import torch
 
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
-from langdml.losses.vocab import TEXT_PROXY_BASES
+from langdml.losses.registry import TEXT_PROXY_BASES
 from langdml.xmodal.config import METHODS as METHODS  # re-exported
 from langdml.xmodal.config import XmodalConfig, xmodal_config
 from langdml.xmodal.data import ClassTexts, class_texts, split_features
@@ -125,13 +125,13 @@ def clip_test_embeddings(
     batch_size: int = 64,
 ) -> tuple[ImageDataset, torch.Tensor, ClassTexts]:
     """(test split, (N, d) CLIP image embeddings, test class names with CLIP text embeddings)."""
-    from langdml.data import class_disjoint_split, load_dataset
+    from langdml.data import class_splits, load_dataset
     from langdml.text import create_clip_model
     from langdml.text.precompute import embed_with_prompts
     from langdml.text.prompts import check_prompts, clean_names
 
     clip = create_clip_model(model, device=device)
-    test = class_disjoint_split(load_dataset(dataset, cache_dir=cache_dir), train_fraction).test
+    test = class_splits(load_dataset(dataset, cache_dir=cache_dir), train_fraction).test
     names, text_of_class = test.distinct_class_names()
     cleaned = clean_names(names, "default")
     text_emb = embed_with_prompts(clip, cleaned, check_prompts(prompts), batch_size)
@@ -236,7 +236,7 @@ def xmodal_clip(
 def xmodal_for_run(
     run_dir: str | Path,
     text_model: str | None = None,
-    checkpoint: str = "final",
+    checkpoint: str = "last",
     device: str | None = None,
     **settings: Any,
 ) -> dict[str, Any]:

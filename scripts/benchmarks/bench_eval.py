@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/benchmarks/bench_eval.py [--quick] [--skip-1m] [--skip-clustering]
         [--repeats N]
-    .venv/bin/python scripts/benchmarks/bench_eval.py --device cuda    # GPU: docs/bench_eval_gpu.md
+    .venv/bin/python scripts/benchmarks/bench_eval.py --device cuda
+        # GPU: docs/results/benchmarks/bench_eval_gpu.md
 
 Cases (full run; --quick shrinks every size for a smoke test):
 * kNN metrics, SOP-sized: 60,000 x 512 embeddings, ~11k classes of 2-9 images (mean 5.5), and
@@ -28,7 +29,8 @@ Data: ``langdml.eval.synthetic`` (the "isotropic" and "calibrated" sets).
 ``--device cuda``: ours alone on the GPU (faiss-gpu, or the exact torch backend without it) at
 1,000,000 x 128 (time, peak GPU memory, peak RSS), and GPU vs CPU faiss at 60,000 x 512.
 
-Writes docs/bench_eval.md (or docs/bench_eval_gpu.md) atomically and prints it.
+Writes docs/results/benchmarks/bench_eval.md (or docs/results/benchmarks/bench_eval_gpu.md)
+atomically and prints it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+REPORTS = ROOT / "docs" / "results" / "benchmarks"  # the pages this script writes
 sys.path.insert(0, str(ROOT))
 
 from langdml.eval.synthetic import calibrated_embeddings, isotropic_embeddings  # noqa: E402
@@ -215,7 +218,8 @@ def render_gpu(res: dict) -> str:
         f"{os.cpu_count()} CPU cores, {_mem_gib():.0f} GiB RAM. Search backend: "
         f"{first['backend']}.",
         "",
-        "Same synthetic data as `docs/bench_eval.md` (same generator and seeds), cosine metric, "
+        "Same synthetic data as `docs/results/benchmarks/bench_eval.md` (same generator and "
+        "seeds), cosine metric, "
         '`retrieval_metrics(x, y, include=..., device="cuda")` in a fresh child process, timed '
         "from numpy input to the returned metrics (upload, exact search or k-means, metric "
         "bookkeeping). Clustering: 20 k-means iterations (the default) with as many clusters as "
@@ -735,7 +739,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="Q",
         help="--approx: metrics over Q seeded queries (exact run on the same queries)",
     )
-    ap.add_argument("--out", default=None, help="default docs/bench_eval[_gpu].md")
+    ap.add_argument(
+        "--out", default=None, help="default docs/results/benchmarks/bench_eval[_gpu].md"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     return ap
 
@@ -744,7 +750,7 @@ def _run_approx(args) -> None:
     """--approx: the approximate rows, merged into the report's "Approximate search" section."""
     from langdml.io import atomic_write_text
 
-    out = Path(args.out or ROOT / "docs" / "bench_eval.md")
+    out = Path(args.out or REPORTS / "bench_eval.md")
     old = out.read_text() if out.is_file() else ""
     kept = _section(old, APPROX_HEAD)
     section = render_approx(approx_rows(args, out), kept)
@@ -778,7 +784,7 @@ def main() -> None:
             c = gpu_vs_cpu_case(*vs, (2, 9), noise, 1, ("clustering",), seed=1234)
             res["vs_cpu"].append(c)
         text = render_gpu(res)
-        atomic_write_text(args.out or ROOT / "docs" / "bench_eval_gpu.md", text)
+        atomic_write_text(args.out or REPORTS / "bench_eval_gpu.md", text)
         print(text)
         return
     if args.approx:
@@ -806,7 +812,7 @@ def main() -> None:
         print(f"clustering case {clus[0]} x {clus[1]}", flush=True)
         res["clustering"] = clustering_case(*clus, (2, 9), noise)
     text = render(res, args)
-    out = Path(args.out or ROOT / "docs" / "bench_eval.md")
+    out = Path(args.out or REPORTS / "bench_eval.md")
     if args.skip_1m and not args.quick:
         text += _kept_big_section(out)
     previous = _section(out.read_text(), APPROX_HEAD) if out.is_file() else ""

@@ -14,8 +14,10 @@ kernel's peak-RSS counter is reset (/proc/self/clear_refs), one call runs, and w
 VmHWM - VmRSS(before): the extra resident memory of one forward+backward. CUDA: the
 allocator's max_memory_allocated over one call, minus what was allocated before it.
 
-    python scripts/benchmarks/bench_losses.py            # full run, writes docs/bench_losses.md
-    python scripts/benchmarks/bench_losses.py --quick    # tiny smoke run, prints only
+    python scripts/benchmarks/bench_losses.py          # full run
+    python scripts/benchmarks/bench_losses.py --quick  # tiny smoke run, prints only
+
+The full run writes docs/results/benchmarks/bench_losses.md.
 """
 
 from __future__ import annotations
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes = args.sizes or [128, 512, 2048]
         args.dim = args.dim or 512
         args.repeats = args.repeats or 9
-        args.out = args.out or ROOT / "docs" / "bench_losses.md"
+        args.out = args.out or ROOT / "docs" / "results" / "benchmarks" / "bench_losses.md"
     table = run(args)
     print(table, end="")
     if args.out is not None:

@@ -1,4 +1,4 @@
-"""When does language help? The emoji study of issue 14, as one resumable recipe.
+"""When does language help? The emoji language study, as one resumable recipe.
 
 Factors: language guidance from class names and from pseudo-labels (PLG) x text model {minilm,
 mpnet} x trunk setting {frozen trunk + linear head, last two stages fine-tuned

@@ -1,4 +1,6 @@
-"""Cross-modal retrieval on the emoji benchmark's unseen classes, offline; writes docs/xmodal.md.
+"""Cross-modal retrieval on the emoji benchmark's unseen classes, offline.
+
+Writes docs/results/xmodal.md.
 
 Image side: frozen packaged EfficientNet-Lite0 features at 128 px (cached after the first
 extraction). Text side: the packaged MiniLM, prompt "a photo of a {}". Everything that learns sees
@@ -12,7 +14,7 @@ only the TRAIN classes (first half by class id); all numbers are on the TEST hal
 - language-as-proxies projection fitted to the multi-similarity run's fixed embeddings.
 
 Trained rows are mean ± std over seeds. Run ``langdml data build emoji`` first.
-Usage: python scripts/studies/xmodal_emoji.py [--seeds 0 1 2] [--output docs/xmodal.md]
+Usage: python scripts/studies/xmodal_emoji.py [--seeds 0 1 2] [--output docs/results/xmodal.md]
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--output", default=str(ROOT / "docs" / "xmodal.md"))
+    parser.add_argument("--output", default=str(ROOT / "docs" / "results" / "xmodal.md"))
     parser.add_argument("--cache-dir", default=None, help="cache root (default cache)")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "xmodal_emoji_ms"))
     args = parser.parse_args()

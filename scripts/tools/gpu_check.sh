@@ -62,7 +62,7 @@ for m in sorted(Path(sys.argv[1]).glob("*/metrics.json")):
     log = m.parent / "log.csv"
     out[m.parent.name]["log_csv"] = log.read_text() if log.exists() else None
 Path(sys.argv[2]).write_text(json.dumps(out, indent=1))
-for name, d in out.items():  # the numbers docs/gpu_check.md quotes, in %
+for name, d in out.items():  # the numbers docs/guides/gpu_check.md quotes, in %
     f, u = d["final"], (d["baselines"] or {}).get("untrained", {})
     print(f"run {name}: epochs {d['epochs']}, untrained R@1 {100 * u.get('recall@1', float('nan')):.2f}, "
           f"final R@1 {100 * f['recall@1']:.2f} MAP@R {100 * f['map@r']:.2f} NMI {100 * f['nmi']:.2f}")

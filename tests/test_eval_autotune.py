@@ -1,0 +1,74 @@
+"""search="auto": the chosen search reaches its target neighbour recall on the query sample, the
+tuned IVF nprobe is (within the bisection step) the smallest that does, and bad settings are one
+line. No assertion depends on timings (which only decide between kinds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from langdml.errors import LangDMLError
+from langdml.eval import retrieval_metrics
+from langdml.eval.ann import Rows, check_search, exact_sample_knn, found_fraction
+from langdml.eval.autotune import _set, _tune, auto_search
+
+
+def blobs(n=3000, d=16, classes=300, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.normal(size=(classes, d))[y] + 0.8 * rng.normal(size=(n, d))
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("target", [0.9, 0.99])
+def test_auto_reaches_the_target_on_the_sample(target):
+    x, _ = blobs()
+    rows = Rows(x, "x", normalize=True)
+    choice = auto_search(rows, None, 10, "cosine", target_recall=target, recall_queries=300)
+    assert choice.recall >= target
+    assert choice.spec.kind in ("exact", "hnsw", "ivf") and choice.summary().startswith("search")
+    kinds = {t.kind for t in choice.trials}
+    assert "exact" in kinds and all(t.recall >= target for t in choice.trials)
+
+
+def test_tuned_nprobe_is_the_smallest_reaching_the_target_within_the_step():
+    x, _ = blobs(seed=1)
+    rows = Rows(x, "x", normalize=True)
+    ids = np.arange(0, 3000, 10)
+    q = rows.take(ids)
+    De, Ie = exact_sample_knn(rows, q, 10, "cosine", ids)
+    engine, params, recall, _, _ = _tune("ivf", rows, q, 10, "cosine", (De, Ie, ids), 0.95, 0)
+    assert recall >= 0.95
+
+    def recall_at(nprobe):
+        _set(engine, "ivf", nprobe)
+        D, I = engine.search(q, 10, ids)
+        return found_fraction(D, I, De, Ie, "cosine").mean()
+
+    assert recall_at(params["nprobe"]) == pytest.approx(recall)
+    if params["nprobe"] > 1:  # IVF recall never falls as nprobe grows: half of it misses
+        assert recall_at(params["nprobe"] // 2) < 0.95
+
+
+def test_retrieval_metrics_auto_reports_neighbor_recall_at_the_target():
+    x, y = blobs(seed=2)
+    params = {"target_recall": 0.97, "recall_queries": 400}
+    auto = retrieval_metrics(x, y, include=("recall",), search="auto", search_params=params)
+    exact = retrieval_metrics(x, y, include=("recall",))
+    assert auto["neighbor_recall"] >= 0.97
+    assert abs(auto["recall@1"] - exact["recall@1"]) <= 0.03
+
+
+@pytest.mark.parametrize(
+    "params,needle",
+    [
+        ({"target_recall": 1.5}, "target_recall'] must be in"),
+        ({"target_recall": "high"}, "target_recall'] must be in"),
+        ({"recall_queries": 0}, "recall_queries'] must be an integer"),
+        ({"nprobe": 4}, "unknown key"),
+    ],
+)
+def test_bad_auto_settings_are_one_line(params, needle):
+    with pytest.raises(LangDMLError, match=needle) as info:
+        check_search("auto", params)
+    assert "\n" not in str(info.value)
