@@ -7,21 +7,22 @@
 # logs.txt (all logs), runs.json (every run's metrics and log.csv) and the two benchmark tables.
 # STEPS selects steps (default all); SKIP_INSTALL=1 uses the current environment as it is.
 set -u
-OUT=${OUT:-/tmp/gpu_check}
+WORK=$(mktemp -d)  # logs, the installed wheels and the runs
+OUT=${OUT:-$WORK/out}
 STEPS=${STEPS:-"tests eval train finetune torchrun losses"}
 mkdir -p "$OUT"
-LOGS=/tmp/gpu_logs
+LOGS=$WORK/logs
 mkdir -p $LOGS
 if [ -z "${SKIP_INSTALL:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+    --target "$WORK/site" .whl/*.whl || exit 1
 fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LANGDML_CACHE=$PWD/.devdata/cache
+export PYTHONPATH=$WORK/site:$PWD PYTHONUNBUFFERED=1 LANGDML_CACHE=$PWD/.devdata/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, faiss, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda,
   'faiss', faiss.__version__, 'timm', timm.__version__)"
 CFG=.devdata/gpu_check.yaml
-RUNS=/tmp/gpu_runs
+RUNS=$WORK/runs
 declare -A RC
 
 step() {  # step NAME SECONDS CMD...
