@@ -26,9 +26,7 @@ def _xmodal_columns(run_dir: Path) -> dict[str, Any]:
     return {"xmodal": {f"xmodal/{k}": float(result[k]) for k in XMODAL_KEYS if k in result}}
 
 
-def train(
-    cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stop_after_iters: int | None = None
-) -> RunResult:
+def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> RunResult:
     """Train (or resume, or return a finished run), then the configured post-training steps.
 
     The run directory is locked for the whole run (``langdml.locks``): a second writer on the
@@ -42,6 +40,4 @@ def train(
     folder = Path(run_dir or cfg.run_dir())
     rank0 = os.environ.get("RANK", "0") == "0"
     with folder_lock(folder) if rank0 else contextlib.nullcontext():
-        return train_loop(
-            cfg, folder, stop_after_iters=stop_after_iters, post_train=post_train_steps(cfg)
-        )
+        return train_loop(cfg, folder, post_train=post_train_steps(cfg))

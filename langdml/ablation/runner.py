@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,11 +67,6 @@ def _row(
     row["seconds"] = "" if seconds is None else round(seconds, 2)
     row["error"] = error
     return row
-
-
-def shared_precompute(ablation: Ablation, progress: bool = True) -> None:
-    """Frozen features and text embeddings once, in this process, so runs only read caches."""
-    LocalBackend().prepare([run.config.to_dict() for run in ablation.runs], progress)
 
 
 def run_ablation(
@@ -233,7 +227,6 @@ class _Progress:
 
     def __init__(self, total: int, already: int, enabled: bool) -> None:
         self.total, self.done, self.enabled = total, already, enabled
-        self.t0, self.finished_here = time.perf_counter(), 0
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -258,7 +251,6 @@ class _Progress:
 
     def advance(self, run: Run, res: dict) -> None:
         self.done += 1
-        self.finished_here += 1
         if self.enabled:
             r1 = (res.get("metrics") or {}).get("recall@1")
             desc = f"{run.cell.label()} seed {run.seed}: " + (

@@ -57,9 +57,8 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
-from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-exported)
+from langdml.eval.mutual_info import (
     adjusted_mutual_info,
-    expected_mutual_info,
 )
 from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
 from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1

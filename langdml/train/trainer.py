@@ -75,7 +75,6 @@ def train(
     cfg: ExperimentConfig,
     run_dir: str | Path | None = None,
     *,
-    stop_after_iters: int | None = None,
     post_train: PostTrain | None = None,
 ) -> RunResult:
     """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's).
@@ -89,7 +88,7 @@ def train(
     ctx, device = dd.init_distributed(cfg.train.device)
     try:
         run_dir = Path(run_dir or cfg.run_dir())
-        return _train(cfg, run_dir, ctx, device, stop_after_iters, post_train)
+        return _train(cfg, run_dir, ctx, device, post_train)
     finally:
         if owns_group:
             dd.cleanup(ctx)
@@ -182,7 +181,6 @@ def _train(
     run_dir: Path,
     ctx: dd.DistContext,
     device: torch.device,
-    stop_after_iters: int | None,
     post_train: PostTrain | None,
 ) -> RunResult:
     dd.check_batch_size(cfg.train.batch_size, ctx.world_size)
@@ -209,7 +207,7 @@ def _train(
     )
     tb = tensorboard(run_dir) if ctx.is_main else None
     for epoch in range(state.start_epoch, cfg.train.epochs):
-        record = run_epoch(cfg, state, train_model, epoch, ctx, device, stop_after_iters)
+        record = run_epoch(cfg, state, train_model, epoch, ctx, device)
         _evaluate_epoch(cfg, state, record, epoch, ctx, device, run_dir)
         state.history.append(record)
         if ctx.is_main:

@@ -33,10 +33,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from langdml.io import atomic_write_text  # noqa: E402
+from langdml.io import atomic_write_text, text_cache_dir  # noqa: E402
 from langdml.xmodal import METRIC_KEYS, crossmodal_metrics  # noqa: E402
 from langdml.xmodal.align import CrossModalModel, train_alignment, train_text_proxies  # noqa: E402
-from langdml.xmodal.data import class_texts, split_features, text_cache_dir  # noqa: E402
+from langdml.xmodal.data import class_texts, split_features  # noqa: E402
 
 HEADERS = {
     "i2t_r@1": "i→t R@1",
@@ -189,7 +189,7 @@ def main() -> int:
         )
 
     # a DML run (multi-similarity, 30 epochs) as the image side
-    from langdml.xmodal.methods import run_embeddings
+    from langdml.xmodal.inputs import run_embeddings
 
     t0 = time.perf_counter()
     run = run_embeddings(_ms_run(args.cache_dir, Path(args.run_dir), seed=0), split="test")
