@@ -1,16 +1,19 @@
-"""Training with the steps a config asks for after it: ``langdml.train.train`` and the
-``langdml train`` command land here. The trainer (:mod:`langdml.train.trainer`) trains and
-imports no stage above it; this module hands it the later stages as a ``post_train`` hook
-(``eval.xmodal``: cross-modal columns in metrics.json)."""
+"""Training with the steps a config asks for after it: :func:`train_experiment`, which is
+``langdml.train.train`` and what the ``langdml train`` command calls. The trainer
+(:mod:`langdml.train.trainer`) trains and imports no stage above it; this module hands it the
+later stages as a ``post_train`` hook (``eval.xmodal``: cross-modal columns in metrics.json)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from langdml._lazy import renamed_getattr
 from langdml.config import ExperimentConfig
-from langdml.train.trainer import PostTrain, RunResult
-from langdml.train.trainer import train as train_loop
+from langdml.train.trainer import PostTrain, RunResult, train_run
+
+# ``langdml.pipeline.train``, train_experiment's name before the rename, still works (warns).
+__getattr__ = renamed_getattr(__name__, {"train": "train_experiment"})
 
 
 def post_train_steps(cfg: ExperimentConfig) -> PostTrain | None:
@@ -26,8 +29,9 @@ def _xmodal_columns(run_dir: Path) -> dict[str, Any]:
     return {"xmodal": {f"xmodal/{k}": float(result[k]) for k in XMODAL_KEYS if k in result}}
 
 
-def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> RunResult:
-    """Train (or resume, or return a finished run), then the configured post-training steps.
+def train_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> RunResult:
+    """Train (or resume, or return a finished run), then the configured post-training steps;
+    public as ``langdml.train.train``.
 
     The run directory is locked for the whole run (``langdml.locks``): a second writer on the
     same folder is refused in one line naming the holder. Under torchrun rank 0 holds it for
@@ -40,4 +44,4 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> RunResult
     folder = Path(run_dir or cfg.run_dir())
     rank0 = os.environ.get("RANK", "0") == "0"
     with folder_lock(folder) if rank0 else contextlib.nullcontext():
-        return train_loop(cfg, folder, post_train=post_train_steps(cfg))
+        return train_run(cfg, folder, post_train=post_train_steps(cfg))

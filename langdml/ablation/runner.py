@@ -21,8 +21,8 @@ from langdml.ablation.cells import PLAN, cell_record, extra_columns, finished, r
 from langdml.ablation.local_backend import LocalBackend
 from langdml.ablation.report import write_report
 from langdml.ablation.spec import Ablation, Run, load_ablation, value_label
+from langdml.eval.metric_keys import is_metric_key
 from langdml.eval.metrics import METRIC_KEYS as METRICS
-from langdml.eval.roth import is_metric_key
 from langdml.io import atomic_write_json, atomic_write_text
 from langdml.locks import folder_lock
 

@@ -57,16 +57,14 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
-from langdml.eval.mutual_info import (
-    adjusted_mutual_info,
-)
+from langdml.eval.map1000_f1 import MAP_AT, average_precision_rows, pairwise_f1
+from langdml.eval.mutual_info import adjusted_mutual_info
 from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
-from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
 
 log = logging.getLogger(__name__)
 
 PARTS = ("recall", "map_r", "clustering")
-EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.roth
+EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.map1000_f1
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
 # The keys retrieval_metrics returns by default, in report order.
 METRIC_KEYS = (*(f"recall@{k}" for k in DEFAULT_RECALL_KS), "map@r", "r_precision", "nmi", "ami")
@@ -180,7 +178,7 @@ def retrieval_metrics(
         chunk_size: queries per search call (memory bound; None: from k); results do not
             depend on it.
         include: any of "recall", "map_r" (map@r, r_precision), "clustering" (nmi, ami), "map_1000",
-            "f1" (``eval.roth``).
+            "f1" (``eval.map1000_f1``).
         seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
             of recall@k. kmeans_iters: k-means iterations.
         search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``), or

@@ -6,7 +6,7 @@ The pieces: the run's data, text, model and loss come from the assembly layer
 (config check, checkpoints, best weights) :mod:`langdml.train.checkpoint`; logs
 :mod:`langdml.train.logs`; evaluation :mod:`langdml.train.evaluation`. The trainer imports no
 stage above it: a later stage (e.g. xmodal) runs as a ``post_train`` hook handed in by the caller
-(:func:`langdml.pipeline.train`).
+(:func:`langdml.pipeline.train_experiment`, the public ``langdml.train.train``).
 
 Under ``torchrun`` the same loop runs data-parallel (langdml.train.distributed): each rank embeds
 its slice of the global batch, embeddings and labels are all-gathered so the loss sees the global
@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from langdml._lazy import renamed_getattr
 from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError
-from langdml.eval.roth import is_metric_key
+from langdml.eval.metric_keys import is_metric_key
 from langdml.experiment import (
     NO_BEST,
     build_model,
@@ -65,19 +66,25 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# ``langdml.train.trainer.train``, this function's name before the rename, still works (warns).
+__getattr__ = renamed_getattr(__name__, {"train": "train_run"})
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def train(
+def train_run(
     cfg: ExperimentConfig,
     run_dir: str | Path | None = None,
     *,
     post_train: PostTrain | None = None,
 ) -> RunResult:
-    """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's).
+    """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's); the
+    loop alone: no run-folder lock and only the post-training steps ``post_train`` hands in
+    (``langdml.train.train`` adds both).
 
     Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: ``train.batch_size`` is the
     GLOBAL batch (divisible by the number of processes); results equal the 1-process run's.
@@ -88,7 +95,7 @@ def train(
     ctx, device = dd.init_distributed(cfg.train.device)
     try:
         run_dir = Path(run_dir or cfg.run_dir())
-        return _train(cfg, run_dir, ctx, device, post_train)
+        return _train_in_context(cfg, run_dir, ctx, device, post_train)
     finally:
         if owns_group:
             dd.cleanup(ctx)
@@ -176,7 +183,7 @@ def _evaluate_epoch(
             save_best(run_dir, state, epoch + 1)
 
 
-def _train(
+def _train_in_context(
     cfg: ExperimentConfig,
     run_dir: Path,
     ctx: dd.DistContext,
