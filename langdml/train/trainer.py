@@ -66,7 +66,7 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# ``langdml.train.trainer.train``, this function's name before the rename, still works (warns).
+# ``langdml.train.trainer.train``, train_run's name before the rename, still works (warns).
 __getattr__ = renamed_getattr(__name__, {"train": "train_run"})
 
 
