@@ -78,7 +78,7 @@ def test_train_by_name_loads_the_shipped_config(tmp_path, monkeypatch, capsys):
         return SimpleNamespace(run_dir=run_dir, metrics={"recall@1": 0.5}, best={})
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(train_module, "train_experiment", fake_train)
     assert main(["train", "emoji_demo", "train.epochs=1"]) == 0
     assert seen["cfg"].name == "emoji_demo" and seen["cfg"].train.epochs == 1
     assert json.loads(capsys.readouterr().out)["final"] == {"recall@1": 0.5}

@@ -64,11 +64,6 @@ class Run:
     id: str  # also the run directory's name; changes when the resolved config changes
     fold: int | None = None  # the validation fold when the config sets data.folds
 
-    @property
-    def replicate(self) -> str:
-        """What pairs runs across cells: the seed, and the fold under data.folds."""
-        return f"{self.seed}" if self.fold is None else f"{self.seed}/fold{self.fold}"
-
 
 @dataclass
 class Ablation:

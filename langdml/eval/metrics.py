@@ -45,6 +45,7 @@ import numpy as np
 from langdml.errors import LangDMLError
 from langdml.eval.ann import (
     ApproxKNN,
+    IndexCache,
     Rows,
     SearchSpec,
     check_search,
@@ -62,19 +63,16 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
-from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-exported)
-    adjusted_mutual_info,
-    expected_mutual_info,
-)
+from langdml.eval.map1000_f1 import MAP_AT, average_precision_rows, pairwise_f1
+from langdml.eval.mutual_info import adjusted_mutual_info
 from langdml.eval.query_sample import check_query_sample, sample_queries  # noqa: F401 (re-export)
 from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
-from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
 from langdml.eval.self_index import leave_out_rows
 
 log = logging.getLogger(__name__)
 
 PARTS = ("recall", "map_r", "clustering")
-EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.roth
+EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.map1000_f1
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
 # The keys retrieval_metrics returns by default, in report order.
 METRIC_KEYS = (*(f"recall@{k}" for k in DEFAULT_RECALL_KS), "map@r", "r_precision", "nmi", "ami")
@@ -166,6 +164,7 @@ def retrieval_metrics(
     search: str = "exact",
     search_params: Mapping[str, int] | None = None,
     query_sample: int | None = None,
+    index_cache: IndexCache | None = None,
     rerank: str = "none",
     rerank_params: Mapping[str, float] | None = None,
     self_index: Any = None,
@@ -187,7 +186,7 @@ def retrieval_metrics(
         device: "cpu", "cuda"/"cuda:N" or "auto" (``knn.resolve_backend``; k-means follows it).
         chunk_size: queries per search call (memory bound; None: from k); results never change.
         include: any of "recall", "map_r" (map@r, r_precision), "clustering" (nmi, ami), "map_1000",
-            "f1" (``eval.roth``).
+            "f1" (``eval.map1000_f1``).
         seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
             of recall@k. kmeans_iters: k-means iterations.
         search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``), or
@@ -202,6 +201,7 @@ def retrieval_metrics(
             an exact search (``eval.rerank``); rerank_params: e.g. ``{"k1": 20, "lambda": 0.3}``.
         self_index: with ``reference`` only: (N,) ints, the reference row that is query i
             itself, or -1 (module docstring); None (default): no query is in the reference.
+        index_cache: an ``eval.ann.IndexCache`` calls share to search one approximate index.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -214,16 +214,16 @@ def retrieval_metrics(
     )
     check_query_sample(query_sample)
     backend = resolve_backend(device)
-    # approximate: embeddings read a block at a time; the torch backend searches exactly instead
-    streaming = spec.approximate and backend.kind != "torch"
     q, q_labels, ref, r_labels = _inputs(
-        embeddings, labels, reference, reference_labels, metric, streaming
+        embeddings, labels, reference, reference_labels, metric, _streams(spec, backend)
     )
+    loo = reference is None
     codes, self_ids = _codes(q_labels, r_labels, ref, self_index, reranking.active)
 
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
-        how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking)
+        cached = (index_cache, embeddings if loo else reference)
+        how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking, cached)
         out.update(_knn_metrics(q, ref, codes, self_ids, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
         x = q.materialize() if isinstance(q, Rows) else q
@@ -240,6 +240,12 @@ def _codes(
     n_ref = None if ref is None else ref.n if isinstance(ref, Rows) else len(ref)
     self_ids = leave_out_rows(self_index, q_codes, r_codes, n_ref, reranking)
     return (q_codes, r_codes, n_codes), self_ids
+
+
+def _streams(spec: SearchSpec, backend: SearchBackend) -> bool:
+    """Whether the embeddings are read a block at a time: for an approximate search, except on
+    the torch backend, which searches exactly instead."""
+    return spec.approximate and backend.kind != "torch"
 
 
 def _check_arguments(
@@ -330,15 +336,15 @@ def _knn_metrics(
     parts: tuple[str, ...],
     ks: tuple[int, ...],
     k: int | None,
-    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None, RerankSpec],
+    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None, RerankSpec, tuple],
 ) -> dict[str, float]:
     """Recall@k / MAP@R / R-precision; ``self_ids``: per query the reference row left out
     (-1: none; None: nothing left out); ``how`` = (metric, backend, chunk_size, spec, seed,
-    query_sample, rerank)."""
+    query_sample, rerank, (index_cache, the reference's source array))."""
     q_codes, r_codes, n_codes = codes
     loo = ref is None  # leave-one-out: self_ids is arange(N) over the queries
     is_in = np.zeros(len(q_codes), dtype=np.int64) if self_ids is None else (self_ids >= 0) * 1
-    metric, backend, chunk_size, spec, seed, query_sample, reranking = how
+    metric, backend, chunk_size, spec, seed, query_sample, reranking, cached = how
     want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
     keys += ["map@1000"] if want_1000 else []
@@ -373,7 +379,7 @@ def _knn_metrics(
     if reranking.active:
         chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
     elif isinstance(ref, Rows):
-        engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend)
+        engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached)
         chunks = iter_rows_knn(engine, q, valid, K, False, chunk_size, self_ids=leave_out)
     else:
         if spec.approximate:
@@ -402,10 +408,14 @@ def _knn_metrics(
     return out
 
 
-def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend):
+def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached):
     """The index over the streamed reference: the spec's, or the one ``search="auto"`` picks by
-    measurement (``eval.autotune``; an exact choice is an exact index over the reference)."""
+    measurement (``eval.autotune``; an exact choice is an exact index over the reference);
+    ``cached`` = (an ``IndexCache`` or None, the array the reference was read from)."""
     if spec.kind != "auto":
+        cache, source = cached
+        if cache is not None:
+            return cache.get(source, ref, metric, spec, seed, backend), spec
         return ApproxKNN(ref, metric, spec, seed, backend), spec
     choice = auto_search(
         ref,

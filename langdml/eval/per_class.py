@@ -48,7 +48,7 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
-from langdml.eval.roth import average_precision_rows
+from langdml.eval.map1000_f1 import average_precision_rows
 from langdml.eval.self_index import check_self_index
 
 PER_CLASS = "per_class.csv"  # in a run directory, written after the last epoch

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from langdml.errors import LangDMLError
-from langdml.eval.roth import average_precision_rows
+from langdml.eval.map1000_f1 import average_precision_rows
 
 RANK_METRICS = (
     "mean_average_precision",

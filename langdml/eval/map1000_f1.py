@@ -18,13 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 MAP_AT = 1000
-# Every metric key retrieval_metrics can return (recall@K for any K besides these).
-_KEYS = ("map@r", "r_precision", "nmi", "ami", "map@1000", "f1")
-
-
-def is_metric_key(key: str) -> bool:
-    """A retrieval / clustering metric name (recall@K for any K)."""
-    return key in _KEYS or (key[:7] == "recall@" and key[7:].isdigit())
 
 
 def average_precision_rows(rel: np.ndarray, n_q: np.ndarray) -> np.ndarray:

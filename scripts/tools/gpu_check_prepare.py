@@ -1,4 +1,5 @@
-"""Prepare the offline inputs of scripts/gpu_check.sh (the CUDA check run on a lent GPU machine).
+"""Prepare the offline inputs of scripts/tools/gpu_check.sh (the CUDA check run on a lent GPU
+machine).
 
 The GPU machine reaches no package index or model hub and takes at most 64 MiB of files, so this
 writes, under .devdata/ (git-ignored, carried by the device tool):
@@ -11,7 +12,7 @@ writes, under .devdata/ (git-ignored, carried by the device tool):
 * cpu_ref/: the same recipe trained here on the CPU (fp32), to compare the GPU run with;
 and the Python 3.12 wheels the machine lacks into .whl/.
 
-    .venv/bin/python scripts/gpu_check_prepare.py
+    .venv/bin/python scripts/tools/gpu_check_prepare.py
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 DEV = ROOT / ".devdata"
 WHEELS = [

@@ -2,7 +2,8 @@
 class x seed bootstrap CI of each delta with the seeds-only one (for runs made before
 per_class.csv existed). Reads checkpoints and cached features only; writes nothing.
 
-    LANGDML_CACHE=cache python scripts/class_bootstrap_existing_runs.py runs/emoji_ablation \\
+    LANGDML_CACHE=cache python scripts/studies/class_bootstrap_existing_runs.py \\
+        runs/emoji_ablation \\
         multi_similarity:language,direction proxy_anchor:language,direction
 """
 

@@ -16,10 +16,10 @@
 # environment, not from the wheel's metadata; this checks packaging (configs, cache location,
 # entry point), not dependency resolution.
 #
-# Usage: bash scripts/check_wheel.sh   (PYTHON=... picks the environment to reuse; default .venv;
+# Usage: bash scripts/tools/check_wheel.sh   (PYTHON=... picks the environment to reuse; default .venv;
 #                                       KEEP_WORK=1 keeps the temporary folder)
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 cd "$ROOT"
 

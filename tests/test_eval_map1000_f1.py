@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from langdml.eval import retrieval_metrics
-from langdml.eval.roth import pairwise_f1
+from langdml.eval.map1000_f1 import pairwise_f1
 
 
 def _map1000_loop(x, y, R=1000):

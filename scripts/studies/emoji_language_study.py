@@ -20,7 +20,7 @@ Protocol:
 Fine-tuning runs use 8 epochs (the frozen head the demo's 30): an epoch of the two-stage suffix
 costs ~7 s on two idle cores, and the whole study has to fit in about two CPU hours.
 
-    python scripts/emoji_language_study.py all --workers 2   # resumable: rerun after a kill
+    python scripts/studies/emoji_language_study.py all --workers 2   # resumable: rerun after a kill
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "emoji_study"
 DOCS = ROOT / "docs" / "results" / "emoji_study"
 SEEDS = [0, 1, 2]

@@ -14,7 +14,7 @@ student's own architecture, a linear 128-d head, so the target is one the studen
 The target of class c is the normalised mean teacher embedding of its train images. Each teacher's
 own R@1 / MAP@R on the test classes is printed (the oracle's is the ceiling of the transfer).
 
-    python scripts/positive_control.py --out cache/controls  # oracle/teacher.safetensors
+    python scripts/studies/positive_control.py --out cache/controls  # oracle/teacher.safetensors
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ kernel's peak-RSS counter is reset (/proc/self/clear_refs), one call runs, and w
 VmHWM - VmRSS(before): the extra resident memory of one forward+backward. CUDA: the
 allocator's max_memory_allocated over one call, minus what was allocated before it.
 
-    python scripts/bench_losses.py            # full run, writes docs/results/benchmarks/bench_losses.md
-    python scripts/bench_losses.py --quick    # tiny smoke run, prints only
+    python scripts/benchmarks/bench_losses.py          # full run
+    python scripts/benchmarks/bench_losses.py --quick  # tiny smoke run, prints only
+
+The full run writes docs/results/benchmarks/bench_losses.md.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from langdml import losses as ours  # noqa: E402
@@ -237,7 +239,7 @@ def run(args: argparse.Namespace) -> str:
                         )
                     print(line, file=sys.stderr, flush=True)
     cpu = platform.processor() or platform.machine()
-    command = " ".join(["python scripts/bench_losses.py", *args.argv])
+    command = " ".join(["python scripts/benchmarks/bench_losses.py", *args.argv])
     lines = [
         "# Loss benchmark: langdml vs pytorch-metric-learning",
         "",

@@ -1,27 +1,28 @@
 #!/usr/bin/env bash
 # The CUDA check, run on a lent GPU machine (no package index, no model hub) from the repo root:
-#   prepare here:  .venv/bin/python scripts/gpu_check_prepare.py   (.devdata/ and .whl/)
-#   run there:     OUT=<folder> bash scripts/gpu_check.sh          (carry .devdata and .whl;
+#   prepare here:  .venv/bin/python scripts/tools/gpu_check_prepare.py   (.devdata/ and .whl/)
+#   run there:     OUT=<folder> bash scripts/tools/gpu_check.sh          (carry .devdata and .whl;
 #                  .devdata/cpu_ref, the CPU reference run, can stay behind)
 # Each step has its own time limit and log, so one failure does not hide the others; $OUT gets
 # logs.txt (all logs), runs.json (every run's metrics and log.csv) and the two benchmark tables.
 # STEPS selects steps (default all); SKIP_INSTALL=1 uses the current environment as it is.
 set -u
-OUT=${OUT:-/tmp/gpu_check}
+WORK=$(mktemp -d)  # logs, the installed wheels and the runs
+OUT=${OUT:-$WORK/out}
 STEPS=${STEPS:-"tests eval train finetune torchrun losses"}
 mkdir -p "$OUT"
-LOGS=/tmp/gpu_logs
+LOGS=$WORK/logs
 mkdir -p $LOGS
 if [ -z "${SKIP_INSTALL:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+    --target "$WORK/site" .whl/*.whl || exit 1
 fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LANGDML_CACHE=$PWD/.devdata/cache
+export PYTHONPATH=$WORK/site:$PWD PYTHONUNBUFFERED=1 LANGDML_CACHE=$PWD/.devdata/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, faiss, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda,
   'faiss', faiss.__version__, 'timm', timm.__version__)"
 CFG=.devdata/gpu_check.yaml
-RUNS=/tmp/gpu_runs
+RUNS=$WORK/runs
 declare -A RC
 
 step() {  # step NAME SECONDS CMD...
@@ -39,7 +40,7 @@ step() {  # step NAME SECONDS CMD...
 
 step tests 80 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_eval_metrics.py \
   tests/test_eval_torch_backend.py tests/test_eval_metrics_inputs.py
-step eval 180 python3 scripts/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
+step eval 180 python3 scripts/benchmarks/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
 step train 80 python3 -m langdml train $CFG --output-dir $RUNS/frozen_amp train.device=cuda \
   train.amp=true
 FT="train.device=cuda model.frozen_trunk=false train.epochs=4 eval.every=2"
@@ -49,7 +50,7 @@ step finetune 150 bash -c "python3 -m langdml train $CFG --output-dir $RUNS/ft_a
   train.amp_dtype=float16"
 step torchrun 70 torchrun --standalone --nproc_per_node 1 -m langdml train $CFG \
   --output-dir $RUNS/torchrun train.device=cuda train.amp=true train.epochs=10
-step losses 90 python3 scripts/bench_losses.py --devices cuda --out "$OUT/bench_losses_cuda.md"
+step losses 90 python3 scripts/benchmarks/bench_losses.py --devices cuda --out "$OUT/bench_losses_cuda.md"
 
 # metrics of every run, one JSON file back
 python3 - "$RUNS" "$OUT/runs.json" <<'PY'

@@ -1,7 +1,9 @@
 """Benchmark langdml.eval.retrieval_metrics against pytorch-metric-learning's AccuracyCalculator.
 
-    .venv/bin/python scripts/bench_eval.py [--quick] [--skip-1m] [--skip-clustering] [--repeats N]
-    .venv/bin/python scripts/bench_eval.py --device cuda    # GPU: docs/results/benchmarks/bench_eval_gpu.md
+    .venv/bin/python scripts/benchmarks/bench_eval.py [--quick] [--skip-1m] [--skip-clustering]
+        [--repeats N]
+    .venv/bin/python scripts/benchmarks/bench_eval.py --device cuda
+        # GPU: docs/results/benchmarks/bench_eval_gpu.md
 
 Cases (full run; --quick shrinks every size for a smoke test):
 * kNN metrics, SOP-sized: 60,000 x 512 embeddings, ~11k classes of 2-9 images (mean 5.5), and
@@ -16,16 +18,19 @@ Cases (full run; --quick shrinks every size for a smoke test):
   time and peak RSS (``ru_maxrss``; target <= 16 GiB); plus one k-means iteration at that size in
   another child to price the clustering part (20 iterations are the default).
 
-``--approx``: approximate search only (``search="ivf"`` / ``"hnsw"``, defaults or ``--approx-search
-ivf:nprobe=256``) at ``--approx-n`` x 128 (default 1M) in children like the 1M case: time, peak RSS,
-metrics, neighbor_recall, load average before/after; Δ against the exact 1M row of the existing
-report (same generator and seed) or, at other sizes, an exact child run. Rewrites only the
-"Approximate search" section.
+``--approx``: approximate search only (IVF and HNSW defaults, or one ``--search ivf|hnsw
+--search-param KEY=VALUE ...`` configuration, the syntax of ``langdml evaluate``) at
+``--approx-n`` x 128 (default 1M) in children like the 1M case: time, peak RSS, metrics,
+neighbor_recall, load average before/after; Δ against the exact 1M row of the existing report
+(same generator and seed) or, at other sizes, an exact child run. Rewrites only the table of the
+"Approximate search" section; the text around it is written by hand in the page and kept.
+Data: ``langdml.eval.synthetic`` (the "isotropic" and "calibrated" sets).
 
 ``--device cuda``: ours alone on the GPU (faiss-gpu, or the exact torch backend without it) at
 1,000,000 x 128 (time, peak GPU memory, peak RSS), and GPU vs CPU faiss at 60,000 x 512.
 
-Writes docs/results/benchmarks/bench_eval.md (or docs/results/benchmarks/bench_eval_gpu.md) atomically and prints it.
+Writes docs/results/benchmarks/bench_eval.md (or docs/results/benchmarks/bench_eval_gpu.md)
+atomically and prints it.
 """
 
 from __future__ import annotations
@@ -45,8 +50,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+REPORTS = ROOT / "docs" / "results" / "benchmarks"  # the pages this script writes
 sys.path.insert(0, str(ROOT))
+
+from langdml.eval.synthetic import calibrated_embeddings, isotropic_embeddings  # noqa: E402
+
 SHARED = (
     ("recall@1", "precision_at_1"),
     ("r_precision", "r_precision"),
@@ -58,73 +67,11 @@ KNN = ("recall", "map_r")
 CALIBRATION = ROOT / "docs" / "results" / "embedding_spectrum.json"
 
 
-def _labels(rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """n labels, class sizes uniform in [lo, hi], in random order; and the number of classes."""
-    lo, hi = sizes
-    counts = rng.integers(lo, hi + 1, n // lo + 1)
-    cut = int(np.searchsorted(np.cumsum(counts), n))
-    counts = counts[: cut + 1]
-    counts[-1] -= counts.sum() - n  # trim the last class so there are exactly n rows
-    return rng.permutation(np.repeat(np.arange(len(counts)), counts)), len(counts)
-
-
-def make_data(n: int, d: int, sizes: tuple[int, int], seed: int = 0, noise: float = 0.0):
-    """The "isotropic" set: class centres N(0, I) + N(0, noise^2 I) noise; class sizes uniform
-    in [lo, hi]; rows in random order.
-
-    Filled in blocks so generating 1M x 128 does not need several full-size temporaries.
-    """
-    rng = np.random.default_rng(seed)
-    labels, n_classes = _labels(rng, n, sizes)
-    centres = rng.standard_normal((n_classes, d), dtype=np.float32)
-    x = np.empty((n, d), np.float32)
-    for s in range(0, n, 65536):
-        block = labels[s : s + 65536]
-        x[s : s + len(block)] = centres[block]
-        x[s : s + len(block)] += noise * rng.standard_normal((len(block), d), dtype=np.float32)
-    return x, labels
-
-
-def make_calibrated(
-    n: int, d: int, sizes: tuple[int, int], seed: int = 0, calibration: Path = CALIBRATION
-):
-    """The "calibrated" set: covariance spectra measured on trained embeddings (``calibration``,
-    written by ``scripts/embedding_spectrum.py``), labels as in ``make_data``.
-
-    With lambda_B, lambda_W the mean normalised between- and within-class spectra (each sums to
-    1, sorted), rho = tr W / tr B and m = |mean|^2 / (tr W + tr B), all measured: a random
-    orthogonal basis U (seeded) shared by both (measured noise lies mostly in the centres' top
-    directions), centres c = U diag(sqrt(lambda_B)) z + mu, rows c + U diag(sqrt(rho lambda_W)) z'
-    (z, z' standard normal), mu a random direction with |mu|^2 = m (1 + rho): the shared offset.
-    """
-    cal = json.loads(Path(calibration).read_text())["mean"]
-    lam_b = np.asarray(cal["between_spectrum"], np.float64)
-    lam_w = np.asarray(cal["within_spectrum"], np.float64)
-    if len(lam_b) != d or len(lam_w) != d:
-        sys.exit(f"{calibration}: spectra of length {len(lam_b)}, not d = {d}")
-    rho, m = cal["trace_within_over_between"], cal["mean_sq_over_trace"]
-    rng = np.random.default_rng(seed)
-    labels, n_classes = _labels(rng, n, sizes)
-    basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
-    offset = rng.standard_normal(d)
-    offset *= np.sqrt(m * (1 + rho)) / np.linalg.norm(offset)
-    scale_b = (basis * np.sqrt(lam_b)).T.astype(np.float32)  # z @ scale_b = U diag(sqrt) z
-    scale_w = (basis * np.sqrt(rho * lam_w)).T.astype(np.float32)
-    centres = rng.standard_normal((n_classes, d), dtype=np.float32) @ scale_b
-    centres += offset.astype(np.float32)
-    x = np.empty((n, d), np.float32)
-    for s in range(0, n, 65536):
-        block = labels[s : s + 65536]
-        x[s : s + len(block)] = centres[block]
-        x[s : s + len(block)] += rng.standard_normal((len(block), d), dtype=np.float32) @ scale_w
-    return x, labels
-
-
 def make_set(spec: dict):
     """The synthetic set a child spec names: "isotropic" (default) or "calibrated"."""
     if spec.get("data", "isotropic") == "calibrated":
-        return make_calibrated(spec["n"], spec["d"], tuple(spec["sizes"]))
-    return make_data(spec["n"], spec["d"], tuple(spec["sizes"]), noise=spec["noise"])
+        return calibrated_embeddings(spec["n"], spec["d"], tuple(spec["sizes"]), CALIBRATION)
+    return isotropic_embeddings(spec["n"], spec["d"], tuple(spec["sizes"]), noise=spec["noise"])
 
 
 def ours_knn(x, y):
@@ -158,9 +105,11 @@ def timed(fn, *args):
 def knn_case(n: int, d: int, sizes, noise: float, repeats: int) -> dict:
     from langdml.eval import l2_normalize
 
-    wx, wy = make_data(2000, d, sizes, seed=1, noise=noise)  # warm-up: imports, first calls
+    wx, wy = isotropic_embeddings(
+        2000, d, sizes, seed=1, noise=noise
+    )  # warm-up: imports, first calls
     ours_knn(wx, wy), pml_knn(l2_normalize(wx), wy)
-    x, y = make_data(n, d, sizes, noise=noise)
+    x, y = isotropic_embeddings(n, d, sizes, noise=noise)
     xn = l2_normalize(x)  # exactly the array ours searches, so both see the same float32 input
     t_ours, t_pml = [], []
     ours = pml = None
@@ -195,7 +144,7 @@ def clustering_case(n: int, d: int, sizes, noise: float) -> dict:
 
     from langdml.eval import l2_normalize, retrieval_metrics
 
-    x, y = make_data(n, d, sizes, noise=noise)
+    x, y = isotropic_embeddings(n, d, sizes, noise=noise)
     xn = l2_normalize(x)
     dt_ours, ours = timed(
         lambda: retrieval_metrics(x, y, include=("clustering",), seed=1234, device="cpu")
@@ -230,9 +179,9 @@ def gpu_vs_cpu_case(
             torch.cuda.synchronize()
         return m
 
-    x, y = make_data(2000, d, sizes, seed=1, noise=noise)
+    x, y = isotropic_embeddings(2000, d, sizes, seed=1, noise=noise)
     run("cpu"), run("cuda")  # warm-up
-    x, y = make_data(n, d, sizes, noise=noise)
+    x, y = isotropic_embeddings(n, d, sizes, noise=noise)
     times: dict[str, list[float]] = {"cpu": [], "cuda": []}
     res = {}
     for r in range(repeats):
@@ -262,13 +211,15 @@ def render_gpu(res: dict) -> str:
     lines = [
         "# Evaluation benchmark on a GPU",
         "",
-        f"Generated by `python scripts/bench_eval.py --device cuda` — {first['gpu_name']}, "
+        "Generated by `python scripts/benchmarks/bench_eval.py --device cuda` — "
+        f"{first['gpu_name']}, "
         f"torch {torch.__version__}, faiss {faiss.__version__} "
         f"({'GPU' if hasattr(faiss, 'StandardGpuResources') else 'CPU only'}), "
         f"{os.cpu_count()} CPU cores, {_mem_gib():.0f} GiB RAM. Search backend: "
         f"{first['backend']}.",
         "",
-        "Same synthetic data as `docs/results/benchmarks/bench_eval.md` (same generator and seeds), cosine metric, "
+        "Same synthetic data as `docs/results/benchmarks/bench_eval.md` (same generator and "
+        "seeds), cosine metric, "
         '`retrieval_metrics(x, y, include=..., device="cuda")` in a fresh child process, timed '
         "from numpy input to the returned metrics (upload, exact search or k-means, metric "
         "bookkeeping). Clustering: 20 k-means iterations (the default) with as many clusters as "
@@ -318,6 +269,7 @@ def child(spec: dict) -> None:
     import sklearn.metrics  # noqa: F401
 
     from langdml.eval import retrieval_metrics
+    from langdml.eval.ann import IndexCache
 
     device = spec.get("device", "cpu")
     cuda = device.startswith("cuda")
@@ -338,8 +290,6 @@ def child(spec: dict) -> None:
     # measure); its metrics on the sampled queries (for Δ against exact on the same queries)
     # come from a second, untimed call that reuses the index the timed call built.
     sampled = spec.get("query_sample") if search != "exact" else None
-    if sampled:
-        _reuse_index()
     call = functools.partial(
         retrieval_metrics,
         x,
@@ -350,6 +300,7 @@ def child(spec: dict) -> None:
         kmeans_iters=spec.get("kmeans_iters", 20),
         search=search,
         search_params=spec.get("search_params"),
+        index_cache=IndexCache() if sampled else None,
     )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
@@ -415,21 +366,6 @@ class _RssSampler:
         }
 
 
-def _reuse_index() -> None:
-    """Make retrieval_metrics build its approximate index once per process and reuse it (the
-    second call then searches the same index; the bench only calls it on one data set)."""
-    import langdml.eval.metrics as lm
-
-    build, built = lm.ApproxKNN, []
-
-    def once(*args, **kwargs):
-        if not built:
-            built.append(build(*args, **kwargs))
-        return built[0]
-
-    lm.ApproxKNN = once
-
-
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -479,7 +415,8 @@ def render(res: dict, args) -> str:
     lines = [
         "# Evaluation benchmark: langdml vs pytorch-metric-learning",
         "",
-        f"Generated by `python scripts/bench_eval.py{''.join(' ' + f for f in flags)}` — "
+        "Generated by `python scripts/benchmarks/bench_eval.py"
+        f"{''.join(' ' + f for f in flags)}` — "
         f"faiss {faiss.__version__} (CPU), pytorch-metric-learning "
         f"{pytorch_metric_learning.__version__}, scikit-learn {sklearn.__version__}, "
         f"torch {torch.__version__}, {os.cpu_count()} CPU cores ({platform.machine()}), "
@@ -619,6 +556,7 @@ def approx_rows(args, out: Path) -> list[dict]:
     """The approximate children at --approx-n x 128, after the exact reference (quoted or run)."""
     import tempfile
 
+    configs = search_configs(args.search, args.search_param)  # checked before any child runs
     n, d = args.approx_n or (50_000 if args.quick else 1_000_000), 128
     spec = big_spec(n, d) | {"data": args.approx_data, "query_sample": args.approx_query_sample}
     exact = None
@@ -627,7 +565,6 @@ def approx_rows(args, out: Path) -> list[dict]:
     if exact is None:
         exact = {**run_child(spec), "quoted": False, "search": "exact", "search_params": {}}
     rows = [exact]
-    configs = [_parse_search(t) for t in args.approx_search] or [("ivf", {}), ("hnsw", {})]
     with tempfile.TemporaryDirectory() as tmp:
         for search, params in configs:
             extra = {"mmap": str(Path(tmp) / "x.npy")} if args.approx_mmap else {}
@@ -658,24 +595,60 @@ def _merge_rows(section: str, previous: str) -> str:
     return "\n".join(lines[: rows[0]] + table + lines[rows[-1] + 1 :]) + "\n"
 
 
-def _parse_search(text: str) -> tuple[str, dict]:
-    """``"ivf:nprobe=256,nlist=1000"`` -> ``("ivf", {"nprobe": 256, "nlist": 1000})``."""
-    search, _, rest = text.partition(":")
-    params = {k: int(v) for k, v in (p.split("=") for p in rest.split(",") if p)}
-    return search, params
+def search_configs(search: str | None, items: list[str]) -> list[tuple[str, dict]]:
+    """The approximate configurations of ``--search KIND --search-param KEY=VALUE ...`` (the
+    syntax of ``langdml evaluate`` / ``langdml index``): that one, or IVF and HNSW defaults."""
+    from langdml.errors import LangDMLError
+    from langdml.eval.ann import check_search
+    from langdml.eval.commands import parse_search_params
+
+    try:
+        params = parse_search_params(items)
+        if search is None:
+            if params:
+                raise LangDMLError("--search-param needs --search ivf or --search hnsw")
+            return [("ivf", {}), ("hnsw", {})]
+        if search == "exact":
+            raise LangDMLError(
+                "--approx --search exact: expected ivf or hnsw (exact is the reference)"
+            )
+        check_search(search, params)
+    except LangDMLError as exc:
+        sys.exit(str(exc))
+    return [(search, params)]
 
 
-def render_approx(rows: list[dict], args) -> str:
+TABLE_HEAD = "| set | search |"
+
+
+def _approx_prose(previous: str) -> tuple[list[str], list[str]]:
+    """The hand-written text of the previous "Approximate search" section: what stands between
+    its generated first paragraph and the table (the sets, the commands), and what follows the
+    table (the reading against the target, how to choose the parameters). A rerun keeps both;
+    they are edited in the docs page itself."""
+    lines = previous.splitlines()
+    heads = [i for i, line in enumerate(lines) if line.startswith(TABLE_HEAD)]
+    if not heads:
+        return [], []
+    start = heads[0]
+    end = start
+    while end + 1 < len(lines) and lines[end + 1].startswith("|"):
+        end += 1
+    return lines[4:start], lines[end + 1 :]
+
+
+def render_approx(rows: list[dict], previous: str = "") -> str:
     import faiss
 
     from langdml.eval.ann import check_search
 
     exact = rows[0]["metrics"]
+    before, after = _approx_prose(previous)
     lines = [
         f'{APPROX_HEAD} (`search="ivf"` / `"hnsw"`)',
         "",
-        f"Generated by `python scripts/bench_eval.py --approx ...` (the commands below; a run "
-        "replaces the rows of the same set, N, search and parameters) — faiss "
+        "Generated by `python scripts/benchmarks/bench_eval.py --approx ...` (the commands below; "
+        "a run replaces the rows of the same set, N, search and parameters) — faiss "
         f"{faiss.__version__} (CPU), {os.cpu_count()} CPU cores, {_mem_gib():.0f} GiB RAM. "
         "Child-process measurement as the 1M case above: "
         '`retrieval_metrics(x, y, include=("recall", "map_r"), search=..., search_params=..., '
@@ -687,11 +660,11 @@ def render_approx(rows: list[dict], args) -> str:
         "= the machine's 1-minute load average before → after the run; above 2 (the core count) "
         "other work shared the CPU and the wall time is pessimistic: CPU time (all threads) / 2 is "
         'what the call needs with both cores to itself. Input: `np.load(mmap_mode="r")` of the '
-        "saved array where the command says `--approx-mmap`.",
+        "saved array where the command says `--approx-mmap`. The text around the table is "
+        "written by hand in this page; a rerun keeps it.",
         "",
-        *APPROX_SETS,
-        "",
-        "| set | search | parameters | N × d | queries | time | CPU time | peak RSS | "
+        *before,
+        f"{TABLE_HEAD} parameters | N × d | queries | time | CPU time | peak RSS | "
         "recall@1 (Δ) | MAP@R (Δ) | neighbor recall | load |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -717,86 +690,8 @@ def render_approx(rows: list[dict], args) -> str:
             f"{m['recall@1']:.4f} ({d1:+.2f}) | {m['map@r']:.4f} ({dm:+.2f}) | "
             f"{m.get('neighbor_recall', 1.0):.4f} | {load} |"
         )
-    lines += ["", *APPROX_GUIDE, ""]
-    return "\n".join(lines)
-
-
-APPROX_SETS = [
-    "Sets (both 128-d, class sizes uniform in 5-15, mean 10, ~100k classes at 1M, seed 0):",
-    "",
-    "- **isotropic** (the worst case, as in the 1M case above): centres N(0, I), noise "
-    "N(0, 1.4² I); participation ratio ~127 of 128 within and between classes.",
-    "- **calibrated** (`make_calibrated`): centre and noise covariance spectra, noise-to-centre "
-    "trace ratio and shared offset measured on trained embeddings — five emoji runs "
-    "(`langdml embed --split test`, 2,654 held-out images of 689 classes; MS, MS + direction, "
-    "ProxyNCA, triplet, Proxy Anchor) with `scripts/embedding_spectrum.py`, numbers in "
-    "`docs/results/embedding_spectrum.md`: participation ratio 24 between / 56 within classes "
-    "(of the mean spectra; per run 16-46 / 43-83), tr W / tr B 1.19, |mean|² / trace 0.35. "
-    "Re-measured on the generated set: 25 / 58, 1.22, 0.36.",
-    "",
-    "Commands (`python scripts/bench_eval.py` plus): isotropic 100k `--approx --approx-n 100000 "
-    "--approx-search ivf --approx-search ivf:nprobe=256 --approx-search hnsw --approx-search "
-    "hnsw:efSearch=512 --approx-mmap`; isotropic 1M `--approx --approx-search ivf --approx-mmap`; "
-    "calibrated 100k `--approx --approx-n 100000 --approx-data calibrated --approx-query-sample "
-    "20000 --approx-search ivf --approx-search ivf:nprobe=16 --approx-search ivf:nprobe=32 "
-    "--approx-search hnsw --approx-search hnsw:M=16,efConstruction=40 --approx-search "
-    "hnsw:M=16,efConstruction=40,efSearch=64 --approx-mmap`; calibrated 1M `--approx "
-    "--approx-data calibrated --approx-query-sample 20000 --approx-search hnsw --approx-mmap` "
-    "(then `hnsw:efSearch=192`). "
-    "With `--approx-query-sample` the approximate call is timed over all N queries; a second, "
-    "untimed call on the same index gives its metrics on the sampled queries for Δ.",
-]
-
-
-APPROX_GUIDE = [
-    "Reading against the target (1M × 128 on 2 cores: ≤ 10 min, |ΔR@1| ≤ 0.3 and |ΔMAP@R| ≤ 0.5 "
-    "points, peak RSS ≤ 4 GiB):",
-    "",
-    "- **calibrated, HNSW defaults (M 32, efConstruction 80, efSearch 128): accuracy and memory "
-    "met, time met only by CPU time.** ΔR@1 −0.28, ΔMAP@R −0.08 on 20,000 sampled queries "
-    "(neighbor recall 0.93), peak RSS 1.92 GiB. The wall time, 26.8 min, ran under a load of ~11 "
-    "from other work on the 2 cores; its CPU time, 15.0 min, is 7.5 min with both cores to itself"
-    " (an estimate: no idle-machine run). The R@1 margin (0.02 points) is below what a 20k-query "
-    "sample resolves, so call it borderline; efSearch 192 buys margin: ΔR@1 −0.16, ΔMAP@R −0.06 "
-    "(neighbor recall 0.96) for CPU time 18.8 min (9.4 min on two free cores, an estimate; wall "
-    "26.0 min under load 5-10).",
-    "- **isotropic (the worst case): not met.** IVF at 9.5 min is off by 20 points (neighbor "
-    "recall 0.22); HNSW would need efSearch ~512 (100k: neighbor recall 0.98, Δ +0.07) and "
-    "extrapolates to ≥ ~20 min. Exact numbers at 1M: a GPU (23 s on an H100) or exact CPU search "
-    "(99 min).",
-    "",
-    "How to choose the parameters:",
-    "",
-    "- Read `neighbor_recall` (the fraction of the exact neighbours found, on 1,000 seeded "
-    "queries searched both ways; below 0.99 `retrieval_metrics` logs a warning). Measured here: "
-    "within 0.3 points of exact at 0.93 (calibrated, HNSW defaults, 1M) to 0.99, but 0.93 also "
-    "came with −0.45 (calibrated, M 16, 100k) and 0.2-0.86 with 0.6-20 points off, in either "
-    "direction: the threshold depends on the data. Missing other-class near neighbours raises "
-    "recall@1, missing same-class ones lowers it. Where exact over all queries is too slow, "
-    "`query_sample=Q` gives exact metrics on Q seeded queries in Q / N of the time, and the same "
-    "Q for the approximate search: the Δ of this table.",
-    "- HNSW is the choice on a CPU (`M` 32, `efConstruction` 80; the whole 100k × 128 call, build"
-    " and search, took 59 s of CPU time): on the calibrated set the defaults reached neighbor "
-    "recall 0.99 at 100k and 0.93 at 1M. `M` 16 / `efConstruction` 40 took 0.67× that CPU time "
-    "but lost 0.45-0.77 R@1 points at 100k. `efSearch` buys recall (isotropic 100k, 128 → 512: "
-    "0.84 → 0.98) at proportional search time.",
-    "- IVF (`nlist` ≈ 4√N, k-means on 64 × nlist rows) lost 1.9-6.5 R@1 points even on the "
-    "calibrated set at 100k (nprobe 64-16 of 1,265 cells; neighbor recall 0.83-0.54): with "
-    "classes of ~10 items a query's neighbours spread over many cells. Each query scans ≈ nprobe "
-    "/ nlist of the set at ~8× exact search's per-pair cost here (a per-vector scan, no BLAS), so"
-    " on a CPU it beats exact only when nprobe / nlist is well under 10%; `nprobe = nlist` is "
-    "exact. Deterministic for a seed.",
-    "- Memory (`docs/results/benchmarks/bench_eval_memory.md`, `scripts/bench_eval_memory.py`; HNSW `M` 32, input "
-    "memory-mapped, peak RSS of the call alone): 1.92 GiB at 1M × 128, 3.24 at 2M, 6.15 at 4M; "
-    "the line through those (0.46 GiB + 1.42 GiB per million rows) gives 14.6 GiB at 10M, "
-    "measured **15.75 GiB at 10M × 128** (10.89 GiB anonymous, 7.3 of it faiss's vectors and "
-    "graph; 4.85 GiB file-backed: the memory-mapped input's pages, page cache the kernel can "
-    "drop). faiss stores 784 bytes per row at `M` 32 (0.73 GiB per million); a `np.load("
-    'mmap_mode="r")` input is read a block at a time, never copied whole. The 10M call took '
-    "35 min with cheap build and search settings (efConstruction 16, efSearch 16; memory is the "
-    "same at any ef). IVF (nlist 1,024) needs little less: 1.89 / 3.13 / 5.59 GiB at 1M / 2M / "
-    "4M, a line to 13.0 GiB at 10M (not measured there).",
-]
+    lines += after or [""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _dur(s: float) -> str:
@@ -808,6 +703,8 @@ def _mem_gib() -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from langdml.eval.commands import add_search_args
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--skip-1m", action="store_true", help="skip the 1M x 128 case")
@@ -827,13 +724,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--approx", action="store_true", help="approximate-search rows only")
     ap.add_argument("--approx-n", type=int, default=None, help="rows for --approx (default 1M)")
-    ap.add_argument(
-        "--approx-search",
-        action="append",
-        default=[],
-        metavar="KIND:K=V,...",
-        help="an approximate configuration, repeatable (default: ivf and hnsw defaults)",
-    )
+    add_search_args(ap, default="--approx runs ivf and hnsw with their defaults")
     ap.add_argument("--approx-mmap", action="store_true", help="--approx input memory-mapped")
     ap.add_argument(
         "--approx-data",
@@ -848,7 +739,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="Q",
         help="--approx: metrics over Q seeded queries (exact run on the same queries)",
     )
-    ap.add_argument("--out", default=None, help="default docs/results/benchmarks/bench_eval[_gpu].md")
+    ap.add_argument(
+        "--out", default=None, help="default docs/results/benchmarks/bench_eval[_gpu].md"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     return ap
 
@@ -857,10 +750,10 @@ def _run_approx(args) -> None:
     """--approx: the approximate rows, merged into the report's "Approximate search" section."""
     from langdml.io import atomic_write_text
 
-    out = Path(args.out or ROOT / "docs" / "results" / "benchmarks" / "bench_eval.md")
-    section = render_approx(approx_rows(args, out), args)
+    out = Path(args.out or REPORTS / "bench_eval.md")
     old = out.read_text() if out.is_file() else ""
     kept = _section(old, APPROX_HEAD)
+    section = render_approx(approx_rows(args, out), kept)
     section = _merge_rows(section, kept)
     text = old.replace(kept, section) if kept else old.rstrip("\n") + "\n\n" + section
     atomic_write_text(out, text)
@@ -891,7 +784,7 @@ def main() -> None:
             c = gpu_vs_cpu_case(*vs, (2, 9), noise, 1, ("clustering",), seed=1234)
             res["vs_cpu"].append(c)
         text = render_gpu(res)
-        atomic_write_text(args.out or ROOT / "docs" / "results" / "benchmarks" / "bench_eval_gpu.md", text)
+        atomic_write_text(args.out or REPORTS / "bench_eval_gpu.md", text)
         print(text)
         return
     if args.approx:
@@ -919,7 +812,7 @@ def main() -> None:
         print(f"clustering case {clus[0]} x {clus[1]}", flush=True)
         res["clustering"] = clustering_case(*clus, (2, 9), noise)
     text = render(res, args)
-    out = Path(args.out or ROOT / "docs" / "results" / "benchmarks" / "bench_eval.md")
+    out = Path(args.out or REPORTS / "bench_eval.md")
     if args.skip_1m and not args.quick:
         text += _kept_big_section(out)
     previous = _section(out.read_text(), APPROX_HEAD) if out.is_file() else ""

@@ -1,6 +1,7 @@
 """Benchmark `langdml precompute`: cold vs warm (cache-hit), whole CLI vs in-process function.
 
-    .venv/bin/python scripts/bench_precompute.py [--model minilm] [--dataset emoji] [--plg]
+    .venv/bin/python scripts/benchmarks/bench_precompute.py [--model minilm] [--dataset emoji]
+        [--plg]
 
 Uses a fresh temporary text cache (so "cold" really computes) and the default dataset cache
 (builds the emoji benchmark first if it is missing). Target: a warm call does ≤ 1 s of work.
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(args: list[str]) -> tuple[float, str, str]:
