@@ -133,3 +133,80 @@ def test_bad_combinations_are_one_line(run, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and text in err, err
+
+
+@pytest.fixture(scope="module")
+def index(run, emoji_subset_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search_index") / "idx"
+    argv = ["index", str(run), "--images", str(emoji_subset_folder), "--no-progress"]
+    assert main([*argv, "-o", str(out)]) == 0
+    return out
+
+
+def _lines(capsys, argv) -> list[dict]:
+    assert main(argv) == 0
+    return [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+
+
+def test_search_batch_equals_single_queries(index, emoji_subset_folder, capsys):
+    images = sorted(str(p) for p in emoji_subset_folder.rglob("*.png"))
+    picked = [images[3], images[40], images[77]]
+    batch = _lines(capsys, ["search", str(index), "--image", *picked, "-k", "5", "--json"])
+    assert [b["query"] for b in batch] == picked
+    for one, path in zip(batch, picked, strict=True):
+        (single,) = _lines(capsys, ["search", str(index), "--image", path, "-k", "5", "--json"])
+        assert [h["path"] for h in one["results"]] == [h["path"] for h in single["results"]]
+        for a, b in zip(one["results"], single["results"], strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+    folder = _lines(capsys, ["search", str(index), "--images", str(emoji_subset_folder), "--json"])
+    assert [f["query"] for f in folder] == images
+    assert main(["search", str(index), "--image", *picked, "-k", "2"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert [t for t in text if t.startswith("query ")] == [f"query {p}" for p in picked]
+
+
+@pytest.mark.parametrize("method, params", [("qe", {"n": 3}), ("k_reciprocal", {"k1": 8})])
+def test_search_rerank_equals_rerank_over_the_gallery(index, run, capsys, method, params):
+    from langdml.eval.rerank import check_rerank, rerank_search
+    from langdml.inference.index import GalleryIndex
+    from langdml.inference.run import load_run
+
+    gallery = GalleryIndex.load(index)
+    queries = gallery.table.paths[:4]
+    argv = ["search", str(index), "--image", *queries, "-k", "6", "--json", "--rerank", method]
+    argv += [a for k, v in params.items() for a in ("--rerank-param", f"{k}={v}")]
+    got = _lines(capsys, argv)
+    q = load_run(run, "last").embed(queries)
+    scores, rows = rerank_search(
+        q, gallery.table.embeddings, 6, spec=check_rerank(method, params), metric="cosine",
+        device="cpu",
+    )  # fmt: skip
+    for n, found in enumerate(got):
+        assert found["search"]["rerank"]["method"] == method
+        assert [h["path"] for h in found["results"]] == [gallery.table.paths[i] for i in rows[n]]
+        assert [h["score"] for h in found["results"]] == pytest.approx(scores[n], abs=1e-5)
+    plain = _lines(capsys, ["search", str(index), "--image", *queries, "-k", "6", "--json"])
+    assert any(
+        [h["path"] for h in a["results"]] != [h["path"] for h in b["results"]]
+        for a, b in zip(got, plain, strict=True)
+    ) or method == "qe", "k-reciprocal re-ranking changed no list"
+
+
+def test_search_bad_batch_and_rerank_input_is_one_line(
+    index, run, emoji_subset_folder, tmp_path, capsys
+):
+    hnsw = tmp_path / "hnsw"
+    assert main(["index", str(run), "--no-progress", "--search", "hnsw", "-o", str(hnsw)]) == 0
+    gallery = str(sorted(emoji_subset_folder.rglob("*.png"))[0])
+    cases = [
+        (["search", str(hnsw), "--image", gallery, "--rerank", "qe"], "re-ranks an exact search"),
+        (["search", str(index), "--images", str(tmp_path / "none")], "not a directory"),
+        (["search", str(index), "--images", str(tmp_path)], "holds no image files"),
+        (["search", str(index), "--image", str(tmp_path)], "use --images DIR"),
+        (["search", str(index), "--image", gallery, "--rerank-param", "n=2"], "needs --rerank"),
+    ]
+    capsys.readouterr()
+    for argv, text in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and text in err, err
