@@ -341,6 +341,22 @@ def test_tracking_keys_name_the_run_and_change_no_result():
     assert {"tracking_experiment", "tracking_run_name", "tracking_tags"} <= set(TRACKING_KEYS)
 
 
+def test_tracking_keys_never_block_a_resume():
+    from langdml.train.checkpoint import same_config
+
+    saved = load_config(None, {}).to_dict()
+    current = load_config(
+        None,
+        {
+            "train.loggers": ["mlflow"],
+            "train.tracking_run_name": "lr=0.1, seed 0",
+            "train.tracking_tags": {"ablation": "grid", "seed": "0"},
+        },
+    ).to_dict()
+    assert same_config(saved, current) == []
+    assert same_config(saved, {**current, "seed": 3}) == ["seed"]
+
+
 def test_ablation_cells_log_under_the_grid(emoji_subset_folder, cache, tmp_path):
     """A 2-cell ablation run for real: each cell is an MLflow run and a W&B run named by its
     key and seed, in the experiment / group of the ablation, holding its metrics.json."""
