@@ -1,7 +1,7 @@
-"""Training with the steps a config asks for after it: ``langdml.train.train`` and the
-``langdml train`` command land here. The trainer (:mod:`langdml.train.trainer`) trains and
-imports no stage above it; this module hands it the later stages as callbacks
-(``eval.xmodal``: cross-modal columns in metrics.json, a
+"""Training with the steps a config asks for after it: :func:`train_experiment`, which is
+``langdml.train.train`` and what the ``langdml train`` command calls. The trainer
+(:mod:`langdml.train.trainer`) trains and imports no stage above it; this module hands it the
+later stages as callbacks (``eval.xmodal``: cross-modal columns in metrics.json, a
 :class:`~langdml.train.callbacks.PostTrainCallback`), before the caller's own."""
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from langdml._lazy import renamed_getattr
 from langdml.config import ExperimentConfig
 from langdml.train.callbacks import Callback, PostTrain, PostTrainCallback
-from langdml.train.trainer import RunResult
-from langdml.train.trainer import train as train_loop
+from langdml.train.trainer import RunResult, train_run
+
+# ``langdml.pipeline.train``, train_experiment's name before the rename, still works (warns).
+__getattr__ = renamed_getattr(__name__, {"train": "train_experiment"})
 
 
 def post_train_steps(cfg: ExperimentConfig) -> PostTrain | None:
@@ -35,14 +38,14 @@ def _xmodal_columns(run_dir: Path) -> dict[str, Any]:
     return {"xmodal": {f"xmodal/{k}": float(result[k]) for k in XMODAL_KEYS if k in result}}
 
 
-def train(
+def train_experiment(
     cfg: ExperimentConfig,
     run_dir: str | Path | None = None,
     *,
-    stop_after_iters: int | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Train (or resume, or return a finished run), then the configured post-training steps.
+    """Train (or resume, or return a finished run), then the configured post-training steps;
+    public as ``langdml.train.train``.
 
     ``callbacks``: :class:`langdml.train.Callback` instances, called after the post-training
     steps and before the trackers of ``train.loggers`` (:mod:`langdml.train.callbacks`).
@@ -60,9 +63,4 @@ def train(
     folder = Path(run_dir or cfg.run_dir())
     rank0 = os.environ.get("RANK", "0") == "0"
     with folder_lock(folder) if rank0 else contextlib.nullcontext():
-        return train_loop(
-            cfg,
-            folder,
-            stop_after_iters=stop_after_iters,
-            callbacks=[*post_train_callbacks(cfg), *callbacks],
-        )
+        return train_run(cfg, folder, callbacks=[*post_train_callbacks(cfg), *callbacks])

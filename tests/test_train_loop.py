@@ -291,7 +291,7 @@ def test_a_failing_callback_still_tears_every_callback_down(emoji_subset_folder,
 def test_post_train_is_one_case_of_the_callbacks(emoji_subset_folder, cache, tmp_path):
     from langdml.pipeline import post_train_callbacks
     from langdml.train import PostTrainCallback
-    from langdml.train.trainer import train as train_loop
+    from langdml.train.trainer import train_run as train_loop
 
     seen, rec = [], Recorder()
 

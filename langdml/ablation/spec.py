@@ -25,13 +25,16 @@ _HASH_NEUTRAL = {
     ("model", "crop_scale"): [0.35, 1.0], ("model", "interpolation"): "bicubic",
     ("text", "pseudo_label_model"): "packaged", ("text", "pseudo_label_image_size"): 224,
     ("text", "pseudo_label_crop_pct"): None, ("train", "frozen_trunk_epochs"): 0,
-    ("train", "step_gamma"): 0.1,
+    ("train", "step_gamma"): 0.1, ("text", "descriptions"): None, ("text", "target"): None,
+    ("data", "split_file"): None, ("data", "class_order"): "natural", ("data", "split_seed"): 0,
     ("optimizer", "trunk_lr"): None, ("optimizer", "head_lr"): None,
     ("optimizer", "trunk_weight_decay"): None, ("optimizer", "head_weight_decay"): None,
     ("train", "step_milestones"): None, ("train", "min_lr_ratio"): 0.0,
     ("train", "sampler"): "m_per_class", ("train", "n_classes"): None,
     ("train", "n_per_class"): None, ("train", "n_categories"): None,
-    ("train", "category_level"): 0,
+    ("train", "category_level"): 0, ("data", "augment"): None, ("data", "timm_augment"): None,
+    ("eval", "rerank"): "none", ("eval", "rerank_params"): {},
+    ("model", "backbone_kwargs"): {}, ("model", "preprocessing"): "config",
 }  # fmt: skip
 
 
@@ -60,11 +63,6 @@ class Run:
     config: ExperimentConfig
     id: str  # also the run directory's name; changes when the resolved config changes
     fold: int | None = None  # the validation fold when the config sets data.folds
-
-    @property
-    def replicate(self) -> str:
-        """What pairs runs across cells: the seed, and the fold under data.folds."""
-        return f"{self.seed}" if self.fold is None else f"{self.seed}/fold{self.fold}"
 
 
 @dataclass

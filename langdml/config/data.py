@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -36,6 +36,25 @@ class DataConfig(_Strict):
         "ablation runs every fold. 0: off.",
     )
     fold: int = Field(0, ge=0, description="The validation fold when data.folds >= 2.")
+    split_file: str | None = Field(
+        None,
+        description="A CSV/TSV of path,label[,split,is_query,is_gallery,category] (paths "
+        "relative to the dataset root): only the images it lists take part; its split column "
+        "(train/val/test) replaces the class split, its is_query/is_gallery roles drive the "
+        "evaluation (queries search the gallery only), its category column gives each class's "
+        "parent. `langdml data split SPEC -o FILE` writes one. null: no file.",
+    )
+    class_order: Literal["natural", "seeded"] = Field(
+        "natural",
+        description="Class order the split cuts when no split file gives the split: natural "
+        "(class id order, the DML protocol) or seeded (a permutation seeded by "
+        "data.split_seed; ignores a dataset's official split).",
+    )
+    split_seed: int = Field(
+        0,
+        description="Seed of data.class_order: seeded (the same seed as `langdml data split "
+        "--seed` gives the same classes).",
+    )
     cache_dir: str | None = Field(
         None,
         description="Cache folder (datasets, features, text embeddings); null: $LANGDML_CACHE, the "

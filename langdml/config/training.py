@@ -4,11 +4,13 @@ first release defaults to the behaviour from before it existed."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from langdml.config.base import _Strict
+from langdml.devices import DEVICE_PATTERN
 
 SAMPLERS = ("m_per_class", "class_balanced", "hierarchical")
 LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
@@ -22,6 +24,12 @@ TRACKING_KEYS = (
     "tracking_run_name",
     "tracking_tags",
 )
+
+def resolve_auto_device() -> str:
+    """``train.device: auto``: cuda when torch sees a CUDA GPU, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class OptimizerConfig(_Strict):
@@ -101,7 +109,11 @@ class TrainConfig(_Strict):
         description="Fine-tuning: the first N epochs train only the head and loss parameters "
         "(the trunk is frozen, its BatchNorm statistics still follow model.frozen_bn), then all.",
     )
-    device: str = Field("cpu", description="cpu, cuda or cuda:N.")
+    device: str = Field(
+        "cpu",
+        description="cpu, cuda, cuda:N, mps or auto (cuda when this machine has a CUDA GPU, "
+        "else cpu; the saved config records the device chosen).",
+    )
     amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
     amp_dtype: Literal["bfloat16", "float16"] = Field(
         "bfloat16",
@@ -179,6 +191,16 @@ class TrainConfig(_Strict):
         description="loggers mlflow / wandb: extra tags of the run (MLflow tags, W&B tags as "
         "KEY=VALUE); an ablation sets ablation, cell, run_id, seed and each grid key's value.",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value == "auto":
+            return resolve_auto_device()
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"train.device must be cpu, cuda, cuda:N, mps or auto, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:

@@ -26,6 +26,7 @@ def image_transform(
     interpolation: str = DEFAULT_INTERPOLATION,
     augment: Sequence[dict] | None = None,
     timm_augment: dict | None = None,
+    scale_size: int | None = None,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL RGB → normalised tensor (3, S, S).
 
@@ -36,6 +37,8 @@ def image_transform(
     torchvision's CenterCrop zero-pads (one source's pseudo-labelling does exactly that).
     ``augment`` (transform entries) or ``timm_augment`` (timm options) replace the training
     augmentation (:mod:`langdml.models.augment`).
+    ``scale_size`` replaces ``round(image_size / crop_pct)`` as the short side before the crop
+    (timm's pretrained preprocessing floors the quotient instead).
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
@@ -55,7 +58,7 @@ def image_transform(
         ]
     elif crop_pct:
         spatial = [
-            T.Resize(int(round(image_size / crop_pct)), interpolation=interp),
+            T.Resize(scale_size or int(round(image_size / crop_pct)), interpolation=interp),
             T.CenterCrop(image_size),
         ]
     else:

@@ -1,7 +1,8 @@
 """Training: batch samplers, the trainer with checkpoints and exact resume, its callbacks.
 
 ``train`` is the full training entry (the loop plus the post-training steps the config asks
-for, :mod:`langdml.pipeline`); ``langdml.train.trainer.train`` is the bare loop.
+for: :func:`langdml.pipeline.train_experiment`); ``langdml.train.trainer.train_run`` is the
+bare loop.
 """
 
 from langdml._lazy import lazy_getattr
@@ -17,7 +18,7 @@ _EXPORTS = {
     "RunResult": "langdml.train.trainer",
     "load_run_config": "langdml.experiment",
     "prepare_data": "langdml.experiment",
-    "train": "langdml.pipeline",
+    "train": "langdml.pipeline:train_experiment",
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -155,7 +155,6 @@ def run_epoch(
     epoch: int,
     ctx: dd.DistContext,
     device: torch.device,
-    stop_after_iters: int | None = None,
 ) -> dict[str, Any]:
     """Train one epoch; the epoch's log record (mean of every logged loss term)."""
     from tqdm import tqdm
@@ -188,8 +187,6 @@ def run_epoch(
         shown = {best_metric: f"{last:.4f}"} if last is not None else {}
         bar.set_postfix(loss=f"{terms['loss']:.4f}", **shown)
         state.iters_done += 1
-        if stop_after_iters is not None and state.iters_done >= stop_after_iters:
-            raise KeyboardInterrupt  # test hook: simulates a kill mid-epoch
     record: dict[str, Any] = {
         "epoch": epoch + 1,
         "seconds": round(time.perf_counter() - t0, 3),

@@ -6,9 +6,9 @@ The pieces: the run's data, text, model and loss come from the assembly layer
 (config check, checkpoints, best weights) :mod:`langdml.train.checkpoint`; logs
 :mod:`langdml.train.logs`; evaluation :mod:`langdml.train.evaluation`. The trainer imports no
 stage above it: a later stage (e.g. xmodal) runs as a callback handed in by the caller
-(:func:`langdml.pipeline.train`; a ``post_train`` step is one case of the callbacks,
-:mod:`langdml.train.callbacks`); the experiment trackers of ``train.loggers`` are callbacks too
-(:mod:`langdml.train.trackers`).
+(:func:`langdml.pipeline.train_experiment`, the public ``langdml.train.train``; a ``post_train``
+step is one case of the callbacks, :mod:`langdml.train.callbacks`); the experiment trackers of
+``train.loggers`` are callbacks too (:mod:`langdml.train.trackers`).
 
 Under ``torchrun`` the same loop runs data-parallel (langdml.train.distributed): each rank embeds
 its slice of the global batch, embeddings and labels are all-gathered so the loss sees the global
@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from langdml._lazy import renamed_getattr
+from langdml.clip_zeroshot import clip_zeroshot_baseline
 from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError
-from langdml.eval.roth import is_metric_key
+from langdml.eval.metric_keys import is_metric_key
 from langdml.experiment import (
     NO_BEST,
     build_model,
@@ -36,7 +38,7 @@ from langdml.experiment import (
     class_text_embeddings,
     prepare_data,
 )
-from langdml.experiment.run_files import METRICS
+from langdml.experiment.run_files import CHECKPOINT, METRICS, load_into
 from langdml.io import atomic_write_json
 from langdml.train import distributed as dd
 from langdml.train.callbacks import (
@@ -60,7 +62,7 @@ from langdml.train.optim import build_optimizer, build_scheduler
 from langdml.train.sampler import build_sampler
 from langdml.train.trackers import build_trackers, check_trackers
 
-__all__ = ["PostTrain", "RunResult", "seed_everything", "train"]
+__all__ = ["PostTrain", "RunResult", "seed_everything", "train_run"]
 
 
 @dataclass
@@ -73,21 +75,26 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# ``langdml.train.trainer.train``, train_run's name before the rename, still works (warns).
+__getattr__ = renamed_getattr(__name__, {"train": "train_run"})
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def train(
+def train_run(
     cfg: ExperimentConfig,
     run_dir: str | Path | None = None,
     *,
-    stop_after_iters: int | None = None,
     post_train: PostTrain | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's).
+    """Train (or resume, or return a finished run) in ``run_dir`` (default: the config's); the
+    loop alone: no run-folder lock and only the post-training steps ``post_train`` hands in
+    (``langdml.train.train`` adds both).
 
     ``callbacks`` (:class:`langdml.train.callbacks.Callback`) run in order, then the trackers
     of ``train.loggers``; all on the main process only. ``post_train`` (run_dir → extra
@@ -104,7 +111,7 @@ def train(
         run_dir = Path(run_dir or cfg.run_dir())
         hooks = [PostTrainCallback(post_train)] if post_train is not None else []
         hooks += list(callbacks)
-        return _train(cfg, run_dir, ctx, device, stop_after_iters, hooks)
+        return _train_in_context(cfg, run_dir, ctx, device, hooks)
     finally:
         if owns_group:
             dd.cleanup(ctx)
@@ -142,7 +149,7 @@ def _resume(
     saved = load_checkpoint(run_dir) if ctx.is_main else None
     saved = dd.broadcast_object(saved, ctx, device)
     if saved is not None:
-        state.model.load_state_dict(saved["model"])
+        load_into(state.model, saved["model"], run_dir / CHECKPOINT, cfg)
         state.loss_fn.load_state_dict(saved["loss"])
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
@@ -158,6 +165,11 @@ def _resume(
         state.baselines["untrained"] = evaluate_distributed(
             cfg, state.model, state.data, ctx, device
         )
+    if saved is None:  # an open_clip trunk: its zero-shot scores (langdml.clip_zeroshot)
+        zeroshot = clip_zeroshot_baseline(cfg, state.data) if ctx.is_main else None
+        zeroshot = dd.broadcast_object(zeroshot, ctx, device)
+        if zeroshot is not None:
+            state.baselines["clip_zeroshot"] = zeroshot
 
 
 def _evaluate_epoch(
@@ -188,12 +200,11 @@ def _evaluate_epoch(
     return metrics
 
 
-def _train(
+def _train_in_context(
     cfg: ExperimentConfig,
     run_dir: Path,
     ctx: dd.DistContext,
     device: torch.device,
-    stop_after_iters: int | None,
     hooks: list[Callback],
 ) -> RunResult:
     dd.check_batch_size(cfg.train.batch_size, ctx.world_size)
@@ -220,7 +231,7 @@ def _train(
     failed = True
     try:
         callbacks.on_train_start()
-        summary = _epochs(cfg, state, run_dir, ctx, device, stop_after_iters, callbacks)
+        summary = _epochs(cfg, state, run_dir, ctx, device, callbacks)
         failed = False
     finally:
         callbacks.teardown(failed)
@@ -235,7 +246,6 @@ def _epochs(
     run_dir: Path,
     ctx: dd.DistContext,
     device: torch.device,
-    stop_after_iters: int | None,
     callbacks: CallbackList,
 ) -> dict[str, Any]:
     """The remaining epochs (checkpoint and log after each), then the final summary."""
@@ -246,7 +256,7 @@ def _epochs(
         state.model, ctx, device, find_unused=cfg.train.frozen_trunk_epochs > 0
     )
     for epoch in range(state.start_epoch, cfg.train.epochs):
-        record = run_epoch(cfg, state, train_model, epoch, ctx, device, stop_after_iters)
+        record = run_epoch(cfg, state, train_model, epoch, ctx, device)
         metrics = _evaluate_epoch(cfg, state, record, epoch, ctx, device, run_dir)
         if metrics is not None:
             callbacks.on_eval(epoch + 1, metrics)
