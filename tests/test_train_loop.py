@@ -581,3 +581,40 @@ def test_a_killed_run_resumes_into_the_same_mlflow_run(
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     history = client.get_metric_history(run.info.run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["loss"]) for r in log]
+
+
+def test_hierarchical_run_on_a_split_file_category_column(emoji_subset_folder, cache, tmp_path):
+    """A split file's category column is the hierarchical sampler's categories: every batch
+    holds n_categories categories x n_classes classes of each."""
+    import csv
+
+    from langdml.data import load_dataset
+    from langdml.experiment import prepare_data
+    from langdml.train.sampler import build_sampler
+
+    ds = load_dataset(f"imagefolder:{emoji_subset_folder}")
+    category = {c: f"g{c % 3}" for c in range(ds.num_classes)}
+    split_file = tmp_path / "split.csv"
+    with open(split_file, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "category"])
+        for item, label in zip(ds.images.items, ds.labels.tolist()):
+            rel = Path(item).relative_to(emoji_subset_folder).as_posix()
+            writer.writerow([rel, ds.class_names[label], category[label]])
+    over = {
+        "data.split_file": str(split_file),
+        "eval.hierarchy": "none",
+        "train.sampler": "hierarchical",
+        "train.n_categories": 2,
+        "train.n_classes": 4,  # 12 training classes, 4 in each of the 3 categories
+    }
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "run", **over)
+    train_part = prepare_data(cfg).train
+    cat_of = {c: category[ds.class_names.index(n)] for c, n in enumerate(train_part.class_names)}
+    for batch in build_sampler(cfg, train_part).epoch(0):
+        classes = set(train_part.labels[batch].tolist())
+        cats = {cat_of[c] for c in classes}
+        assert len(classes) == 8 and len(cats) == 2
+        assert all(sum(cat_of[c] == g for c in classes) == 4 for g in cats)
+    result = train(cfg)
+    assert result.epochs == 3 and "recall@1" in result.metrics
