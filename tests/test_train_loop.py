@@ -341,6 +341,17 @@ def test_tracking_keys_name_the_run_and_change_no_result():
     assert {"tracking_experiment", "tracking_run_name", "tracking_tags"} <= set(TRACKING_KEYS)
 
 
+def test_wandb_tags_fit_wandb_limit():
+    from langdml.train.trackers import wandb_tags
+
+    long = "x" * 80
+    cfg = load_config(None, {"train.tracking_tags": {"seed": "0", "grid.loss.base.name": long}})
+    tags = wandb_tags(cfg)
+    assert tags[0] == "seed=0"
+    assert len(tags[1]) == 64 and tags[1].startswith("grid.loss.base.name=xxx")
+    assert tags[1].endswith("\u2026")
+
+
 def test_tracking_keys_never_block_a_resume():
     from langdml.train.checkpoint import same_config
 
