@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from langdml.config import load_config
-from langdml.errors import ConfigError
+from langdml.errors import ConfigError, LangDMLError
 from langdml.train.categories import class_categories
 from langdml.train.sampler import (
     ClassBalancedSampler,
@@ -215,7 +215,7 @@ def test_categories_come_from_the_data_category_column(tmp_path):
     with pytest.raises(ConfigError, match="category_level 1 is past the one level"):
         class_categories(load_config(None, {**over, "train.category_level": 1}), train)
     torn = _column_data(["sea", "land", "land", "sea", "sea", "air"], labels, names)
-    with pytest.raises(ConfigError, match="class 'a' has images of two categories"):
+    with pytest.raises(LangDMLError, match="class 'a' has two categories"):
         class_categories(load_config(None, over), torn)
 
 

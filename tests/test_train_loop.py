@@ -341,6 +341,33 @@ def test_tracking_keys_name_the_run_and_change_no_result():
     assert {"tracking_experiment", "tracking_run_name", "tracking_tags"} <= set(TRACKING_KEYS)
 
 
+def test_wandb_tags_fit_wandb_limit():
+    from langdml.train.trackers import wandb_tags
+
+    long = "x" * 80
+    cfg = load_config(None, {"train.tracking_tags": {"seed": "0", "grid.loss.base.name": long}})
+    tags = wandb_tags(cfg)
+    assert tags[0] == "seed=0"
+    assert len(tags[1]) == 64 and tags[1].startswith("grid.loss.base.name=xxx")
+    assert tags[1].endswith("\u2026")
+
+
+def test_tracking_keys_never_block_a_resume():
+    from langdml.train.checkpoint import same_config
+
+    saved = load_config(None, {}).to_dict()
+    current = load_config(
+        None,
+        {
+            "train.loggers": ["mlflow"],
+            "train.tracking_run_name": "lr=0.1, seed 0",
+            "train.tracking_tags": {"ablation": "grid", "seed": "0"},
+        },
+    ).to_dict()
+    assert same_config(saved, current) == []
+    assert same_config(saved, {**current, "seed": 3}) == ["seed"]
+
+
 def test_ablation_cells_log_under_the_grid(emoji_subset_folder, cache, tmp_path):
     """A 2-cell ablation run for real: each cell is an MLflow run and a W&B run named by its
     key and seed, in the experiment / group of the ablation, holding its metrics.json."""
@@ -565,3 +592,40 @@ def test_a_killed_run_resumes_into_the_same_mlflow_run(
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     history = client.get_metric_history(run.info.run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["loss"]) for r in log]
+
+
+def test_hierarchical_run_on_a_split_file_category_column(emoji_subset_folder, cache, tmp_path):
+    """A split file's category column is the hierarchical sampler's categories: every batch
+    holds n_categories categories x n_classes classes of each."""
+    import csv
+
+    from langdml.data import load_dataset
+    from langdml.experiment import prepare_data
+    from langdml.train.sampler import build_sampler
+
+    ds = load_dataset(f"imagefolder:{emoji_subset_folder}")
+    category = {c: f"g{c % 3}" for c in range(ds.num_classes)}
+    split_file = tmp_path / "split.csv"
+    with open(split_file, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "category"])
+        for item, label in zip(ds.images.items, ds.labels.tolist()):
+            rel = Path(item).relative_to(emoji_subset_folder).as_posix()
+            writer.writerow([rel, ds.class_names[label], category[label]])
+    over = {
+        "data.split_file": str(split_file),
+        "eval.hierarchy": "none",
+        "train.sampler": "hierarchical",
+        "train.n_categories": 2,
+        "train.n_classes": 4,  # 12 training classes, 4 in each of the 3 categories
+    }
+    cfg = _cfg(emoji_subset_folder, cache, tmp_path / "run", **over)
+    train_part = prepare_data(cfg).train
+    cat_of = {c: category[ds.class_names.index(n)] for c, n in enumerate(train_part.class_names)}
+    for batch in build_sampler(cfg, train_part).epoch(0):
+        classes = set(train_part.labels[batch].tolist())
+        cats = {cat_of[c] for c in classes}
+        assert len(classes) == 8 and len(cats) == 2
+        assert all(sum(cat_of[c] == g for c in classes) == 4 for g in cats)
+    result = train(cfg)
+    assert result.epochs == 3 and "recall@1" in result.metrics

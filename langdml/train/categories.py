@@ -3,8 +3,8 @@
 Sources, the first that applies:
 
 1. ``eval.hierarchy`` set to a file: the group at ``train.category_level`` (0 = coarsest);
-2. a per-image ``category`` column of the training data (``ImageDataset.extras["category"]``,
-   e.g. a split file's ``category`` column): one level, the class's parent;
+2. the ``category`` column of a split file (``data.split_file``), read by
+   :func:`langdml.data.hierarchy.class_categories`: one level, the class's parent;
 3. the dataset's own hierarchy (emoji: the Unicode groups), at ``train.category_level``.
 
 Every source ends as ``{class label: category name}``; :func:`category_codes` turns that into
@@ -19,27 +19,18 @@ import numpy as np
 
 from langdml.config import ExperimentConfig
 from langdml.data import ImageDataset
+from langdml.data.hierarchy import class_categories as split_file_categories
+from langdml.data.hierarchy import class_group_codes, resolve_hierarchy
+from langdml.data.split_file import CATEGORY
 from langdml.errors import ConfigError
-
-# The extras column a dataset's per-image categories live in.
-CATEGORY_COLUMN = "category"
 
 
 def column_categories(train: ImageDataset) -> dict[int, str] | None:
-    """{class label: category} from the training rows' ``category`` column, or None without
-    one. A class whose images name two categories is one ConfigError line."""
-    column = getattr(train, "extras", {}).get(CATEGORY_COLUMN)
-    if column is None:
+    """{class label: category} from the training rows' ``category`` column (a split file's),
+    or None without one; a class with two categories is one DataError line."""
+    if CATEGORY not in getattr(train, "extras", {}):
         return None
-    out: dict[int, str] = {}
-    for label, category in zip(np.asarray(train.labels).tolist(), column):
-        if out.setdefault(int(label), str(category)) != str(category):
-            raise ConfigError(
-                f"train.sampler hierarchical: class {train.class_names[label]!r} has images of "
-                f"two categories ({out[int(label)]!r} and {str(category)!r}); expected one "
-                "category per class"
-            )
-    return out
+    return split_file_categories(train)
 
 
 def hierarchy_categories(
@@ -47,8 +38,6 @@ def hierarchy_categories(
 ) -> dict[int, str] | None:
     """{class label: its group at ``train.category_level``, named by the group's code} from
     the hierarchy ``setting`` names (``eval.hierarchy``'s values), or None when it names none."""
-    from langdml.data.hierarchy import class_group_codes, resolve_hierarchy
-
     hierarchy = resolve_hierarchy(setting, train.name)
     if hierarchy is None:
         return None

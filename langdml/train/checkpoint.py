@@ -49,10 +49,12 @@ def same_config(saved: dict, current: dict) -> list[str]:
     diffs: list[str] = []
 
     def walk(a, b, prefix):
+        if prefix[:-1] in _IGNORED:  # also a whole ignored mapping (train.tracking_tags)
+            return
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
-        elif a != b and prefix[:-1] not in _IGNORED:
+        elif a != b:
             diffs.append(prefix[:-1])
 
     walk(saved, current, "")
