@@ -92,6 +92,8 @@ def _roles(
     dataset: ImageDataset, part: np.ndarray, roles: str | float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     evaluated = part != "train"
+    if roles == "none":  # no role columns are written
+        return np.zeros(len(dataset), dtype=bool), np.zeros(len(dataset), dtype=bool)
     if roles == "all":  # a class's lone image has no match but itself: a gallery image only
         lone = np.bincount(dataset.labels[evaluated], minlength=dataset.num_classes) < 2
         return evaluated & ~lone[dataset.labels], evaluated.copy()
