@@ -109,7 +109,7 @@ def test_loaded_weights_are_the_saved_ones(weights):
 @pytest.mark.parametrize("family", ["vit", "convnext", "open_clip"])
 def test_prefix_then_suffix_is_the_trunk(weights, family):
     from langdml.models import create_backbone
-    from langdml.models.backbones import split_trunk
+    from langdml.models.trunk_split import split_trunk
 
     over = _families(weights)[family]
     kwargs = over.get("model.backbone_kwargs")

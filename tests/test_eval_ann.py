@@ -375,7 +375,7 @@ def test_evaluate_command_rejects_bad_search_in_one_line(capsys, tmp_path):
 
 
 def test_index_cache_builds_once_per_reference_and_search():
-    from langdml.eval.ann import IndexCache
+    from langdml.eval.index_cache import IndexCache
     from langdml.eval.synthetic import isotropic_embeddings
 
     x, y = isotropic_embeddings(3000, 16, (5, 15), seed=2, noise=1.0)

@@ -45,7 +45,6 @@ import numpy as np
 from langdml.errors import LangDMLError
 from langdml.eval.ann import (
     ApproxKNN,
-    IndexCache,
     Rows,
     SearchSpec,
     check_search,
@@ -53,6 +52,7 @@ from langdml.eval.ann import (
     neighbor_recall,
 )
 from langdml.eval.autotune import auto_search
+from langdml.eval.index_cache import IndexCache
 from langdml.eval.kmeans import kmeans_assign
 from langdml.eval.knn import (
     ExactKNN,
@@ -201,7 +201,7 @@ def retrieval_metrics(
             an exact search (``eval.rerank``); rerank_params: e.g. ``{"k1": 20, "lambda": 0.3}``.
         self_index: with ``reference`` only: (N,) ints, the reference row that is query i
             itself, or -1 (module docstring); None (default): no query is in the reference.
-        index_cache: an ``eval.ann.IndexCache`` calls share to search one approximate index.
+        index_cache: an ``eval.index_cache.IndexCache`` calls share to search one approximate index.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -217,17 +217,15 @@ def retrieval_metrics(
     q, q_labels, ref, r_labels = _inputs(
         embeddings, labels, reference, reference_labels, metric, _streams(spec, backend)
     )
-    loo = reference is None
     codes, self_ids = _codes(q_labels, r_labels, ref, self_index, reranking.active)
 
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
-        cached = (index_cache, embeddings if loo else reference)
+        cached = (index_cache, embeddings if reference is None else reference)
         how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking, cached)
         out.update(_knn_metrics(q, ref, codes, self_ids, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
-        x = q.materialize() if isinstance(q, Rows) else q
-        out.update(_clustering_metrics(x, codes[0], seed, kmeans_iters, backend, parts))
+        out.update(_clustering_metrics(q, codes[0], seed, kmeans_iters, backend, parts))
     return out
 
 
@@ -479,10 +477,13 @@ def _map_r_rows(rel: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _clustering_metrics(
-    x: np.ndarray, codes: np.ndarray, seed: int, niter: int, backend: SearchBackend, parts=PARTS
+    x: Any, codes: np.ndarray, seed: int, niter: int, backend: SearchBackend, parts=PARTS
 ) -> dict[str, float]:
+    """NMI / AMI / F1 of a k-means of the queries ``x`` (an array, or streamed ``Rows`` read
+    whole: k-means needs every row) against their class ``codes``."""
     from sklearn.metrics import normalized_mutual_info_score
 
+    x = x.materialize() if isinstance(x, Rows) else x
     _, codes = np.unique(codes, return_inverse=True)  # only the classes present among the queries
     codes = codes.reshape(-1)
     assign = kmeans_assign(x, int(codes.max()) + 1, seed, niter, backend)

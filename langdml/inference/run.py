@@ -76,7 +76,7 @@ class LoadedRun(Run):
             if backbone is None:  # frozen trunk: the configured backbone the features came from
                 backbone, _ = trunk(self.config)
             elif self.config.model.partial_blocks:  # partial: frozen prefix + trained suffix
-                from langdml.models.backbones import split_trunk
+                from langdml.models.trunk_split import split_trunk
 
                 prefix = split_trunk(trunk(self.config)[0], self.config.model.partial_blocks)[0]
                 backbone = nn.Sequential(prefix, backbone)

@@ -12,7 +12,6 @@ from torch import nn
 from langdml.errors import ModelError
 from langdml.models import efficientnet_lite
 from langdml.models.clip_tower import create_clip_tower, is_open_clip
-from langdml.models.trunk_split import split_trunk  # noqa: F401  (re-exported)
 
 # weights="torchvision": timm's copy of torchvision's original ImageNet weights (IMAGENET1K_V1),
 # the weights the DML literature fine-tunes; plain "hub" on resnet50 resolves to timm's own

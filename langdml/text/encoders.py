@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from langdml._extras import require
 from langdml.errors import ModelError
-from langdml.text.clip_loader import _cached_clip_weights, load_clip  # noqa: F401  (re-export)
+from langdml.text.clip_loader import load_clip
 from langdml.text.load_errors import LOAD_ERRORS, load_failure, weight_files
 from langdml.text.spec import (
     ALLOW_DOWNLOAD_ENV,

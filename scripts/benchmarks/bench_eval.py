@@ -269,7 +269,7 @@ def child(spec: dict) -> None:
     import sklearn.metrics  # noqa: F401
 
     from langdml.eval import retrieval_metrics
-    from langdml.eval.ann import IndexCache
+    from langdml.eval.index_cache import IndexCache
 
     device = spec.get("device", "cpu")
     cuda = device.startswith("cuda")
