@@ -196,7 +196,8 @@ def test_search_bad_batch_and_rerank_input_is_one_line(
     index, run, emoji_subset_folder, tmp_path, capsys
 ):
     hnsw = tmp_path / "hnsw"
-    assert main(["index", str(run), "--no-progress", "--search", "hnsw", "-o", str(hnsw)]) == 0
+    argv = ["index", str(run), "--images", str(emoji_subset_folder), "--no-progress"]
+    assert main([*argv, "--search", "hnsw", "-o", str(hnsw)]) == 0
     gallery = str(sorted(emoji_subset_folder.rglob("*.png"))[0])
     cases = [
         (["search", str(hnsw), "--image", gallery, "--rerank", "qe"], "re-ranks an exact search"),
