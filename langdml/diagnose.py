@@ -304,12 +304,18 @@ class AgreementRequest:
     seeds: int = DEFAULT_SEEDS
     folds: int = 0  # data.folds / data.fold: the validation fold left out of the train classes
     fold: int = 0
+    # text.target and text.descriptions; None: names (or PLG with pseudo_labels), as before
+    target: tuple[str, ...] | None = None
+    descriptions: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["prompts"] = None if self.prompts is None else list(self.prompts)
         if not self.folds:  # without folds, the key of the requests cached before folds existed
             del out["folds"], out["fold"]
+        for key in ("target", "descriptions"):  # likewise without descriptions
+            if out[key] is None:
+                del out[key]
         return out
 
     def key(self) -> str:
@@ -323,6 +329,10 @@ class AgreementRequest:
         from langdml.text.spec import model_identity, parse_text_model_spec
 
         out: dict[str, Any] = {"text": model_identity(parse_text_model_spec(self.text_model))}
+        if self.descriptions is not None:  # the file's content, not its name
+            from langdml.text.descriptions import load_descriptions
+
+            out["descriptions"] = load_descriptions(self.descriptions).sha256
         weights = Path(self.weights).expanduser()
         if weights.is_file():
             stat = weights.stat()
@@ -340,27 +350,25 @@ class AgreementRequest:
 def _class_text(
     train: ImageDataset, request: AgreementRequest, cache_dir: str | Path | None, device: str
 ) -> torch.Tensor:
-    """(C, d) text rows of ``train``'s classes, from the cache files training uses."""
-    import torch.nn.functional as F
-
+    """(C, d) text rows of ``train``'s classes, from the cache files training uses; a target of
+    several views (pseudo-labels, names + descriptions) is their renormalised mean."""
     from langdml.io import text_cache_dir
-    from langdml.text.precompute import distinct_name_embeddings, pseudo_label_embeddings
+    from langdml.text.descriptions import load_descriptions
+    from langdml.text.pooling import unit_mean
+    from langdml.text.targets import class_text_target
 
-    kwargs: dict[str, Any] = dict(
+    sources = request.target or (["pseudo_labels"] if request.pseudo_labels else ["names"])
+    found = class_text_target(
+        train,
+        sources,
+        descriptions=request.descriptions and load_descriptions(request.descriptions),
+        pseudo_labels=dict(k=request.top_k),
         model=request.text_model,
         prompts=None if request.prompts is None else list(request.prompts),
         cache_dir=text_cache_dir(cache_dir),
         device=device,
     )
-    if request.pseudo_labels:
-        found = pseudo_label_embeddings(
-            train, k=request.top_k, allow_duplicates=train.shares_names, **kwargs
-        )
-        return F.normalize(found.embeddings.float().mean(dim=1), dim=-1)
-    import torch
-
-    found, rows = distinct_name_embeddings(train.class_names, **kwargs)
-    return found.embeddings.float()[torch.as_tensor(rows)]
+    return unit_mean(found, dim=1) if found.ndim == 3 else found.float()
 
 
 def agreement_of(

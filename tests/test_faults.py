@@ -278,14 +278,14 @@ def test_ablate_exits_nonzero_and_lists_failed_cells(folder, tmp_path, monkeypat
     abl = {"base": "base.yaml", "output_dir": str(tmp_path / "out"), "seeds": [0, 1]}
     abl["grid"] = {"loss.regularizers": ["none"]}
     (tmp_path / "abl.yaml").write_text(yaml.safe_dump(abl))
-    real = langdml.pipeline.train
+    real = langdml.pipeline.train_experiment
 
     def flaky(cfg, *a, **k):
         if cfg.seed == 1:
             raise OSError(errno.ENOSPC, "No space left on device", "/full/disk/checkpoint.pt")
         return real(cfg, *a, **k)
 
-    monkeypatch.setattr(langdml.pipeline, "train", flaky)
+    monkeypatch.setattr(langdml.pipeline, "train_experiment", flaky)
     assert main(["ablate", str(tmp_path / "abl.yaml"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith(("langdml: error:", "  "))]

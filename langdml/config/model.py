@@ -10,7 +10,17 @@ from langdml.config.base import MAX_EMBEDDING_DIM, MAX_IMAGE_SIZE, _Strict
 
 
 class ModelConfig(_Strict):
-    backbone: str = Field("tf_efficientnet_lite0", description="timm architecture of the trunk.")
+    backbone: str = Field(
+        "tf_efficientnet_lite0",
+        description="Trunk: a timm architecture (e.g. vit_small_patch14_dinov2, convnext_tiny, "
+        "deit_small_patch16_224) or an open_clip image tower: open_clip:ARCH/PRETRAINED, "
+        "open_clip:ARCH@CHECKPOINT, open_clip:DIR, or open_clip:ARCH with weights a file or none.",
+    )
+    backbone_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More timm.create_model arguments for a timm trunk (e.g. {drop_path_rate: "
+        "0.1}, or a small depth/embed_dim for tests).",
+    )
     weights: str = Field(
         "packaged",
         description="Trunk weights: packaged (EfficientNet-Lite0, the offline extra), hub (timm's "
@@ -31,27 +41,37 @@ class ModelConfig(_Strict):
     trainable_blocks: int | Literal["all"] | None = Field(
         None,
         description="Trunk stages trained with the head: 0 (frozen trunk, cached features), N "
-        "(the last N stages of timm's blocks + conv_head/bn2/pool, on cached prefix "
+        "(the last N stages of an EfficientNet/MobileNetV2 or ConvNeXt, or the last N "
+        "transformer blocks of a ViT/DeiT/DINOv2 or open_clip ViT tower, on cached prefix "
         "activations) or all (full fine-tuning); null: from frozen_trunk.",
     )
-    image_size: int = Field(
-        128, ge=16, le=MAX_IMAGE_SIZE, description="Side of the square input in pixels."
+    preprocessing: Literal["config", "pretrained"] = Field(
+        "config",
+        description="pretrained: image_size, crop_pct and interpolation not given here come "
+        "from the backbone's pretrained config (timm's, or the open_clip tower's); config: "
+        "their defaults. Mean and std always come from the pretrained config.",
+    )
+    image_size: int | Literal["pretrained"] = Field(
+        128,
+        description=f"Side of the square input in pixels (16 to {MAX_IMAGE_SIZE}), or pretrained.",
     )
     augment_views: int = Field(
         0, ge=0, description="Frozen trunk: extra augmented views cached per training image."
     )
-    crop_pct: float | None = Field(
+    crop_pct: float | Literal["pretrained"] | None = Field(
         None,
         description="Eval resize: short side to image_size / crop_pct, then a center crop; null "
-        "resizes straight to image_size x image_size.",
+        "resizes straight to image_size x image_size; pretrained: the backbone's.",
     )
     crop_scale: tuple[float, float] = Field(
         (0.35, 1.0),
         description="Training augmentation: area range of the random resized crop "
         "(torchvision's default is [0.08, 1]).",
     )
-    interpolation: Literal["bicubic", "bilinear", "nearest"] = Field(
-        "bicubic", description="Resampling of every resize, training and evaluation."
+    interpolation: Literal["bicubic", "bilinear", "nearest", "pretrained"] = Field(
+        "bicubic",
+        description="Resampling of every resize, training and evaluation; pretrained: the "
+        "backbone's.",
     )
     embedding_dim: int = Field(
         128, ge=2, le=MAX_EMBEDDING_DIM, description="Size of the embedding."
@@ -71,6 +91,25 @@ class ModelConfig(_Strict):
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)
         return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 16 <= value <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be in [16, {MAX_IMAGE_SIZE}] pixels or pretrained, got {value}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _pretrained_preprocessing(self) -> ModelConfig:
+        # The shorthand writes "pretrained" into the fields it fills, so a saved config reloads
+        # to the same preprocessing whatever it set explicitly.
+        if self.preprocessing == "pretrained":
+            for name in ("image_size", "crop_pct", "interpolation"):
+                if name not in self.model_fields_set:
+                    self.__dict__[name] = "pretrained"
+        return self
 
     @field_validator("crop_scale")
     @classmethod

@@ -168,7 +168,9 @@ def file_dataset(
     labels: np.ndarray,
     class_names: list[str],
     extras: dict[str, list] | None = None,
+    root: str | os.PathLike | None = None,
 ) -> ImageDataset:
+    """The record of a dataset whose images are files: ``paths[i]`` is ``root / rel_paths[i]``."""
     fingerprint = stable_hash(
         [kind, list(rel_paths), np.asarray(labels).tolist(), class_names, extras or {}]
     )
@@ -179,6 +181,7 @@ def file_dataset(
         class_names=class_names,
         extras=extras or {},
         fingerprint=fingerprint,
+        image_root=None if root is None else str(root),
     )
 
 
@@ -290,4 +293,4 @@ def folder_dataset(
             f"under {root}; {hint}"
         )
     paths = [os.path.join(root, r) for r in rel]
-    return file_dataset(name, kind, paths, rel, np.asarray(labels), class_names)
+    return file_dataset(name, kind, paths, rel, np.asarray(labels), class_names, root=root)

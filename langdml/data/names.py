@@ -42,12 +42,6 @@ def normalise_class_name(name: str) -> str:
     return collapse_whitespace(unicodedata.normalize("NFC", name))
 
 
-def match_key(name: str) -> str:
-    """The key two names are matched by (``file:`` embedding rows, hierarchy files): NFC, collapsed
-    whitespace, case folded."""
-    return unicodedata.normalize("NFC", normalise_class_name(name).casefold())
-
-
 def name_clashes(raw_to_name: dict[str, str]) -> tuple[list[list[str]], list[list[str]]]:
     """(groups of raw names that normalise to one class name, groups of class names that differ
     only by case), each group sorted; ``raw_to_name`` maps a folder's raw name to its class name."""
@@ -75,6 +69,15 @@ def words(name: str) -> str:
     collapse whitespace (case kept)."""
     name = _NUMBER_PREFIX.sub("", name.strip())
     return _WS.sub(" ", name.replace("_", " ")).strip() or name.strip()
+
+
+def match_key(name: str) -> str:
+    """The key a name written in a user's file (``file:`` embedding rows, hierarchy files,
+    descriptions) is matched to a class name by, and two class names are compared by: Unicode NFC,
+    the default cleaning (:func:`words`: a leading ``NNN.`` id dropped, underscores as spaces,
+    whitespace collapsed), case folded. ``"001.Black_footed_Albatross"`` and
+    ``"black footed  albatross"`` match."""
+    return unicodedata.normalize("NFC", words(unicodedata.normalize("NFC", name)).casefold())
 
 
 def distinct_names(class_names: Sequence[str]) -> tuple[list[str], np.ndarray]:

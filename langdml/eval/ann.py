@@ -350,16 +350,19 @@ def iter_rows_knn(
     k: int,
     loo: bool,
     chunk_size: int | None = None,
+    self_ids: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Yield (start, stop, distances, indices) for the query rows ``ids[start:stop]``, read from
-    ``rows`` a chunk at a time; ``loo``: query row i is reference row i and is left out."""
+    ``rows`` a chunk at a time; ``loo``: query row i is reference row i and is left out;
+    ``self_ids`` (aligned with ``ids``, -1: none): the reference row left out of each query."""
     step = chunk_size or max(1024, min(ROWS, (1 << 24) // max(k, 1)))
     everything = len(ids) == rows.n
     for start in range(0, len(ids), step):
         stop = min(start + step, len(ids))
         sel = ids[start:stop]
         q = rows.block(start, stop) if everything else rows.take(sel)
-        D, I = engine.search(q, k, sel if loo else None)
+        leave_out = sel if loo else None if self_ids is None else self_ids[start:stop]
+        D, I = engine.search(q, k, leave_out)
         yield start, stop, D, I
 
 

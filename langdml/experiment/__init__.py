@@ -7,7 +7,7 @@ the ablation runner — asks here, so they all see the same images, classes, tex
 This package imports the library layers (data, text, models, losses) and nothing above them.
 """
 
-from langdml.experiment.assemble import build_model, build_run_loss, text_proxy_loss
+from langdml.experiment.assemble import build_model, build_run_loss, text_proxy_loss, trunk
 from langdml.experiment.class_text import (
     class_text_embeddings,
     needs_text,
@@ -18,7 +18,6 @@ from langdml.experiment.embedding import (
     embed,
     embed_train,
     image_loader,
-    image_normalisation,
     run_transform,
 )
 from langdml.experiment.evaluate import (
@@ -27,6 +26,7 @@ from langdml.experiment.evaluate import (
     evaluate_run_embeddings,
     final_details,
 )
+from langdml.experiment.preprocessing import image_normalisation, run_preprocessing
 from langdml.experiment.reopen import Run, load_run_config, open_run
 from langdml.experiment.run_data import (
     NO_BEST,
@@ -61,8 +61,10 @@ __all__ = [
     "open_run",
     "prepare_data",
     "run_class_splits",
+    "run_preprocessing",
     "run_transform",
     "shuffled_classes",
     "text_proxy_loss",
+    "trunk",
     "uses_text_proxies",
 ]

@@ -3,12 +3,29 @@ and the text-proxy loss rebuilt from a checkpoint's state."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from langdml.config import ExperimentConfig
 from langdml.errors import ConfigError, LangDMLError
+from langdml.experiment.preprocessing import run_preprocessing
 from langdml.experiment.run_data import RunData
-from langdml.models import EmbeddingHead, EmbeddingModel, create_backbone
+from langdml.models import BackboneInfo, EmbeddingHead, EmbeddingModel, create_backbone
+
+
+def trunk(cfg: ExperimentConfig, **options: Any) -> tuple[torch.nn.Module, BackboneInfo]:
+    """The run's configured trunk and its ``BackboneInfo`` (``models.create_backbone``);
+    ``options`` go to ``create_backbone`` (e.g. ``frozen_bn``)."""
+    m = cfg.model
+    return create_backbone(
+        m.backbone,
+        m.weights,
+        pooling=m.pooling,
+        kwargs=m.backbone_kwargs,
+        image_size=run_preprocessing(cfg).image_size,
+        **options,
+    )
 
 
 def build_model(
@@ -21,24 +38,17 @@ def build_model(
         in_dim = int(data.train_features.shape[-1]) if in_dim is None else in_dim
     elif cfg.model.partial_blocks:
         # Partial fine-tuning: the inputs are the cached prefix activations; the model is the
-        # trainable suffix (last N stages + conv_head/bn2/pool) + head.
+        # trainable suffix (models.trunk_split) + head.
         from langdml.models import freeze_batchnorm
-        from langdml.models.backbones import split_trunk
+        from langdml.models.trunk_split import split_trunk
 
-        trunk, info = create_backbone(
-            cfg.model.backbone, cfg.model.weights, pooling=cfg.model.pooling
-        )
-        backbone = split_trunk(trunk, cfg.model.partial_blocks)[1]
+        full, info = trunk(cfg)
+        backbone = split_trunk(full, cfg.model.partial_blocks)[1]
         if cfg.model.frozen_bn:
             freeze_batchnorm(backbone)
         in_dim = info.feature_dim
     else:
-        backbone, info = create_backbone(
-            cfg.model.backbone,
-            cfg.model.weights,
-            frozen_bn=cfg.model.frozen_bn,
-            pooling=cfg.model.pooling,
-        )
+        backbone, info = trunk(cfg, frozen_bn=cfg.model.frozen_bn)
         in_dim = info.feature_dim
     head = EmbeddingHead(in_dim, cfg.model.embedding_dim, cfg.model.head)
     # S2SD's auxiliary heads: Linear(f, d)-ReLU-Linear(d, d) on the pooled features, as its paper.

@@ -8,6 +8,7 @@ import torch
 
 from langdml.config import ExperimentConfig
 from langdml.data import ImageDataset
+from langdml.experiment.preprocessing import run_preprocessing
 from langdml.experiment.run_data import RunData
 from langdml.models import EmbeddingModel
 
@@ -33,29 +34,12 @@ def image_loader(cfg: ExperimentConfig, dataset: ImageDataset, batches, train: b
 
 def run_transform(cfg: ExperimentConfig, train: bool):
     """The image transform of a fine-tuning run (train: augmented) or of its evaluation."""
-    from langdml.models import image_transform
-
-    m = cfg.model
-    mean, std = image_normalisation(cfg)
-    return image_transform(
-        m.image_size,
-        mean,
-        std,
+    return run_preprocessing(cfg).transform(
         train=train,
-        crop_pct=m.crop_pct,
-        crop_scale=m.crop_scale,
-        interpolation=m.interpolation,
+        crop_scale=cfg.model.crop_scale,
+        augment=cfg.data.augment,
+        timm_augment=cfg.data.timm_augment,
     )
-
-
-def image_normalisation(cfg: ExperimentConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the backbone's pretrained config (timm), ImageNet's without one."""
-    import timm
-
-    pcfg = timm.models.get_pretrained_cfg(cfg.model.backbone)
-    if pcfg is None:
-        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return pcfg.mean, pcfg.std
 
 
 @torch.no_grad()

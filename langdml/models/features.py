@@ -3,7 +3,8 @@
 A cache entry is keyed by backbone + weights + image size + dataset fingerprint + augmentation +
 a content fingerprint of the images, and stored as safetensors (``features``: (V, N, D) float32,
 view 0 the clean eval transform, views 1..V-1 augmented; partial fine-tuning caches the frozen
-prefix's activations, (V, N, C, H, W), the same way, keyed also by the prefix) plus JSON metadata.
+prefix's activations, (V, N, C, H, W) or a ViT's tokens (V, N, T, D), the same way, keyed also by
+the prefix) plus JSON metadata.
 Extraction writes one part file per chunk, so an interrupted extraction resumes where it stopped.
 
 Content fingerprint (``content_fingerprint``): for images that are files, the (path, size,
@@ -24,12 +25,14 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from langdml.data.records import ImageDataset
 from langdml.io import atomic_write, atomic_write_json, cache_root, file_sha256, stable_hash
+from langdml.models.clip_tower import clip_identity, is_open_clip
 
 
 @dataclass
@@ -54,16 +57,21 @@ class FeatureSpec:
     crop_pct: float | None = None
     seed: int = 0
     # > 0: the activations of the frozen PREFIX of partial fine-tuning (model.trainable_blocks N,
-    # see backbones.split_trunk) instead of pooled features: (V, N_images, C, H, W).
+    # see trunk_split.split_trunk) instead of pooled features: (V, N_images, C, H, W).
     prefix_blocks: int = 0
     pooling: str = "avg"
     crop_scale: tuple[float, float] = (0.35, 1.0)  # augmented views' random-resized-crop area
     interpolation: str = "bicubic"
+    # more timm.create_model arguments (model.backbone_kwargs), as sorted (name, value) pairs
+    backbone_kwargs: tuple[tuple[str, Any], ...] = ()
+    floor_scale: bool = False  # eval resize floor(S / crop_pct), timm's rule (models.preprocess)
 
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
         if Path(self.weights).is_file():  # a local file: key on its content, not its path
             weights_id = file_sha256(self.weights)[:16]
+        if is_open_clip(self.backbone):  # the weights the spec names, by size and mtime
+            weights_id = [weights_id, clip_identity(self.backbone, self.weights)]
         parts = [
             self.backbone,
             weights_id,
@@ -84,6 +92,10 @@ class FeatureSpec:
             parts.append(f"interp-{self.interpolation}")
         if self.augment_views and tuple(self.crop_scale) != (0.35, 1.0):
             parts.append(f"scale-{list(self.crop_scale)}")
+        if self.backbone_kwargs:
+            parts.append(["kwargs", [list(kv) for kv in self.backbone_kwargs]])
+        if self.floor_scale and self.crop_pct:
+            parts.append("floor-scale")
         return stable_hash(parts)
 
 
@@ -172,9 +184,12 @@ def extract_features(
         feats, meta = cached
         return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
-    model, info = create_backbone(spec.backbone, spec.weights, pooling=spec.pooling)
+    model, info = create_backbone(
+        spec.backbone, spec.weights, pooling=spec.pooling, kwargs=dict(spec.backbone_kwargs),
+        image_size=spec.image_size,
+    )  # fmt: skip
     if spec.prefix_blocks:
-        from langdml.models.backbones import split_trunk
+        from langdml.models.trunk_split import split_trunk
 
         model = split_trunk(model, spec.prefix_blocks)[0]
     model = model.eval().to(device).to(memory_format=torch.channels_last)
@@ -199,24 +214,7 @@ def extract_features(
         chunks.append(chunk)
         bar(k + 1)
     feats = torch.cat(chunks, dim=1)
-    meta = {
-        "backbone": spec.backbone,
-        "weights": spec.weights,
-        "image_size": spec.image_size,
-        "augment_views": spec.augment_views,
-        "prefix_blocks": spec.prefix_blocks,
-        "crop_pct": spec.crop_pct,
-        "pooling": spec.pooling,
-        "crop_scale": list(spec.crop_scale),
-        "interpolation": spec.interpolation,
-        "seed": spec.seed,
-        "dataset": dataset.name,
-        "dataset_fingerprint": dataset.fingerprint,
-        "num_images": n,
-        "feature_dim": int(feats.shape[2]),
-        "shape": list(feats.shape[2:]),
-        "class_names": dataset.class_names,
-    }
+    meta = _metadata(spec, dataset, feats)
     # checksum the bytes this process wrote, not the file (a concurrent writer of the same key
     # may have replaced it): a mixed pair then fails verification instead of passing
     blob = save({"features": feats.contiguous()})
@@ -227,16 +225,39 @@ def extract_features(
     return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
 
+def _metadata(spec: FeatureSpec, dataset: ImageDataset, feats: torch.Tensor) -> dict:
+    """The cache entry's JSON metadata (the checksum joins it once the file is written)."""
+    return {
+        "backbone": spec.backbone,
+        "weights": spec.weights,
+        "image_size": spec.image_size,
+        "augment_views": spec.augment_views,
+        "prefix_blocks": spec.prefix_blocks,
+        "crop_pct": spec.crop_pct,
+        "pooling": spec.pooling,
+        "crop_scale": list(spec.crop_scale),
+        "interpolation": spec.interpolation,
+        "backbone_kwargs": dict(spec.backbone_kwargs),
+        "floor_scale": spec.floor_scale,
+        "seed": spec.seed,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "num_images": len(dataset),
+        "feature_dim": int(feats.shape[2]),
+        "shape": list(feats.shape[2:]),
+        "class_names": dataset.class_names,
+    }
+
+
 def _view_transforms(spec: FeatureSpec, info) -> list:
     """View 0: the clean eval transform; views 1..V-1: the training augmentation."""
-    from langdml.models.transforms import image_transform
+    from langdml.models.preprocess import Preprocessing
 
-    size, mean, std, interp = spec.image_size, info.mean, info.std, spec.interpolation
-    clean = image_transform(size, mean, std, crop_pct=spec.crop_pct, interpolation=interp)
-    augmented = image_transform(
-        size, mean, std, train=True, crop_scale=spec.crop_scale, interpolation=interp
+    pre = Preprocessing(
+        spec.image_size, spec.crop_pct, spec.interpolation, info.mean, info.std, spec.floor_scale
     )
-    return [clean] + [augmented] * spec.augment_views
+    augmented = pre.transform(train=True, crop_scale=spec.crop_scale)
+    return [pre.transform()] + [augmented] * spec.augment_views
 
 
 def _save_part(part: Path, chunk: torch.Tensor) -> None:

