@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langdml.errors import LangDMLError
+from langdml.errors import LangDMLError, check_int
 
 if TYPE_CHECKING:
     import numpy as np
@@ -463,10 +463,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
+    from langdml.config.base import MAX_IMAGE_SIZE
     from langdml.devices import check_device
     from langdml.models import FeatureSpec
 
     check_device(args.device)
+    check_int(args.k, "--k", meaning="nearest classes compared")
+    check_int(args.seeds, "--seeds", meaning="shuffled-name permutations")
+    check_int(args.image_size, "--image-size", high=MAX_IMAGE_SIZE, meaning="pixels per side")
     start = time.perf_counter()
     results = diagnose(
         args.dataset,
