@@ -133,6 +133,34 @@ def test_prefix_then_suffix_is_the_trunk(weights, family):
         split_trunk(trunk, units + 1)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "size"),
+    [
+        ("deit_tiny_distilled_patch16_224", {"depth": 2, "embed_dim": 24, "num_heads": 2}, 32),
+        ("vit_small_patch14_reg4_dinov2", {"depth": 2, "embed_dim": 24, "num_heads": 2}, 28),
+        ("convnextv2_atto", CONVNEXT_KWARGS, 32),
+    ],
+)
+def test_timm_variants_split_too(name, kwargs, size):
+    """DeiT's distillation token, DINOv2's register tokens and ConvNeXt-V2's stages."""
+    from langdml.models import create_backbone
+    from langdml.models.backbones import split_trunk
+
+    torch.manual_seed(0)
+    trunk, _ = create_backbone(name, "none", kwargs=kwargs, image_size=size)
+    with torch.no_grad():  # LayerScale's 1e-5 start would hide a wrong cut
+        for key, p in trunk.named_parameters():
+            if key.endswith(".gamma"):
+                p.fill_(1.0)
+    trunk.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        full = trunk(x)
+        for n in (1, 2):
+            prefix, suffix = split_trunk(trunk, n)
+            torch.testing.assert_close(suffix(prefix(x)), full, atol=1e-5, rtol=1e-4)
+
+
 def test_vit_weights_from_another_input_size_are_resampled(weights):
     from timm.layers import resample_abs_pos_embed
 
@@ -246,14 +274,15 @@ def loaded_mean(loaded):
     return run_preprocessing(loaded.config).mean
 
 
-def test_vit_exports_to_onnx(trained, tmp_path):
+@pytest.mark.parametrize("family", ["vit", "convnext", "open_clip"])
+def test_partial_runs_export_to_onnx(trained, family, tmp_path):
     pytest.importorskip("onnx")
     from langdml.inference import load_run
     from langdml.inference.export import export_run, run_exported
     from langdml.models.transforms import transform_batch
 
     root, _ = trained
-    loaded = load_run(root / "vit")
+    loaded = load_run(root / family)
     images = [loaded.data.eval.image(i) for i in range(3)]
     out = export_run(loaded, "onnx", tmp_path / "tower.onnx")
     x = transform_batch(loaded.transform(), images)
