@@ -41,6 +41,7 @@ SETTINGS = {
 def weights(tmp_path_factory):
     """Random tiny weight files: a timm ViT (safetensors), a timm ConvNeXt (.pth) and an
     open_clip CLIP (model-config JSON + checkpoint)."""
+    import open_clip
     import timm
     from open_clip.model import CLIP
     from safetensors.torch import save_file
@@ -53,6 +54,7 @@ def weights(tmp_path_factory):
     torch.save(convnext.state_dict(), root / "convnext.pth")
     cfg_path = root / "langdml_test_clip_tower.json"
     cfg_path.write_text(json.dumps(TOWER_CFG))
+    open_clip.add_model_config(cfg_path)  # the oracles below build it by name, in any test order
     clip = CLIP(**TOWER_CFG)
     torch.save(clip.state_dict(), root / "clip.pt")
     return {
@@ -198,15 +200,30 @@ def test_pretrained_preprocessing_is_timms_and_open_clips(weights):
     oracle = create_transform(**data, is_training=False)
     torch.testing.assert_close(run_transform(cfg, train=False)(image), oracle(image))
     assert load_config(None, cfg.to_dict()).model == cfg.model  # the saved config reloads so
+    _assert_trains_with(run_transform(cfg, train=True), 32, data["mean"], data["std"])
 
     cfg = load_config(None, _families(weights)["open_clip"])
     _, _, preprocess = create_model_and_transforms(
         str(weights["clip_cfg"].stem), pretrained=str(weights["clip"])
     )
     torch.testing.assert_close(run_transform(cfg, train=False)(image), preprocess(image))
+    clip_norm = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
+    _assert_trains_with(run_transform(cfg, train=True), 32, clip_norm.mean, clip_norm.std)
     # an explicit value wins over the pretrained one
     cfg = load_config(None, {**_families(weights)["vit"], "model.crop_pct": None})
     assert run_preprocessing(cfg).crop_pct is None and run_preprocessing(cfg).image_size == 32
+
+
+def _assert_trains_with(transform, size, mean, std) -> None:
+    """The training augmentation crops to the pretrained size, resamples bicubic (both towers'
+    pretrained interpolation) and normalises with the pretrained mean/std."""
+    from torchvision.transforms import InterpolationMode
+
+    steps = {type(t).__name__: t for t in transform.transforms}
+    crop = steps["RandomResizedCrop"]
+    assert crop.size == (size, size) and crop.interpolation == InterpolationMode.BICUBIC
+    assert tuple(steps["Normalize"].mean) == pytest.approx(tuple(mean))
+    assert tuple(steps["Normalize"].std) == pytest.approx(tuple(std))
 
 
 def test_bad_open_clip_specs_are_one_line(weights):
@@ -390,3 +407,21 @@ def test_frozen_open_clip_run_scores_the_same_zero_shot_from_its_cache(
     for key, value in partial["clip_zeroshot"].items():
         assert baselines["clip_zeroshot"][key] == pytest.approx(value, abs=1e-6), key
     assert baselines["raw_features"]["recall@1"] == baselines["clip_zeroshot"]["recall@1"]
+
+
+def test_the_agreement_of_a_modern_trunk_uses_the_runs_features(weights):
+    """An ablation's language/image agreement reads the features training caches: the same
+    FeatureSpec (backbone_kwargs and the pretrained resize included)."""
+    from langdml.ablation.agreement import request_for
+    from langdml.config import load_config
+    from langdml.diagnose import AgreementRequest
+    from langdml.experiment import feature_spec
+
+    over = {**_families(weights)["vit"], "model.trainable_blocks": 0}
+    cfg = load_config(None, {**over, "loss.regularizers": ["language"]})
+    request = request_for(cfg)
+    assert request.feature_spec() == feature_spec(cfg)
+    stored = json.loads(json.dumps(request.as_dict()))  # as agreement.json keeps it
+    assert AgreementRequest(**stored).key() == request.key()
+    plain = request_for(load_config(None, {"loss.regularizers": ["language"]})).as_dict()
+    assert not {"pooling", "interpolation", "backbone_kwargs", "floor_scale"} & set(plain)
