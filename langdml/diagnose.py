@@ -341,17 +341,8 @@ class AgreementRequest:
     def feature_spec(self) -> FeatureSpec:
         from langdml.models import FeatureSpec
 
-        return FeatureSpec(
-            self.backbone,
-            self.weights,
-            self.image_size,
-            self.augment_views,
-            self.crop_pct,
-            pooling=self.pooling,
-            interpolation=self.interpolation,
-            backbone_kwargs=self.backbone_kwargs,
-            floor_scale=self.floor_scale,
-        )
+        names = {f.name for f in dataclasses.fields(FeatureSpec)}
+        return FeatureSpec(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
 
 _LATER_SPEC_FIELDS = ("pooling", "interpolation", "backbone_kwargs", "floor_scale")

@@ -46,13 +46,17 @@ def test_the_example_validates_and_the_guide_shows_it_verbatim():
 
 @pytest.mark.parametrize("gpu", [True, False])
 def test_auto_device_is_cuda_only_with_a_gpu(monkeypatch, gpu):
-    from langdml.config import load_config
+    from langdml.config import dump_yaml, load_config, validate_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     cfg = load_config(None, {"train.device": "auto"})
     assert cfg.train.device == ("cuda" if gpu else "cpu")
-    saved = load_config(None, cfg.to_dict())  # the saved config names the device chosen
-    assert saved.train.device == cfg.train.device
+    # the dump keeps auto: a config sent to another machine (an ablation worker) chooses there
+    assert cfg.to_dict()["train"]["device"] == "auto" and "device: auto" in dump_yaml(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: not gpu)
+    assert validate_config(cfg.to_dict()).train.device == ("cpu" if gpu else "cuda")
+    cfg.train.device = "cpu"  # an explicit device is dumped as itself
+    assert cfg.train.device == "cpu" and cfg.to_dict()["train"]["device"] == "cpu"
     assert load_config(None, {"train.device": "CUDA:1"}).train.device == "cuda:1"
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from langdml.config.base import _Strict
 
-_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def resolve_auto_device() -> str:
@@ -52,9 +52,12 @@ class TrainConfig(_Strict):
     )
     device: str = Field(
         "cpu",
-        description="cpu, cuda, cuda:N or auto (cuda when this machine has a CUDA GPU, else "
-        "cpu; the saved config records the device chosen).",
+        description="cpu, cuda, cuda:N or auto (cuda when the machine that runs it has a CUDA "
+        "GPU, else cpu; a saved config keeps auto).",
     )
+    # device says auto: the field holds the device chosen on this machine, the dump says auto,
+    # so a config sent to another machine (a Slurm or Ray worker) chooses again there
+    _auto_device: bool = PrivateAttr(False)
     amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
     # bfloat16 needs no loss scaling; float16 (GPUs without bf16) runs with a GradScaler.
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
@@ -68,11 +71,20 @@ class TrainConfig(_Strict):
     @classmethod
     def _device(cls, value: str) -> str:
         value = value.strip().lower()
-        if value == "auto":
-            return resolve_auto_device()
         if not _DEVICE.fullmatch(value):
             raise ValueError(f"train.device must be cpu, cuda, cuda:N or auto, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _choose_device(self) -> TrainConfig:
+        self._auto_device = self.device == "auto"
+        if self._auto_device:  # bypass validate_assignment (it would rerun this validator)
+            self.__dict__["device"] = resolve_auto_device()
+        return self
+
+    @field_serializer("device")
+    def _dump_device(self, value: str) -> str:
+        return "auto" if self._auto_device else value
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:
