@@ -100,7 +100,7 @@ def stand_in(tmp_path_factory):
 
 
 def test_the_example_trains_on_an_image_folder_and_exports(
-    stand_in, emoji_subset_folder, tmp_path
+    stand_in, emoji_subset_folder, tmp_path, monkeypatch
 ):
     """The shipped file with only the weights, the model size, the image size and the run's
     length changed: full fine-tuning of every block runs, its checkpoint holds the trunk, and
@@ -144,3 +144,10 @@ def test_the_example_trains_on_an_image_folder_and_exports(
     torch.testing.assert_close(run_exported(out, x), embedded, atol=1e-4, rtol=1e-3)
     card = json.loads(card_path(out).read_text())["preprocessing"]
     assert (card["image_size"], card["crop_pct"], card["interpolation"]) == (28, 0.875, "bicubic")
+    # reopening takes auto too, and a device this machine cannot use is one line
+    assert load_run(tmp_path / "run", device="auto").device == cfg.train.device
+    with pytest.raises(ConfigError, match=r"--device must be cpu, cuda, cuda:N or auto, got 'gpu'"):
+        load_run(tmp_path / "run", device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device cuda but CUDA is not available"):
+        load_run(tmp_path / "run", device="cuda")

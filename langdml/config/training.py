@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from langdml.config.base import _Strict
+from langdml.errors import ConfigError
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -17,6 +18,22 @@ def resolve_auto_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def usable_device(device: str, what: str = "--device") -> str:
+    """``device`` (auto resolved) when this machine can run on it; a one-line ConfigError for a
+    malformed value or for CUDA on a machine without a CUDA GPU."""
+    import torch
+
+    value = str(device).strip().lower()
+    if not _DEVICE.fullmatch(value):
+        raise ConfigError(f"{what} must be cpu, cuda, cuda:N or auto, got {device!r}")
+    value = resolve_auto_device() if value == "auto" else value
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{what} {value} but CUDA is not available on this machine; use cpu or auto"
+        )
+    return value
 
 
 class OptimizerConfig(_Strict):
