@@ -295,6 +295,12 @@ class AgreementRequest:
     weights: str = "packaged"
     image_size: int = 128
     crop_pct: float | None = None
+    # the rest of the run's feature spec (models.FeatureSpec); at their defaults they stay out
+    # of the cache key, so requests cached before they existed keep their key
+    pooling: str = "avg"
+    interpolation: str = "bicubic"
+    backbone_kwargs: tuple[tuple[str, Any], ...] = ()
+    floor_scale: bool = False
     # The run's extra augmented views, only so the feature cache key is training's; view 0 (the
     # clean one) is what the centroids use.
     augment_views: int = 0
@@ -316,6 +322,9 @@ class AgreementRequest:
         for key in ("target", "descriptions"):  # likewise without descriptions
             if out[key] is None:
                 del out[key]
+        for name in _LATER_SPEC_FIELDS:
+            if out[name] == _DEFAULTS[name]:
+                del out[name]
         return out
 
     def key(self) -> str:
@@ -342,9 +351,12 @@ class AgreementRequest:
     def feature_spec(self) -> FeatureSpec:
         from langdml.models import FeatureSpec
 
-        return FeatureSpec(
-            self.backbone, self.weights, self.image_size, self.augment_views, self.crop_pct
-        )
+        names = {f.name for f in dataclasses.fields(FeatureSpec)}
+        return FeatureSpec(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+
+_LATER_SPEC_FIELDS = ("pooling", "interpolation", "backbone_kwargs", "floor_scale")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AgreementRequest)}
 
 
 def _class_text(

@@ -41,6 +41,7 @@ SETTINGS = {
 def weights(tmp_path_factory):
     """Random tiny weight files: a timm ViT (safetensors), a timm ConvNeXt (.pth) and an
     open_clip CLIP (model-config JSON + checkpoint)."""
+    import open_clip
     import timm
     from open_clip.model import CLIP
     from safetensors.torch import save_file
@@ -53,6 +54,7 @@ def weights(tmp_path_factory):
     torch.save(convnext.state_dict(), root / "convnext.pth")
     cfg_path = root / "langdml_test_clip_tower.json"
     cfg_path.write_text(json.dumps(TOWER_CFG))
+    open_clip.add_model_config(cfg_path)  # the oracles below build it by name, in any test order
     clip = CLIP(**TOWER_CFG)
     torch.save(clip.state_dict(), root / "clip.pt")
     return {
@@ -133,6 +135,34 @@ def test_prefix_then_suffix_is_the_trunk(weights, family):
         split_trunk(trunk, units + 1)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "size"),
+    [
+        ("deit_tiny_distilled_patch16_224", {"depth": 2, "embed_dim": 24, "num_heads": 2}, 32),
+        ("vit_small_patch14_reg4_dinov2", {"depth": 2, "embed_dim": 24, "num_heads": 2}, 28),
+        ("convnextv2_atto", CONVNEXT_KWARGS, 32),
+    ],
+)
+def test_timm_variants_split_too(name, kwargs, size):
+    """DeiT's distillation token, DINOv2's register tokens and ConvNeXt-V2's stages."""
+    from langdml.models import create_backbone
+    from langdml.models.backbones import split_trunk
+
+    torch.manual_seed(0)
+    trunk, _ = create_backbone(name, "none", kwargs=kwargs, image_size=size)
+    with torch.no_grad():  # LayerScale's 1e-5 start would hide a wrong cut
+        for key, p in trunk.named_parameters():
+            if key.endswith(".gamma"):
+                p.fill_(1.0)
+    trunk.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        full = trunk(x)
+        for n in (1, 2):
+            prefix, suffix = split_trunk(trunk, n)
+            torch.testing.assert_close(suffix(prefix(x)), full, atol=1e-5, rtol=1e-4)
+
+
 def test_vit_weights_from_another_input_size_are_resampled(weights):
     from timm.layers import resample_abs_pos_embed
 
@@ -170,15 +200,30 @@ def test_pretrained_preprocessing_is_timms_and_open_clips(weights):
     oracle = create_transform(**data, is_training=False)
     torch.testing.assert_close(run_transform(cfg, train=False)(image), oracle(image))
     assert load_config(None, cfg.to_dict()).model == cfg.model  # the saved config reloads so
+    _assert_trains_with(run_transform(cfg, train=True), 32, data["mean"], data["std"])
 
     cfg = load_config(None, _families(weights)["open_clip"])
     _, _, preprocess = create_model_and_transforms(
         str(weights["clip_cfg"].stem), pretrained=str(weights["clip"])
     )
     torch.testing.assert_close(run_transform(cfg, train=False)(image), preprocess(image))
+    clip_norm = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
+    _assert_trains_with(run_transform(cfg, train=True), 32, clip_norm.mean, clip_norm.std)
     # an explicit value wins over the pretrained one
     cfg = load_config(None, {**_families(weights)["vit"], "model.crop_pct": None})
     assert run_preprocessing(cfg).crop_pct is None and run_preprocessing(cfg).image_size == 32
+
+
+def _assert_trains_with(transform, size, mean, std) -> None:
+    """The training augmentation crops to the pretrained size, resamples bicubic (both towers'
+    pretrained interpolation) and normalises with the pretrained mean/std."""
+    from torchvision.transforms import InterpolationMode
+
+    steps = {type(t).__name__: t for t in transform.transforms}
+    crop = steps["RandomResizedCrop"]
+    assert crop.size == (size, size) and crop.interpolation == InterpolationMode.BICUBIC
+    assert tuple(steps["Normalize"].mean) == pytest.approx(tuple(mean))
+    assert tuple(steps["Normalize"].std) == pytest.approx(tuple(std))
 
 
 def test_bad_open_clip_specs_are_one_line(weights):
@@ -246,14 +291,15 @@ def loaded_mean(loaded):
     return run_preprocessing(loaded.config).mean
 
 
-def test_vit_exports_to_onnx(trained, tmp_path):
+@pytest.mark.parametrize("family", ["vit", "convnext", "open_clip"])
+def test_partial_runs_export_to_onnx(trained, family, tmp_path):
     pytest.importorskip("onnx")
     from langdml.inference import load_run
     from langdml.inference.export import export_run, run_exported
     from langdml.models.transforms import transform_batch
 
     root, _ = trained
-    loaded = load_run(root / "vit")
+    loaded = load_run(root / family)
     images = [loaded.data.eval.image(i) for i in range(3)]
     out = export_run(loaded, "onnx", tmp_path / "tower.onnx")
     x = transform_batch(loaded.transform(), images)
@@ -361,3 +407,21 @@ def test_frozen_open_clip_run_scores_the_same_zero_shot_from_its_cache(
     for key, value in partial["clip_zeroshot"].items():
         assert baselines["clip_zeroshot"][key] == pytest.approx(value, abs=1e-6), key
     assert baselines["raw_features"]["recall@1"] == baselines["clip_zeroshot"]["recall@1"]
+
+
+def test_the_agreement_of_a_modern_trunk_uses_the_runs_features(weights):
+    """An ablation's language/image agreement reads the features training caches: the same
+    FeatureSpec (backbone_kwargs and the pretrained resize included)."""
+    from langdml.ablation.agreement import request_for
+    from langdml.config import load_config
+    from langdml.diagnose import AgreementRequest
+    from langdml.experiment import feature_spec
+
+    over = {**_families(weights)["vit"], "model.trainable_blocks": 0}
+    cfg = load_config(None, {**over, "loss.regularizers": ["language"]})
+    request = request_for(cfg)
+    assert request.feature_spec() == feature_spec(cfg)
+    stored = json.loads(json.dumps(request.as_dict()))  # as agreement.json keeps it
+    assert AgreementRequest(**stored).key() == request.key()
+    plain = request_for(load_config(None, {"loss.regularizers": ["language"]})).as_dict()
+    assert not {"pooling", "interpolation", "backbone_kwargs", "floor_scale"} & set(plain)

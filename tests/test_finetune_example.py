@@ -46,13 +46,17 @@ def test_the_example_validates_and_the_guide_shows_it_verbatim():
 
 @pytest.mark.parametrize("gpu", [True, False])
 def test_auto_device_is_cuda_only_with_a_gpu(monkeypatch, gpu):
-    from langdml.config import load_config
+    from langdml.config import dump_yaml, load_config, validate_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     cfg = load_config(None, {"train.device": "auto"})
     assert cfg.train.device == ("cuda" if gpu else "cpu")
-    saved = load_config(None, cfg.to_dict())  # the saved config names the device chosen
-    assert saved.train.device == cfg.train.device
+    # the dump keeps auto: a config sent to another machine (an ablation worker) chooses there
+    assert cfg.to_dict()["train"]["device"] == "auto" and "device: auto" in dump_yaml(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: not gpu)
+    assert validate_config(cfg.to_dict()).train.device == ("cpu" if gpu else "cuda")
+    cfg.train.device = "cpu"  # an explicit device is dumped as itself
+    assert cfg.train.device == "cpu" and cfg.to_dict()["train"]["device"] == "cpu"
     assert load_config(None, {"train.device": "CUDA:1"}).train.device == "cuda:1"
 
 
@@ -96,7 +100,7 @@ def stand_in(tmp_path_factory):
 
 
 def test_the_example_trains_on_an_image_folder_and_exports(
-    stand_in, emoji_subset_folder, tmp_path
+    stand_in, emoji_subset_folder, tmp_path, monkeypatch
 ):
     """The shipped file with only the weights, the model size, the image size and the run's
     length changed: full fine-tuning of every block runs, its checkpoint holds the trunk, and
@@ -140,3 +144,10 @@ def test_the_example_trains_on_an_image_folder_and_exports(
     torch.testing.assert_close(run_exported(out, x), embedded, atol=1e-4, rtol=1e-3)
     card = json.loads(card_path(out).read_text())["preprocessing"]
     assert (card["image_size"], card["crop_pct"], card["interpolation"]) == (28, 0.875, "bicubic")
+    # reopening takes auto too, and a device this machine cannot use is one line
+    assert load_run(tmp_path / "run", device="auto").device == cfg.train.device
+    with pytest.raises(ConfigError, match=r"--device must be cpu, cuda, cuda:N or auto, got 'gpu'"):
+        load_run(tmp_path / "run", device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device cuda but CUDA is not available"):
+        load_run(tmp_path / "run", device="cuda")

@@ -63,6 +63,10 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
         weights=m.weights,
         image_size=pre.image_size,
         crop_pct=pre.crop_pct,
+        pooling=m.pooling,
+        interpolation=pre.interpolation,
+        backbone_kwargs=tuple(sorted(m.backbone_kwargs.items())),
+        floor_scale=pre.floor_scale,
         # only a frozen-trunk run cached pooled features with its extra views
         augment_views=m.augment_views if m.frozen_trunk else 0,
         train_fraction=cfg.data.train_fraction,

@@ -7,10 +7,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from langdml.config.base import _Strict
 from langdml.devices import DEVICE_PATTERN
+from langdml.errors import ConfigError
 
 SAMPLERS = ("m_per_class", "class_balanced", "hierarchical")
 LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
@@ -30,6 +31,20 @@ def resolve_auto_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def usable_device(device: str, what: str = "--device") -> str:
+    """``device`` (auto resolved) when this machine can run on it; a one-line ConfigError for a
+    malformed value or for CUDA on a machine without a CUDA GPU (``langdml.devices``)."""
+    from langdml.devices import check_device
+    from langdml.errors import LangDMLError
+
+    value = str(device).strip().lower()
+    value = resolve_auto_device() if value == "auto" else value
+    try:
+        return check_device(value, what)
+    except LangDMLError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class OptimizerConfig(_Strict):
@@ -111,9 +126,12 @@ class TrainConfig(_Strict):
     )
     device: str = Field(
         "cpu",
-        description="cpu, cuda, cuda:N, mps or auto (cuda when this machine has a CUDA GPU, "
-        "else cpu; the saved config records the device chosen).",
+        description="cpu, cuda, cuda:N, mps or auto (cuda when the machine that runs it has a "
+        "CUDA GPU, else cpu; a saved config keeps auto).",
     )
+    # device says auto: the field holds the device chosen on this machine, the dump says auto,
+    # so a config sent to another machine (a Slurm or Ray worker) chooses again there
+    _auto_device: bool = PrivateAttr(False)
     amp: bool = Field(False, description="Mixed precision (autocast) on CUDA.")
     amp_dtype: Literal["bfloat16", "float16"] = Field(
         "bfloat16",
@@ -196,11 +214,20 @@ class TrainConfig(_Strict):
     @classmethod
     def _device(cls, value: str) -> str:
         value = value.strip().lower()
-        if value == "auto":
-            return resolve_auto_device()
-        if not re.fullmatch(DEVICE_PATTERN, value):
+        if value != "auto" and not re.fullmatch(DEVICE_PATTERN, value):
             raise ValueError(f"train.device must be cpu, cuda, cuda:N, mps or auto, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _choose_device(self) -> TrainConfig:
+        self._auto_device = self.device == "auto"
+        if self._auto_device:  # bypass validate_assignment (it would rerun this validator)
+            self.__dict__["device"] = resolve_auto_device()
+        return self
+
+    @field_serializer("device")
+    def _dump_device(self, value: str) -> str:
+        return "auto" if self._auto_device else value
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:

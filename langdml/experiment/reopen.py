@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import torch
 
 from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate_config
+from langdml.config.training import usable_device
 from langdml.errors import ConfigError, LangDMLError
 from langdml.experiment.assemble import build_model, text_proxy_loss
 from langdml.experiment.class_text import class_text_embeddings, needs_text, uses_text_proxies
@@ -87,7 +88,7 @@ class Run:
             cfg.data.folds = 0
         cfg.train.progress = False
         if device is not None:
-            cfg.train.device = device
+            cfg.train.device = usable_device(device)
         path, state = open_checkpoint(run_dir, checkpoint)
         model = build_model(cfg, in_dim=head_input_dim(cfg, state["model"]))
         load_into(model, state["model"], path, cfg)

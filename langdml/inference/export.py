@@ -82,6 +82,17 @@ def _export_onnx(tower: torch.nn.Module, example: torch.Tensor, path: Path) -> N
         raise LangDMLError(
             "ONNX export needs the onnx package: pip install 'langdml[export]'"
         ) from None
+    # nn.MultiheadAttention (open_clip towers) takes a fused kernel in eval mode that ONNX has
+    # no operator for; the plain path computes the same attention
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        _onnx_export(tower, example, path)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _onnx_export(tower: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     with torch.no_grad():
         torch.onnx.export(
             tower, (example,), str(path), input_names=["image"], output_names=["embedding"],
