@@ -13,7 +13,8 @@ Sources (all under docs/results):
 - shapes_study/results.csv + diagnose.json: MiniLM / MPNet names and the oracle on shapes.
 
 Writes langdml/calibration.tsv (packaged: ``langdml diagnose`` places a new agreement among these
-points) and docs/results/calibration.png, and prints the points as a Markdown table.
+points), docs/results/calibration.png and the table of docs/results/calibration.md (between its
+two markers), and prints the table.
 
     python scripts/calibration.py
 """
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 TSV = ROOT / "langdml" / "calibration.tsv"
 PNG = RESULTS / "calibration.png"
+PAGE = RESULTS / "calibration.md"
+MARKS = ("<!-- calibration-table -->", "<!-- /calibration-table -->")
 COLUMNS = (
     "benchmark",
     "target",
@@ -244,7 +247,13 @@ def main() -> None:
     points.sort(key=lambda p: (float(p["spearman"]), p["benchmark"], p["setting"]))
     write_tsv(points)
     plot(points)
-    print(markdown(points))
+    table = markdown(points)
+    if PAGE.exists():  # the page's table is this output, between its two markers
+        text = PAGE.read_text(encoding="utf-8")
+        head, rest = text.split(MARKS[0], 1)
+        tail = rest.split(MARKS[1], 1)[1]
+        PAGE.write_text(f"{head}{MARKS[0]}\n{table}\n{MARKS[1]}{tail}", encoding="utf-8")
+    print(table)
 
 
 if __name__ == "__main__":

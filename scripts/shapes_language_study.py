@@ -10,24 +10,30 @@ classes, test classes included: a control of the mechanism, never a method; made
 the last two stages fine-tuned (``model.trainable_blocks: 2``); base losses multi-similarity and
 Proxy Anchor.
 
-Protocol:
-1. ``targets``: the oracle target file (cache/controls/shapes/oracle.safetensors).
-2. ``tune``: on the validation split carved from the TRAIN classes (30 % of them), seeds 0 and 1,
+Protocol, per part (``--parts``, run in this order: ``frozen``, ``holdout``, ``ft2``):
+1. targets: the oracle target file of the benchmark (``scripts/positive_control.py``).
+2. tune: on the validation split carved from the TRAIN classes (30 % of them), seeds 0 and 1,
    the MiniLM names weight of each base loss is chosen from a small grid by mean validation R@1.
    Test classes are never looked at. MPNet names, shuffled names and the oracle reuse that weight
-   (one weight per base loss, as the LG paper uses one weight for its targets), and the
-   fine-tuned setting reuses the frozen choice (not re-tuned: CPU time).
-3. ``test``: every arm at its chosen weight, seeds 0, 1, 2, on the held-out test classes; the
-   fine-tuned cells run in tiers (controls and MiniLM names first) so a cut-off run leaves the
-   most informative comparisons complete. Rerunning resumes: finished runs are kept.
-4. ``report``: each test ablation's own table (``langdml ablate``: paired Δ to ``none``, class ×
-   seed bootstrap CI, agreement columns) copied beside a summary with Δ to ``shuffled``, plus
-   ``diagnose.json`` (``langdml diagnose`` for MiniLM, MPNet and the oracle target).
+   (one weight per base loss: not tuned per target, for CPU time), and the fine-tuned setting
+   reuses the frozen choice (not re-tuned, for the same reason).
+3. test: every arm at its chosen weight, seeds 0, 1, 2, on the held-out test classes. ``frozen``:
+   ``shapes``, both losses; ``holdout``: ``shapes:holdout`` (test classes include every class of
+   a colour never seen in training), multi-similarity, tuned on its own train-class validation
+   split (the ``shapes`` train classes hold some of its test classes); ``ft2``: ``shapes`` with
+   the last two stages trained, in tiers across both losses (controls and MiniLM names first), so
+   a cut-off run leaves the most informative comparisons complete.
+4. report (after each part): each test ablation's own table (``langdml ablate``: paired Δ to
+   ``none``, class × seed bootstrap CI, agreement columns) copied beside a summary with Δ to
+   ``shuffled``, results.csv, and ``diagnose*.json`` (``langdml diagnose`` for MiniLM, MPNet and
+   the oracle target). Rerunning resumes: finished runs are kept.
 
 Frozen cells train 10 epochs (the shapes head converges quickly; the CPU budget is two cores
 shared with other work); fine-tuned cells 4.
 
-    python scripts/shapes_language_study.py all   # resumable: rerun after a kill
+    python scripts/shapes_language_study.py all                  # resumable: rerun after a kill
+    python scripts/shapes_language_study.py all --parts ft2      # one part
+    python scripts/shapes_language_study.py report
 """
 
 from __future__ import annotations
@@ -47,8 +53,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = Path("runs") / "shapes_study"  # relative to ROOT (the recipe runs there)
 DOCS = ROOT / "docs" / "results" / "shapes_study"
 BASE = "../../../configs/emoji_demo.yaml"  # relative to the ablation files in DOCS
-ORACLE = "cache/controls/shapes/oracle.safetensors"
-DATASET = "shapes"
+# The two benchmarks: ``shapes`` (test classes are unseen combinations of seen attributes) and
+# ``shapes:holdout`` (test classes include every class of a colour never seen in training; tuned on
+# its own train-class validation split, since the ``shapes`` train classes hold some of its test
+# classes). Prefix: of the ablation files and run folders.
+BENCHMARKS = {
+    "shapes": {"prefix": "", "oracle": "cache/controls/shapes/oracle.safetensors"},
+    "shapes:holdout": {
+        "prefix": "holdout_",
+        "oracle": "cache/controls/shapes-holdout/oracle.safetensors",
+        "losses": ["multi_similarity"],
+    },
+}
 SEEDS = [0, 1, 2]
 TUNE_SEEDS = [0, 1]
 SETTINGS = {
@@ -58,7 +74,7 @@ SETTINGS = {
 LOSSES = {"multi_similarity": [0.3, 3.0, 30.0], "proxy_anchor": [10.0, 100.0, 1000.0]}
 # Fine-tuned Proxy Anchor at the frozen lr (1e-3, proxies x100) collapsed on emoji; 1e-4 did not.
 FT_LOSSES = {"multi_similarity": {}, "proxy_anchor": {"optimizer.lr": 1e-4}}
-COMMON = {"eval.clustering": False, "data.dataset": DATASET}
+COMMON = {"eval.clustering": False}
 ARMS = ["none", "names_minilm", "shuffled_minilm", "oracle", "names_mpnet"]
 TIERS = [("none", "names_minilm", "shuffled_minilm"), ("oracle", "names_mpnet")]
 
@@ -82,22 +98,31 @@ def _ablate(spec: dict, name: str, path: Path | None = None) -> list[dict]:
     return json.loads(results.read_text())
 
 
-def targets() -> None:
-    if (ROOT / ORACLE).exists():
+def targets(bench: str) -> None:
+    oracle = BENCHMARKS[bench]["oracle"]
+    if (ROOT / oracle).exists():
         return
     cmd = [
         sys.executable,
         str(ROOT / "scripts" / "positive_control.py"),
         "--dataset",
-        DATASET,
+        bench,
         "--out",
-        str(Path(ORACLE).parent),
+        str(Path(oracle).parent),
     ]
     print("$", " ".join(cmd), flush=True)
     out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     print(out, flush=True)
     DOCS.mkdir(parents=True, exist_ok=True)
-    (DOCS / "targets.txt").write_text(out)
+    (DOCS / f"{BENCHMARKS[bench]['prefix']}targets.txt").write_text(out)
+
+
+def _losses(bench: str) -> list[str]:
+    return BENCHMARKS[bench].get("losses", list(LOSSES))
+
+
+def _key(bench: str, loss: str) -> str:
+    return loss if bench == "shapes" else f"{BENCHMARKS[bench]['prefix'].rstrip('_')}/{loss}"
 
 
 def _names(model: str, weight: float) -> dict:
@@ -108,13 +133,14 @@ def _names(model: str, weight: float) -> dict:
     }
 
 
-def tune() -> dict:
+def tune(bench: str) -> dict:
     path = DOCS / "tuned.json"
     chosen: dict = json.loads(path.read_text()) if path.exists() else {}
-    for loss, grid in LOSSES.items():
-        if loss in chosen:
+    for loss in _losses(bench):
+        grid = LOSSES[loss]
+        if _key(bench, loss) in chosen:
             continue
-        name = f"tune_frozen_{loss}"
+        name = f"tune_{BENCHMARKS[bench]['prefix']}frozen_{loss}"
         arms = {"none": {"loss.regularizers": "none"}}
         arms.update({f"minilm@{w:g}": _names("minilm", w) for w in grid})
         spec = {
@@ -122,6 +148,7 @@ def tune() -> dict:
             "output_dir": str(RUNS / name),
             "overrides": {
                 **COMMON,
+                "data.dataset": bench,
                 **SETTINGS["frozen"],
                 "loss.base.name": loss,
                 "data.validation_fraction": 0.3,
@@ -138,7 +165,7 @@ def tune() -> dict:
         weights = {w: val[f"minilm@{w:g}"] for w in grid if f"minilm@{w:g}" in val}
         if not weights:
             raise SystemExit(f"{name}: no language arm finished")
-        chosen[loss] = {
+        chosen[_key(bench, loss)] = {
             "weight": max(weights, key=weights.get),
             "val_recall@1": {f"{w:g}": round(100 * v, 2) for w, v in weights.items()},
             "val_recall@1_none": round(100 * val.get("none", float("nan")), 2),
@@ -148,39 +175,49 @@ def tune() -> dict:
     return chosen
 
 
-def _arms(weight: float) -> dict:
+def _arms(weight: float, oracle: str) -> dict:
     return {
         "none": {"loss.regularizers": "none"},
         "names_minilm": _names("minilm", weight),
         "shuffled_minilm": {**_names("minilm", weight), "loss.language.shuffled_names": True},
-        "oracle": _names(f"file:{ORACLE}", weight),
+        "oracle": _names(f"file:{oracle}", weight),
         "names_mpnet": _names("mpnet", weight),
     }
 
 
-def _test_spec(chosen: dict, setting: str, loss: str) -> dict:
+def _test_spec(chosen: dict, bench: str, setting: str, loss: str) -> dict:
+    prefix = BENCHMARKS[bench]["prefix"]
     return {
         "base": BASE,
-        "output_dir": str(RUNS / f"test_{setting}_{loss}"),
+        "output_dir": str(RUNS / f"test_{prefix}{setting}_{loss}"),
         "overrides": {
             **COMMON,
+            "data.dataset": bench,
             **SETTINGS[setting],
             **(FT_LOSSES[loss] if setting == "ft2" else {}),
             "loss.base.name": loss,
         },
         "seeds": SEEDS,
-        "grid": {"loss.regularizers": _arms(chosen[loss]["weight"])},
+        "grid": {
+            "loss.regularizers": _arms(
+                chosen[_key(bench, loss)]["weight"], BENCHMARKS[bench]["oracle"]
+            )
+        },
     }
 
 
-def test(settings: list[str]) -> None:
+def test_frozen(bench: str) -> None:
+    chosen = json.loads((DOCS / "tuned.json").read_text())
+    for loss in _losses(bench):
+        name = f"test_{BENCHMARKS[bench]['prefix']}frozen_{loss}"
+        _ablate(_test_spec(chosen, bench, "frozen", loss), name)
+
+
+def test_ft2() -> None:
+    """The fine-tuned cells of ``shapes``, in tiers across both losses."""
     chosen = json.loads((DOCS / "tuned.json").read_text())
     for loss in LOSSES:
-        if "frozen" in settings:
-            _ablate(_test_spec(chosen, "frozen", loss), f"test_frozen_{loss}")
-        _write_spec(_test_spec(chosen, "ft2", loss), DOCS / f"test_ft2_{loss}.yaml")
-    if "ft2" not in settings:
-        return
+        _write_spec(_test_spec(chosen, "shapes", "ft2", loss), DOCS / f"test_ft2_{loss}.yaml")
     # A subset of named arms keeps the run ids of the whole grid (the ablation runner hashes each
     # run's settings), so the tiers fill the same run folders the whole grid would.
     for tier in TIERS:
@@ -191,11 +228,13 @@ def test(settings: list[str]) -> None:
             _ablate(spec, f"test_ft2_{loss}", ROOT / spec["output_dir"] / f"tier-{tier[0]}.yaml")
 
 
-def _agreement() -> list:
-    out = DOCS / "diagnose.json"
+def _agreement(bench: str) -> list:
+    out = (
+        DOCS / f"diagnose{'' if bench == 'shapes' else '_' + BENCHMARKS[bench]['prefix'][:-1]}.json"
+    )
     if not out.exists():
-        cmd = [sys.executable, "-m", "langdml", "diagnose", "--dataset", DATASET, "--json"]
-        for model in ("minilm", "mpnet", f"file:{ORACLE}"):
+        cmd = [sys.executable, "-m", "langdml", "diagnose", "--dataset", bench, "--json"]
+        for model in ("minilm", "mpnet", f"file:{BENCHMARKS[bench]['oracle']}"):
             cmd += ["--model", model]
         text = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         out.write_text(text)
@@ -208,29 +247,34 @@ def report() -> None:
     for spec_path in sorted(DOCS.glob("test_*.yaml")):
         spec = yaml.safe_load(spec_path.read_text())
         out = ROOT / spec["output_dir"]
-        setting, loss = spec_path.stem.split("_", 2)[1:]
         if (out / "results.md").exists():
             text = (out / "results.md").read_text()
             text = re.sub(r"(/[\w.+-]+)+/(runs/shapes_study)", r"\2", text)
             (DOCS / f"{spec_path.stem}.md").write_text(text)
+        o = spec["overrides"]
+        where = {
+            "benchmark": o["data.dataset"],
+            "setting": "frozen" if o["model.trainable_blocks"] == 0 else "ft2",
+            "loss": o["loss.base.name"],
+        }
         for path in sorted((out / "runs").glob("*/metrics.json")):
-            row = _row(path, setting, loss)
+            row = _row(path)
             if row:
-                rows.append(row)
+                rows.append({**row, **where})
     with open(DOCS / "results.csv", "w", newline="") as fh:
-        keys = ["setting", "loss", "arm", "seed", "recall@1", "map@r", "r_precision", "run"]
-        writer = csv.DictWriter(fh, keys, extrasaction="ignore")
+        keys = ["benchmark", "setting", "loss", "arm", "seed", "recall@1", "map@r", "r_precision"]
+        writer = csv.DictWriter(fh, [*keys, "run"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    agree = _agreement()
     lines = _summary(rows)
-    lines += ["", "Agreement (`langdml diagnose --dataset shapes`, train classes):", "", "```"]
-    lines += [json.dumps(agree, indent=1), "```", ""]
-    (DOCS / "results.md").write_text("\n".join(lines))
+    for bench in sorted({r["benchmark"] for r in rows}):
+        lines += ["", f"Agreement (`langdml diagnose --dataset {bench}`, train classes):", ""]
+        lines += ["```", json.dumps(_agreement(bench), indent=1), "```"]
+    (DOCS / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def _row(path: Path, setting: str, loss: str) -> dict | None:
+def _row(path: Path) -> dict | None:
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -249,8 +293,6 @@ def _row(path: Path, setting: str, loss: str) -> dict | None:
         arm = f"names_{text['text_model']}"
     return {
         **final,
-        "setting": setting,
-        "loss": loss,
         "arm": arm,
         "seed": cfg["seed"],
         "run": path.parent.name,
@@ -259,12 +301,12 @@ def _row(path: Path, setting: str, loss: str) -> dict | None:
 
 def _summary(rows: list[dict]) -> list[str]:
     lines = [
-        "| setting | base loss | arm | R@1 | MAP@R | ΔR@1 vs none (wins) | ΔR@1 vs shuffled (wins) "
-        "| seeds |",
-        "|---|---|---|---:|---:|---|---|---:|",
+        "| benchmark | setting | base loss | arm | R@1 | MAP@R | ΔR@1 vs none (wins) "
+        "| ΔR@1 vs shuffled (wins) | seeds |",
+        "|---|---|---|---|---:|---:|---|---|---:|",
     ]
-    for setting, loss in sorted({(r["setting"], r["loss"]) for r in rows}):
-        cell = [r for r in rows if r["setting"] == setting and r["loss"] == loss]
+    for group in sorted({(r["benchmark"], r["setting"], r["loss"]) for r in rows}):
+        cell = [r for r in rows if (r["benchmark"], r["setting"], r["loss"]) == group]
         by_arm = {a: {r["seed"]: r for r in cell if r["arm"] == a} for a in ARMS}
         for arm in ARMS:
             got = by_arm[arm]
@@ -273,7 +315,7 @@ def _summary(rows: list[dict]) -> list[str]:
             r1 = [100 * r["recall@1"] for r in got.values()]
             mr = [100 * r["map@r"] for r in got.values()]
             lines.append(
-                f"| {setting} | {loss} | {arm} | {_ms(r1)} | {_ms(mr)} | "
+                f"| {' | '.join(group)} | {arm} | {_ms(r1)} | {_ms(mr)} | "
                 f"{_delta(got, by_arm['none'])} | {_delta(got, by_arm['shuffled_minilm'])} "
                 f"| {len(got)} |"
             )
@@ -292,23 +334,31 @@ def _delta(got: dict, ref: dict) -> str:
     return f"{statistics.mean(diffs):+.2f} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
 
 
+PARTS = ("frozen", "holdout", "ft2")  # the order `all` runs them in: cheapest first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["targets", "tune", "test", "report", "all"])
+    parser.add_argument("phase", choices=["run", "report", "all"])
     parser.add_argument(
-        "--settings", default="frozen,ft2", help="comma-separated: frozen, ft2 (test phase)"
+        "--parts",
+        default=",".join(PARTS),
+        help="comma-separated, run in this order: frozen (shapes, frozen trunk), holdout "
+        "(shapes:holdout, frozen trunk), ft2 (shapes, last two stages trained)",
     )
     args = parser.parse_args()
-    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    if unknown := sorted(set(settings) - set(SETTINGS)):
-        raise SystemExit(f"unknown --settings {unknown}; expected frozen and/or ft2")
-    if args.phase in ("targets", "all"):
-        targets()
-    if args.phase in ("tune", "all"):
-        tune()
-    if args.phase in ("test", "all"):
-        test(settings)
-    if args.phase in ("report", "all"):
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    if unknown := sorted(set(parts) - set(PARTS)):
+        raise SystemExit(f"unknown --parts {unknown}; expected some of {', '.join(PARTS)}")
+    if args.phase in ("run", "all"):
+        for part in parts:
+            bench = "shapes:holdout" if part == "holdout" else "shapes"
+            targets(bench)
+            tune(bench)
+            test_ft2() if part == "ft2" else test_frozen(bench)
+            if args.phase == "all":
+                report()  # after each part, so the results files follow the runs
+    if args.phase == "report":
         report()
 
 
