@@ -260,7 +260,7 @@ def report() -> None:
         for path in sorted((out / "runs").glob("*/metrics.json")):
             row = _row(path)
             if row:
-                rows.append({**row, **where})
+                rows.append({**row, **where, "dir": path.parent})
     with open(DOCS / "results.csv", "w", newline="") as fh:
         keys = ["benchmark", "setting", "loss", "arm", "seed", "recall@1", "map@r", "r_precision"]
         writer = csv.DictWriter(fh, [*keys, "run"], extrasaction="ignore")
@@ -301,8 +301,8 @@ def _row(path: Path) -> dict | None:
 
 def _summary(rows: list[dict]) -> list[str]:
     lines = [
-        "| benchmark | setting | base loss | arm | R@1 | MAP@R | ΔR@1 vs none (wins) "
-        "| ΔR@1 vs shuffled (wins) | seeds |",
+        "| benchmark | setting | base loss | arm | R@1 | MAP@R | ΔR@1 vs none [95% CI] (wins) "
+        "| ΔR@1 vs shuffled [95% CI] (wins) | seeds |",
         "|---|---|---|---|---:|---:|---|---|---:|",
     ]
     for group in sorted({(r["benchmark"], r["setting"], r["loss"]) for r in rows}):
@@ -328,10 +328,17 @@ def _ms(vals: list[float]) -> str:
 
 
 def _delta(got: dict, ref: dict) -> str:
-    diffs = [100 * (got[s]["recall@1"] - ref[s]["recall@1"]) for s in got if s in ref]
-    if not diffs or got is ref:
+    """Mean paired ΔR@1 over the common seeds, its class × seed bootstrap 95 % CI
+    (``langdml.ablation.class_bootstrap``) and the seeds won."""
+    from langdml.ablation.class_bootstrap import cell_delta_ci
+
+    seeds = sorted(s for s in got if s in ref)
+    if not seeds or got is ref:
         return ""
-    return f"{statistics.mean(diffs):+.2f} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
+    diffs = [100 * (got[s]["recall@1"] - ref[s]["recall@1"]) for s in seeds]
+    ci = cell_delta_ci([got[s]["dir"] for s in seeds], [ref[s]["dir"] for s in seeds], "recall@1")
+    interval = f" [{100 * ci[1]:+.2f}, {100 * ci[2]:+.2f}]" if ci else ""
+    return f"{statistics.mean(diffs):+.2f}{interval} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
 
 
 PARTS = ("frozen", "holdout", "ft2")  # the order `all` runs them in: cheapest first
