@@ -108,6 +108,10 @@ def test_placement_counts_the_neighbouring_points():
     assert "none did at any measured agreement" in placement(0.1, points[:2])
     assert "no calibration points" in placement(math.nan, points)
     assert "no calibration points" in placement(0.1, [_pt(0.1, 1.0, None)])
+    # an oracle saw the test classes: on the plot, never what a new text is compared with
+    oracle = _pt(0.1, 5.0, 3.0, target="oracle")
+    assert oracle.gained and oracle.saw_test_classes
+    assert placement(0.09, [*points, oracle]) == placement(0.09, points)
 
 
 def test_placement_reads_the_table_it_is_given(tmp_path, monkeypatch):
