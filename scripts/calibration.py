@@ -10,7 +10,8 @@ Sources (all under docs/results):
   names and PLG, frozen and fine-tuned, multi-similarity and Proxy Anchor;
 - emoji_positive_control.csv + emoji_diagnose_controls.md: the oracle and teacher targets and
   names, frozen multi-similarity;
-- shapes_study/results.csv + diagnose.json: MiniLM / MPNet names and the oracle on shapes.
+- shapes_study/results.csv + diagnose.json / diagnose_holdout.json: MiniLM / MPNet names and the
+  oracle on shapes and shapes:holdout.
 
 Writes langdml/calibration.tsv (packaged: ``langdml diagnose`` places a new agreement among these
 points), docs/results/calibration.png and the table of docs/results/calibration.md (between its
@@ -153,20 +154,24 @@ def shapes_study() -> list[dict]:
     folder = RESULTS / "shapes_study"
     if not (folder / "results.csv").exists():
         return []
-    agree = _diagnose(folder / "diagnose.json")
-    oracle = next((v for k, v in agree.items() if k.startswith("file:")), {})
-    arms = {
-        "names_minilm": ("names (MiniLM)", agree.get("minilm", {}).get("spearman")),
-        "names_mpnet": ("names (MPNet)", agree.get("mpnet", {}).get("spearman")),
-        "shuffled_minilm": (
-            "shuffled names (MiniLM)",
-            agree.get("minilm", {}).get("shuffled_spearman"),
-        ),
-        "oracle": ("oracle", oracle.get("spearman")),
-    }
-    meta = {"benchmark": "shapes", "source": "shapes_study/results.csv"}
     rows = _read_csv(folder / "results.csv")
-    return _points(rows, "arm", ("setting", "loss"), arms, "shuffled_minilm", meta)
+    out = []
+    for bench, name in (("shapes", "diagnose.json"), ("shapes:holdout", "diagnose_holdout.json")):
+        agree = _diagnose(folder / name)
+        oracle = next((v for k, v in agree.items() if k.startswith("file:")), {})
+        arms = {
+            "names_minilm": ("names (MiniLM)", agree.get("minilm", {}).get("spearman")),
+            "names_mpnet": ("names (MPNet)", agree.get("mpnet", {}).get("spearman")),
+            "shuffled_minilm": (
+                "shuffled names (MiniLM)",
+                agree.get("minilm", {}).get("shuffled_spearman"),
+            ),
+            "oracle": ("oracle", oracle.get("spearman")),
+        }
+        meta = {"benchmark": bench, "source": "shapes_study/results.csv"}
+        mine = [r for r in rows if r["benchmark"] == bench]
+        out += _points(mine, "arm", ("setting", "loss"), arms, "shuffled_minilm", meta)
+    return out
 
 
 def write_tsv(points: list[dict]) -> None:
@@ -186,7 +191,7 @@ def plot(points: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    markers = {"emoji": "o", "shapes": "s"}
+    markers = {"emoji": "o", "shapes": "s", "shapes:holdout": "D"}
     colours = {"names": "tab:blue", "shuffled": "tab:gray", "PLG": "tab:cyan"}
     colours.update({"oracle": "tab:red", "teacher": "tab:orange"})
     for ax, key, title in (

@@ -48,6 +48,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +268,7 @@ def report() -> None:
         writer = csv.DictWriter(fh, [*keys, "run"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    lines = _summary(rows)
+    lines = _summary(rows) + _holdout_split(rows)
     for bench in sorted({r["benchmark"] for r in rows}):
         lines += ["", f"Agreement (`langdml diagnose --dataset {bench}`, train classes):", ""]
         lines += ["```", json.dumps(_agreement(bench), indent=1), "```"]
@@ -320,6 +321,51 @@ def _summary(rows: list[dict]) -> list[str]:
                 f"{_delta(got, by_arm['none'])} | {_delta(got, by_arm['shuffled_minilm'])} "
                 f"| {len(got)} |"
             )
+    return lines
+
+
+def _per_class(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    with open(run_dir / "per_class.csv", newline="", encoding="utf-8") as fh:
+        got = list(csv.DictReader(fh))
+    names = [r["class_name"] for r in got]
+    queries = np.array([int(r["queries"]) for r in got])
+    return names, queries, np.array([float(r["recall@1"]) for r in got])
+
+
+def _holdout_split(rows: list[dict]) -> list[str]:
+    """On ``shapes:holdout``: each arm's ΔR@1 on the test classes of the colour never seen in
+    training and on the other test classes (unseen combinations), class × seed bootstrap."""
+    from langdml.ablation.class_bootstrap import paired_class_seed_bootstrap
+    from langdml.data.shapes import HOLDOUT_COLOUR
+
+    cell = [r for r in rows if r["benchmark"] == "shapes:holdout"]
+    if not cell:
+        return []
+    by_arm = {a: {r["seed"]: r for r in cell if r["arm"] == a} for a in ARMS}
+    lines = [
+        "",
+        f"`shapes:holdout`, ΔR@1 split by test class: the {HOLDOUT_COLOUR} classes (a colour "
+        "never seen in training) and the others (unseen combinations); class × seed bootstrap "
+        "95 % CI:",
+        "",
+        f"| arm | reference | Δ {HOLDOUT_COLOUR} [95% CI] | Δ other colours [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for arm in ARMS[1:]:
+        for ref in ("none", "shuffled_minilm"):
+            seeds = sorted(set(by_arm[arm]) & set(by_arm[ref]))
+            if arm == ref or not seeds:
+                continue
+            tables = [[_per_class(by_arm[a][s]["dir"]) for s in seeds] for a in (arm, ref)]
+            names, queries = tables[0][0][0], tables[0][0][1]
+            held = np.array([n.split(" ")[0] == HOLDOUT_COLOUR for n in names])
+            cells = []
+            for mask in (held, ~held):
+                a = np.stack([t[2][mask] for t in tables[0]])
+                b = np.stack([t[2][mask] for t in tables[1]])
+                d, lo, hi = paired_class_seed_bootstrap(a, b, queries[mask])
+                cells.append(f"{100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+            lines.append(f"| {arm} | {ref} | {cells[0]} | {cells[1]} |")
     return lines
 
 
