@@ -21,9 +21,9 @@ Protocol, per part (``--parts``, run in this order: ``frozen``, ``holdout``, ``f
    ``shapes``, both losses; ``holdout``: ``shapes:holdout`` (test classes include every class of
    a colour never seen in training), Proxy Anchor (where names gained on ``shapes``), tuned on
    its own train-class validation split (the ``shapes`` train classes hold some of its test
-   classes); ``ft2``: ``shapes`` with the last two stages trained, in tiers across both losses
-   (controls and MiniLM names first), so a cut-off run leaves the most informative comparisons
-   complete.
+   classes); ``ft2``: ``shapes`` with the last two stages trained, seed by seed and in tiers
+   across both losses (controls and MiniLM names first), so a cut-off run leaves the most
+   informative comparisons complete.
 4. report (after each part): each test ablation's own table (``langdml ablate``: paired Δ to
    ``none``, class × seed bootstrap CI, agreement columns) copied beside a summary with Δ to
    ``shuffled``, results.csv, and ``diagnose*.json`` (``langdml diagnose`` for MiniLM, MPNet and
@@ -220,14 +220,19 @@ def test_ft2() -> None:
     chosen = json.loads((DOCS / "tuned.json").read_text())
     for loss in LOSSES:
         _write_spec(_test_spec(chosen, "shapes", "ft2", loss), DOCS / f"test_ft2_{loss}.yaml")
-    # A subset of named arms keeps the run ids of the whole grid (the ablation runner hashes each
-    # run's settings), so the tiers fill the same run folders the whole grid would.
-    for tier in TIERS:
-        for loss in FT_LOSSES:
-            spec = yaml.safe_load((DOCS / f"test_ft2_{loss}.yaml").read_text())
-            arms = spec["grid"]["loss.regularizers"]
-            spec["grid"]["loss.regularizers"] = {k: v for k, v in arms.items() if k in tier}
-            _ablate(spec, f"test_ft2_{loss}", ROOT / spec["output_dir"] / f"tier-{tier[0]}.yaml")
+    # A subset of named arms or seeds keeps the run ids of the whole grid (the ablation runner
+    # hashes each run's settings), so the tiers fill the same run folders the whole grid would.
+    # Seed-major: a fine-tuned run costs ~6 min on the shared cores, so a cut-off run should leave
+    # whole (none, names, shuffled) triples of both losses rather than one arm's three seeds.
+    for seed in SEEDS:
+        for tier in TIERS:
+            for loss in FT_LOSSES:
+                spec = yaml.safe_load((DOCS / f"test_ft2_{loss}.yaml").read_text())
+                arms = spec["grid"]["loss.regularizers"]
+                spec["grid"]["loss.regularizers"] = {k: v for k, v in arms.items() if k in tier}
+                spec["seeds"] = [seed]
+                path = ROOT / spec["output_dir"] / f"tier-{tier[0]}-seed{seed}.yaml"
+                _ablate(spec, f"test_ft2_{loss}", path)
 
 
 def _agreement(bench: str) -> list:
@@ -249,7 +254,8 @@ def report() -> None:
     for spec_path in sorted(DOCS.glob("test_*.yaml")):
         spec = yaml.safe_load(spec_path.read_text())
         out = ROOT / spec["output_dir"]
-        if (out / "results.md").exists():
+        # the fine-tuned grids run in slices (tiers x seeds): their own table shows the last slice
+        if (out / "results.md").exists() and not spec_path.stem.startswith("test_ft2"):
             text = (out / "results.md").read_text()
             text = re.sub(r"(/[\w.+-]+)+/(runs/shapes_study)", r"\2", text)
             (DOCS / f"{spec_path.stem}.md").write_text(text)
