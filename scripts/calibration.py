@@ -190,7 +190,7 @@ def plot(points: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharex=True)
     markers = {"emoji": "o", "shapes": "s", "shapes:holdout": "D"}
     colours = {"names": "tab:blue", "shuffled": "tab:gray", "PLG": "tab:cyan"}
     colours.update({"oracle": "tab:red", "teacher": "tab:orange"})
@@ -221,9 +221,10 @@ def plot(points: list[dict]) -> None:
         ax.set_ylabel("Δ test R@1 (points)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=5, frameon=False)
     fig.suptitle("Language guidance: agreement → gain (filled: frozen trunk; hollow: 2 stages)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(PNG, dpi=120)
 
 
