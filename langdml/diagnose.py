@@ -499,8 +499,11 @@ def run_diagnose(args: argparse.Namespace) -> int:
         device=args.device,
     )
     seconds = time.perf_counter() - start
+    from langdml.calibration import placement
+
     if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        rows = [{**r.as_dict(), "calibration": placement(r.spearman)} for r in results]
+        print(json.dumps(rows, indent=2))
     else:
         r = results[0]
         print(
@@ -509,5 +512,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
             f"{r.seeds} permutations of the names"
         )
         print(format_table(results))
+        for r in results:  # where each agreement falls among the benchmarks measured here
+            print(f"{r.model}: {placement(r.spearman)}")
     print(f"diagnose took {seconds:.1f} s", file=sys.stderr)
     return 0
