@@ -475,14 +475,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
-    from langdml.config.base import MAX_IMAGE_SIZE
     from langdml.devices import check_device
     from langdml.models import FeatureSpec
 
     check_device(args.device)
     check_int(args.k, "--k", meaning="nearest classes compared")
     check_int(args.seeds, "--seeds", meaning="shuffled-name permutations")
-    check_int(args.image_size, "--image-size", high=MAX_IMAGE_SIZE, meaning="pixels per side")
     start = time.perf_counter()
     results = diagnose(
         args.dataset,

@@ -1,6 +1,6 @@
-"""scripts/bench_ties.py runs end to end on a small label set: its four kinds of embeddings are
-what it says (distinct-row counts), and with the distinct-row path switched off the metrics are
-the same (the script's own check, exercised here on every case)."""
+"""scripts/benchmarks/bench_ties.py runs end to end on a small label set: its four kinds of
+embeddings are what it says (distinct-row counts), and with the distinct-row path switched off
+the metrics are the same (the script's own check, exercised here on every case)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
 
 import bench_ties  # noqa: E402
 

@@ -277,15 +277,16 @@ def test_embed_a_superset_of_the_run_dataset_by_split_is_refused(trained, tmp_pa
     assert "train split has 5 (4 in common)" in line and not out.exists()
 
 
-def test_embed_by_split_when_the_run_dataset_is_gone_is_refused(trained, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["embed", "index"])
+def test_by_split_when_the_run_dataset_is_gone_is_refused(trained, tmp_path, capsys, command):
     import shutil
 
     run, folder = trained
     moved_run = shutil.copytree(run, tmp_path / "run")
     config = moved_run / "config.yaml"
     config.write_text(config.read_text().replace(str(folder), str(tmp_path / "gone")))
-    out = tmp_path / "e.safetensors"
-    argv = ["embed", str(moved_run), "--dataset", f"imagefolder:{folder}", "-o", str(out)]
+    out = tmp_path / ("e.safetensors" if command == "embed" else "idx")
+    argv = [command, str(moved_run), "--dataset", f"imagefolder:{folder}", "-o", str(out)]
     assert main([*argv, "--split", "test"]) == 2
     line = _err(capsys)
     assert "trained on are unknown here: its dataset" in line and "gone" in line
@@ -320,7 +321,8 @@ def test_flags_beyond_32_bits_are_one_line(trained, tmp_path, capsys, argv, word
     [
         ("--k", "0", "--k must be at least 1 (nearest classes compared), got 0"),
         ("--seeds", "0", "--seeds must be at least 1 (shuffled-name permutations), got 0"),
-        ("--image-size", "-8", "--image-size must be at least 1"),
+        ("--image-size", "-8", "image size must be at least 1 (pixels per side), got -8"),
+        ("--image-size", "5000", "image size must be at most 4096 (pixels per side), got 5000"),
     ],
 )
 def test_diagnose_counts_are_checked_before_any_feature(

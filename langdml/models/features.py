@@ -66,6 +66,13 @@ class FeatureSpec:
     backbone_kwargs: tuple[tuple[str, Any], ...] = ()
     floor_scale: bool = False  # eval resize floor(S / crop_pct), timm's rule (models.preprocess)
 
+    def __post_init__(self) -> None:
+        from langdml.config.base import MAX_IMAGE_SIZE
+        from langdml.errors import check_int
+
+        # one line before any image is read (diagnose --image-size reaches here unvalidated)
+        check_int(self.image_size, "image size", high=MAX_IMAGE_SIZE, meaning="pixels per side")
+
     def key(self, dataset: ImageDataset) -> str:
         weights_id = self.weights
         if Path(self.weights).is_file():  # a local file: key on its content, not its path
