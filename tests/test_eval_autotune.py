@@ -72,3 +72,35 @@ def test_bad_auto_settings_are_one_line(params, needle):
     with pytest.raises(LangDMLError, match=needle) as info:
         check_search("auto", params)
     assert "\n" not in str(info.value)
+
+
+def test_a_kind_whose_predicted_build_costs_more_than_exact_is_never_built(monkeypatch):
+    import langdml.eval.autotune as autotune
+
+    built = []
+    real_tune = autotune._tune
+
+    def spy(kind, *args):
+        built.append(kind)
+        return real_tune(kind, *args)
+
+    monkeypatch.setattr(autotune, "_tune", spy)
+    monkeypatch.setattr(autotune, "build_estimate", lambda *a: 1e9)
+    x, _ = blobs(3000, 16, 60, seed=1)
+    choice = auto_search(Rows(x, "x", normalize=True), None, 10, "cosine", target_recall=0.9)
+    assert built == [] and choice.spec.kind == "exact" and choice.engine is None
+    skipped = {t.kind: t for t in choice.trials if t.kind != "exact"}
+    assert set(skipped) == {"hnsw", "ivf"}
+    assert all(np.isnan(t.recall) and t.seconds == 1e9 for t in skipped.values())
+
+
+def test_build_estimate_extrapolates_from_a_sample_build(monkeypatch):
+    import langdml.eval.autotune as autotune
+
+    x, _ = blobs(3000, 16, 60, seed=2)
+    rows = Rows(x, "x", normalize=True)
+    assert autotune.build_estimate("hnsw", rows, "cosine", 0) == 0.0  # small: built as is
+    monkeypatch.setattr(autotune, "PROBE_ROWS", 500)
+    for kind in ("hnsw", "ivf"):
+        guess = autotune.build_estimate(kind, rows, "cosine", 0)
+        assert np.isfinite(guess) and guess > 0

@@ -9,6 +9,10 @@ to the smallest one that still reaches it. Each candidate's cost is estimated fo
 query set: its build time plus its sample search time scaled to the number of queries; exact
 search's is its sample scan time scaled the same way. The cheapest candidate that reaches the
 target wins; exact search always reaches it, so a small set (where exact is cheaper) stays exact.
+Before a kind is tuned, its full build time is predicted from a build on a seeded sample of
+``PROBE_ROWS`` rows (linear in N for IVF, N log N for HNSW); a kind whose build alone would cost
+more than exact search is not built at all (its trial records the prediction, recall NaN): on a
+set where exact search is cheap, auto does not pay for building indexes it would not use.
 
 Deterministic for a fixed seed except HNSW's multi-threaded build (last digits, ``eval.ann``)
 and the timings themselves, which decide between kinds: on a noisy machine two runs may pick
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -40,6 +45,8 @@ from langdml.eval.knn import CPU, SearchBackend
 log = logging.getLogger(__name__)
 
 _MAX_EF = 4096
+# Rows of the trial build that predicts a kind's full build time (eval.autotune.build_estimate)
+PROBE_ROWS = 20_000
 _RECORDERS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar(
     "auto_search_recorders", default=()
 )
@@ -118,6 +125,10 @@ def auto_search(
         exact_cost, "exact", {}, 1.0, None
     )
     for kind in ("hnsw", "ivf"):
+        build_guess = build_estimate(kind, reference, metric, seed)
+        if build_guess >= exact_cost:  # building the index alone would cost more than exact
+            trials.append(Trial(kind, {}, math.nan, build_guess))
+            continue
         found = _tune(kind, reference, q, k, metric, (De, Ie, self_ids), target_recall, seed)
         if found is None:
             continue
@@ -135,6 +146,24 @@ def auto_search(
     for recorder in _RECORDERS.get():
         recorder.append(choice)
     return choice
+
+
+def build_estimate(kind: str, reference: Rows, metric: str, seed: int) -> float:
+    """Seconds to build ``kind``'s index over the whole reference, extrapolated from building it
+    on a seeded sample of ``PROBE_ROWS`` rows (linearly for IVF's adds, N log N for HNSW's
+    graph); 0 for a reference that small (it is built and measured as is)."""
+    n = reference.n
+    if n <= PROBE_ROWS:
+        return 0.0
+    rows = np.sort(np.random.default_rng(seed).choice(n, PROBE_ROWS, replace=False))
+    probe = Rows(reference.take(rows), "reference", normalize=False)
+    start = time.perf_counter()
+    ApproxKNN(probe, metric, SearchSpec(kind, {**DEFAULTS[kind], "recall_queries": 0}), seed, CPU)
+    took = time.perf_counter() - start
+    growth = n / PROBE_ROWS
+    if kind == "hnsw":
+        growth *= math.log(n) / math.log(PROBE_ROWS)
+    return took * growth
 
 
 def _tune(kind, reference, q, k, metric, exact, target, seed):
