@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP)
-	$(PY) scripts/bench_losses.py
-	$(PY) scripts/bench_eval.py
+	$(PY) scripts/benchmarks/bench_losses.py
+	$(PY) scripts/benchmarks/bench_eval.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check langdml tests scripts

@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "langdml.inference.commands",
     "langdml.diagnose",
     "langdml.packaged_configs",
+    "langdml.starter",
 )
 
 

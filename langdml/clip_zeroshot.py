@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from langdml.config import ExperimentConfig
-from langdml.data.records import query_gallery
+from langdml.data.roles import eval_roles
 from langdml.experiment import RunData, embed, evaluate_embeddings, trunk
 from langdml.io import text_cache_dir
 from langdml.models import EmbeddingHead, EmbeddingModel
@@ -42,7 +42,7 @@ def clip_zeroshot_baseline(cfg: ExperimentConfig, data: RunData) -> dict[str, fl
         head = EmbeddingHead(info.feature_dim, info.feature_dim, "identity")
         model = EmbeddingModel(head, tower).to(cfg.train.device)
         images = embed(model, cfg, RunData(data.train, data.eval, "baseline"))
-    metrics = evaluate_embeddings(cfg, images, data.eval.labels, query_gallery(data.eval))
+    metrics = evaluate_embeddings(cfg, images, data.eval.labels, eval_roles(data.eval))
     found, rows = distinct_name_embeddings(
         data.eval.class_names, model=clip_spec(m.backbone, m.weights).raw,
         prompts=cfg.text.prompts, cache_dir=text_cache_dir(cfg.data.cache_dir),

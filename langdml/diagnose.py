@@ -295,12 +295,8 @@ class AgreementRequest:
     weights: str = "packaged"
     image_size: int = 128
     crop_pct: float | None = None
-    # the rest of the run's feature spec (models.FeatureSpec); at their defaults they stay out
-    # of the cache key, so requests cached before they existed keep their key
-    pooling: str = "avg"
-    interpolation: str = "bicubic"
-    backbone_kwargs: tuple[tuple[str, Any], ...] = ()
-    floor_scale: bool = False
+    # the run's other FeatureSpec fields that differ from their defaults, as (name, value) pairs
+    feature_extra: tuple[tuple[str, Any], ...] | None = None
     # The run's extra augmented views, only so the feature cache key is training's; view 0 (the
     # clean one) is what the centroids use.
     augment_views: int = 0
@@ -310,15 +306,18 @@ class AgreementRequest:
     seeds: int = DEFAULT_SEEDS
     folds: int = 0  # data.folds / data.fold: the validation fold left out of the train classes
     fold: int = 0
+    # text.target and text.descriptions; None: names (or PLG with pseudo_labels), as before
+    target: tuple[str, ...] | None = None
+    descriptions: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["prompts"] = None if self.prompts is None else list(self.prompts)
         if not self.folds:  # without folds, the key of the requests cached before folds existed
             del out["folds"], out["fold"]
-        for name in _LATER_SPEC_FIELDS:
-            if out[name] == _DEFAULTS[name]:
-                del out[name]
+        for key in ("target", "descriptions", "feature_extra"):  # likewise without these
+            if out[key] is None:
+                del out[key]
         return out
 
     def key(self) -> str:
@@ -332,6 +331,10 @@ class AgreementRequest:
         from langdml.text.spec import model_identity, parse_text_model_spec
 
         out: dict[str, Any] = {"text": model_identity(parse_text_model_spec(self.text_model))}
+        if self.descriptions is not None:  # the file's content, not its name
+            from langdml.text.descriptions import load_descriptions
+
+            out["descriptions"] = load_descriptions(self.descriptions).sha256
         weights = Path(self.weights).expanduser()
         if weights.is_file():
             stat = weights.stat()
@@ -341,38 +344,32 @@ class AgreementRequest:
     def feature_spec(self) -> FeatureSpec:
         from langdml.models import FeatureSpec
 
-        names = {f.name for f in dataclasses.fields(FeatureSpec)}
-        return FeatureSpec(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
-
-
-_LATER_SPEC_FIELDS = ("pooling", "interpolation", "backbone_kwargs", "floor_scale")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AgreementRequest)}
+        basic = (self.backbone, self.weights, self.image_size, self.augment_views, self.crop_pct)
+        return FeatureSpec(*basic, **dict(self.feature_extra or ()))
 
 
 def _class_text(
     train: ImageDataset, request: AgreementRequest, cache_dir: str | Path | None, device: str
 ) -> torch.Tensor:
-    """(C, d) text rows of ``train``'s classes, from the cache files training uses."""
-    import torch.nn.functional as F
-
+    """(C, d) text rows of ``train``'s classes, from the cache files training uses; a target of
+    several views (pseudo-labels, names + descriptions) is their renormalised mean."""
     from langdml.io import text_cache_dir
-    from langdml.text.precompute import distinct_name_embeddings, pseudo_label_embeddings
+    from langdml.text.descriptions import load_descriptions
+    from langdml.text.pooling import unit_mean
+    from langdml.text.targets import class_text_target
 
-    kwargs: dict[str, Any] = dict(
+    sources = request.target or (["pseudo_labels"] if request.pseudo_labels else ["names"])
+    found = class_text_target(
+        train,
+        sources,
+        descriptions=request.descriptions and load_descriptions(request.descriptions),
+        pseudo_labels=dict(k=request.top_k),
         model=request.text_model,
         prompts=None if request.prompts is None else list(request.prompts),
         cache_dir=text_cache_dir(cache_dir),
         device=device,
     )
-    if request.pseudo_labels:
-        found = pseudo_label_embeddings(
-            train, k=request.top_k, allow_duplicates=train.shares_names, **kwargs
-        )
-        return F.normalize(found.embeddings.float().mean(dim=1), dim=-1)
-    import torch
-
-    found, rows = distinct_name_embeddings(train.class_names, **kwargs)
-    return found.embeddings.float()[torch.as_tensor(rows)]
+    return unit_mean(found, dim=1) if found.ndim == 3 else found.float()
 
 
 def agreement_of(
@@ -467,8 +464,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
+    from langdml.devices import check_device
     from langdml.models import FeatureSpec
 
+    check_device(args.device)
     start = time.perf_counter()
     results = diagnose(
         args.dataset,

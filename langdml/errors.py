@@ -71,3 +71,23 @@ def describe_exception(exc: BaseException) -> str | None:
             "free space and rerun"
         )
     return None
+
+
+INT32_MAX = 2**31 - 1
+
+
+def check_int(
+    value: object, what: str, low: int = 1, high: int = INT32_MAX, meaning: str = ""
+) -> int:
+    """``value`` as an int in ``[low, high]`` (by default at most 2**31 - 1, the largest C int
+    faiss and torch's kernels take); else one LangDMLError line naming ``what`` (a flag or config
+    key), the bound it breaks, what the value means (``meaning``) and the value. Checked before
+    any work starts."""
+    why = f" ({meaning})" if meaning else ""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LangDMLError(f"{what} must be an integer{why}, got {value!r}")
+    if value < low:
+        raise LangDMLError(f"{what} must be at least {low}{why}, got {value}")
+    if value > high:
+        raise LangDMLError(f"{what} must be at most {high}{why}, got {value}")
+    return value

@@ -89,24 +89,30 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
 
 
 def check_writable(path: str | os.PathLike, what: str = "output", folder: bool = False) -> Path:
-    """Before the work that fills it: ``path`` can be created (or replaced) as a file. A folder
-    in its place, or a place that cannot be written (read-only, denied, a file where a folder is
-    needed) is an OSError/LangDMLError line naming ``path``, not a failure after the work.
-    ``folder``: ``path`` is a folder written as a whole beside itself (an index folder)."""
-    from langdml.errors import LangDMLError
+    """Check, before the work that fills it, that ``path`` can be created or replaced: a file, or
+    with ``folder`` a folder written as a whole beside itself (an index folder). A folder where a
+    file is expected (or a file where a folder is), a file where a parent folder is needed, or a
+    place that cannot be written (read-only, denied) is one LangDMLError line naming ``what`` and
+    ``path`` (never the probe's name); leaves nothing behind."""
+    from langdml.errors import LangDMLError, describe_os_error
 
-    path = Path(path)
-    if not folder and path.is_dir():
+    path = Path(path).expanduser()
+    if path.is_dir() and not folder:
         raise LangDMLError(f"{what} {str(path)!r} is a directory; expected a file path")
+    if folder and path.exists() and not path.is_dir():
+        raise LangDMLError(f"{what} {str(path)!r} is a file; expected a folder path")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise OSError(20, "a file is in the way where a directory is needed", str(path))
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        raise LangDMLError(
+            f"{what} {str(path)!r}: {str(parent)!r} is a file where a directory is needed"
+        )
+    try:  # a probe file: os.access misses read-only mounts on some file systems
+        fd, probe = tempfile.mkstemp(prefix=".langdml-write-check.", dir=parent)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        named = OSError(exc.errno, exc.strerror or str(exc), str(path))
+        raise LangDMLError(f"cannot write {what}: {describe_os_error(named)}") from None
     os.close(fd)
     os.unlink(probe)
     return path
@@ -136,8 +142,8 @@ def checksum_path(path: str | os.PathLike) -> Path:
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` atomically with a ``.sha256`` sidecar. The sidecar is written first, from
     the serialised bytes, so a kill at any point leaves either the old pair, or a sidecar whose file
-    is missing or old (which :func:`load_torch_file` reports as damaged): never an unverifiable
-    new file."""
+    is missing or old (which :func:`langdml.weights.load_weights_file` reports as damaged): never
+    an unverifiable new file."""
     import io as _io
 
     import torch
@@ -182,31 +188,3 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
-    """``torch.load(path, weights_only=True)``; a damaged or foreign file is a one-line
-    LangDMLError naming it (never a hint towards the unsafe ``weights_only=False``)."""
-    import pickle
-
-    import torch
-
-    from langdml.errors import LangDMLError
-
-    path = Path(path)
-    if path.is_file():
-        damaged = verify_checksum(path)
-        if damaged:
-            raise LangDMLError(f"cannot load {what} {path}: {damaged}{hint}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        unsafe = "weights_only" in str(exc) or isinstance(exc, pickle.UnpicklingError)
-        why = (
-            "it holds objects other than tensors (refused: only weights are loaded)"
-            if unsafe and "weights_only" in str(exc)
-            else "it is truncated or not a torch file"
-        )
-        raise LangDMLError(f"cannot load {what} {path}: {why}{hint}") from None

@@ -3,7 +3,7 @@
 A run id read from ``results.csv``, a run or ablation name, a file listed in a dataset's split
 file or in a manifest names a place *inside* a folder. :func:`inside` resolves it there and
 refuses (one ``LangDMLError`` line) an absolute path, a ``..`` step, or a symbolic link that
-leads out of the folder; :func:`check_name` refuses what cannot be a plain name.
+leads out of the folder.
 """
 
 from __future__ import annotations
@@ -54,14 +54,3 @@ def inside(root: str | os.PathLike, rel: str | os.PathLike, what: str) -> Path:
             f"{os.fspath(root)!r}"
         )
     return Path(root) / rel
-
-
-def check_name(name: str, what: str, allow_slash: bool = False) -> str:
-    """``name`` when it can name a folder (no control characters, no absolute path, no ``..``;
-    a ``/`` only with ``allow_slash``), else one line naming ``what``."""
-    why = escape_outside(name)
-    if why is None and not allow_slash and re.search(r"[\\/]", name):
-        why = "it holds a path separator"
-    if why is not None:
-        raise LangDMLError(f"{what} {name!r} is refused: {why}; expected a plain name")
-    return name

@@ -1,6 +1,6 @@
-"""scripts/bench_eval_memory.py: a child measures the call's own memory (the kernel's peak mark
-reset at the call, anonymous and file-backed RSS sampled) and the fitted line recovers a known
-one."""
+"""scripts/benchmarks/bench_eval_memory.py: a child measures the call's own memory (the kernel's
+peak mark reset at the call, anonymous and file-backed RSS sampled) and the fitted line recovers a
+known one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
 
 import bench_eval_memory  # noqa: E402
 

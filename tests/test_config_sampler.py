@@ -116,7 +116,7 @@ def test_cli_starts_without_importing_torch():
 
 def test_xmodal_cli_lists_the_library_methods():
     from langdml.xmodal.commands import _HELP
-    from langdml.xmodal.methods import METHODS
+    from langdml.xmodal.config import METHODS
 
     assert tuple(_HELP) == METHODS
 

@@ -1,6 +1,6 @@
 """CUDA paths: every loss and miner on the GPU equals the CPU (value and gradients), losses under
 bf16 autocast stay fp32, exact GPU search equals CPU faiss. Skipped where no GPU is visible (CI);
-run on a GPU machine by scripts/gpu_check.sh."""
+run on a GPU machine by scripts/tools/gpu_check.sh."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import torch
 
 from langdml.eval import knn_search, resolve_backend, retrieval_metrics
 from langdml.losses import build_loss
-from langdml.losses.build import PAIR_LOSSES, PROXY_LOSSES
-from langdml.losses.registry import MINERS
+from langdml.losses.registry import LOSSES, MINERS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CLASSES, DIM = 24, 32
@@ -47,8 +46,7 @@ def spec(base):
 
 @pytest.mark.parametrize(
     "base",
-    sorted(PAIR_LOSSES)
-    + sorted(PROXY_LOSSES)
+    sorted(n for n, e in LOSSES.items() if e.kind in ("pair", "proxy"))
     + [{"name": "triplet", "miner": m} for m in sorted(MINERS)],
     ids=str,
 )

@@ -372,3 +372,26 @@ def test_evaluate_command_rejects_bad_search_in_one_line(capsys, tmp_path):
     assert err == "langdml: error: search_params['nprobe'] must be an integer >= 1; got 0"
     assert main(["evaluate", str(tmp_path), "--search-param", "nprobe"]) == 2
     assert "must look like KEY=VALUE" in capsys.readouterr().err
+
+
+def test_index_cache_builds_once_per_reference_and_search():
+    from langdml.eval.index_cache import IndexCache
+    from langdml.eval.synthetic import isotropic_embeddings
+
+    x, y = isotropic_embeddings(3000, 16, (5, 15), seed=2, noise=1.0)
+    params = {"nlist": 16, "nprobe": 2}
+    cache = IndexCache()
+    full = retrieval_metrics(x, y, search="ivf", search_params=params, index_cache=cache)
+    sample = retrieval_metrics(
+        x, y, search="ivf", search_params=params, index_cache=cache, query_sample=500
+    )
+    assert len(cache) == 1  # the second call searched the first call's index
+    # IVF is deterministic for a seed: the cached index gives what a fresh one gives
+    assert full == retrieval_metrics(x, y, search="ivf", search_params=params)
+    fresh = retrieval_metrics(x, y, search="ivf", search_params=params, query_sample=500)
+    assert sample == fresh
+    # another array (even with equal contents), search or seed gets its own index
+    retrieval_metrics(x.copy(), y, search="ivf", search_params=params, index_cache=cache)
+    retrieval_metrics(x, y, search="ivf", search_params={**params, "nprobe": 4}, index_cache=cache)
+    retrieval_metrics(x, y, search="ivf", search_params=params, index_cache=cache, seed=1)
+    assert len(cache) == 4

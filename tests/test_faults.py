@@ -75,7 +75,7 @@ def test_binary_config_file_is_one_line(tmp_path, capsys):
 
 
 def test_decompression_bomb_names_the_image(tmp_path, monkeypatch):
-    from langdml.data.records import open_rgb
+    from langdml.data.images import open_rgb
 
     path = tmp_path / "big.png"
     Image.new("RGB", (64, 64)).save(path)
@@ -131,12 +131,12 @@ class _NotATensor:
 
 
 def test_unsafe_pickle_refusal_never_suggests_weights_only_false(tmp_path):
-    from langdml.io import load_torch_file
+    from langdml.weights import load_weights_file
 
     path = tmp_path / "evil.pt"
     torch.save({"model": _NotATensor()}, path)
     with pytest.raises(LangDMLError, match="evil.pt") as info:
-        load_torch_file(path)
+        load_weights_file(path)
     assert "weights_only=False" not in str(info.value)
 
 
@@ -278,14 +278,14 @@ def test_ablate_exits_nonzero_and_lists_failed_cells(folder, tmp_path, monkeypat
     abl = {"base": "base.yaml", "output_dir": str(tmp_path / "out"), "seeds": [0, 1]}
     abl["grid"] = {"loss.regularizers": ["none"]}
     (tmp_path / "abl.yaml").write_text(yaml.safe_dump(abl))
-    real = langdml.pipeline.train
+    real = langdml.pipeline.train_experiment
 
     def flaky(cfg, *a, **k):
         if cfg.seed == 1:
             raise OSError(errno.ENOSPC, "No space left on device", "/full/disk/checkpoint.pt")
         return real(cfg, *a, **k)
 
-    monkeypatch.setattr(langdml.pipeline, "train", flaky)
+    monkeypatch.setattr(langdml.pipeline, "train_experiment", flaky)
     assert main(["ablate", str(tmp_path / "abl.yaml"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith(("langdml: error:", "  "))]

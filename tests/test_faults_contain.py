@@ -155,7 +155,7 @@ def test_mathtext_in_arm_labels_is_drawn_as_text(tmp_path):
 def test_manifests_naming_files_outside_their_folder_are_not_trusted(tmp_path, name):
     import json
 
-    from langdml.data.emoji import META, verify_built
+    from langdml.data.saved import META, verify_built
     from langdml.text.packaged import MANIFEST, folder_is_complete
 
     (tmp_path / "outside.bin").write_bytes(b"x")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from langdml.config import load_config
 from langdml.data import class_disjoint_split, load_dataset
-from langdml.data.records import query_gallery
+from langdml.data.roles import eval_roles
 from langdml.errors import DataError
 
 HEADER = "image_name item_id evaluation_status"
@@ -55,9 +55,10 @@ def test_loads_items_names_and_the_query_gallery_split(inshop):
     assert ds.shares_names
     split = class_disjoint_split(ds)
     assert split.train.num_classes == 6 and split.test.num_classes == 5
-    assert query_gallery(split.train) is None  # training classes: leave-one-out if evaluated
-    q, g = query_gallery(split.test)
-    assert len(q) == 10 and len(g) == 15
+    assert eval_roles(split.train) is None  # training classes: leave-one-out if evaluated
+    roles = eval_roles(split.test)
+    q, g = roles.query, roles.gallery
+    assert len(q) == 10 and len(g) == 15 and (roles.self_index == -1).all()
     marks = np.asarray(split.test.extras["official_split"])
     assert set(marks[q]) == {"query"} and set(marks[g]) == {"gallery"}
 
@@ -160,7 +161,8 @@ def test_train_and_evaluate_query_against_gallery(inshop, tmp_path):
     run = open_run(tmp_path / "run")
     emb = embed(run.model, run.config, run.data).numpy()
     labels = run.data.eval.labels
-    q, g = query_gallery(run.data.eval)
+    roles = eval_roles(run.data.eval)
+    q, g = roles.query, roles.gallery
     ref = _reference(emb[q], labels[q], emb[g], labels[g], (1, 2, 4))
     for key, value in ref.items():
         assert result.metrics[key] == pytest.approx(value, abs=1e-6), key
@@ -184,3 +186,26 @@ def test_train_and_evaluate_query_against_gallery(inshop, tmp_path):
     assert hier["hier/top1_error_same_group"] == pytest.approx(same)
     assert hier["hier/mistake_severity"] == pytest.approx(severity)
     assert 0.0 <= hier["hier/hp@1"] <= 1.0
+
+
+def test_a_split_file_names_inshop_classes_by_id_and_its_roles_replace_the_statuses(
+    inshop, tmp_path
+):
+    from langdml.data import class_splits, write_split_file
+
+    ds = load_dataset(f"inshop:{inshop}")
+    path = write_split_file(ds, tmp_path / "s.csv", seed=2, query_gallery=0.4)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # class names are shared (the category folder): labels are class ids, names the category
+    assert rows[0]["path"] == "img/WOMEN/Dresses/id_00000001/00_1_front.png"
+    assert rows[0]["label"] == "0" and rows[0]["category"] == "women dresses"
+    splits = class_splits(ds, split_file=path)
+    seeded = class_splits(ds, class_order="seeded", split_seed=2)
+    assert sorted(splits.test.images.items) == sorted(seeded.test.images.items)
+    roles = eval_roles(splits.test)
+    written = {r["path"]: r["is_query"] == "true" for r in rows}
+    root = str(inshop / "Img") + "/"
+    assert [written[p.removeprefix(root)] for p in splits.test.images.items] == [
+        i in set(roles.query) for i in range(len(splits.test))
+    ]

@@ -1,4 +1,5 @@
-"""Smoke test: scripts/bench_losses.py --quick runs end to end on tiny sizes and writes its table.
+"""Smoke test: scripts/benchmarks/bench_losses.py --quick runs end to end on tiny sizes and writes
+its table.
 (No timing assertions: speed claims come from the benchmark itself,
 docs/results/benchmarks/bench_losses.md. The peak-memory children are left out here because
 starting their forkserver alone takes seconds.)"""
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_losses_quick_smoke(tmp_path):
     out = tmp_path / "bench.md"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_losses.py"), "--quick", "--sizes", "8"]
+    bench = ROOT / "scripts" / "benchmarks" / "bench_losses.py"
+    cmd = [sys.executable, str(bench), "--quick", "--sizes", "8"]
     cmd += ["--threads", "1", "--no-memory", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -24,7 +24,8 @@ def test_exports_are_exactly_the_contract():
         "CrossBatchMemory", "S2SDLoss", "LanguageGuidanceLoss", "DirectionRegularizer",
         "DRTripletLoss", "DRProxyNCALoss", "DRMultiSimilarityLoss",
         "AllTripletsMiner", "SemiHardMiner", "BatchHardMiner", "DistanceWeightedMiner",
-        "MultiSimilarityMiner", "CombinedLoss", "build_loss", "build_base", "build_miner",
+        "MultiSimilarityMiner", "TripletMarginMiner", "CombinedLoss", "build_loss", "build_base",
+        "build_miner",
         "LossConfig", "LOSSES", "MINERS", "REGULARIZERS", "BASE_LOSSES",
         "TextProxyAnchorLoss", "TextProxyNCALoss", "TEXT_PROXY_LOSSES",
     }  # fmt: skip

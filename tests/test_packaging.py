@@ -1,6 +1,7 @@
 """Packaging: shipped configs by name, the cache location rules, licence/citation files, the
 asset pins. The wheel itself is exercised outside the checkout by tests/test_wheel.py."""
 
+import fnmatch
 import json
 import re
 import sys
@@ -35,8 +36,14 @@ def test_configs_live_in_the_package_and_the_root_folder_points_there(pyproject)
     shipped = available()
     assert {"emoji_demo", "emoji_ablation", "cub200_ablation"} <= set(shipped)
     data = pyproject["tool"]["setuptools"]["package-data"]["langdml"]
-    # + the pinned emoji classes and their Unicode groups (the class hierarchy)
-    assert data == ["configs/*.yaml", "data/emoji_benchmark.tsv", "data/emoji_groups.tsv"]
+    # every data file beside the code (pinned class lists, groups, CLDR descriptions and their
+    # licence notice) ships with the wheel
+    assert "configs/*.yaml" in data
+    package = ROOT / "langdml"
+    files = [*(package / "data").glob("*.tsv"), *(package / "data").glob("LICENSE*")]
+    beside = [p.relative_to(package).as_posix() for p in files]
+    assert beside, "the pinned class lists live in langdml/data"
+    assert [f for f in beside if not any(fnmatch.fnmatch(f, pat) for pat in data)] == []
     # every relative `base:` of a shipped ablation names a shipped config beside it
     for name, path in shipped.items():
         base = yaml.safe_load(path.read_text()).get("base")
@@ -71,7 +78,7 @@ def test_train_by_name_loads_the_shipped_config(tmp_path, monkeypatch, capsys):
         return SimpleNamespace(run_dir=run_dir, metrics={"recall@1": 0.5}, best={})
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(train_module, "train_experiment", fake_train)
     assert main(["train", "emoji_demo", "train.epochs=1"]) == 0
     assert seen["cfg"].name == "emoji_demo" and seen["cfg"].train.epochs == 1
     assert json.loads(capsys.readouterr().out)["final"] == {"recall@1": 0.5}

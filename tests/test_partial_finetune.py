@@ -70,7 +70,7 @@ def test_conflicting_trunk_settings_are_one_line_errors(over):
 
 def test_prefix_then_suffix_is_the_trunk():
     from langdml.models import create_backbone
-    from langdml.models.backbones import split_trunk
+    from langdml.models.trunk_split import split_trunk
 
     trunk, _ = create_backbone()
     trunk.eval()

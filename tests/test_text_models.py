@@ -331,7 +331,7 @@ def test_cached_clip_tag_weights_are_found_without_network(tmp_path, monkeypatch
     import huggingface_hub.constants as hub_constants
     import open_clip
 
-    from langdml.text.encoders import _cached_clip_weights
+    from langdml.text.clip_loader import _cached_clip_weights
 
     cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
     repo_dir = tmp_path / ("models--" + cfg["hf_hub"].rstrip("/").replace("/", "--"))

@@ -1,7 +1,7 @@
-"""The built wheel works outside the checkout: scripts/check_wheel.sh builds it, installs it into a
-fresh venv in an empty folder (reusing this environment's heavy dependencies through a .pth file),
-runs `langdml configs` and `langdml train emoji_demo train.epochs=1` on a tiny imagefolder, and
-checks that the cache goes to the platform cache dir, not the working folder (~30 s)."""
+"""The built wheel works outside the checkout: scripts/tools/check_wheel.sh builds it, installs it
+into a fresh venv in an empty folder (reusing this environment's heavy dependencies through a .pth
+file), runs `langdml configs` and `langdml train emoji_demo train.epochs=1` on a tiny imagefolder,
+and checks that the cache goes to the platform cache dir, not the working folder (~30 s)."""
 
 import os
 import shutil
@@ -20,7 +20,7 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
     env.pop("LANGDML_CACHE", None)
     proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "check_wheel.sh")],
+        ["bash", str(ROOT / "scripts" / "tools" / "check_wheel.sh")],
         cwd=tmp_path,
         env=env,
         capture_output=True,

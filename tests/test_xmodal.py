@@ -234,7 +234,7 @@ def test_unseen_class_proxy_comes_from_its_name():
 
 
 def test_text_proxy_loss_builds_like_build_loss_builds_proxy_losses():
-    """build_base passes num_classes / embedding_size (and the lead adds class_text_embeddings)."""
+    """build_base passes num_classes / embedding_size (class_text_embeddings come with them)."""
     text = _text()
     loss = TextProxyAnchorLoss(
         class_text_embeddings=text, num_classes=6, embedding_size=8, margin=0.1, alpha=32

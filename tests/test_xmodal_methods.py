@@ -343,13 +343,13 @@ def test_run_text_projection_is_read_from_the_checkpoint_layout():
     from langdml.config import load_config
     from langdml.losses import CombinedLoss
     from langdml.xmodal import TextProxyAnchorLoss
-    from langdml.xmodal.methods import RunEmbeddings, _run_projection
+    from langdml.xmodal.inputs import RunEmbeddings, run_projection
 
     text = F.normalize(torch.randn(5, 12), dim=1)
     loss = CombinedLoss(TextProxyAnchorLoss(text, 16))
     cfg = load_config(None, {"loss.base.name": "text_proxy_anchor", "model.embedding_dim": 16})
     run = RunEmbeddings(cfg, None, None, torch.zeros(0), torch.zeros(0), loss.state_dict(), 1)
-    projection = _run_projection(run)
+    projection = run_projection(run)
     new = F.normalize(torch.randn(3, 12), dim=1)
     with torch.no_grad():
         torch.testing.assert_close(projection(new), loss.base.project(new))

@@ -55,14 +55,14 @@ def execute(config: dict, threads: int) -> dict:
     import torch
 
     from langdml.config import validate_config
-    from langdml.pipeline import train
+    from langdml.pipeline import train_experiment
 
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()
     try:
         cfg = validate_config(config)
         cfg.train.progress = False
-        result = train(cfg)
+        result = train_experiment(cfg)
         extra = extra_columns(result.extra)
         return {
             "status": "ok",

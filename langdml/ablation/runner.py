@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from langdml.ablation.cells import PLAN, cell_record, extra_columns, finished, r
 from langdml.ablation.local_backend import LocalBackend
 from langdml.ablation.report import write_report
 from langdml.ablation.spec import Ablation, Run, load_ablation, value_label
+from langdml.eval.metric_keys import is_metric_key
 from langdml.eval.metrics import METRIC_KEYS as METRICS
-from langdml.eval.roth import is_metric_key
 from langdml.io import atomic_write_json, atomic_write_text
 from langdml.locks import folder_lock
 
@@ -70,11 +69,6 @@ def _row(
     return row
 
 
-def shared_precompute(ablation: Ablation, progress: bool = True) -> None:
-    """Frozen features and text embeddings once, in this process, so runs only read caches."""
-    LocalBackend().prepare([run.config.to_dict() for run in ablation.runs], progress)
-
-
 def run_ablation(
     path: str | os.PathLike,
     workers: int = 1,
@@ -89,6 +83,7 @@ def run_ablation(
     ``backend_flags`` override the file's ``backend:`` section (dotted keys such as
     ``"slurm.partition"``; see ``langdml.ablation.backends``)."""
     ablation = load_ablation(path, output_dir)  # validates every run before any starts
+    _check_trackers(ablation)
     options = resolve_options(backend, path, backend_flags)
     out = ablation.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +137,14 @@ def run_ablation(
             out, ablation, table.rows, _baselines(ablation), agreements, table.waiting
         )
     return AblationResult(out, table.rows, out / "results.md", plot, markdown, notes)
+
+
+def _check_trackers(ablation: Ablation) -> None:
+    """A logger whose extra is missing fails here, in one line, before any run starts."""
+    from langdml.train.trackers import check_trackers
+
+    for run in {tuple(r.config.train.loggers): r for r in ablation.runs}.values():
+        check_trackers(run.config)
 
 
 def _write_snapshot(out: Path, ablation: Ablation) -> None:
@@ -233,7 +236,6 @@ class _Progress:
 
     def __init__(self, total: int, already: int, enabled: bool) -> None:
         self.total, self.done, self.enabled = total, already, enabled
-        self.t0, self.finished_here = time.perf_counter(), 0
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -258,7 +260,6 @@ class _Progress:
 
     def advance(self, run: Run, res: dict) -> None:
         self.done += 1
-        self.finished_here += 1
         if self.enabled:
             r1 = (res.get("metrics") or {}).get("recall@1")
             desc = f"{run.cell.label()} seed {run.seed}: " + (

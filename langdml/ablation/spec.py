@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from langdml.config import ExperimentConfig, apply_overrides, load_yaml, validate_config
+from langdml.config.training import TRACKING_KEYS
 from langdml.errors import ConfigError
 from langdml.io import stable_hash
 
@@ -24,7 +25,16 @@ _HASH_NEUTRAL = {
     ("model", "crop_scale"): [0.35, 1.0], ("model", "interpolation"): "bicubic",
     ("text", "pseudo_label_model"): "packaged", ("text", "pseudo_label_image_size"): 224,
     ("text", "pseudo_label_crop_pct"): None, ("train", "frozen_trunk_epochs"): 0,
-    ("train", "step_gamma"): 0.1,
+    ("train", "step_gamma"): 0.1, ("text", "descriptions"): None, ("text", "target"): None,
+    ("data", "split_file"): None, ("data", "class_order"): "natural", ("data", "split_seed"): 0,
+    ("optimizer", "trunk_lr"): None, ("optimizer", "head_lr"): None,
+    ("optimizer", "trunk_weight_decay"): None, ("optimizer", "head_weight_decay"): None,
+    ("train", "step_milestones"): None, ("train", "min_lr_ratio"): 0.0,
+    ("train", "sampler"): "m_per_class", ("train", "n_classes"): None,
+    ("train", "n_per_class"): None, ("train", "n_categories"): None,
+    ("train", "category_level"): 0, ("data", "augment"): None, ("data", "timm_augment"): None,
+    ("eval", "rerank"): "none", ("eval", "rerank_params"): {},
+    ("model", "backbone_kwargs"): {}, ("model", "preprocessing"): "config",
 }  # fmt: skip
 
 
@@ -53,11 +63,6 @@ class Run:
     config: ExperimentConfig
     id: str  # also the run directory's name; changes when the resolved config changes
     fold: int | None = None  # the validation fold when the config sets data.folds
-
-    @property
-    def replicate(self) -> str:
-        """What pairs runs across cells: the seed, and the fold under data.folds."""
-        return f"{self.seed}" if self.fold is None else f"{self.seed}/fold{self.fold}"
 
 
 @dataclass
@@ -182,7 +187,11 @@ def _fold_runs(cell: Cell, seed: int, cfg: ExperimentConfig, out: Path, name: st
         # Editing the base config later gives new run directories instead of clashing
         # with runs trained under the old settings.
         settings = {k: v for k, v in c.to_dict().items() if k not in ("name", "output_dir")}
-        settings["train"] = {k: v for k, v in settings["train"].items() if k != "progress"}
+        settings["train"] = {
+            k: v
+            for k, v in settings["train"].items()
+            if k != "progress" and k not in TRACKING_KEYS  # trackers do not change results
+        }
         for (section, key), default in _HASH_NEUTRAL.items():
             if settings[section].get(key) == default:
                 del settings[section][key]
@@ -190,8 +199,25 @@ def _fold_runs(cell: Cell, seed: int, cfg: ExperimentConfig, out: Path, name: st
         run_id = f"{cell.id}-seed{seed}{tag}-{stable_hash(settings, 6)}"
         c.output_dir = str(out / "runs" / run_id)
         c.name = f"{name}/{run_id}"
+        _tracking(c, name, cell, seed, fold, run_id)
         runs.append(Run(cell, seed, c, run_id, fold))
     return runs
+
+
+def _tracking(
+    cfg: ExperimentConfig, name: str, cell: Cell, seed: int, fold: int | None, run_id: str
+) -> None:
+    """MLflow / W&B names of a run of the grid: experiment (group) the ablation, run name the
+    cell's key and seed; tags that find the run's row in results.csv."""
+    label = cell.label()
+    replicate = f"seed {seed}" + ("" if fold is None else f" fold {fold}")
+    tags = {"ablation": name, "cell": cell.id, "run_id": run_id, "seed": str(seed)}
+    tags.update({f"grid.{k}": value_label(v) for k, v in cell.values})
+    if fold is not None:
+        tags["fold"] = str(fold)
+    cfg.train.tracking_experiment = name
+    cfg.train.tracking_run_name = replicate if label == "-" else f"{label}, {replicate}"
+    cfg.train.tracking_tags = tags
 
 
 def _named_arms(grid: dict[str, Any], path: Path) -> dict[str, dict[str, dict[str, Any]]]:

@@ -6,7 +6,6 @@ per section (data, text, model, loss, training, evaluation), the experiment conf
 them, the keys of older releases (``migrate``) and the YAML trees before validation (``tree``).
 """
 
-from langdml.config.base import _Strict  # noqa: F401  (private, re-exported as before)
 from langdml.config.data import DataConfig
 from langdml.config.evaluation import EvalConfig
 from langdml.config.experiment import ExperimentConfig, dump_yaml, load_config, validate_config
@@ -14,9 +13,8 @@ from langdml.config.migrate import RENAMED_KEYS, migrate_config
 from langdml.config.model import ModelConfig
 from langdml.config.text import TEXT_KEYS, TextConfig
 from langdml.config.training import OptimizerConfig, TrainConfig
-from langdml.config.tree import (  # noqa: F401  (_format_error, _section: as before)
+from langdml.config.tree import (  # noqa: F401  (_format_error: xmodal's config reports alike)
     _format_error,
-    _section,
     apply_overrides,
     deprecated,
     load_yaml,

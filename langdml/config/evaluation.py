@@ -28,12 +28,27 @@ class EvalConfig(_Strict):
     # After training, also measure image <-> class-name retrieval on the held-out classes
     # (langdml.xmodal.xmodal_for_run); the ablation table then gets cross-modal columns.
     xmodal: bool = False
-    # kNN search of the metrics: exact (default) or an approximate faiss index for large eval
-    # sets (langdml.eval.ann), e.g. search: ivf, search_params: {nprobe: 128}; approximate runs
-    # also report neighbor_recall.
-    search: Literal["exact", "ivf", "hnsw"] = "exact"
+    search: Literal["exact", "ivf", "hnsw", "auto"] = Field(
+        "exact",
+        description="kNN search of the metrics: exact, an approximate faiss index for large eval "
+        "sets (ivf, hnsw; they also report neighbor_recall), or auto: the cheapest of exact / "
+        "hnsw / ivf whose neighbour recall on a seeded query sample reaches "
+        "search_params.target_recall (default 0.95), chosen by measurement.",
+    )
     search_params: dict[str, Any] = Field(
-        default_factory=dict, description="Options of the approximate index (see search)."
+        default_factory=dict,
+        description="Options of the search: ivf nlist / nprobe / train_size, hnsw M / "
+        "efConstruction / efSearch, auto target_recall, any recall_queries; e.g. {nprobe: 128}.",
+    )
+    rerank: Literal["none", "qe", "k_reciprocal"] = Field(
+        "none",
+        description="Re-rank each query's exact neighbour list before scoring: qe (average or "
+        "alpha-weighted query expansion) or k_reciprocal (Zhong et al., CVPR 2017).",
+    )
+    rerank_params: dict[str, float] = Field(
+        default_factory=dict,
+        description="Options of the re-ranking: qe n (neighbours averaged), alpha (0: plain "
+        "average); k_reciprocal k1, k2, lambda, candidates.",
     )
     hierarchy: str | None = Field(
         None,
@@ -52,8 +67,15 @@ class EvalConfig(_Strict):
     @model_validator(mode="after")
     def _check_search(self) -> EvalConfig:
         from langdml.eval.ann import check_search
+        from langdml.eval.rerank import check_rerank
 
         check_search(self.search, self.search_params)
+        check_rerank(self.rerank, self.rerank_params)
+        if self.rerank != "none" and self.search != "exact":
+            raise ValueError(
+                f"eval.rerank {self.rerank!r} re-ranks an exact search; set eval.search: exact "
+                f"(got {self.search!r})"
+            )
         k = self.best_metric[7:] if self.best_metric.startswith("recall@") else ""
         if k.isdigit() and int(k) not in self.recall_at:
             raise ValueError(

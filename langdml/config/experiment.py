@@ -11,12 +11,12 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from langdml.config.base import _Strict
-from langdml.config.data import DataConfig
+from langdml.config.data import DataConfig, check_augment
 from langdml.config.evaluation import EvalConfig
 from langdml.config.migrate import migrate_config
 from langdml.config.model import ModelConfig
 from langdml.config.text import TextConfig
-from langdml.config.training import OptimizerConfig, TrainConfig
+from langdml.config.training import OptimizerConfig, TrainConfig, check_trunk_groups
 from langdml.config.tree import _format_error, apply_overrides, load_yaml
 from langdml.errors import ConfigError
 from langdml.losses.spec import LossConfig
@@ -54,6 +54,12 @@ class ExperimentConfig(_Strict):
                 "sub/path) that keeps the run folder inside runs/"
             )
         return value
+
+    @model_validator(mode="after")
+    def _training_options(self) -> ExperimentConfig:
+        check_trunk_groups(self.model.trainable_blocks, self.optimizer)
+        check_augment(self.data, self.model)
+        return self
 
     @model_validator(mode="after")
     def _warm_up(self) -> ExperimentConfig:

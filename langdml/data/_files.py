@@ -5,10 +5,11 @@ imagefolder, hf).
   :func:`~langdml.data.records.class_disjoint_split` is the DML protocol split. Classes without any
   image are dropped (the order of the rest is kept).
 - images load lazily: ``ImageSource`` items are file paths opened by
-  :func:`~langdml.data.records.open_rgb`. Loaders check that every file an index lists exists.
+  :func:`~langdml.data.images.open_rgb`. Loaders check that every file an index lists exists.
 - ``fingerprint`` hashes the index content (paths relative to the dataset root, labels, class
   names), so caches key on content and survive moving the dataset folder.
-- folder walking (``images_below``) follows symlinked directories, but visits each real directory
+- folder walking (``images_below``, the image-file rule of :mod:`langdml.data.images`) follows
+  symlinked directories, but visits each real directory
   at most once (a link such as ``class_05/self -> .`` cannot repeat images or loop), and refuses a
   directory link that resolves outside the dataset root (one ``DataError`` line naming the link).
   Symlinked image *files* are read where they point.
@@ -18,18 +19,18 @@ imagefolder, hf).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from langdml.data.names import natural_key
-from langdml.data.records import ImageDataset, ImageSource, open_rgb
+from langdml.data.images import IMAGE_EXTENSIONS, is_skipped_folder, open_rgb, walk_images
+from langdml.data.names import name_clashes, natural_key, normalise_class_name
+from langdml.data.records import ImageDataset, ImageSource
 from langdml.errors import DataError
 from langdml.io import stable_hash
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 
 
 def existing_path(arg: str | os.PathLike | None, kind: str) -> Path:
@@ -167,7 +168,9 @@ def file_dataset(
     labels: np.ndarray,
     class_names: list[str],
     extras: dict[str, list] | None = None,
+    root: str | os.PathLike | None = None,
 ) -> ImageDataset:
+    """The record of a dataset whose images are files: ``paths[i]`` is ``root / rel_paths[i]``."""
     fingerprint = stable_hash(
         [kind, list(rel_paths), np.asarray(labels).tolist(), class_names, extras or {}]
     )
@@ -178,17 +181,14 @@ def file_dataset(
         class_names=class_names,
         extras=extras or {},
         fingerprint=fingerprint,
+        image_root=None if root is None else str(root),
     )
-
-
-def is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
 def class_dirs(root: Path) -> list[Path]:
     try:
         found = [
-            Path(e.path) for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")
+            Path(e.path) for e in os.scandir(root) if e.is_dir() and not is_skipped_folder(e.name)
         ]
     except OSError as exc:
         raise DataError(f"cannot list folder {root}: {exc}") from None
@@ -196,7 +196,8 @@ def class_dirs(root: Path) -> list[Path]:
 
 
 def images_below(folder: Path, root: Path, seen: set[str] | None = None) -> list[str]:
-    """Image files below ``folder`` as paths relative to ``root`` (posix), in natural order.
+    """Image files below ``folder`` (the rule of :mod:`langdml.data.images`) as paths relative to
+    ``root`` (posix), in natural order.
 
     Symlinked directories are followed once per real directory (``seen`` holds the real paths
     walked so far; pass one set for a whole dataset); a link leaving ``root`` is a DataError."""
@@ -212,17 +213,15 @@ def images_below(folder: Path, root: Path, seen: set[str] | None = None) -> list
             f"{folder} is a link to {os.path.realpath(folder)}, outside the dataset root "
             f"{root}; copy the images into the dataset or point at the folder that holds both"
         )
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+
+    def on_dir(dirpath: str, dirnames: list[str]) -> bool:
         real = os.path.realpath(dirpath)
         if real in seen:  # a link back to a directory walked already
             dirnames[:] = []
-            continue
+            return False
         seen.add(real)
         keep = []
         for d in dirnames:
-            if d.startswith("."):
-                continue
             sub = os.path.join(dirpath, d)
             if os.path.islink(sub) and not inside(sub):
                 raise DataError(
@@ -232,9 +231,41 @@ def images_below(folder: Path, root: Path, seen: set[str] | None = None) -> list
             if os.path.realpath(sub) not in seen:
                 keep.append(d)
         dirnames[:] = keep
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        found += [f"{rel_dir}/{f}" for f in filenames if is_image(f)]
+        return True
+
+    found = [os.path.relpath(f, root).replace(os.sep, "/") for f in walk_images(folder, on_dir)]
     return sorted(found, key=natural_key)
+
+
+def warn_name_clashes(kind: str, root: Path, by_name: dict[str, list[Path]]) -> None:
+    """One warning line when class folders become one class only after Unicode/whitespace
+    normalisation (they are merged), or give classes that differ only by case (kept apart)."""
+    raw = {
+        os.path.relpath(f, root).replace(os.sep, "/"): name
+        for name, group in by_name.items()
+        for f in group
+    }
+    # Folders of one raw name under train/ and test/ are one class on purpose: compare base names.
+    bases = {p.rsplit("/", 1)[-1]: name for p, name in raw.items()}
+    merged, by_case = name_clashes(bases)
+    if not merged and not by_case:
+        return
+    folders = {name: [p for p, n in raw.items() if n == name] for name in by_name}
+    parts = []
+    if merged:
+        shown = "; ".join(" + ".join(repr(r) for r in g) for g in merged[:3])
+        parts.append(
+            f"{len(merged)} class(es) merged from folders whose names differ only by Unicode "
+            f"normalisation or whitespace ({shown})"
+        )
+    if by_case:
+        shown = "; ".join(
+            " vs ".join(repr(f) for n in g for f in folders[n][:1]) for g in by_case[:3]
+        )
+        parts.append(
+            f"{len(by_case)} group(s) of classes differ only by case, kept apart ({shown})"
+        )
+    warnings.warn(f"{kind}: {root}: {'; '.join(parts)}", stacklevel=3)
 
 
 def folder_dataset(
@@ -243,7 +274,8 @@ def folder_dataset(
     """Images grouped by class folder; folders sharing a name (train/ and test/) are one class."""
     by_name: dict[str, list[Path]] = {}
     for folder in folders:
-        by_name.setdefault(to_name(folder.name), []).append(folder)
+        by_name.setdefault(normalise_class_name(to_name(folder.name)), []).append(folder)
+    warn_name_clashes(kind, root, by_name)
     rel: list[str] = []
     labels: list[int] = []
     class_names: list[str] = []
@@ -261,4 +293,4 @@ def folder_dataset(
             f"under {root}; {hint}"
         )
     paths = [os.path.join(root, r) for r in rel]
-    return file_dataset(name, kind, paths, rel, np.asarray(labels), class_names)
+    return file_dataset(name, kind, paths, rel, np.asarray(labels), class_names, root=root)

@@ -108,4 +108,6 @@ def _cars_from_mat(mat: Path, kind: str) -> ImageDataset:
         )
     labels, kept = compact(raw, class_ids)
     paths = check_files(mat.parent, rel, kind, mat.name)
-    return file_dataset("cars196", kind, paths, rel, labels, [class_names[k] for k in kept])
+    return file_dataset(
+        "cars196", kind, paths, rel, labels, [class_names[k] for k in kept], root=mat.parent
+    )

@@ -72,4 +72,4 @@ def load_cub200(
     rel = [f"images/{images[i]}" for i in image_ids]
     paths = check_files(root, rel, kind, "images.txt")
     names = [clean_class_name(classes[class_ids[k]]) for k in kept]
-    return file_dataset("cub200", kind, paths, rel, labels, names)
+    return file_dataset("cub200", kind, paths, rel, labels, names, root=root)

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +25,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from langdml._extras import require
+from langdml.data.images import to_rgb
 from langdml.data.records import ImageDataset, ImageSource
+from langdml.data.saved import META, save, verify_built
 from langdml.errors import DataError
-from langdml.io import atomic_write_json, cache_root, file_sha256
-from langdml.paths import escape_outside
+from langdml.io import cache_root
 
 DEFAULT_STYLES = ("openmoji", "noto_color", "noto_mono", "symbola")
 IMAGE_SIZE = 128
@@ -259,9 +257,6 @@ def build_emoji(
         },
         features=features,
     )
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}-{int(time.time() * 1000)}")
-    datasets.disable_progress_bars()
-    ds.save_to_disk(str(tmp))
     meta = {
         "styles": list(styles),
         "min_styles": min_styles,
@@ -272,81 +267,7 @@ def build_emoji(
         "class_list_sha256": PIN_SHA256 if pinned else None,
         "fonts": {s: {"file": fonts[s][2].name, "sha256": _sha256(fonts[s][2])} for s in styles},
     }
-    meta["files"] = _manifest(tmp)
-    atomic_write_json(tmp / META, meta)
-    _install(tmp, out_dir)
-    return out_dir
-
-
-META = "langdml_meta.json"
-
-
-def _manifest(folder: Path) -> dict[str, dict]:
-    """name -> {size, sha256} of every file of a built dataset but its metadata."""
-    return {
-        p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != META
-    }
-
-
-def _install(tmp: Path, out_dir: Path) -> None:
-    """Move a finished build into place; a concurrent build that got there first (and verifies)
-    wins, and this one is dropped (both rendered the same rows)."""
-    old = out_dir.with_name(out_dir.name + ".old-" + tmp.name.split(".tmp-")[-1])
-    try:
-        out_dir.rename(old)  # a rename, not rmtree: readers never see a half-deleted folder
-    except FileNotFoundError:
-        pass
-    try:
-        tmp.rename(out_dir)
-    except OSError:
-        if verify_built(out_dir) is not None:
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def verify_built(out_dir: Path) -> str | None:
-    """None when the build at ``out_dir`` matches its recorded checksums, else one phrase naming
-    the damaged file. A build from before checksums existed is read in full once (a truncated
-    Arrow file fails) and its checksums are recorded."""
-    meta_path = out_dir / META
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        return f"{meta_path} is unreadable ({str(exc).splitlines()[0]})"
-    files = meta.get("files")
-    if files is None:
-        return _adopt_legacy(out_dir, meta)
-    try:
-        recorded = sorted((str(k), int(v["size"]), str(v["sha256"])) for k, v in files.items())
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return f"{meta_path} holds a malformed checksum list"
-    for name, size, digest in recorded:
-        if escape_outside(name) is not None:  # the list names files of this folder only
-            return f"{meta_path} lists {name!r}, outside {out_dir}"
-        path = out_dir / name
-        if not path.is_file():
-            return f"{path} is missing"
-        if path.stat().st_size != size or file_sha256(path) != digest:
-            return f"{path} does not match its checksum (truncated or corrupted)"
-    return None
-
-
-def _adopt_legacy(out_dir: Path, meta: dict) -> str | None:
-    datasets = require("datasets", "data", "dataset 'emoji'")
-    try:
-        ds = datasets.load_from_disk(str(out_dir))
-        ds.data.table.validate(full=True)
-        len(ds["label"])
-    except Exception as exc:  # pyarrow and datasets raise many types for a damaged file
-        return f"{out_dir} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-    meta["files"] = _manifest(out_dir)
-    atomic_write_json(out_dir / META, meta)
-    return None
+    return save(ds, out_dir, meta)
 
 
 def _sha256(path: Path) -> str:
@@ -370,7 +291,7 @@ def load_emoji(arg: str | None = None, cache_dir: str | Path | None = None) -> I
     image_col = ds.cast_column("image", datasets.Image(decode=True))
 
     def load(i: int) -> Image.Image:
-        return image_col[int(i)]["image"].convert("RGB")
+        return to_rgb(image_col[int(i)]["image"])
 
     labels = np.asarray(ds["label"], dtype=np.int64)
     name = "emoji" if styles == DEFAULT_STYLES else "emoji:" + ",".join(styles)

@@ -1,11 +1,11 @@
 """Deprecated location: one module per format now (:mod:`langdml.data.cub`, ``cars``, ``sop``,
 ``imagefolder``, ``hf``); this module re-exports their public names."""
 
-from langdml.data._files import IMAGE_EXTENSIONS
 from langdml.data.cars import load_cars196
 from langdml.data.cub import load_cub200
 from langdml.data.hf import load_hf, split_spec_options
 from langdml.data.imagefolder import load_imagefolder
+from langdml.data.images import IMAGE_EXTENSIONS
 from langdml.data.names import clean_class_name, collapse_whitespace, natural_key
 from langdml.data.records import official_split
 from langdml.data.sop import load_sop

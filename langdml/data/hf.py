@@ -12,6 +12,7 @@ from PIL import Image
 
 from langdml._extras import require
 from langdml.data._files import compact
+from langdml.data.images import to_rgb
 from langdml.data.records import ImageDataset, ImageSource
 from langdml.errors import DataError, first_line
 from langdml.io import stable_hash
@@ -135,7 +136,7 @@ class _HFImageLoader:
             raise DataError(f"hf: cannot decode the image of row {row}: {exc}") from None
         if img is None:
             raise DataError(f"hf: row {row} has no image in column {self.column!r}")
-        return img.convert("RGB")
+        return to_rgb(img)
 
 
 def _hf_open(target: str) -> tuple[list[tuple[str, Any]], str]:
@@ -226,6 +227,7 @@ def _hf_label_column(ds: Any, wanted: str | None, source: str) -> str:
             raise DataError(
                 f"hf: label column {wanted!r} not in {source}; columns: {', '.join(feats)}"
             )
+        _check_label_feature(wanted, feats[wanted], feats, source)
         return wanted
     for col, feat in feats.items():
         if isinstance(feat, datasets.ClassLabel):
@@ -236,6 +238,25 @@ def _hf_label_column(ds: Any, wanted: str | None, source: str) -> str:
     raise DataError(
         f"hf: {source} has no ClassLabel column; name the label column with ?label=COL "
         f"(columns: {', '.join(feats)})"
+    )
+
+
+def _check_label_feature(col: str, feat: Any, feats: Any, source: str) -> None:
+    """A ``?label=`` column must hold one class (a ClassLabel, an integer or a string) per row."""
+    import datasets
+
+    if isinstance(feat, datasets.ClassLabel):
+        return
+    dtype = str(getattr(feat, "dtype", ""))
+    class_like = dtype.startswith(("int", "uint")) or dtype in ("string", "large_string", "bool")
+    if isinstance(feat, datasets.Value) and class_like:
+        return
+    labels = [c for c, f in feats.items() if isinstance(f, datasets.ClassLabel)]
+    hint = f"; its ClassLabel column is {labels[0]!r}" if labels else ""
+    raise DataError(
+        f"hf: ?label={col} names a column of {type(feat).__name__} "
+        f"{'(' + dtype + ') ' if dtype else ''}values in {source}, not a label column; expected a "
+        f"ClassLabel, integer or string column{hint}"
     )
 
 

@@ -13,8 +13,12 @@ Sources (``eval.hierarchy``):
   whose first cell is ``class`` or ``class_name`` are skipped. Every class must have a path of
   the same depth (the metrics compare levels), and every evaluated class must be listed.
 
-Class names are matched after :func:`~langdml.data.names.collapse_whitespace` and lower-casing
-(the loaders' cleaned names are lower-case; a file may keep the original capitals).
+A split file's ``category`` column (``langdml.data.split_file``) is a two-level hierarchy of its
+own: :func:`class_categories` gives each class's parent.
+
+Class names are matched by :func:`~langdml.data.names.match_key` (Unicode NFC, collapsed
+whitespace, case folded: the loaders' cleaned names are lower-case; a file may keep the original
+capitals).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from langdml.data.names import collapse_whitespace
+from langdml.data.names import match_key
+from langdml.data.records import ImageDataset
 from langdml.errors import DataError
 
 EMOJI_GROUPS = Path(__file__).with_name("emoji_groups.tsv")
@@ -33,7 +38,7 @@ Hierarchy = dict[str, tuple[str, ...]]
 
 
 def _key(name: str) -> str:
-    return collapse_whitespace(str(name)).lower()
+    return match_key(str(name))
 
 
 def read_hierarchy(path: str | Path) -> Hierarchy:
@@ -92,6 +97,14 @@ def resolve_hierarchy(setting: str | None, dataset_name: str) -> Hierarchy | Non
     return read_hierarchy(setting)
 
 
+def group_path(class_name: str, hierarchy: Hierarchy) -> tuple[str, ...]:
+    """The groups of ``class_name`` in ``hierarchy`` (coarsest first); DataError when absent."""
+    found = hierarchy.get(_key(class_name))
+    if found is None:
+        raise DataError(f"class {class_name!r} is not in the class hierarchy")
+    return found
+
+
 def class_group_codes(class_names: Sequence[str], hierarchy: Hierarchy) -> np.ndarray:
     """(C, D) integer codes: entry [c, j] identifies class c's group at level j (0 = coarsest);
     two classes share a level-j code exactly when their paths agree on levels 0..j.
@@ -117,3 +130,26 @@ def class_group_codes(class_names: Sequence[str], hierarchy: Hierarchy) -> np.nd
         index = {prefix: i for i, prefix in enumerate(sorted(prefixes))}
         codes[:, level] = [index[p[: level + 1]] for p in paths]
     return codes
+
+
+def class_categories(dataset: ImageDataset) -> dict[int, str]:
+    """{class label: its category} from a split file's ``category`` column (the class's parent
+    in a two-level hierarchy), for every class of ``dataset`` (a split part relabels its
+    classes 0..C-1, so ask the part you sample from). A dataset without the column is one
+    DataError line."""
+    from langdml.data.split_file import CATEGORY
+
+    column = dataset.extras.get(CATEGORY)
+    if column is None:
+        raise DataError(
+            f"dataset {dataset.name!r} has no class categories; give data.split_file a "
+            "'category' column (the parent of each class)"
+        )
+    out: dict[int, str] = {}
+    for label, category in zip(dataset.labels.tolist(), column):
+        if out.setdefault(int(label), str(category)) != str(category):
+            raise DataError(
+                f"dataset {dataset.name!r}: class {dataset.class_names[label]!r} has two "
+                f"categories ({out[int(label)]!r} and {category!r}); expected one per class"
+            )
+    return out

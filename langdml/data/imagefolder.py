@@ -9,9 +9,9 @@ from langdml.data._files import (
     class_dirs,
     existing_path,
     folder_dataset,
-    is_image,
     require_dir,
 )
+from langdml.data.images import is_image_name
 from langdml.data.records import ImageDataset
 from langdml.errors import DataError
 
@@ -25,15 +25,17 @@ def load_imagefolder(
     ``NNN.`` prefix and underscores). Classes are ordered by :func:`natural_key` of the folder
     name (digit runs compare as numbers, so ``2.x`` precedes ``10.x``; zero-padded names sort as
     usual), which is the class order the class-disjoint split uses. Images are files with
-    extensions jpg/jpeg/png/bmp/webp/gif (any case) anywhere below the class folder, nested folders
-    included (as torchvision's ImageFolder does); hidden files/folders and other files are ignored,
-    as are files directly in ``PATH``. Class folders without images are skipped.
+    extensions of :data:`~langdml.data.images.IMAGE_EXTENSIONS` anywhere below the class folder,
+    nested folders included (as torchvision's ImageFolder does), by the one image-file rule of
+    :mod:`langdml.data.images` (hidden files, AppleDouble ``._*`` files, trash folders and
+    non-regular files are skipped); files directly in ``PATH`` are ignored. Class folders
+    without images are skipped.
     """
     kind = "imagefolder"
     root = require_dir(existing_path(path, kind), kind)
     folders = class_dirs(root)
     if not folders:
-        loose = [p.name for p in root.iterdir() if is_image(p.name)]
+        loose = [p.name for p in root.iterdir() if is_image_name(p.name)]
         detail = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise DataError(
             f"{kind}: {root} has no class folders{detail}; expected PATH/<class name>/<image>"

@@ -29,7 +29,7 @@ def load_inshop(
     searches the gallery images only (no leave-one-out); ``extras["official_split"]`` holds each
     image's status (train / query / gallery), so ``class_disjoint_split`` gives the official
     split and the evaluation reads the query / gallery roles from the test half
-    (``langdml.data.records.query_gallery``).
+    (``langdml.data.roles.eval_roles``, the roles a split file can give any dataset).
 
     The class name is the gender and category folder (``img/WOMEN/Dresses/...`` → "women
     dresses"), shared by many items, so ``class_names`` are NOT unique here (as for SOP).
@@ -60,7 +60,7 @@ def load_inshop(
     name_of = {r[1]: _category_name(r[0]) for r in rows}
     names = [name_of[items[k]] for k in kept]
     extras = {"item_id": [r[1] for r in rows], "official_split": [r[2] for r in rows]}
-    return file_dataset("inshop", kind, paths, rel, labels, names, extras)
+    return file_dataset("inshop", kind, paths, rel, labels, names, extras, root=image_root)
 
 
 def _read_partition(file: Path, kind: str) -> list[tuple[str, str, str]]:

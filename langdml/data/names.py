@@ -8,6 +8,7 @@ stage's ``default`` cleaner). Both drop a leading ``NNN.`` class id and undersco
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +35,27 @@ def collapse_whitespace(name: str) -> str:
     return _WS.sub(" ", name).strip()
 
 
+def normalise_class_name(name: str) -> str:
+    """The canonical form of a class name read from a folder name: Unicode NFC (so a name typed
+    on macOS, NFD, and on Linux, NFC, are one class) with whitespace stripped and collapsed."""
+    return collapse_whitespace(unicodedata.normalize("NFC", name))
+
+
+def name_clashes(raw_to_name: dict[str, str]) -> tuple[list[list[str]], list[list[str]]]:
+    """(groups of raw names that normalise to one class name, groups of class names that differ
+    only by case), each group sorted; ``raw_to_name`` maps a folder's raw name to its class name."""
+    merged: dict[str, set[str]] = {}
+    for raw, name in raw_to_name.items():
+        merged.setdefault(name, set()).add(raw)
+    by_case: dict[str, set[str]] = {}
+    for name in merged:
+        by_case.setdefault(match_key(name), set()).add(name)
+    return (
+        sorted(sorted(g) for g in merged.values() if len(g) > 1),
+        sorted(sorted(g) for g in by_case.values() if len(g) > 1),
+    )
+
+
 def natural_key(name: str) -> tuple:
     """Sort key comparing digit runs as numbers, so ``"2.b"`` < ``"10.a"``; ties broken by name."""
     parts = re.split(r"(\d+)", name)
@@ -46,6 +68,15 @@ def words(name: str) -> str:
     collapse whitespace (case kept)."""
     name = _NUMBER_PREFIX.sub("", name.strip())
     return _WS.sub(" ", name.replace("_", " ")).strip() or name.strip()
+
+
+def match_key(name: str) -> str:
+    """The key a name written in a user's file (``file:`` embedding rows, hierarchy files,
+    descriptions) is matched to a class name by, and two class names are compared by: Unicode NFC,
+    the default cleaning (:func:`words`: a leading ``NNN.`` id dropped, underscores as spaces,
+    whitespace collapsed), case folded. ``"001.Black_footed_Albatross"`` and
+    ``"black footed  albatross"`` match."""
+    return unicodedata.normalize("NFC", words(unicodedata.normalize("NFC", name)).casefold())
 
 
 def distinct_names(class_names: Sequence[str]) -> tuple[list[str], np.ndarray]:

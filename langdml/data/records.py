@@ -37,6 +37,8 @@ class ImageDataset:
 
     ``extras`` holds optional per-image columns (e.g. ``style`` for the emoji benchmark).
     ``fingerprint`` identifies the content, so caches (features, text embeddings) key on it.
+    ``image_root``: the folder the image paths of a file-based dataset are relative to (None when
+    the images are rows of a table, as for emoji and hf datasets); split files name images by it.
     """
 
     name: str
@@ -45,6 +47,7 @@ class ImageDataset:
     class_names: list[str]
     extras: dict[str, list] = field(default_factory=dict)
     fingerprint: str = ""
+    image_root: str | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -107,6 +110,7 @@ class ImageDataset:
             class_names=[self.class_names[c] for c in classes],
             extras={k: [v[i] for i in keep] for k, v in self.extras.items()},
             fingerprint=stable_hash([self.fingerprint, name_suffix, classes]),
+            image_root=self.image_root,
         )
 
 
@@ -116,18 +120,21 @@ class DatasetSplit:
     test: ImageDataset
 
 
-def class_disjoint_split(dataset: ImageDataset, train_fraction: float = 0.5) -> DatasetSplit:
+def class_disjoint_split(
+    dataset: ImageDataset, train_fraction: float = 0.5, official: bool = True
+) -> DatasetSplit:
     """The DML protocol: the first classes by id train, the rest test (never seen in training).
 
     With ``train_fraction=0.5`` and an odd class count, the extra class goes to the test half.
     A dataset whose files define the split (``extras["official_split"]``, e.g. SOP's
-    11,318 / 11,316 classes) uses that split at ``train_fraction=0.5`` instead.
+    11,318 / 11,316 classes) uses that split at ``train_fraction=0.5`` instead, unless
+    ``official`` is False (a seeded class order cuts its own order).
     Applied to a train split it carves a validation split from TRAIN classes for tuning.
     """
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
     marks = set(dataset.extras.get("official_split", ()))
-    if train_fraction == 0.5 and "train" in marks and len(marks) > 1:
+    if official and train_fraction == 0.5 and "train" in marks and len(marks) > 1:
         return official_split(dataset)
     n_train = int(dataset.num_classes * train_fraction)
     if n_train < 1 or n_train >= dataset.num_classes:
@@ -186,26 +193,3 @@ def official_split(dataset: ImageDataset) -> DatasetSplit:
     )
 
 
-def query_gallery(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray] | None:
-    """(query rows, gallery rows) when the dataset's files split it into queries and a gallery
-    (``extras["official_split"]`` of only "query" / "gallery", e.g. In-Shop's test items);
-    None for the usual leave-one-out evaluation."""
-    marks = dataset.extras.get("official_split")
-    if marks is None or set(marks) != {"query", "gallery"}:
-        return None
-    arr = np.asarray(marks)
-    return np.flatnonzero(arr == "query"), np.flatnonzero(arr == "gallery")
-
-
-def open_rgb(path: Any) -> Image.Image:
-    """Open an image file as RGB; an unreadable file is an error naming the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Image.DecompressionBombError:
-        raise DataError(
-            f"image {path} is larger than PIL's decompression-bomb limit "
-            f"({Image.MAX_IMAGE_PIXELS} pixels); resize it or remove it from the dataset"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None

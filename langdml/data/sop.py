@@ -68,7 +68,7 @@ def load_sop(path: str | os.PathLike | None, cache_dir: str | Path | None = None
         "super_class_id": [int(r[2]) for _, r in rows],
         "official_split": [split for split, _ in rows],
     }
-    return file_dataset("sop", kind, paths, rel, labels, names, extras)
+    return file_dataset("sop", kind, paths, rel, labels, names, extras, root=root)
 
 
 def _sop_super_class(rel_path: str) -> str:

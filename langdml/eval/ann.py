@@ -127,6 +127,9 @@ class SearchSpec:
         return p
 
 
+_INT32_MAX = 2**31 - 1  # faiss's search and build parameters are C ints
+
+
 def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec:
     """Validate ``search`` and ``search_params``; a LangDMLError (one line) names what is wrong."""
     if isinstance(search, SearchSpec):
@@ -153,6 +156,11 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
         low = _MINIMUM.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise LangDMLError(f"search_params[{key!r}] must be an integer >= {low}; got {value!r}")
+        if value > _INT32_MAX:
+            raise LangDMLError(
+                f"search_params[{key!r}] must be at most {_INT32_MAX} (faiss holds it in a 32-bit "
+                f"int); got {value}"
+            )
         params[key] = int(value)
     spec = SearchSpec(search, params)
     if search == "ivf" and params["nlist"] is not None:
@@ -341,16 +349,19 @@ def iter_rows_knn(
     k: int,
     loo: bool,
     chunk_size: int | None = None,
+    self_ids: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Yield (start, stop, distances, indices) for the query rows ``ids[start:stop]``, read from
-    ``rows`` a chunk at a time; ``loo``: query row i is reference row i and is left out."""
+    ``rows`` a chunk at a time; ``loo``: query row i is reference row i and is left out;
+    ``self_ids`` (aligned with ``ids``, -1: none): the reference row left out of each query."""
     step = chunk_size or max(1024, min(ROWS, (1 << 24) // max(k, 1)))
     everything = len(ids) == rows.n
     for start in range(0, len(ids), step):
         stop = min(start + step, len(ids))
         sel = ids[start:stop]
         q = rows.block(start, stop) if everything else rows.take(sel)
-        D, I = engine.search(q, k, sel if loo else None)
+        leave_out = sel if loo else None if self_ids is None else self_ids[start:stop]
+        D, I = engine.search(q, k, leave_out)
         yield start, stop, D, I
 
 

@@ -17,8 +17,11 @@ different kinds, each of which reaches the target on the sample.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,6 +40,9 @@ from langdml.eval.knn import CPU, SearchBackend
 log = logging.getLogger(__name__)
 
 _MAX_EF = 4096
+_RECORDERS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar(
+    "auto_search_recorders", default=()
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,19 @@ class AutoChoice:
             f"search auto: {self.spec.kind} ({params}) reached neighbour recall "
             f"{self.recall:.4f} (target {self.target}) on the query sample"
         )
+
+
+@contextlib.contextmanager
+def recorded_choices() -> Iterator[list[AutoChoice]]:
+    """Collect every :class:`AutoChoice` that :func:`auto_search` makes inside the ``with``
+    block (``retrieval_metrics(search="auto")`` included), so a command can report the search
+    it picked and the recall it reached."""
+    found: list[AutoChoice] = []
+    token = _RECORDERS.set((*_RECORDERS.get(), found))
+    try:
+        yield found
+    finally:
+        _RECORDERS.reset(token)
 
 
 def auto_search(
@@ -113,6 +132,8 @@ def auto_search(
         engine.spec = replace(engine.spec, params=full)
     choice = AutoChoice(SearchSpec(kind, full), recall, target_recall, trials, engine)
     log.info(choice.summary())
+    for recorder in _RECORDERS.get():
+        recorder.append(choice)
     return choice
 
 

@@ -23,6 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="held-out classes to evaluate (default: the run's own eval split)",
     )
     add_search_args(p, "the run's eval.search")
+    add_rerank_args(p, "the run's eval.rerank")
     p.add_argument(
         "--query-sample",
         type=int,
@@ -53,10 +54,17 @@ def add_search_args(p: argparse.ArgumentParser, default: str) -> None:
     """``--search`` and ``--search-param`` (shared with ``langdml index``)."""
     p.add_argument(
         "--search",
-        choices=["exact", "ivf", "hnsw"],
+        choices=["exact", "ivf", "hnsw", "auto"],
         default=None,
-        help="kNN search: exact, or an approximate faiss index for large sets "
-        f"(default: {default})",
+        help="kNN search: exact, an approximate faiss index for large sets, or auto (the "
+        f"cheapest search reaching --target-recall, measured) (default: {default})",
+    )
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=None,
+        metavar="R",
+        help="with --search auto: the neighbour recall to reach on the query sample (default 0.95)",
     )
     p.add_argument(
         "--search-param",
@@ -68,7 +76,42 @@ def add_search_args(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def parse_search_params(items: list[str]) -> dict:
+def add_rerank_args(p: argparse.ArgumentParser, default: str) -> None:
+    """``--rerank`` and ``--rerank-param`` (shared with ``langdml search``)."""
+    p.add_argument(
+        "--rerank",
+        choices=["none", "qe", "k_reciprocal"],
+        default=None,
+        help="re-rank each query's exact neighbours: qe (query expansion) or k_reciprocal "
+        f"(Zhong et al. 2017) (default: {default})",
+    )
+    p.add_argument(
+        "--rerank-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a re-ranking parameter, repeatable: qe n/alpha, k_reciprocal k1/k2/lambda/"
+        "candidates (e.g. --rerank-param k1=20)",
+    )
+
+
+def search_options(args: argparse.Namespace) -> tuple[str | None, dict]:
+    """(``--search``, its parameters) with ``--target-recall`` folded in, checked."""
+    from langdml.errors import LangDMLError
+
+    params = parse_search_params(args.search_param)
+    target = getattr(args, "target_recall", None)
+    if target is not None:
+        if args.search != "auto":
+            raise LangDMLError(
+                f"--target-recall {target} applies to --search auto only (got --search "
+                f"{args.search or 'unset'})"
+            )
+        params["target_recall"] = target
+    return args.search, params
+
+
+def parse_search_params(items: list[str], flag: str = "--search-param") -> dict:
     """``["nprobe=128", ...]`` -> ``{"nprobe": 128}`` (values parsed as YAML)."""
     from langdml.config import parse_value
     from langdml.errors import LangDMLError
@@ -77,25 +120,33 @@ def parse_search_params(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise LangDMLError(f"--search-param {item!r} must look like KEY=VALUE, e.g. nprobe=128")
+            raise LangDMLError(f"{flag} {item!r} must look like KEY=VALUE, e.g. nprobe=128")
         params[key.strip()] = parse_value(value)
     return params
 
 
-def _with_search(cfg, search: str | None, search_params: dict | None):
-    """cfg with eval.search / eval.search_params replaced (--search) or updated (params only)."""
+def _with_search(cfg, search: str | None, search_params: dict | None, rerank=None):
+    """cfg with eval.search / eval.search_params replaced (--search) or updated (params only),
+    and eval.rerank / eval.rerank_params replaced when ``rerank`` = (method, params) is given."""
     from langdml.eval.ann import check_search
+    from langdml.eval.rerank import check_rerank
 
-    if search is None and not search_params:
+    fields = cfg.eval.model_dump()
+    if search is not None or search_params:
+        kind = search or cfg.eval.search
+        params = dict(search_params or {})
+        if search is None:
+            params = {**cfg.eval.search_params, **params}
+        check_search(kind, params)  # one clear line before the config sees it
+        fields.update(search=kind, search_params=params)
+    if rerank is not None:
+        check_rerank(*rerank)
+        fields.update(rerank=rerank[0], rerank_params=dict(rerank[1]))
+    if fields == cfg.eval.model_dump():
         return cfg
-    kind = search or cfg.eval.search
-    params = dict(search_params or {})
-    if search is None:
-        params = {**cfg.eval.search_params, **params}
-    check_search(kind, params)  # one clear line before the config sees it
-    cfg.eval = cfg.eval.model_validate(
-        {**cfg.eval.model_dump(), "search": kind, "search_params": params}
-    )
+    from langdml.config import validate_config
+
+    cfg.eval = validate_config({**cfg.to_dict(), "eval": fields}).eval  # one line if refused
     return cfg
 
 
@@ -122,6 +173,8 @@ def evaluate_run(
     search_params: dict | None = None,
     per_class: str | Path | None = None,
     query_sample: int | None = None,
+    rerank: str | None = None,
+    rerank_params: dict | None = None,
 ) -> dict:
     """A run's metrics on its held-out classes; ``search`` / ``search_params`` override the
     run's ``eval.search`` / ``eval.search_params`` (``search`` alone replaces both). With a
@@ -129,20 +182,30 @@ def evaluate_run(
     metrics; ``per_class`` writes the per-class rows (``per_class.csv``'s format) atomically to
     that file. Both come from an exact search, as at the end of training. ``query_sample``: kNN
     metrics over that many seeded queries (the run's seed; the same rows for every search), to
-    price an approximate search where exact over all queries is too slow."""
+    price an approximate search where exact over all queries is too slow. ``rerank`` /
+    ``rerank_params`` replace the run's ``eval.rerank`` / ``eval.rerank_params``. With
+    ``search="auto"`` the result names the search chosen (``search_choice``)."""
     from langdml.eval.ann import check_search
+    from langdml.eval.autotune import recorded_choices
     from langdml.eval.metrics import check_query_sample
+    from langdml.eval.rerank import check_rerank
     from langdml.experiment import embed, evaluate_run_embeddings, open_run
 
     if search is not None:
         check_search(search, search_params)  # fail before loading anything
+    reranking = None if rerank is None else (rerank, dict(rerank_params or {}))
+    if reranking is not None:
+        check_rerank(*reranking)
     check_query_sample(query_sample)
     target = None if per_class is None else _per_class_target(per_class)
     run = open_run(run_dir, checkpoint, split=split)
-    cfg, data = _with_search(run.config, search, search_params), run.data
+    cfg, data = _with_search(run.config, search, search_params, reranking), run.data
     emb = embed(run.model, cfg, data)
     want_details = target is not None or data.group_codes is not None
-    found = evaluate_run_embeddings(cfg, emb, data, details=want_details, query_sample=query_sample)
+    with recorded_choices() as choices:
+        found = evaluate_run_embeddings(
+            cfg, emb, data, details=want_details, query_sample=query_sample
+        )
     details: dict = {}
     if found.hierarchy:
         details["hierarchy"] = found.hierarchy
@@ -154,6 +217,8 @@ def evaluate_run(
         "epoch": run.epoch,
         "split": data.eval_split,
         **({"search": cfg.eval.search} if cfg.eval.search != "exact" else {}),
+        **({"search_choice": choices[-1].summary()} if choices else {}),
+        **({"rerank": cfg.eval.rerank} if cfg.eval.rerank != "none" else {}),
         **({"query_sample": query_sample} if query_sample else {}),
         **found.metrics,
         **details,
@@ -195,15 +260,22 @@ def evaluate_concatenated(
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    params = parse_search_params(args.search_param)
+    search, params = search_options(args)
+    rerank_params = parse_search_params(args.rerank_param, "--rerank-param")
+    if rerank_params and args.rerank is None:
+        from langdml.errors import LangDMLError
+
+        raise LangDMLError("--rerank-param needs --rerank qe or --rerank k_reciprocal")
     result = evaluate_run(
         args.run_dir,
         args.checkpoint,
         args.split,
-        args.search,
+        search,
         params,
         args.per_class,
         args.query_sample,
+        args.rerank,
+        rerank_params,
     )
     if args.concat:
         runs = [args.run_dir, *args.concat]

@@ -288,11 +288,21 @@ class ExactKNN:
     def search(
         self, q: np.ndarray, k: int, self_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """k neighbours per row of ``q``; ``self_ids[i]`` (if given) is removed from row i."""
+        """k neighbours per row of ``q``; ``self_ids[i]`` (if given, and not -1) is removed from
+        row i."""
         if self_ids is None:
             return self._search_with_tail(q, k)
-        D, I = self._search_with_tail(q, k + 1)
-        is_self = I == np.asarray(self_ids, dtype=I.dtype)[:, None]
+        if k >= self.n:
+            # every row comes back; a query's own row is cut and its list padded with -1 (never
+            # relevant), so queries outside the reference still see all n rows
+            D, I = self._search_with_tail(q, self.n)
+            pad = -np.inf if self.metric == "cosine" else np.inf
+            D = np.concatenate([D, np.full((len(q), k + 1 - self.n), pad, D.dtype)], axis=1)
+            I = np.concatenate([I, np.full((len(q), k + 1 - self.n), -1, I.dtype)], axis=1)
+        else:
+            D, I = self._search_with_tail(q, k + 1)
+        ids = np.asarray(self_ids, dtype=I.dtype)[:, None]
+        is_self = (I == ids) & (ids >= 0)  # -1 names no row (an index pads with -1)
         # Rows where the query is not among its k+1 neighbours (duplicates outranked it): drop the
         # last one instead, so every row keeps exactly k neighbours (as pytorch-metric-learning).
         is_self[~is_self.any(axis=1), -1] = True

@@ -4,7 +4,13 @@ Definitions (Musgrave et al., "A Metric Learning Reality Check", ECCV 2020; the 
 pytorch-metric-learning 2.9 ``AccuracyCalculator(k="max_bin_count")``):
 
 * For query q with label y_q, R_q = number of reference items labelled y_q, minus 1 when the query
-  set is the reference set (leave-one-out: the query itself is never its own neighbour).
+  set is the reference set (leave-one-out: the query itself is never its own neighbour) or when the
+  reference contains the query (``self_index``: that row is never its neighbour either).
+* ``self_index`` (with ``reference``, when the reference contains some of the queries, e.g. a
+  gallery holding the query images): an (N,) integer array, ``self_index[i]`` = the row of
+  ``reference`` that is query i itself, or -1 if query i is not in the reference. That row is
+  removed from query i's neighbours and from R_q; it must carry query i's label and no row may be
+  named twice. ``reference=embeddings, self_index=arange(N)`` gives the leave-one-out numbers.
 * rel_q(i) = 1 if the i-th nearest reference item (i = 1, 2, ...) has label y_q, else 0.
 * Recall@k = mean over queries of [sum_{i<=k} rel_q(i) >= 1]: the fraction of queries with at least
   one same-label item among their k nearest (Recall@1 == PML ``precision_at_1``).
@@ -46,6 +52,7 @@ from langdml.eval.ann import (
     neighbor_recall,
 )
 from langdml.eval.autotune import auto_search
+from langdml.eval.index_cache import IndexCache
 from langdml.eval.kmeans import kmeans_assign
 from langdml.eval.knn import (
     ExactKNN,
@@ -56,17 +63,16 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
-from langdml.eval.mutual_info import (  # noqa: F401 (expected_mutual_info: re-exported)
-    adjusted_mutual_info,
-    expected_mutual_info,
-)
+from langdml.eval.map1000_f1 import MAP_AT, average_precision_rows, pairwise_f1
+from langdml.eval.mutual_info import adjusted_mutual_info
+from langdml.eval.query_sample import check_query_sample, sample_queries  # noqa: F401 (re-export)
 from langdml.eval.rerank import RerankSpec, check_rerank, rerank_search
-from langdml.eval.roth import MAP_AT, average_precision_rows, pairwise_f1
+from langdml.eval.self_index import leave_out_rows
 
 log = logging.getLogger(__name__)
 
 PARTS = ("recall", "map_r", "clustering")
-EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.roth
+EXTRA_PARTS = ("map_1000", "f1")  # opt-in (not in the default include): eval.map1000_f1
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
 # The keys retrieval_metrics returns by default, in report order.
 METRIC_KEYS = (*(f"recall@{k}" for k in DEFAULT_RECALL_KS), "map@r", "r_precision", "nmi", "ami")
@@ -158,8 +164,10 @@ def retrieval_metrics(
     search: str = "exact",
     search_params: Mapping[str, int] | None = None,
     query_sample: int | None = None,
+    index_cache: IndexCache | None = None,
     rerank: str = "none",
     rerank_params: Mapping[str, float] | None = None,
+    self_index: Any = None,
 ) -> dict[str, float]:
     """Retrieval and clustering metrics of ``embeddings`` (queries) with class ``labels``.
 
@@ -176,10 +184,9 @@ def retrieval_metrics(
             "max_bin_count") and the largest recall k. An explicit k must cover both.
         metric: "cosine" (inner product of L2-normalised vectors) or "euclidean".
         device: "cpu", "cuda"/"cuda:N" or "auto" (``knn.resolve_backend``; k-means follows it).
-        chunk_size: queries per search call (memory bound; None: from k); results do not
-            depend on it.
+        chunk_size: queries per search call (memory bound; None: from k); results never change.
         include: any of "recall", "map_r" (map@r, r_precision), "clustering" (nmi, ami), "map_1000",
-            "f1" (``eval.roth``).
+            "f1" (``eval.map1000_f1``).
         seed: seeds k-means and the IVF training / neighbour-recall samples. recall_ks: the k
             of recall@k. kmeans_iters: k-means iterations.
         search: "exact" (default), "ivf" or "hnsw" (approximate faiss indexes, ``eval.ann``), or
@@ -192,6 +199,9 @@ def retrieval_metrics(
             sample price an approximate search at a size where exact over all is too slow.
         rerank: "none" (default), "qe" or "k_reciprocal": kNN metrics of the re-ranked lists of
             an exact search (``eval.rerank``); rerank_params: e.g. ``{"k1": 20, "lambda": 0.3}``.
+        self_index: with ``reference`` only: (N,) ints, the reference row that is query i
+            itself, or -1 (module docstring); None (default): no query is in the reference.
+        index_cache: an ``eval.index_cache.IndexCache`` calls share to search one approximate index.
 
     Returns:
         ``{"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "ami"}``
@@ -204,23 +214,36 @@ def retrieval_metrics(
     )
     check_query_sample(query_sample)
     backend = resolve_backend(device)
-    # approximate: embeddings read a block at a time; the torch backend searches exactly instead
-    streaming = spec.approximate and backend.kind != "torch"
     q, q_labels, ref, r_labels = _inputs(
-        embeddings, labels, reference, reference_labels, metric, streaming
+        embeddings, labels, reference, reference_labels, metric, _streams(spec, backend)
     )
-    loo = reference is None
-    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
+    codes, self_ids = _codes(q_labels, r_labels, ref, self_index, reranking.active)
 
     out: dict[str, float] = {}
     if {"recall", "map_r", "map_1000"} & set(parts):
-        codes = (q_codes, r_codes, n_codes)
-        how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking)
-        out.update(_knn_metrics(q, ref, codes, loo, parts, ks, k, how))
+        cached = (index_cache, embeddings if reference is None else reference)
+        how = (metric, backend, chunk_size, spec, int(seed), query_sample, reranking, cached)
+        out.update(_knn_metrics(q, ref, codes, self_ids, parts, ks, k, how))
     if "clustering" in parts or "f1" in parts:
-        x = q.materialize() if isinstance(q, Rows) else q
-        out.update(_clustering_metrics(x, q_codes, seed, kmeans_iters, backend, parts))
+        out.update(_clustering_metrics(q, codes[0], seed, kmeans_iters, backend, parts))
     return out
+
+
+def _codes(
+    q_labels: np.ndarray, r_labels: np.ndarray | None, ref: Any, self_index: Any, reranking: bool
+) -> tuple[tuple[np.ndarray, np.ndarray, int], np.ndarray | None]:
+    """(query codes, reference codes, number of codes) and the per-query reference row left out
+    (``eval.self_index``): arange(N) for leave-one-out, the checked ``self_index``, or None."""
+    q_codes, r_codes, n_codes = _label_codes(q_labels, r_labels)
+    n_ref = None if ref is None else ref.n if isinstance(ref, Rows) else len(ref)
+    self_ids = leave_out_rows(self_index, q_codes, r_codes, n_ref, reranking)
+    return (q_codes, r_codes, n_codes), self_ids
+
+
+def _streams(spec: SearchSpec, backend: SearchBackend) -> bool:
+    """Whether the embeddings are read a block at a time: for an approximate search, except on
+    the torch backend, which searches exactly instead."""
+    return spec.approximate and backend.kind != "torch"
 
 
 def _check_arguments(
@@ -243,29 +266,6 @@ def _check_seed_and_k(seed: Any, k: Any) -> None:
         raise LangDMLError(f"seed must be an integer; got {seed!r}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
         raise LangDMLError(f"k must be a positive integer or None; got {k!r}")
-
-
-def check_query_sample(query_sample: Any) -> None:
-    """None, or a positive integer; anything else is one LangDMLError line."""
-    if query_sample is None:
-        return
-    if (
-        isinstance(query_sample, bool)
-        or not isinstance(query_sample, int | np.integer)
-        or query_sample < 1
-    ):
-        raise LangDMLError(
-            f"query_sample must be a positive integer (queries to sample) or None; "
-            f"got {query_sample!r}"
-        )
-
-
-def sample_queries(n: int, query_sample: int | None, seed: int) -> np.ndarray:
-    """Sorted ids of the queries the kNN metrics average over: all, or a seeded sample."""
-    if query_sample is None or query_sample >= n:
-        return np.arange(n)
-    rng = np.random.default_rng([seed, 0x5A])  # its own stream: not the neighbor-recall sample
-    return np.sort(rng.choice(n, query_sample, replace=False))
 
 
 def _inputs(
@@ -330,22 +330,25 @@ def _knn_metrics(
     q: Any,
     ref: Any,
     codes: tuple[np.ndarray, np.ndarray, int],
-    loo: bool,
+    self_ids: np.ndarray | None,
     parts: tuple[str, ...],
     ks: tuple[int, ...],
     k: int | None,
-    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None, RerankSpec],
+    how: tuple[str, SearchBackend, int | None, SearchSpec, int, int | None, RerankSpec, tuple],
 ) -> dict[str, float]:
-    """Recall@k / MAP@R / R-precision; ``how`` = (metric, backend, chunk_size, spec, seed,
-    query_sample, rerank)."""
+    """Recall@k / MAP@R / R-precision; ``self_ids``: per query the reference row left out
+    (-1: none; None: nothing left out); ``how`` = (metric, backend, chunk_size, spec, seed,
+    query_sample, rerank, (index_cache, the reference's source array))."""
     q_codes, r_codes, n_codes = codes
-    metric, backend, chunk_size, spec, seed, query_sample, reranking = how
+    loo = ref is None  # leave-one-out: self_ids is arange(N) over the queries
+    is_in = np.zeros(len(q_codes), dtype=np.int64) if self_ids is None else (self_ids >= 0) * 1
+    metric, backend, chunk_size, spec, seed, query_sample, reranking, cached = how
     want_map, want_1000 = "map_r" in parts, "map_1000" in parts
     keys = [f"recall@{x}" for x in ks] + (["map@r", "r_precision"] if want_map else [])
     keys += ["map@1000"] if want_1000 else []
     keys += ["neighbor_recall"] if spec.recall_queries > 0 else []
     r_count = np.bincount(r_codes, minlength=n_codes)
-    R = r_count[q_codes] - int(loo)  # relevant items per query
+    R = r_count[q_codes] - is_in  # relevant items per query
     queries = sample_queries(len(q_codes), query_sample, seed)
     valid = queries[R[queries] > 0]  # lone queries (R = 0) are excluded, as in PML
     if valid.size == 0:
@@ -358,9 +361,13 @@ def _knn_metrics(
     if ref is None:
         ref = q
     n_ref = ref.n if isinstance(ref, Rows) else len(ref)
-    K = _neighbours_needed(R, valid, n_ref - int(loo), ks, want_map, k)
+    # a query outside the reference can retrieve all of it; one inside, all but itself (the
+    # search pads its list with -1, never relevant)
+    available = n_ref - int(bool(is_in.all()))
+    K = _neighbours_needed(R, valid, available, ks, want_map, k)
     if want_1000:
-        K = max(K, min(MAP_AT, n_ref - int(loo)))
+        K = max(K, min(MAP_AT, available))
+    leave_out = None if self_ids is None else self_ids[valid]
 
     codes_v, R_v = q_codes[valid], R[valid]
     hits = np.zeros((valid.size, len(ks)), dtype=bool)
@@ -370,22 +377,21 @@ def _knn_metrics(
     if reranking.active:
         chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
     elif isinstance(ref, Rows):
-        engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend)
-        chunks = iter_rows_knn(engine, q, valid, K, loo, chunk_size)
+        engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached)
+        chunks = iter_rows_knn(engine, q, valid, K, False, chunk_size, self_ids=leave_out)
     else:
         if spec.approximate:
             log.info("search=%r on %s runs the exact torch search", spec.kind, backend)
         engine = ExactKNN(ref, metric, backend)
         qv = q if valid.size == len(q) else q[valid]  # lone queries need no search
-        self_ids = valid.astype(np.int64) if loo else None
-        chunks = iter_knn(engine, qv, K, self_ids, chunk_size)
+        chunks = iter_knn(engine, qv, K, leave_out, chunk_size)
     for start, stop, _, idx in chunks:
         # same-label neighbours; -1 (an approximate index found fewer than K) is never relevant
         rel = (r_codes[idx] == codes_v[start:stop, None]) & (idx >= 0)
         for j, x in enumerate(ks):
             hits[start:stop, j] = rel[:, : min(x, K)].any(axis=1)
         if want_1000:
-            n_q = R_v[start:stop] + int(loo)  # Roth: the class size, the query included
+            n_q = R_v[start:stop] + is_in[valid[start:stop]]  # Roth: class size, query included
             ap1000[start:stop] = average_precision_rows(rel[:, :MAP_AT], n_q)
         if want_map:
             ap[start:stop], rp[start:stop] = _map_r_rows(rel, R_v[start:stop])
@@ -400,10 +406,14 @@ def _knn_metrics(
     return out
 
 
-def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend):
+def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached):
     """The index over the streamed reference: the spec's, or the one ``search="auto"`` picks by
-    measurement (``eval.autotune``; an exact choice is an exact index over the reference)."""
+    measurement (``eval.autotune``; an exact choice is an exact index over the reference);
+    ``cached`` = (an ``IndexCache`` or None, the array the reference was read from)."""
     if spec.kind != "auto":
+        cache, source = cached
+        if cache is not None:
+            return cache.get(source, ref, metric, spec, seed, backend), spec
         return ApproxKNN(ref, metric, spec, seed, backend), spec
     choice = auto_search(
         ref,
@@ -467,10 +477,13 @@ def _map_r_rows(rel: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _clustering_metrics(
-    x: np.ndarray, codes: np.ndarray, seed: int, niter: int, backend: SearchBackend, parts=PARTS
+    x: Any, codes: np.ndarray, seed: int, niter: int, backend: SearchBackend, parts=PARTS
 ) -> dict[str, float]:
+    """NMI / AMI / F1 of a k-means of the queries ``x`` (an array, or streamed ``Rows`` read
+    whole: k-means needs every row) against their class ``codes``."""
     from sklearn.metrics import normalized_mutual_info_score
 
+    x = x.materialize() if isinstance(x, Rows) else x
     _, codes = np.unique(codes, return_inverse=True)  # only the classes present among the queries
     codes = codes.reshape(-1)
     assign = kmeans_assign(x, int(codes.max()) + 1, seed, niter, backend)

@@ -48,7 +48,8 @@ from langdml.eval.knn import (
     l2_normalize,
     resolve_backend,
 )
-from langdml.eval.roth import average_precision_rows
+from langdml.eval.map1000_f1 import average_precision_rows
+from langdml.eval.self_index import check_self_index
 
 PER_CLASS = "per_class.csv"  # in a run directory, written after the last epoch
 PER_CLASS_COLUMNS = ("class", "class_name", "queries", "recall@1", "map@r")
@@ -85,9 +86,12 @@ def query_results(
     *,
     metric: str = "cosine",
     device: Any = "cpu",
+    self_index: Any = None,
 ) -> QueryResults:
     """Per-query Recall@1, AP@R and top-1 label; leave-one-out without ``reference``, else the
-    queries search the reference (e.g. In-Shop's gallery). Exact search (``eval.knn``)."""
+    queries search the reference (e.g. a gallery). ``self_index`` (with ``reference``): per
+    query the reference row that is the query itself, removed from its neighbours and from
+    R_q, or -1 (as in ``retrieval_metrics``). Exact search (``eval.knn``)."""
     check_metric(metric)
     q = as_float32_matrix(embeddings, "embeddings")
     q_labels = _int_labels(labels, len(q), "labels")
@@ -96,26 +100,39 @@ def query_results(
     r_labels = q_labels if loo else _int_labels(reference_labels, len(ref), "reference_labels")
     if ref.shape[1] != q.shape[1]:
         raise LangDMLError(f"embeddings have dimension {q.shape[1]}, reference {ref.shape[1]}")
+    if loo:
+        selves = np.arange(len(q))
+    elif self_index is None:
+        selves = np.full(len(q), -1, dtype=np.int64)
+    else:
+        selves = check_self_index(self_index, len(q), len(ref), q_labels, r_labels)
     if metric == "cosine":
         q = l2_normalize(q)
         ref = q if loo else l2_normalize(ref)
     n_codes = int(max(q_labels.max(), r_labels.max())) + 1
-    R = np.bincount(r_labels, minlength=n_codes)[q_labels] - int(loo)
+    R = np.bincount(r_labels, minlength=n_codes)[q_labels] - (selves >= 0)
     valid = np.flatnonzero(R > 0)
     empty = np.zeros(0)
     if valid.size == 0:
         return QueryResults(valid, valid, valid, empty, empty, valid)
     R_v, lab_v = R[valid], q_labels[valid]
-    K = min(int(R_v.max()), len(ref) - int(loo))
     engine = ExactKNN(ref, metric, resolve_backend(device))
-    self_ids = valid.astype(np.int64) if loo else None
     hit1, ap, top1 = np.zeros(valid.size), np.zeros(valid.size), np.zeros(valid.size, np.int64)
-    for start, stop, _, idx in iter_knn(engine, q[valid], K, self_ids):
-        rel = r_labels[idx] == lab_v[start:stop, None]
-        hit1[start:stop] = rel[:, 0]
-        top1[start:stop] = r_labels[idx[:, 0]]
-        in_r = np.arange(K)[None, :] < R_v[start:stop, None]
-        ap[start:stop] = average_precision_rows(rel & in_r, R_v[start:stop])
+    own = selves[valid]
+    # queries whose own row is in the reference search one row fewer than the others
+    for group in (np.flatnonzero(own >= 0), np.flatnonzero(own < 0)):
+        if group.size == 0:
+            continue
+        has_self = bool(own[group[0]] >= 0)
+        K = min(int(R_v[group].max()), len(ref) - int(has_self))
+        self_ids = own[group] if has_self else None
+        for start, stop, _, idx in iter_knn(engine, q[valid[group]], K, self_ids):
+            rows, R_rows = group[start:stop], R_v[group[start:stop]]
+            rel = r_labels[idx] == lab_v[rows, None]
+            hit1[rows] = rel[:, 0]
+            top1[rows] = r_labels[idx[:, 0]]
+            in_r = np.arange(K)[None, :] < R_rows[:, None]
+            ap[rows] = average_precision_rows(rel & in_r, R_rows)
     return QueryResults(valid, lab_v, R_v, hit1, ap, top1)
 
 

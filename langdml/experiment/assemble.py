@@ -40,7 +40,7 @@ def build_model(
         # Partial fine-tuning: the inputs are the cached prefix activations; the model is the
         # trainable suffix (models.trunk_split) + head.
         from langdml.models import freeze_batchnorm
-        from langdml.models.backbones import split_trunk
+        from langdml.models.trunk_split import split_trunk
 
         full, info = trunk(cfg)
         backbone = split_trunk(full, cfg.model.partial_blocks)[1]

@@ -34,7 +34,12 @@ def image_loader(cfg: ExperimentConfig, dataset: ImageDataset, batches, train: b
 
 def run_transform(cfg: ExperimentConfig, train: bool):
     """The image transform of a fine-tuning run (train: augmented) or of its evaluation."""
-    return run_preprocessing(cfg).transform(train=train, crop_scale=cfg.model.crop_scale)
+    return run_preprocessing(cfg).transform(
+        train=train,
+        crop_scale=cfg.model.crop_scale,
+        augment=cfg.data.augment,
+        timm_augment=cfg.data.timm_augment,
+    )
 
 
 @torch.no_grad()

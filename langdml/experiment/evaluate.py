@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from langdml.config import ExperimentConfig
-from langdml.data.records import query_gallery
+from langdml.data.roles import EvalRoles, eval_roles
 from langdml.errors import LangDMLError
 from langdml.eval.collapse import warn_if_collapsed
 from langdml.experiment.run_data import RunData
@@ -20,28 +20,31 @@ def evaluate_embeddings(
     cfg: ExperimentConfig,
     embeddings: torch.Tensor,
     labels: np.ndarray,
-    split: tuple[np.ndarray, np.ndarray] | None = None,
+    roles: EvalRoles | None = None,
     query_sample: int | None = None,
 ) -> dict:
-    """The run's metrics: leave-one-out over all rows, or with ``split`` = (query, gallery rows)
-    (``data.records.query_gallery``, In-Shop) queries search the gallery only; ``query_sample``:
-    kNN metrics over that many seeded queries (``retrieval_metrics``)."""
+    """The run's metrics: leave-one-out over all rows, or with ``roles``
+    (``data.roles.eval_roles``: a split file's is_query / is_gallery, In-Shop's query /
+    gallery) the queries search the gallery only, a query that is a gallery image without
+    itself; ``query_sample``: kNN metrics over that many seeded queries (``retrieval_metrics``)."""
     from langdml.eval import retrieval_metrics
 
     warn_if_collapsed(embeddings, cfg.eval.metric)
     extra = ("clustering", "f1") if cfg.eval.clustering else ()
     include = ("recall", "map_r", "map_1000", *extra)
     labels = np.asarray(labels)
-    reference = reference_labels = None
-    if split is not None:
-        q, g = split
-        reference, reference_labels = embeddings[g], labels[g]
-        embeddings, labels = embeddings[q], labels[q]
+    reference = reference_labels = self_index = None
+    if roles is not None:
+        reference, reference_labels = embeddings[roles.gallery], labels[roles.gallery]
+        embeddings, labels = embeddings[roles.query], labels[roles.query]
+        # no query among the gallery (In-Shop): the plain query -> reference search
+        self_index = roles.self_index if (roles.self_index >= 0).any() else None
     return retrieval_metrics(
         embeddings,
         labels,
         reference,
         reference_labels,
+        self_index=self_index,
         recall_ks=tuple(cfg.eval.recall_at),
         metric=cfg.eval.metric,
         include=include,
@@ -49,6 +52,8 @@ def evaluate_embeddings(
         device=cfg.train.device,
         search=cfg.eval.search,
         search_params=cfg.eval.search_params,
+        rerank=cfg.eval.rerank,
+        rerank_params=cfg.eval.rerank_params,
         query_sample=query_sample,
     )
 
@@ -57,17 +62,21 @@ def final_details(
     cfg: ExperimentConfig, embeddings: torch.Tensor, data: RunData
 ) -> tuple[list[dict], dict[str, float]]:
     """Per-class rows (``per_class.csv``) and the mistake-severity metrics (empty without a
-    hierarchy) of the eval embeddings (``langdml.eval.per_class``)."""
+    hierarchy) of the eval embeddings (``langdml.eval.per_class``), under the same roles as
+    :func:`evaluate_embeddings`."""
     from langdml.eval.per_class import per_class_rows, query_results, severity_metrics
 
     labels = data.eval.labels
     how = dict(metric=cfg.eval.metric, device=cfg.train.device)
-    split = query_gallery(data.eval)
-    if split is None:
+    roles = eval_roles(data.eval)
+    if roles is None:
         res = query_results(embeddings, labels, **how)
     else:
-        q, g = split
-        res = query_results(embeddings[q], labels[q], embeddings[g], labels[g], **how)
+        q, g = roles.query, roles.gallery
+        res = query_results(
+            embeddings[q], labels[q], embeddings[g], labels[g], self_index=roles.self_index,
+            **how,
+        )  # fmt: skip
     rows = per_class_rows(res, data.eval.class_names)
     codes = data.group_codes
     return rows, ({} if codes is None else severity_metrics(res.labels, res.top1, codes))
@@ -104,15 +113,15 @@ def evaluate_run_embeddings(
 ) -> RunEvaluation:
     """The evaluator of a run — training's periodic and final evaluations, ``langdml evaluate``
     and every ablation cell (through training) call it: ``embeddings`` are the rows of
-    ``data.eval``; queries search the gallery when the split has one (In-Shop), else
-    leave-one-out. ``metrics``: the retrieval metrics (:func:`evaluate_embeddings`);
-    ``details``: the per-class rows and mistake-severity metrics (:func:`final_details`), both
-    from an exact search."""
+    ``data.eval``; with evaluation roles (``data.roles.eval_roles``: a split file's, In-Shop's)
+    the queries search the gallery, else leave-one-out. ``metrics``: the retrieval metrics
+    (:func:`evaluate_embeddings`); ``details``: the per-class rows and mistake-severity metrics
+    (:func:`final_details`), both from an exact search."""
     out = RunEvaluation()
     if metrics:
-        split = query_gallery(data.eval)
+        roles = eval_roles(data.eval)
         labels = data.eval.labels
-        out.metrics = evaluate_embeddings(cfg, embeddings, labels, split, query_sample)
+        out.metrics = evaluate_embeddings(cfg, embeddings, labels, roles, query_sample)
     if details:
         out.per_class, out.hierarchy = final_details(cfg, embeddings, data)
     return out

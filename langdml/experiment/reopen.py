@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import torch
 
 from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate_config
-from langdml.config.training import usable_device
+from langdml.devices import usable_device
 from langdml.errors import ConfigError, LangDMLError
 from langdml.experiment.assemble import build_model, text_proxy_loss
 from langdml.experiment.class_text import class_text_embeddings, needs_text, uses_text_proxies
@@ -23,6 +23,7 @@ from langdml.experiment.run_files import (
     CONFIG,
     PREVIOUS,
     checkpoint_word,
+    load_into,
     open_checkpoint,
 )
 from langdml.io import file_sha256
@@ -57,6 +58,7 @@ class Run:
     loss: torch.nn.Module | None = None
     text_embeddings: torch.Tensor | None = None
     prepared: RunData | None = field(default=None, repr=False)
+    eval_part: str | None = None  # the split ``data`` evaluates on; None: the run's own
 
     @classmethod
     def open(
@@ -89,11 +91,11 @@ class Run:
             cfg.train.device = usable_device(device)
         path, state = open_checkpoint(run_dir, checkpoint)
         model = build_model(cfg, in_dim=head_input_dim(cfg, state["model"]))
-        model.load_state_dict(state["model"])
+        load_into(model, state["model"], path, cfg)
         model.to(cfg.train.device)
         loss_state = dict(state.get("loss", {}))
         epoch = int(state.get("epoch", 0))
-        run = cls(run_dir, cfg, model, epoch, checkpoint, loss_state, path)
+        run = cls(run_dir, cfg, model, epoch, checkpoint, loss_state, path, eval_part=split)
         if uses_text_proxies(cfg):
             run.loss = text_proxy_loss(cfg, loss_state)
             run.text_embeddings = run.loss.class_text_embeddings
@@ -103,7 +105,7 @@ class Run:
     def data(self) -> RunData:
         """The run's class split (and cached features), prepared on first use."""
         if self.prepared is None:
-            self.prepared = prepare_data(self.config)
+            self.prepared = prepare_data(self.config, self.eval_part)
         return self.prepared
 
     @property
@@ -161,7 +163,7 @@ def _check_open_args(run_dir: Path, cfg: ExperimentConfig, checkpoint: str, spli
     if split == "val" and not has_validation(cfg):
         raise LangDMLError(
             f"run {str(run_dir)!r} has no validation split (data.validation_fraction and "
-            "data.folds are 0)"
+            "data.folds are 0, and no split file names val rows)"
         )
 
 

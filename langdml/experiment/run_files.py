@@ -5,17 +5,18 @@
 resume (``langdml.train.checkpoint``) and :func:`open_checkpoint`, which
 :class:`langdml.experiment.Run` reopens finished runs with, both use it; it only reads (resume
 sets a damaged file aside itself). Every file is verified against its ``.sha256`` sidecar and
-loaded with ``weights_only=True`` (``langdml.io.load_torch_file``).
+loaded with ``weights_only=True`` (:func:`langdml.weights.load_weights_file`).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from langdml.config.tree import deprecated
 from langdml.errors import LangDMLError
-from langdml.io import load_torch_file
+from langdml.weights import load_weights_file
 
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"  # the last epoch, with optimiser state (resume)
@@ -41,10 +42,20 @@ def read_checkpoint(path: Path, hint: str = "") -> dict:
     the file, ending in ``hint``, when it is missing, damaged or not a langdml checkpoint."""
     if not path.is_file():
         raise LangDMLError(f"cannot load checkpoint {path}: it is missing{hint}")
-    state = load_torch_file(path, "checkpoint", hint)
+    state = load_weights_file(path, "checkpoint", hint)
     if not isinstance(state, dict) or "model" not in state:
         raise LangDMLError(f"cannot load checkpoint {path}: it is not a langdml checkpoint{hint}")
     return state
+
+
+def load_into(module: Any, state: dict, path: Path, cfg: Any) -> None:
+    """Load a checkpoint's model weights into the model its config builds; when they do not fit,
+    one ModelError line naming the file, the keys and the config value (``model.embedding_dim``,
+    ``model.head``) they disagree with."""
+    from langdml.weights import fit_state_dict
+
+    values = {"model.embedding_dim": int(cfg.model.embedding_dim)}
+    fit_state_dict(module, state, f"checkpoint {path} (model.head {cfg.model.head!r})", values)
 
 
 def newest_checkpoint(run_dir: Path) -> tuple[Path | None, dict | None, list[str]]:

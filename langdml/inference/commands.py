@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from langdml.errors import LangDMLError
-from langdml.eval.commands import add_search_args, parse_search_params
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from langdml.errors import LangDMLError, check_int
+from langdml.eval.commands import add_search_args, search_options
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -50,9 +48,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an index by an image or by a class name")
     p.add_argument("index_dir")
     q = p.add_mutually_exclusive_group(required=True)
-    q.add_argument("--image", help="a query image")
-    q.add_argument("--text", help="a class name (runs trained with a text-proxy loss)")
+    q.add_argument("--image", nargs="+", help="query images (one or more)")
+    q.add_argument("--images", metavar="DIR", help="every image in DIR queries (batch mode)")
+    q.add_argument(
+        "--text", nargs="+", help="class names (runs trained with a text-proxy loss)"
+    )
     p.add_argument("-k", type=int, default=10)
+    p.add_argument(
+        "--rerank",
+        choices=["none", "qe", "k_reciprocal"],
+        default="none",
+        help="re-rank the neighbours over the index's gallery (exact indexes): qe (query "
+        "expansion) or k_reciprocal (Zhong et al. 2017)",
+    )
+    p.add_argument(
+        "--rerank-param", action="append", default=[], metavar="KEY=VALUE",
+        help="a re-ranking parameter: qe n/alpha, k_reciprocal k1/k2/lambda/candidates",
+    )  # fmt: skip
     p.add_argument(
         "--search-param",
         action="append",
@@ -88,24 +100,34 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args):
+    from langdml.devices import check_device
     from langdml.inference.run import load_run
 
-    return load_run(args.run_dir, args.checkpoint, device=args.device)
+    return load_run(args.run_dir, args.checkpoint, device=check_device(args.device))
 
 
 def folder_images(folder: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
-    """Image files under ``folder`` (sorted), their labels by first subfolder (-1 at top level)."""
+    """Image files under ``folder`` by the datasets' image-file rule (:mod:`langdml.data.images`),
+    in natural order, labelled by their first subfolder (-1 at top level); subfolder names are
+    class names normalised as the dataset loaders normalise them
+    (:func:`langdml.data.names.normalise_class_name`)."""
+    from langdml.data.images import IMAGE_EXTENSIONS, walk_images
+    from langdml.data.names import natural_key, normalise_class_name
+
     root = Path(folder)
     if not root.is_dir():
-        raise LangDMLError(f"image folder {str(root)!r} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise LangDMLError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(root)!r}")
-    groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
-              for p in files]  # fmt: skip
-    names = sorted({g for g in groups if g is not None})
-    labels = np.asarray([names.index(g) if g is not None else -1 for g in groups], np.int64)
-    return [str(p) for p in files], labels, names
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise LangDMLError(f"image folder {str(root)!r} {what}")
+    rel = sorted(
+        (os.path.relpath(f, root).replace(os.sep, "/") for f in walk_images(root)), key=natural_key
+    )
+    if not rel:
+        raise LangDMLError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}")
+    groups = [normalise_class_name(r.split("/")[0]) if "/" in r else None for r in rel]
+    names = sorted({g for g in groups if g is not None}, key=natural_key)
+    position = {n: i for i, n in enumerate(names)}
+    labels = np.asarray([position[g] if g is not None else -1 for g in groups], np.int64)
+    return [str(root / r) for r in rel], labels, names
 
 
 def gallery_table(run, args):
@@ -122,7 +144,7 @@ def gallery_table(run, args):
     from langdml.data import load_dataset
 
     dataset = load_dataset(args.dataset, cache_dir=args.cache_dir or run.config.data.cache_dir)
-    part, rows = select_split(run, dataset, args.split)
+    part, rows = select_split(run, dataset, args.split, spec=args.dataset)
     emb = run.embed_dataset(dataset, batch_size=args.batch_size, progress=progress)[rows]
     all_paths = dataset_paths(dataset, args.dataset)  # once, not once per row
     paths = [all_paths[i] for i in rows]
@@ -135,6 +157,7 @@ def run_embed(args) -> int:
     from langdml.inference.index import save_embeddings
     from langdml.io import check_writable
 
+    check_int(args.batch_size, "--batch-size", meaning="images per forward pass")
     check_writable(args.output, "-o")  # before any image is embedded
     table = gallery_table(_load(args), args)
     path = save_embeddings(args.output, table)
@@ -148,94 +171,26 @@ def run_index(args) -> int:
     from langdml.inference.index_folder import check_target
     from langdml.io import check_writable
 
-    search, params = args.search or "exact", parse_search_params(args.search_param)
+    search, params = search_options(args)
+    search = search or "exact"
     check_search(search, params)  # one clear line before the run is loaded
+    check_int(args.batch_size, "--batch-size", meaning="images per forward pass")
     check_writable(args.output, "-o", folder=True)
     check_target(args.output, (GALLERY, FAISS))  # a folder of other files: refused before work
     index = GalleryIndex(gallery_table(_load(args), args), search=search, search_params=params)
     folder = index.save(args.output)
     kind, resolved = index.search_kind
     how = ", ".join(f"{k} {v}" for k, v in resolved.items())
+    if index.choice is not None:
+        print(index.choice.summary())
     print(f"{kind} index{f' ({how})' if how else ''} of {len(index)} images → {folder}")
     return 0
 
 
-def _index_run(index, device: str, run_dir: str | None = None):
-    """The run an index was built with (``run_dir``, else the folder the index recorded),
-    checked against the index's fingerprint."""
-    from langdml.inference.index import GALLERY
-    from langdml.inference.run import load_run
-
-    fp = index.table.fingerprint
-    gallery = Path(index.folder or ".") / GALLERY
-    recorded = fp.get("run_dir")
-    if run_dir is None:
-        if not recorded:
-            raise LangDMLError(
-                f"{str(gallery)!r} records no run directory; pass it with --run-dir or rebuild "
-                "the index with langdml index"
-            )
-        if not Path(recorded).is_dir():
-            raise LangDMLError(
-                f"run directory {recorded!r} (recorded in {str(gallery)!r} when the index was "
-                "built) does not exist: moved or deleted? pass its new place with --run-dir DIR"
-            )
-    where = run_dir or recorded
-    checkpoint = "best" if fp.get("checkpoint") == "best.pt" else "last"
-    run = load_run(where, checkpoint, device=device)
-    now = run.fingerprint()
-    for key in ("config_sha256", "checkpoint_sha256"):
-        if now[key] != fp.get(key):
-            how = "is not the run the index was built with" if run_dir else "changed since"
-            raise LangDMLError(
-                f"run {str(where)!r} {how} (the index {str(index.folder)!r} records {key} "
-                f"{fp.get(key)}, the run has {now[key]}); rebuild it with langdml index"
-            )
-    return run
-
-
-def _check_query(args) -> None:
-    """The query image, before the run is loaded."""
-    if args.image is not None:
-        image = Path(args.image)
-        if image.is_dir():
-            raise LangDMLError(f"--image {args.image!r} is a directory; expected an image file")
-        if not image.exists():
-            raise LangDMLError(f"--image {args.image!r} does not exist")
-
-
 def run_search(args) -> int:
-    from langdml.inference.index import GalleryIndex
+    from langdml.inference.search import run_search as search
 
-    if args.k < 1:
-        raise LangDMLError(f"-k must be at least 1 (neighbours to return), got {args.k}")
-    index = GalleryIndex.load(args.index_dir)
-    index.set_search_params(parse_search_params(args.search_param))
-    _check_query(args)
-    run = _index_run(index, args.device, args.run_dir)
-    if args.text is not None:
-        query, q = args.text, run.embed_text([args.text])
-    else:
-        query, q = args.image, run.embed([args.image])
-    scores, rows = index.search(q, args.k)
-    results = [
-        {"rank": r + 1, "score": float(s), "path": index.table.paths[i],
-         "label": int(index.table.labels[i]), "class_name": index.table.class_name(i)}
-        for r, (s, i) in enumerate(zip(scores[0], rows[0], strict=True)) if i >= 0
-    ]  # fmt: skip
-    kind, params = index.search_kind
-    if args.json:
-        search = {"kind": kind, **params}
-        out = {"query": query, "metric": index.table.metric, "search": search, "results": results}
-        print(json.dumps(out))
-        return 0
-    if kind != "exact":
-        how = ", ".join(f"{k} {v}" for k, v in params.items())
-        print(f"approximate {kind} index ({how}): neighbours may be missed")
-    for hit in results:
-        name = hit["class_name"] or "-"
-        print(f"{hit['rank']:>3}  {hit['score']:+.4f}  {name:<30}  {hit['path']}")
-    return 0
+    return search(args)
 
 
 def run_export(args) -> int:
@@ -257,12 +212,8 @@ def run_report(args) -> int:
     from langdml.inference.ablation_report import is_ablation_dir, write_ablation_report
     from langdml.io import check_writable
 
-    if args.queries < 1:
-        raise LangDMLError(
-            f"--queries must be at least 1 (rows of the retrieval grid), got {args.queries}"
-        )
-    if args.k < 1:
-        raise LangDMLError(f"-k must be at least 1 (neighbours per query), got {args.k}")
+    check_int(args.queries, "--queries", meaning="rows of the retrieval grid")
+    check_int(args.k, "-k", meaning="neighbours per query")
     if is_ablation_dir(args.run_dir):
         out = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
         check_writable(out, "-o")

@@ -105,6 +105,9 @@ def _faiss():
     return faiss
 
 
+AUTO_K = 10  # search="auto" tunes the index for this many neighbours per query
+
+
 class GalleryIndex:
     """A faiss index over a gallery table: exact (default), or ``search="hnsw"`` / ``"ivf"``
     with ``search_params`` as in ``retrieval_metrics`` (``langdml.eval.ann``)."""
@@ -121,19 +124,35 @@ class GalleryIndex:
 
         self.table = table
         self.folder: Path | None = None  # the index folder it was loaded from
+        self.choice: Any = None  # search="auto": the eval.autotune.AutoChoice it made
         spec = check_search(search, search_params)
         if index is None:
             index = self._build_approx(table, spec, seed) if spec.approximate else None
         self.index = index if index is not None else self._build(table)
 
-    @staticmethod
-    def _build_approx(table: GalleryTable, spec: Any, seed: int):
+    def _build_approx(self, table: GalleryTable, spec: Any, seed: int):
         from langdml.eval.ann import ApproxKNN, Rows
 
         if len(table.embeddings) == 0:
             raise LangDMLError(f"an approximate ({spec.kind}) index needs a non-empty gallery")
         rows = Rows(table.embeddings, "embeddings", normalize=table.metric == "cosine")
-        return ApproxKNN(rows, table.metric, spec, seed).cpu_index
+        if spec.kind != "auto":
+            return ApproxKNN(rows, table.metric, spec, seed).cpu_index
+        from langdml.eval.autotune import auto_search
+
+        # the gallery searched by a seeded sample of its own rows (each without itself), for
+        # the AUTO_K nearest neighbours a search usually asks for
+        self.choice = auto_search(
+            rows,
+            None,
+            min(AUTO_K, max(1, rows.n - 1)),
+            table.metric,
+            loo=True,
+            target_recall=float(spec.params["target_recall"]),
+            recall_queries=spec.recall_queries,
+            seed=seed,
+        )
+        return None if self.choice.engine is None else self.choice.engine.cpu_index
 
     @property
     def search_kind(self) -> tuple[str, dict[str, int]]:

@@ -56,8 +56,11 @@ def _metrics_table(run: LoadedRun) -> str:
     m = json.loads(path.read_text())
     final, best = m.get("final", {}), m.get("best", {})
     base = m.get("baselines", {})
-    cols = [("this run (final)", final), (f"best (epoch {best.get('epoch', '?')})",
-            best.get("metrics", {}))]  # fmt: skip
+    cols = [("this run (final)", final)]
+    # a best epoch exists only where a validation split picked one
+    has_best = best.get("epoch") is not None and best.get("metrics")
+    if has_best:
+        cols.append((f"best (epoch {best['epoch']})", best["metrics"]))
     cols += [(name.replace("_", " "), vals) for name, vals in base.items()]
     head = "".join(f"<th>{_esc(c)}</th>" for c, _ in cols)
     raw = base.get("raw_features", {})
@@ -70,7 +73,8 @@ def _metrics_table(run: LoadedRun) -> str:
         f"<table class=m><tr><th>metric</th>{head}<th>Δ vs raw features</th></tr>"
         f"{''.join(rows)}</table><p class=muted>evaluated on the {_esc(m.get('eval_split'))} "
         "classes (never seen in training); reference points: the raw trunk features and the "
-        "untrained head on the same classes</p>"
+        "untrained head on the same classes"
+        f"{'' if has_best else '; no validation split, so no best epoch'}</p>"
     )
 
 

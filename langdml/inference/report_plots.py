@@ -44,7 +44,9 @@ def figure_png(fig) -> str:
 
 def image_png(image, size: int = 96) -> str:
     """A PIL image → base64 PNG thumbnail fitting ``size``×``size``."""
-    im = image.convert("RGB").copy()
+    from langdml.data.images import to_rgb
+
+    im = to_rgb(image)
     im.thumbnail((size, size))
     buf = io.BytesIO()
     im.save(buf, format="PNG")

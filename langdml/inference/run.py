@@ -41,19 +41,11 @@ class ImageTower(nn.Module):
 
 
 def open_image(item: Any):
-    """A path or PIL image → RGB PIL image; anything else is one LangDMLError line."""
-    from PIL import Image, UnidentifiedImageError
+    """A path or PIL image → RGB PIL image by the one opener (:func:`langdml.data.images.open_rgb`);
+    anything else is one LangDMLError line."""
+    from langdml.data.images import open_rgb
 
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    path = Path(item)
-    if not path.is_file():
-        raise LangDMLError(f"image {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise LangDMLError(f"{str(path)!r} is not an image PIL can read ({exc})") from None
+    return open_rgb(item)
 
 
 @dataclass(eq=False)
@@ -84,7 +76,7 @@ class LoadedRun(Run):
             if backbone is None:  # frozen trunk: the configured backbone the features came from
                 backbone, _ = trunk(self.config)
             elif self.config.model.partial_blocks:  # partial: frozen prefix + trained suffix
-                from langdml.models.backbones import split_trunk
+                from langdml.models.trunk_split import split_trunk
 
                 prefix = split_trunk(trunk(self.config)[0], self.config.model.partial_blocks)[0]
                 backbone = nn.Sequential(prefix, backbone)
@@ -194,15 +186,48 @@ def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
     return [str(x) if isinstance(x, str | Path) else f"{spec}#{i}" for i, x in enumerate(items)]
 
 
+def trained_class_names(run: LoadedRun) -> list[str]:
+    """The classes ``run`` trained on (validation classes included): the train part of its own
+    dataset's class split, read from the dataset's listing (no features are extracted)."""
+    from langdml.data import load_dataset
+
+    cfg = run.config
+    own = load_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
+    return list(run_class_splits(cfg, own).train.class_names)
+
+
+def check_same_classes(run: LoadedRun, train_names: Sequence[str], name: str, split: str) -> None:
+    """Refuse to label ``split`` rows of a dataset whose class split is not the run's own (another
+    dataset re-split would call some of the run's training classes "test"), in one line naming
+    the classes the run trained on."""
+    trained = trained_class_names(run)
+    if list(train_names) == trained:
+        return
+    shown = ", ".join(repr(n) for n in trained[:4]) + (", …" if len(trained) > 4 else "")
+    overlap = len(set(trained) & set(train_names))
+    raise LangDMLError(
+        f"dataset {name!r} is not the one run {str(run.run_dir)!r} trained on: the run trained on "
+        f"{len(trained)} classes ({shown}), this dataset's train split has {len(train_names)} "
+        f"({overlap} in common), so its --split {split} would not be the run's {split} classes; "
+        f"use --split all (labels by the dataset's own classes) or the run's dataset "
+        f"({run.config.data.dataset})"
+    )
+
+
 def select_split(
-    run: LoadedRun, dataset: ImageDataset, split: str
+    run: LoadedRun, dataset: ImageDataset, split: str, spec: str | None = None
 ) -> tuple[ImageDataset, np.ndarray]:
     """``dataset`` restricted to the run's train or test classes ("all": unchanged); the run is
-    opened on its test classes, so "train" is every class of the train split."""
+    opened on its test classes, so "train" is every class of the train split. ``spec``: the SPEC
+    ``dataset`` was loaded from; a dataset other than the run's own is refused unless its train
+    classes are the run's (:func:`check_same_classes`)."""
     if split == "all":
         return dataset, np.arange(len(dataset))
     if split not in ("train", "test"):
         raise LangDMLError(f"split must be test, train or all; got {split!r}")
-    part = run_class_splits(run.config, dataset).part(split)
+    splits = run_class_splits(run.config, dataset)
+    if spec != run.config.data.dataset:  # the run's own spec splits as the run did
+        check_same_classes(run, splits.train.class_names, dataset.name, split)
+    part = splits.part(split)
     row = {item: i for i, item in enumerate(dataset.images.items)}
     return part, np.asarray([row[i] for i in part.images.items])

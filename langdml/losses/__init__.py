@@ -35,6 +35,7 @@ _EXPORTS = {
     "DistanceWeightedMiner": "langdml.losses.miners",
     "MultiSimilarityMiner": "langdml.losses.miners",
     "SemiHardMiner": "langdml.losses.miners",
+    "TripletMarginMiner": "langdml.losses.miners",
     "MultiSimilarityLoss": "langdml.losses.multi_similarity",
     "NormalizedSoftmaxLoss": "langdml.losses.normalized_softmax",
     "NPairLoss": "langdml.losses.npair",

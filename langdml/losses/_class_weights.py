@@ -87,7 +87,7 @@ class ClassWeightLoss(ProxyLoss):
         weights = None
         if indices_tuple is not None:
             who = type(self).__name__
-            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who)
+            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, dtype=x.dtype)
         return cross_loss(x, self.fp32_proxies(x.device), self.logit_fn(labels, weights))
 
     def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:

@@ -1,7 +1,7 @@
 """Shared pieces of the loss library: input checks, fp32 casting and fast similarity helpers.
 
-Every loss works on L2-normalised embeddings z_i = x_i / ||x_i|| (zero rows stay zero), in float32
-with autocast off, whatever dtype comes in.
+Every loss works on L2-normalised embeddings z_i = x_i / ||x_i|| (zero rows stay zero), with
+autocast off, in float32 -- in float64 when float64 comes in (``as_compute``).
 """
 
 from __future__ import annotations
@@ -79,6 +79,12 @@ def fp32_region(t: Tensor) -> Iterator[None]:
 
 def as_fp32(x: Tensor) -> Tensor:
     return x if x.dtype == torch.float32 else x.float()
+
+
+def as_compute(x: Tensor) -> Tensor:
+    """The dtype a loss computes in: float64 stays float64 (a float64 caller gets float64
+    precision), every other floating dtype (float16, bfloat16) becomes float32."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def normalize(x: Tensor) -> Tensor:
@@ -229,8 +235,9 @@ def mined_sample_weights(
     device: torch.device,
     who: str,
     anchors_only: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor | None:
-    """Per-sample float32 weights (B,) of a mined (a, p, n) or (a1, p, a2, n) tuple, as
+    """Per-sample weights (B,) in ``dtype`` of a mined (a, p, n) or (a1, p, a2, n) tuple, as
     pytorch-metric-learning's proxy losses read one: w_i = (number of times sample i occurs in
     the tuple) / (the largest such count), 0 for a sample the tuple never names.
 
@@ -269,7 +276,7 @@ def mined_sample_weights(
         raise LangDMLError(f"{who}: indices_tuple index {bad} is outside the batch of {batch_size}")
     if anchors_only:
         every = torch.cat([t.to(device=device, dtype=torch.long) for t in anchors])
-    counts = torch.bincount(every, minlength=batch_size).to(torch.float32)
+    counts = torch.bincount(every, minlength=batch_size).to(dtype)
     return counts.div_(counts.max())
 
 

@@ -83,8 +83,9 @@ def gram_loss(x: Tensor, fn: ValueAndGrad, symmetric: bool = False) -> Tensor:
 
 
 def cross_loss(x: Tensor, p: Tensor, fn: ValueAndGrad) -> Tensor:
-    """fn(S) -> (L, ∂L/∂S) for S = Zx Zpᵀ of the L2-normalised rows of x and p."""
-    return _CrossLoss.apply(x, p, fn)
+    """fn(S) -> (L, ∂L/∂S) for S = Zx Zpᵀ of the L2-normalised rows of x and p (p is used in
+    x's dtype; its gradient comes back in its own)."""
+    return _CrossLoss.apply(x, p if p.dtype == x.dtype else p.to(x.dtype), fn)
 
 
 def log1p_sum_exp_(t: Tensor, drop: Tensor | None, dim: int) -> Tensor:

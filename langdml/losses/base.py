@@ -7,13 +7,13 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 
-from ._common import as_fp32, check_batch, check_proxy_batch, fp32_region
+from ._common import as_compute, check_batch, check_proxy_batch, fp32_region
 
 IndicesTuple = tuple[Tensor, ...]
 
 
 class MetricLoss(nn.Module):
-    """loss(embeddings (B, d), labels (B,)) -> scalar float32 tensor.
+    """loss(embeddings (B, d), labels (B,)) -> scalar float32 tensor (float64 for float64 input).
 
     ``indices_tuple`` (a, p, n) or (a1, p, a2, n), as produced by a miner, restricts the pairs or
     triplets used; when omitted and ``miner`` is set, the miner picks them on every call.
@@ -30,7 +30,7 @@ class MetricLoss(nn.Module):
         check_batch(embeddings, labels, who)
         labels = labels.to(device=embeddings.device, dtype=torch.long)
         with fp32_region(embeddings):
-            x = as_fp32(embeddings)
+            x = as_compute(embeddings)
             if x.shape[0] == 0:
                 return (x * 0.0).sum()
             if indices_tuple is None and self.miner is not None:
@@ -84,7 +84,8 @@ class ProxyLoss(MetricLoss):
         return super().forward(embeddings, labels, indices_tuple)
 
     def fp32_proxies(self, device: torch.device) -> Tensor:
-        return as_fp32(self.proxies).to(device)
+        """The proxies on ``device``, in float32 (float64 proxies stay float64)."""
+        return as_compute(self.proxies).to(device)
 
     def proxy_parameters(self) -> list[nn.Parameter]:
         return [self.proxies]

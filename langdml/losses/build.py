@@ -26,13 +26,7 @@ from .s2sd import S2SDLoss
 from .spec import LossConfig
 from .xbm import CrossBatchMemory
 
-# Views of the registry by kind (name → class), for callers that iterate one kind.
-PAIR_LOSSES: dict[str, type[nn.Module]] = {
-    n: e.load() for n, e in LOSSES.items() if e.kind == "pair"
-}
-PROXY_LOSSES: dict[str, type[nn.Module]] = {
-    n: e.load() for n, e in LOSSES.items() if e.kind == "proxy"
-}
+# The registry's base losses as name → class (public: ``langdml.losses.BASE_LOSSES``).
 BASE_LOSSES: dict[str, type[nn.Module]] = {n: e.load() for n, e in LOSSES.items()}
 
 

@@ -105,7 +105,8 @@ class DRProxyNCALoss(ProxyNCALoss):
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
         z = normalize(x)
-        proxies = normalize(self.fp32_proxies(x.device))  # one proxy per class: column = class
+        # one proxy per class: column = class
+        proxies = normalize(self.fp32_proxies(x.device).to(x.dtype))
         s_xp = z @ proxies.T
         s_pp = proxies @ proxies.T
         rows = torch.arange(x.shape[0], device=x.device)
@@ -120,7 +121,7 @@ class DRProxyNCALoss(ProxyNCALoss):
         per_sample = torch.logsumexp(exponent, dim=1) + dist[rows, labels]
         if indices_tuple is not None:
             who = type(self).__name__
-            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, True)
+            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, True, x.dtype)
             if weights is not None:
                 per_sample = per_sample * weights
         return per_sample.mean()

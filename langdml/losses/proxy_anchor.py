@@ -46,7 +46,7 @@ class ProxyAnchorLoss(ProxyLoss):
         log_w = None
         if indices_tuple is not None:
             who = type(self).__name__
-            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who)
+            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, dtype=x.dtype)
             log_w = None if weights is None else weights.sub_(1.0)
 
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
@@ -59,7 +59,7 @@ class ProxyAnchorLoss(ProxyLoss):
             denom = cos.new_zeros(num_classes).index_add_(0, labels, e).add_(torch.exp(-shift))
             present = torch.zeros(num_classes, dtype=torch.bool, device=cos.device)
             present[labels] = True
-            n_present = present.sum().clamp_min(1)
+            n_present = present.sum().clamp_min(1).to(cos.dtype)  # a float: exact in float64
             pos_value = (shift + denom.log()).sum() / n_present  # absent classes add log(1) = 0
             # Negative part over all (sample, other proxy) entries, in cos's buffer.
             t_neg = cos.add_(delta).mul_(alpha)

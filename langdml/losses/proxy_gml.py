@@ -73,7 +73,7 @@ class ProxyGMLLoss(ProxyLoss):
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
         c, n = self.num_classes, self.proxies_per_class
-        proxies = normalize(self.fp32_proxies(x.device))
+        proxies = normalize(self.fp32_proxies(x.device).to(x.dtype))
         proxy_labels = self.proxy_labels.to(x.device)
         sim = normalize(x) @ proxies.T
         own = proxy_labels[None, :] == labels[:, None]

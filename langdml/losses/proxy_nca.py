@@ -54,7 +54,7 @@ class ProxyNCALoss(ProxyLoss):
         weights = None
         if indices_tuple is not None:
             who = type(self).__name__
-            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, True)
+            weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, True, x.dtype)
 
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
             # -s‖z - p‖² = 2s·cos - 2s for unit vectors; the constant cancels in the softmax.

@@ -35,11 +35,6 @@ class LossEntry:
     def load(self) -> type:
         return load(self.target)
 
-    def load_direction(self) -> type:
-        if self.direction is None:
-            raise KeyError("no integrated direction form")
-        return load(self.direction)
-
 
 def load(target: str) -> Any:
     """The object a ``module:name`` target of this table names (imports its module)."""
@@ -75,6 +70,7 @@ MINERS: dict[str, str] = {
     "batch_hard": "miners:BatchHardMiner",
     "distance_weighted": "miners:DistanceWeightedMiner",
     "multi_similarity": "miners:MultiSimilarityMiner",
+    "triplet_margin": "miners:TripletMarginMiner",
 }
 
 
@@ -103,8 +99,6 @@ MODES = ("batch", "proxy")
 _OLD_MODES = {"pairs": "batch", "proxies": "proxy"}
 
 # Views of the table for callers that need one kind (all derived, never listed twice).
-PAIR_BASES = tuple(n for n, e in LOSSES.items() if e.kind == "pair")
-PROXY_BASES = tuple(n for n, e in LOSSES.items() if e.kind == "proxy")
 TEXT_PROXY_BASES = tuple(n for n, e in LOSSES.items() if e.kind == "text_proxy")
 DR_BASES = tuple(n for n, e in LOSSES.items() if e.direction is not None)
 

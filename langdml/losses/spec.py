@@ -185,7 +185,3 @@ class LossConfig(_Strict):
         if "direction" in self.regularizers:
             check_direction_form(self.base.name, self.direction.form)
         return self
-
-    @property
-    def regularizer_label(self) -> str:
-        return "+".join(self.regularizers) if self.regularizers else "none"

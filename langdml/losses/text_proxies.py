@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 
-from ._common import as_fp32, check_proxy_batch
+from ._common import as_compute, check_proxy_batch
 from .proxy_anchor import ProxyAnchorLoss
 from .proxy_nca import ProxyNCALoss
 from .registry import LOSSES, TEXT_PROXY_BASES
@@ -99,7 +99,7 @@ class _ExternalProxies:
     def fp32_proxies(self, device: torch.device) -> Tensor:
         if self._external is None:
             raise RuntimeError("text-projected proxies used outside their owner's forward")
-        return as_fp32(self._external).to(device)
+        return as_compute(self._external).to(device)
 
     def proxy_parameters(self) -> list[nn.Parameter]:
         return []

@@ -44,8 +44,8 @@ def _contrastive(loss: ContrastiveLoss, s: Tensor, pos: Tensor, neg: Tensor, _: 
 
     def value_and_grad(c: Tensor) -> tuple[Tensor, Tensor]:
         d = unit_distances_(c)
-        wp = ((d > mp) & pos).float()
-        wn = ((d < mn) & neg).float()
+        wp = ((d > mp) & pos).to(d.dtype)
+        wn = ((d < mn) & neg).to(d.dtype)
         n_p, n_n = wp.sum(), wn.sum()
         value = ((d - mp) * wp).sum() / n_p.clamp_min(1) + ((mn - d) * wn).sum() / n_n.clamp_min(1)
         grad_d = wp / n_p.clamp_min(1) - wn / n_n.clamp_min(1)
@@ -101,6 +101,12 @@ RECT_LOSSES: dict[type[nn.Module], RectLoss] = {
 }
 
 
+def rect_type(loss: nn.Module) -> type:
+    """The RECT_LOSSES key of ``loss``: its type, or the ``rect_loss_type`` a subclass declares
+    when it computes exactly its parent's loss (the PML-named compat classes)."""
+    return getattr(type(loss), "rect_loss_type", type(loss))
+
+
 def _int_at_least(who: str, name: str, value: object, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise LangDMLError(f"{who}: {name} must be an int >= {low}, got {value!r}")
@@ -114,7 +120,8 @@ class CrossBatchMemory(MetricLoss):
         L = loss(anchors = the batch, references = batch ∪ memory, pairs = all (i, r) but
             each sample with its own memory copy)  [+ batch_weight · loss(batch)]
 
-    The memory is a FIFO queue of the last ``memory_size`` embeddings (detached, float32) and
+    The memory is a FIFO queue of the last ``memory_size`` embeddings (detached, in the compute
+    dtype: float32, or float64 after float64 input) and
     labels; each training call first enqueues the batch, then scores it against everything
     stored (before the queue has wrapped once, only the filled slots). Gradients reach only the
     batch (the anchors); the references are constants. Equal to PML's CrossBatchMemory(loss,
@@ -146,7 +153,7 @@ class CrossBatchMemory(MetricLoss):
     ) -> None:
         super().__init__(miner=None)
         who = "CrossBatchMemory"
-        if type(loss) not in RECT_LOSSES:
+        if rect_type(loss) not in RECT_LOSSES:
             names = sorted(t.__name__ for t in RECT_LOSSES)
             raise LangDMLError(
                 f"{who}: inner loss {type(loss).__name__} not supported; use {names}"
@@ -203,7 +210,7 @@ class CrossBatchMemory(MetricLoss):
         neg = ~pos
         pos[rows, slots] = False  # no pair of a sample with its own copy
         s = normalize(x) @ normalize(memory).T
-        value = RECT_LOSSES[type(self.loss)](self.loss, s, pos, neg, labels)
+        value = RECT_LOSSES[rect_type(self.loss)](self.loss, s, pos, neg, labels)
         if self.batch_weight > 0:
             value = value + self.batch_weight * self.loss.compute(x, labels, None)
         return value
@@ -216,8 +223,9 @@ class CrossBatchMemory(MetricLoss):
         return self.embedding_memory[:head], self.label_memory[:head]
 
     def _enqueue(self, x: Tensor, labels: Tensor) -> Tensor:
-        if self.embedding_memory.device != x.device:
-            self.embedding_memory = self.embedding_memory.to(x.device)
+        if self.embedding_memory.device != x.device or self.embedding_memory.dtype != x.dtype:
+            # the memory follows the compute dtype (float64 input: float64 references)
+            self.embedding_memory = self.embedding_memory.to(x.device, x.dtype)
             self.label_memory = self.label_memory.to(x.device)
         head = int(self.queue_state[0])
         slots = (head + torch.arange(x.shape[0], device=x.device)) % self.memory_size

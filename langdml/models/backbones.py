@@ -12,7 +12,6 @@ from torch import nn
 from langdml.errors import ModelError
 from langdml.models import efficientnet_lite
 from langdml.models.clip_tower import create_clip_tower, is_open_clip
-from langdml.models.trunk_split import split_trunk  # noqa: F401  (re-exported)
 
 # weights="torchvision": timm's copy of torchvision's original ImageNet weights (IMAGENET1K_V1),
 # the weights the DML literature fine-tunes; plain "hub" on resnet50 resolves to timm's own
@@ -86,17 +85,10 @@ def _timm_create(name: str, **kwargs) -> nn.Module:
 
 
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ModelError(f"backbone weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from langdml.weights import load_weights_file, unwrap_state_dict
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    return state
+    what = "backbone weights file (model.weights)"
+    return unwrap_state_dict(load_weights_file(path, what), path, what)
 
 
 def create_backbone(
@@ -151,13 +143,12 @@ def create_backbone(
         model = _timm_create(name, pretrained=False, **extra)
     else:
         model = _timm_create(name, pretrained=False, **kwargs)
+        from langdml.weights import fit_state_dict
+
         state = _fit_position_embedding(model, _load_state_dict_file(Path(weights)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith(model.default_cfg["classifier"])]:
-            raise ModelError(
-                f"weights file {weights} does not fit {name!r}: {len(missing)} missing, "
-                f"{len(unexpected)} unexpected keys (e.g. {(missing + unexpected)[:2]})"
-            )
+        head = model.default_cfg["classifier"]
+        source = f"weights file {weights} (model.weights) for {name!r}"
+        fit_state_dict(model, state, source, ignore_missing=lambda k: k.startswith(head))
         if not with_classifier:
             model.reset_classifier(0)
     set_pooling(model, pooling)

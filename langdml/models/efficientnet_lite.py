@@ -69,5 +69,7 @@ def rename_lukemelas_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def load_packaged_state_dict() -> dict[str, torch.Tensor]:
-    raw = torch.load(packaged_weights_path(), map_location="cpu", weights_only=True)
+    from langdml.weights import load_weights_file
+
+    raw = load_weights_file(packaged_weights_path(), "packaged EfficientNet-Lite0 weights")
     return rename_lukemelas_keys(raw)

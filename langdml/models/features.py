@@ -57,7 +57,7 @@ class FeatureSpec:
     crop_pct: float | None = None
     seed: int = 0
     # > 0: the activations of the frozen PREFIX of partial fine-tuning (model.trainable_blocks N,
-    # see backbones.split_trunk) instead of pooled features: (V, N_images, C, H, W).
+    # see trunk_split.split_trunk) instead of pooled features: (V, N_images, C, H, W).
     prefix_blocks: int = 0
     pooling: str = "avg"
     crop_scale: tuple[float, float] = (0.35, 1.0)  # augmented views' random-resized-crop area
@@ -189,7 +189,7 @@ def extract_features(
         image_size=spec.image_size,
     )  # fmt: skip
     if spec.prefix_blocks:
-        from langdml.models.backbones import split_trunk
+        from langdml.models.trunk_split import split_trunk
 
         model = split_trunk(model, spec.prefix_blocks)[0]
     model = model.eval().to(device).to(memory_format=torch.channels_last)

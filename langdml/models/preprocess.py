@@ -45,14 +45,29 @@ class Preprocessing:
         quotient = self.image_size / self.crop_pct
         return int(math.floor(quotient) if self.floor_scale else round(quotient))
 
-    def transform(self, train: bool = False, crop_scale: Sequence[float] = (0.35, 1.0)) -> Callable:
-        """The eval transform, or (``train``) the random-resized-crop + flip augmentation."""
+    def transform(
+        self,
+        train: bool = False,
+        crop_scale: Sequence[float] = (0.35, 1.0),
+        augment: Sequence[dict] | None = None,
+        timm_augment: dict | None = None,
+    ) -> Callable:
+        """The eval transform, or (``train``) the training augmentation: random-resized-crop +
+        flip, or ``augment`` / ``timm_augment`` (:mod:`langdml.models.augment`)."""
         from langdml.models.transforms import image_transform
 
         return image_transform(
-            self.image_size, self.mean, self.std, train=train, crop_pct=self.crop_pct,
-            crop_scale=crop_scale, interpolation=self.interpolation, scale_size=self.scale_size,
-        )  # fmt: skip
+            self.image_size,
+            self.mean,
+            self.std,
+            train=train,
+            crop_pct=self.crop_pct,
+            crop_scale=crop_scale,
+            interpolation=self.interpolation,
+            augment=augment,
+            timm_augment=timm_augment,
+            scale_size=self.scale_size,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The model card's preprocessing entry."""

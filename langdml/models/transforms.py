@@ -24,6 +24,8 @@ def image_transform(
     crop_pct: float | None = None,
     crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
     interpolation: str = DEFAULT_INTERPOLATION,
+    augment: Sequence[dict] | None = None,
+    timm_augment: dict | None = None,
     scale_size: int | None = None,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL RGB → normalised tensor (3, S, S).
@@ -33,12 +35,22 @@ def image_transform(
     standard DML augmentation, random resized crop (area fraction in ``crop_scale``) + horizontal
     flip. ``interpolation`` resamples every resize. ``crop_pct`` > 1 resizes below the crop, which
     torchvision's CenterCrop zero-pads (one source's pseudo-labelling does exactly that).
+    ``augment`` (transform entries) or ``timm_augment`` (timm options) replace the training
+    augmentation (:mod:`langdml.models.augment`).
     ``scale_size`` replaces ``round(image_size / crop_pct)`` as the short side before the crop
     (timm's pretrained preprocessing floors the quotient instead).
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     interp = T.InterpolationMode(interpolation)
+    if train and augment is not None:
+        from langdml.models.augment import augment_transform
+
+        return augment_transform(augment, mean, std)
+    if train and timm_augment is not None:
+        from langdml.models.augment import timm_transform
+
+        return timm_transform(timm_augment, image_size, mean, std, interpolation)
     if train:
         spatial = [
             T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=interp),

@@ -17,6 +17,7 @@ from typing import Any
 
 from langdml._extras import require
 from langdml.errors import ModelError, first_line
+from langdml.text.load_errors import LOAD_ERRORS, load_failure, weight_files
 from langdml.text.spec import (
     ALLOW_DOWNLOAD_ENV,
     TextModelSpec,
@@ -76,9 +77,9 @@ def _load(spec: TextModelSpec) -> LoadedClip:
         tokenizer = open_clip.get_tokenizer(name)
     except ModelError:
         raise
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        why = first_line(exc, with_type=False)
-        raise ModelError(f"cannot load CLIP model {spec.raw!r}: {why}") from None
+    except LOAD_ERRORS as exc:
+        files = weight_files(spec.checkpoint or spec.target)
+        raise load_failure(exc, "CLIP model", spec.raw, files) from None
     return LoadedClip(model.eval(), preprocess, tokenizer, name)
 
 

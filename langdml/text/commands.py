@@ -47,6 +47,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="which classes of --dataset (default train: the classes training uses)",
     )
     add_split_arguments(p)
+    p.add_argument(
+        "--descriptions",
+        metavar="FILE",
+        help="embed the classes' descriptions instead (text.descriptions: a class,text CSV/TSV "
+        "or packaged:emoji_cldr); prompts do not apply",
+    )
     p.add_argument("--plg", action="store_true", help="pseudo-label guidance: top-k ImageNet names")
     p.add_argument("--top-k", type=int, default=5, help="pseudo-labels per class (with --plg)")
     p.add_argument("--image-size", type=int, default=224, help="classifier input size (with --plg)")
@@ -153,11 +159,20 @@ def dataset_classes(args: argparse.Namespace, data_root: Path | None) -> tuple[I
 
 
 def run_precompute(args: argparse.Namespace) -> int:
+    from langdml.devices import check_device
+    from langdml.errors import check_int
     from langdml.text.precompute import precompute_text_embeddings, pseudo_label_embeddings
 
+    check_device(args.device)
+    check_int(args.batch_size, "--batch-size")
+    check_int(args.top_k, "--top-k")
+    check_int(args.image_size, "--image-size")
     cleaner = args.names
     allow_duplicates = args.allow_duplicate_names
     data_root, text_dir = cache_roots(args)
+    if args.descriptions is not None and args.plg:
+        raise LangDMLError("--descriptions and --plg are two different targets; give one")
+    split = "all"
     if args.classes is not None:
         if args.plg:
             raise LangDMLError("--plg needs --dataset (pseudo-labels come from the class images)")
@@ -188,7 +203,9 @@ def run_precompute(args: argparse.Namespace) -> int:
         force=args.force,
         allow_duplicates=allow_duplicates,
     )
-    if args.plg:
+    if args.descriptions is not None:
+        result = _descriptions(args, names, common, check=split == "all")
+    elif args.plg:
         result = pseudo_label_embeddings(
             dataset,
             k=args.top_k,
@@ -206,3 +223,25 @@ def run_precompute(args: argparse.Namespace) -> int:
     )
     print(result.path)
     return 0
+
+
+def _descriptions(args: argparse.Namespace, names: list[str], common: dict, check: bool):
+    """The description embeddings of ``names`` (the file training reads for these classes)."""
+    from langdml.text.descriptions import load_descriptions
+    from langdml.text.targets import description_embeddings
+
+    found = load_descriptions(args.descriptions)
+    if check:  # the whole class list: a class the file names must be one of them
+        found.check_classes(names)
+    result, _ = description_embeddings(
+        names,
+        found,
+        model=common["model"],
+        cache_dir=common["cache_dir"],
+        device=common["device"],
+        batch_size=common["batch_size"],
+        pooling=common["pooling"],
+        required=False,
+        force=common["force"],
+    )
+    return result

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from langdml._extras import require
-from langdml.errors import ModelError, first_line
-from langdml.text.clip_loader import _cached_clip_weights, load_clip  # noqa: F401  (re-export)
+from langdml.errors import ModelError
+from langdml.text.clip_loader import load_clip
+from langdml.text.load_errors import LOAD_ERRORS, load_failure, weight_files
 from langdml.text.spec import (
     ALLOW_DOWNLOAD_ENV,
     TextModelSpec,
@@ -41,15 +42,13 @@ def _version(dist: str) -> str:
 
 
 def _check_device(device: str) -> str:
-    import torch
+    from langdml.devices import check_device
+    from langdml.errors import LangDMLError
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ModelError(f"unknown device {device!r}; expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return str(dev)
+        return check_device(device, "device")
+    except LangDMLError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _local_path(value: str, what: str) -> Path:
@@ -156,11 +155,11 @@ class HFTextEncoder(TextEncoder):
                     output_loading_info=True,
                     dtype=torch.float32,
                 )
-        except (OSError, ValueError, KeyError) as exc:
+        except LOAD_ERRORS as exc:
             if not looks_like_path(spec.target) and local_only:
                 raise _not_cached_error(spec, spec.target) from None
-            why = first_line(exc, with_type=False)
-            raise ModelError(f"cannot load hf model {spec.target!r}: {why}") from None
+            files = weight_files(spec.target)
+            raise load_failure(exc, "hf model", spec.target, files) from None
         if self.tokenizer.pad_token is None:  # GPT-style tokenizers; the mask hides padding anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         if spec.pooling == "pooler":
@@ -216,11 +215,11 @@ class STTextEncoder(TextEncoder):
                 self.model = SentenceTransformer(
                     source, device=self.device, local_files_only=local_only
                 ).eval()
-        except (OSError, ValueError, KeyError) as exc:
+        except LOAD_ERRORS as exc:
             if not looks_like_path(target) and local_only:
                 raise _not_cached_error(spec, target) from None
-            why = first_line(exc, with_type=False)
-            raise ModelError(f"cannot load sentence-transformers model {target!r}: {why}") from None
+            what = "sentence-transformers model"
+            raise load_failure(exc, what, target, weight_files(target)) from None
         self.dim = int(self.model.get_embedding_dimension())
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
@@ -257,6 +256,8 @@ class ClipModel(TextEncoder):
         """PIL images → (n, d) float32 unit rows of the image tower (CLIP eval preprocessing)."""
         import torch
 
+        from langdml.data.images import to_rgb
+
         images = list(images)
         if not images:
             return torch.zeros(0, self.dim)
@@ -264,7 +265,7 @@ class ClipModel(TextEncoder):
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
                 batch = torch.stack(
-                    [self.preprocess(im.convert("RGB")) for im in images[i : i + batch_size]]
+                    [self.preprocess(to_rgb(im)) for im in images[i : i + batch_size]]
                 )
                 out.append(_normalize(self.model.encode_image(batch.to(self.device))))
         return torch.cat(out)

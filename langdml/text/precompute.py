@@ -69,12 +69,11 @@ def embed_with_prompts(
     encoder: TextEncoder, names: Sequence[str], prompts: Sequence[str], batch_size: int = 64
 ) -> torch.Tensor:
     """(len(names), d): per name, the renormalised mean of its unit prompt embeddings."""
-    import torch.nn.functional as F
+    from langdml.text.pooling import unit_mean
 
     texts = prompt_texts(names, prompts)
     emb = encoder.encode(texts, batch_size=batch_size)
-    emb = emb.view(len(names), len(prompts), -1).mean(dim=1)
-    return F.normalize(emb, dim=-1).float()
+    return unit_mean(emb.view(len(names), len(prompts), -1), dim=1)
 
 
 def _embed_unique(

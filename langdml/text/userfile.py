@@ -12,8 +12,9 @@ For embeddings computed elsewhere (CLIP, BERT, an LLM, …). Two formats:
 
 Row i belongs to name i. Names are matched to the requested class names after the same cleaning
 the class names get (default: drop a leading ``NNN.``, underscores → spaces, collapse whitespace),
-ignoring case; the file may hold more names than requested. Rows are L2-normalised like every other
-text model's output. Prompts do not apply. Nothing here loads a model library except safetensors.
+then compared in Unicode NFC, ignoring case and repeated whitespace; the file may hold more names
+than requested. Rows are L2-normalised like every other text model's output. Prompts do not
+apply. Nothing here loads a model library except safetensors.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ def load_table(path: str | Path) -> EmbeddingTable:
 
 
 def _key(text: str) -> str:
-    return " ".join(text.split()).casefold()
+    from langdml.data.names import match_key
+
+    return match_key(text)
 
 
 def lookup(
@@ -178,8 +181,9 @@ def lookup(
 ) -> torch.Tensor:
     """Rows of ``table`` for the (already cleaned) ``texts``, (len(texts), d).
 
-    The table's names are cleaned with ``cleaner`` and both sides compared ignoring case and
-    repeated whitespace. Names missing from the file are one error listing them and their count.
+    The table's names are cleaned with ``cleaner`` and both sides compared by
+    :func:`langdml.data.names.match_key` (Unicode NFC, whitespace collapsed, case folded). Names
+    missing from the file are one error listing them and their count.
     """
     import torch
 

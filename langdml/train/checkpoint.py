@@ -18,6 +18,7 @@ from langdml.config import (
     migrate_config,
     validate_config,
 )
+from langdml.config.training import TRACKING_KEYS
 from langdml.errors import ConfigError, LangDMLError
 from langdml.experiment.run_files import (
     BEST,
@@ -37,7 +38,10 @@ from langdml.io import (
 
 # Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
 # ablation names its runs after the ablation file, which may be renamed or split).
-_IGNORED = {"name", "train.progress", "output_dir", "train.num_workers", "eval.every"}
+# The trackers' keys say where a run reports, not what it computes.
+_IGNORED = {"name", "train.progress", "output_dir", "train.num_workers", "eval.every"} | {
+    f"train.{k}" for k in TRACKING_KEYS
+}
 
 
 def same_config(saved: dict, current: dict) -> list[str]:
@@ -45,10 +49,12 @@ def same_config(saved: dict, current: dict) -> list[str]:
     diffs: list[str] = []
 
     def walk(a, b, prefix):
+        if prefix[:-1] in _IGNORED:  # also a whole ignored mapping (train.tracking_tags)
+            return
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
-        elif a != b and prefix[:-1] not in _IGNORED:
+        elif a != b:
             diffs.append(prefix[:-1])
 
     walk(saved, current, "")

@@ -17,14 +17,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--output-dir", default=None, help="run directory (default: the config's output_dir)"
     )
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train_command)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train_command(args: argparse.Namespace) -> int:
     from langdml.config import load_config
     from langdml.experiment import load_run_config
     from langdml.packaged_configs import resolve_config
-    from langdml.pipeline import train
+    from langdml.pipeline import train_experiment
 
     target = resolve_config(args.config)  # a path, or the name of a shipped config
     if target.is_dir():
@@ -37,7 +37,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(target, args.overrides)
         run_dir = Path(args.output_dir) if args.output_dir else cfg.run_dir()
-    result = train(cfg, run_dir)
+    result = train_experiment(cfg, run_dir)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(

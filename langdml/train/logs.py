@@ -1,4 +1,5 @@
-"""Per-epoch logs of a run: log.jsonl, log.csv and (when installed) TensorBoard scalars."""
+"""Per-epoch logs of a run: log.jsonl (always), log.csv and TensorBoard scalars (when
+tensorboard is installed); the last two are the ``csv`` and ``tensorboard`` trackers."""
 
 from __future__ import annotations
 
@@ -16,14 +17,19 @@ def tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-def write_logs(run_dir: Path, history: list[dict], tb) -> None:
+def write_jsonl(run_dir: Path, history: list[dict]) -> None:
     atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def write_csv(run_dir: Path, history: list[dict]) -> None:
     keys = list(dict.fromkeys(k for r in history for k in r))
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in history]
     atomic_write_text(run_dir / "log.csv", "\n".join(lines) + "\n")
-    if tb is not None:
-        rec = history[-1]
-        for k, v in rec.items():
-            if k != "epoch" and isinstance(v, int | float):
-                tb.add_scalar(k, v, rec["epoch"])
-        tb.flush()
+
+
+def write_scalars(tb, record: dict) -> None:
+    """One epoch's numbers as TensorBoard scalars at step ``record["epoch"]``."""
+    for k, v in record.items():
+        if k != "epoch" and isinstance(v, int | float):
+            tb.add_scalar(k, v, record["epoch"])
+    tb.flush()

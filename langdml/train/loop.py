@@ -1,4 +1,4 @@
-"""One training epoch: m-per-class batches (frozen features or images), AMP forward, the loss on
+"""One training epoch: the sampler's batches (frozen features or images), AMP forward, the loss on
 the global batch in fp32, the optimiser step. All randomness of epoch ``e`` derives from
 ``(seed, e)``, so a resumed epoch replays exactly."""
 
@@ -15,7 +15,7 @@ from langdml.errors import LangDMLError
 from langdml.experiment import RunData, image_loader
 from langdml.models import EmbeddingModel
 from langdml.train import distributed as dd
-from langdml.train.sampler import MPerClassSampler
+from langdml.train.sampler import BatchSampler
 
 
 @dataclass
@@ -25,7 +25,7 @@ class TrainState:
     data: RunData
     model: EmbeddingModel
     loss_fn: torch.nn.Module
-    sampler: MPerClassSampler
+    sampler: BatchSampler
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -155,7 +155,6 @@ def run_epoch(
     epoch: int,
     ctx: dd.DistContext,
     device: torch.device,
-    stop_after_iters: int | None = None,
 ) -> dict[str, Any]:
     """Train one epoch; the epoch's log record (mean of every logged loss term)."""
     from tqdm import tqdm
@@ -188,12 +187,13 @@ def run_epoch(
         shown = {best_metric: f"{last:.4f}"} if last is not None else {}
         bar.set_postfix(loss=f"{terms['loss']:.4f}", **shown)
         state.iters_done += 1
-        if stop_after_iters is not None and state.iters_done >= stop_after_iters:
-            raise KeyboardInterrupt  # test hook: simulates a kill mid-epoch
     record: dict[str, Any] = {
         "epoch": epoch + 1,
         "seconds": round(time.perf_counter() - t0, 3),
         "lr": state.optimizer.param_groups[0]["lr"],
     }
+    if cfg.optimizer.split_groups:  # the first group's is "lr"; every group's under its name
+        for group in state.optimizer.param_groups:
+            record[f"lr/{group.get('name', 'group')}"] = group["lr"]
     record.update({k: v / len(batches) for k, v in sums.items()})
     return record

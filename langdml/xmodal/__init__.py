@@ -17,8 +17,6 @@ _EXPORTS = {
     ),
     **dict.fromkeys(
         (
-            "RunEmbeddings",
-            "run_embeddings",
             "run_method",
             "xmodal_aligned",
             "xmodal_clip",
@@ -28,6 +26,7 @@ _EXPORTS = {
         ),
         "langdml.xmodal.methods",
     ),
+    **dict.fromkeys(("RunEmbeddings", "run_embeddings"), "langdml.xmodal.inputs"),
     **dict.fromkeys(
         ("METRIC_KEYS", "chance_levels", "crossmodal_metrics"), "langdml.xmodal.metrics"
     ),

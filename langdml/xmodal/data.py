@@ -80,8 +80,7 @@ def split_features(dataset: str, image_size: int = 128, **setting: Any) -> Split
     )
 
 
-# text_cache_dir (``<root>/text``) is langdml.io's, re-exported for scripts.
-__all__ = ["ClassTexts", "class_texts", "split_features", "text_cache_dir"]
+__all__ = ["ClassTexts", "class_texts", "split_features"]
 
 
 @dataclass

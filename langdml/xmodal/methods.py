@@ -26,19 +26,14 @@ import torch
 from langdml.data import ImageDataset
 from langdml.errors import LangDMLError
 from langdml.losses.registry import TEXT_PROXY_BASES
-from langdml.xmodal.config import METHODS as METHODS  # re-exported
 from langdml.xmodal.config import XmodalConfig, xmodal_config
 from langdml.xmodal.data import ClassTexts, class_texts, split_features
-from langdml.xmodal.inputs import RunEmbeddings as RunEmbeddings  # re-exported
 from langdml.xmodal.inputs import (
     evaluate_texts,
     image_inputs,
     result_record,
     run_projection,
 )
-from langdml.xmodal.inputs import run_embeddings as run_embeddings  # re-exported
-
-_run_projection = run_projection  # the name earlier releases (and tests) use
 
 
 def _zeroshot(cfg: XmodalConfig) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""PML's ``utils`` path: ``utils.accuracy_calculator.AccuracyCalculator``."""
