@@ -26,13 +26,36 @@ _COMMAND_MODULES = (
     "langdml.ablation.commands",
     "langdml.xmodal.commands",
     "langdml.inference.commands",
-    "langdml.diagnose",
+    "langdml.diagnose_commands",
     "langdml.packaged_configs",
     "langdml.starter",
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Which module registers each subcommand, so ``langdml search ...`` imports only the module
+# that serves it (a query's start-up time is mostly imports); tests check it against the
+# parsers the modules register.
+COMMAND_MODULE = {
+    "data": "langdml.data.commands",
+    "precompute": "langdml.text.commands",
+    "train": "langdml.train.commands",
+    "evaluate": "langdml.eval.commands",
+    "ablate": "langdml.ablation.commands",
+    "xmodal": "langdml.xmodal.commands",
+    "embed": "langdml.inference.commands",
+    "index": "langdml.inference.commands",
+    "search": "langdml.inference.commands",
+    "export": "langdml.inference.commands",
+    "report": "langdml.inference.commands",
+    "diagnose": "langdml.diagnose_commands",
+    "configs": "langdml.packaged_configs",
+    "init": "langdml.starter",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or (``command`` named in :data:`COMMAND_MODULE`) of the
+    subcommands of the one module that serves ``command``."""
     parser = argparse.ArgumentParser(
         prog="langdml", description="Language-guided deep metric learning for computer vision."
     )
@@ -41,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an error (or LANGDML_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
+    only = COMMAND_MODULE.get(command) if command is not None else None
+    for name in _COMMAND_MODULES if only is None else (only,):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -68,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     if not debug:
         warnings.formatwarning = _formatwarning
-    parser = build_parser()
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first)
     args, extra = parser.parse_known_args(argv)
     # argparse stops filling a positional list at the first option, so ``train CFG --output-dir D
     # a=b`` leaves ``a=b`` over; dotted overrides may come anywhere after the config.

@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints these as one line, never a traceback."""
 
+import re
+
 
 class LangDMLError(ValueError):
     """Bad input or state the user can fix; the message names the value and what was expected."""
@@ -65,12 +67,29 @@ def describe_exception(exc: BaseException) -> str | None:
         return f"cannot decode text as {exc.encoding} (byte {exc.start}); is it the right file?"
     if type(exc).__name__ == "DecompressionBombError":
         return f"an image is over PIL's decompression-bomb limit: {exc}"
+    if _out_of_memory(exc):
+        size = re.search(r"allocate (\d+ bytes|[\d.]+ [KMGTP]i?B)", str(exc))
+        asked = f" (asked for {size.group(1)})" if size else ""
+        return (
+            f"out of memory{asked}; lower train.batch_size / --batch-size, model.image_size or "
+            "model.embedding_dim, or use a device with more memory"
+        )
     if isinstance(exc, RuntimeError) and "iostream error" in str(exc):
         return (
             "writing a file failed (torch: iostream error), usually because the disk is full; "
             "free space and rerun"
         )
     return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: numpy's MemoryError, torch's CPU allocator or CUDA out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 INT32_MAX = 2**31 - 1

@@ -246,3 +246,201 @@ def test_read_only_output_is_refused_naming_the_target(tmp_path, monkeypatch):
         check_writable(target, "export")
     msg = str(info.value)
     assert str(target) in msg and ".probe" not in msg and "read-only" in msg
+
+
+def test_embed_a_copy_of_the_run_dataset_by_split_labels_the_run_classes(trained, tmp_path, capsys):
+    import shutil
+
+    from langdml.inference.index import load_embeddings
+
+    run, folder = trained
+    copy = shutil.copytree(folder, tmp_path / "moved")  # the same classes, another place
+    out = tmp_path / "e.safetensors"
+    argv = ["embed", str(run), "--dataset", f"imagefolder:{copy}", "-o", str(out)]
+    assert main([*argv, "--split", "test"]) == 0
+    assert load_embeddings(out).class_names == [f"class_{c}" for c in range(4, 8)]
+
+
+def test_embed_a_superset_of_the_run_dataset_by_split_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    run, folder = trained
+    bigger = shutil.copytree(folder, tmp_path / "bigger")
+    make_folder(tmp_path / "extra", classes=10, per_class=2)
+    for c in (8, 9):  # two classes more: the first half is no longer the run's train classes
+        shutil.copytree(tmp_path / "extra" / f"class_{c}", bigger / f"class_{c}")
+    out = tmp_path / "e.safetensors"
+    argv = ["embed", str(run), "--dataset", f"imagefolder:{bigger}", "-o", str(out)]
+    assert main([*argv, "--split", "train"]) == 2
+    line = _err(capsys)
+    assert "the run trained on 4 classes ('class_0', 'class_1', 'class_2', 'class_3')" in line
+    assert "train split has 5 (4 in common)" in line and not out.exists()
+
+
+def test_embed_by_split_when_the_run_dataset_is_gone_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    run, folder = trained
+    moved_run = shutil.copytree(run, tmp_path / "run")
+    config = moved_run / "config.yaml"
+    config.write_text(config.read_text().replace(str(folder), str(tmp_path / "gone")))
+    out = tmp_path / "e.safetensors"
+    argv = ["embed", str(moved_run), "--dataset", f"imagefolder:{folder}", "-o", str(out)]
+    assert main([*argv, "--split", "test"]) == 2
+    line = _err(capsys)
+    assert "trained on are unknown here: its dataset" in line and "gone" in line
+    assert "use --split all" in line and not out.exists()
+    assert main([*argv, "--split", "all"]) == 0  # labels by the dataset's own classes
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["search", "IDX", "--text", "x", "-k", str(2**31)], "-k must be at most 2147483647"),
+        (["report", "RUN", "--queries", str(2**31)], "--queries must be at most 2147483647"),
+        (
+            ["embed", "RUN", "--images", "IMG", "-o", "OUT", "--batch-size", str(2**31)],
+            "--batch-size must be at most 2147483647 (images per forward pass), got 2147483648",
+        ),
+        (["index", "RUN", "--images", "IMG", "-o", "OUT", "--device", "cuda:-1"], "not a device"),
+    ],
+)
+def test_flags_beyond_32_bits_are_one_line(trained, tmp_path, capsys, argv, words):
+    run, folder = trained
+    where = {"IDX": str(tmp_path), "RUN": str(run), "IMG": str(folder)}
+    where["OUT"] = str(tmp_path / "out")
+    assert main([where.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--k", "0", "--k must be at least 1 (nearest classes compared), got 0"),
+        ("--seeds", "0", "--seeds must be at least 1 (shuffled-name permutations), got 0"),
+        ("--image-size", "-8", "--image-size must be at least 1"),
+    ],
+)
+def test_diagnose_counts_are_checked_before_any_feature(
+    trained, capsys, monkeypatch, flag, value, words
+):
+    _, folder = trained
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("diagnose started before its flags were checked")
+
+    monkeypatch.setattr("langdml.diagnose.diagnose", no_work)
+    assert main(["diagnose", "--dataset", f"imagefolder:{folder}", flag, value]) == 2
+    assert words in _err(capsys)
+
+
+def test_auto_search_recall_queries_beyond_32_bits(capsys):
+    from langdml.eval.ann import check_search
+
+    with pytest.raises(
+        LangDMLError, match=r"recall_queries'\] must be an integer in \[1, 2147483647\]"
+    ):
+        check_search("auto", {"recall_queries": 2**31})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "bound"),
+    [
+        ("model.image_size", 2**31, "4096"),
+        ("model.embedding_dim", 2**31, "65536"),
+        ("text.pseudo_label_image_size", 5000, "4096"),
+    ],
+)
+def test_config_sizes_beyond_their_bounds_are_refused_at_validation(key, value, bound):
+    from langdml.config import load_config
+
+    field = key.split(".")[1]
+    with pytest.raises(ConfigError, match=rf"{field}.*(less than or equal to {bound}|, {bound}\])"):
+        load_config(None, {key: value})
+
+
+def test_precompute_image_size_beyond_the_bound(tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("dog\ncat\n")
+    argv = ["precompute", "--classes", str(classes), "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--image-size", "5000"]) == 2
+    assert "--image-size must be at most 4096 (pixels per side), got 5000" in _err(capsys)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 10995116277760 bytes. Error code 12"
+        ),
+        MemoryError("Unable to allocate 8.00 TiB for an array with shape (1099511627776,)"),
+    ],
+)
+def test_a_failed_allocation_is_one_line(trained, tmp_path, capsys, monkeypatch, exc):
+    run, folder = trained
+
+    def allocate(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr("langdml.inference.run.load_run", allocate)
+    argv = ["embed", str(run), "--images", str(folder), "-o", str(tmp_path / "e.safetensors")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = one_line(err)
+    assert line.startswith("langdml: error: out of memory")
+    assert "batch" in line and ("10995116277760 bytes" in line or "8.00 TiB" in line)
+
+
+def _writes_fail_under(monkeypatch, below):
+    """Writes under ``below`` fail as on a read-only mount (root ignores permission bits)."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if str(kwargs.get("dir", "")).startswith(str(below)):
+            raise OSError(errno.EROFS, "Read-only file system", str(below / ".x.tmp"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_evaluate_per_class_to_a_read_only_place_fails_before_the_run_opens(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run, _ = trained
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _writes_fail_under(monkeypatch, ro)
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run was opened before --per-class was checked")
+
+    monkeypatch.setattr("langdml.experiment.open_run", no_run)
+    assert main(["evaluate", str(run), "--per-class", str(ro / "pc.csv")]) == 2
+    line = _err(capsys)
+    assert f"{ro / 'pc.csv'}: Read-only file system" in line and ".x.tmp" not in line
+
+
+def test_xmodal_output_to_a_read_only_place_fails_before_the_method_runs(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run, folder = trained
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _writes_fail_under(monkeypatch, ro)
+
+    def no_method(*args, **kwargs):
+        raise AssertionError("the method ran before --output was checked")
+
+    monkeypatch.setattr("langdml.xmodal.methods.run_method", no_method)
+    argv = ["xmodal", "--method", "zeroshot", "--dataset", f"imagefolder:{folder}"]
+    argv += ["--output", str(ro / "x.json")]
+    assert main(argv) == 2
+    line = _err(capsys)
+    assert f"{ro / 'x.json'}: Read-only file system" in line

@@ -130,7 +130,7 @@ def test_cli_overrides_may_follow_options(monkeypatch, capsys):
         seen.update(config=args.config, out=args.output_dir, overrides=args.overrides)
 
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda *_: parser)
     train_parser = parser._subparsers._group_actions[0].choices["train"]
     train_parser.set_defaults(func=fake_train)
     argv = ["train", "c.yaml", "a.b=1", "--output-dir", "runs/x", "train.epochs=2"]
@@ -140,3 +140,31 @@ def test_cli_overrides_may_follow_options(monkeypatch, capsys):
         cli.main(["train", "c.yaml", "--output-dir", "runs/x", "--bogus"])
     assert info.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_command_module_table_matches_what_the_modules_register():
+    """``langdml CMD`` builds only the module serving CMD: the table must name exactly the
+    module that registers each subcommand, and every subcommand must be in it."""
+    import argparse
+    import importlib
+
+    from langdml import cli
+
+    def registered(module: str) -> set[str]:
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers(dest="command")
+        importlib.import_module(module).add_commands(sub)
+        return set(sub.choices)
+
+    table: dict[str, set[str]] = {}
+    for command, module in cli.COMMAND_MODULE.items():
+        table.setdefault(module, set()).add(command)
+    assert set(table) == set(cli._COMMAND_MODULES)
+    for module, commands in table.items():
+        assert registered(module) == commands, module
+    full = cli.build_parser()._subparsers._group_actions[0].choices
+    assert set(full) == set(cli.COMMAND_MODULE)
+    # one command's parser holds its module's commands only, and parses like the full one
+    assert set(cli.build_parser("search")._subparsers._group_actions[0].choices) == table[
+        "langdml.inference.commands"
+    ]

@@ -90,6 +90,21 @@ def test_transparency_goes_onto_the_documented_background(tmp_path):
     assert tuple(np.asarray(open_rgb(tmp_path / "clear.webp"))[1, 1]) == BACKGROUND
 
 
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [
+        # premultiplied: gray 50 at alpha 128 is gray 100 half covering white: 100/2 + 255/2
+        ("La", (50, 128), (177, 177, 177)),
+        ("RGBa", (10, 20, 30, 128), (137, 147, 157)),
+        ("PA", (0, 0), BACKGROUND),  # palette entry 0 (black), fully transparent
+        ("RGBX", (10, 20, 30, 0), (10, 20, 30)),  # X is padding, not alpha
+    ],
+)
+def test_premultiplied_and_padded_modes(mode, value, expected):
+    out = np.asarray(to_rgb(Image.new(mode, (4, 4), value)))
+    assert np.abs(out[1, 1].astype(int) - np.asarray(expected)).max() <= 1, out[1, 1]
+
+
 def test_cmyk_and_other_modes(tmp_path):
     cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))  # pure red in CMYK
     cmyk.save(tmp_path / "c.jpg", quality=100)
@@ -256,3 +271,11 @@ def test_search_image_that_is_a_directory_is_one_line(tmp_path):
         open_image(tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         open_image(tmp_path / "absent.png")
+
+
+def test_index_file_class_names_are_nfc_too():
+    from langdml.data.names import clean_class_name
+
+    nfd = unicodedata.normalize("NFD", "001.Café_crème")
+    assert nfd != unicodedata.normalize("NFC", nfd)
+    assert clean_class_name(nfd) == unicodedata.normalize("NFC", "café crème")

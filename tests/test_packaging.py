@@ -43,6 +43,7 @@ def test_configs_live_in_the_package_and_the_root_folder_points_there(pyproject)
     files = [*(package / "data").glob("*.tsv"), *(package / "data").glob("LICENSE*")]
     beside = [p.relative_to(package).as_posix() for p in files]
     assert beside, "the pinned class lists live in langdml/data"
+    beside += [p.name for p in package.glob("*.tsv")]  # the diagnose calibration table
     assert [f for f in beside if not any(fnmatch.fnmatch(f, pat) for pat in data)] == []
     # every relative `base:` of a shipped ablation names a shipped config beside it
     for name, path in shipped.items():

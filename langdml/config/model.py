@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from langdml.config.base import _Strict
+from langdml.config.base import MAX_EMBEDDING_DIM, MAX_IMAGE_SIZE, _Strict
 
 
 class ModelConfig(_Strict):
@@ -52,7 +52,8 @@ class ModelConfig(_Strict):
         "their defaults. Mean and std always come from the pretrained config.",
     )
     image_size: int | Literal["pretrained"] = Field(
-        128, description="Side of the square input in pixels, or pretrained."
+        128,
+        description=f"Side of the square input in pixels (16 to {MAX_IMAGE_SIZE}), or pretrained.",
     )
     augment_views: int = Field(
         0, ge=0, description="Frozen trunk: extra augmented views cached per training image."
@@ -72,7 +73,9 @@ class ModelConfig(_Strict):
         description="Resampling of every resize, training and evaluation; pretrained: the "
         "backbone's.",
     )
-    embedding_dim: int = Field(128, ge=2, description="Size of the embedding.")
+    embedding_dim: int = Field(
+        128, ge=2, le=MAX_EMBEDDING_DIM, description="Size of the embedding."
+    )
     head: Literal["linear", "mlp", "identity"] = Field(
         "linear",
         description="Embedding head on the trunk features (identity needs embedding_dim = the "
@@ -92,8 +95,10 @@ class ModelConfig(_Strict):
     @field_validator("image_size")
     @classmethod
     def _size(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 16:
-            raise ValueError(f"image_size must be >= 16 or pretrained, got {value}")
+        if isinstance(value, int) and not 16 <= value <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be in [16, {MAX_IMAGE_SIZE}] pixels or pretrained, got {value}"
+            )
         return value
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from langdml.config.base import _Strict
+from langdml.config.base import MAX_IMAGE_SIZE, _Strict
 
 
 class TextConfig(_Strict):
@@ -31,7 +31,9 @@ class TextConfig(_Strict):
         "ARCH:WEIGHTS, a timm ImageNet classifier with model.weights' choices (e.g. "
         "resnet50:torchvision).",
     )
-    pseudo_label_image_size: int = Field(224, ge=16, description="PLG: classifier input side.")
+    pseudo_label_image_size: int = Field(
+        224, ge=16, le=MAX_IMAGE_SIZE, description="PLG: classifier input side."
+    )
     pseudo_label_crop_pct: float | None = Field(
         None,
         gt=0,

@@ -16,7 +16,7 @@ from langdml.data._files import (
     file_dataset,
     folder_dataset,
 )
-from langdml.data.names import collapse_whitespace
+from langdml.data.names import collapse_whitespace, normalise_class_name
 from langdml.data.records import ImageDataset
 from langdml.errors import DataError
 
@@ -91,7 +91,7 @@ def _cars_from_mat(mat: Path, kind: str) -> ImageDataset:
             "relative_im_path and class, and a cell array 'class_names'"
         )
     try:
-        class_names = [collapse_whitespace(str(_mat_scalar(n))) for n in names_cell.reshape(-1)]
+        class_names = [normalise_class_name(str(_mat_scalar(n))) for n in names_cell.reshape(-1)]
         records = ann.reshape(-1)
         rel = [str(_mat_scalar(r["relative_im_path"])).replace("\\", "/") for r in records]
         raw = [int(_mat_scalar(r["class"])) for r in records]

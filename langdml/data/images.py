@@ -11,8 +11,9 @@ Decoding (PIL mode → 8-bit RGB):
   mode PIL gives some 16-bit files), otherwise stretched from its minimum to its maximum; ``F``
   (32-bit float) is read as [0, 1] when its values lie there, otherwise stretched the same way
   (NaN becomes 0).
-- transparency (an alpha channel, or a palette's or grayscale image's transparent colour) is
-  composited onto :data:`BACKGROUND`, white, the background of the packaged emoji renders.
+- transparency (an alpha channel, premultiplied ones ``La``/``RGBa`` too, or a palette's or
+  grayscale image's transparent colour) is composited onto :data:`BACKGROUND`, white, the
+  background of the packaged emoji renders; ``RGBX``'s fourth band is padding, not alpha.
 - ``CMYK``, ``YCbCr``, ``HSV``, ``LAB``, palette and 1-bit images are converted by PIL's own
   colour conversions (``LAB`` through PIL's CIELab profile).
 - animations (GIF, APNG, WebP) give their first frame.
@@ -88,6 +89,8 @@ def _gray_to_l(img: Image.Image) -> Image.Image:
 
 
 def _composite(img: Image.Image) -> Image.Image:
+    if img.mode == "La":  # premultiplied: PIL converts it to LA only
+        img = img.convert("LA")
     rgba = img.convert("RGBA")
     canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
     return Image.alpha_composite(canvas, rgba).convert("RGB")
@@ -141,7 +144,9 @@ def open_rgb(item: Any) -> Image.Image:
             f"({2 * Image.MAX_IMAGE_PIXELS} pixels); resize it or remove it from the dataset"
         ) from None
     except UnidentifiedImageError:
-        raise DataError(f"{path} is not an image PIL can read (unknown or damaged)") from None
+        raise DataError(
+            f"cannot read image {path}: it is not an image PIL can read (unknown or damaged)"
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:  # SyntaxError: some broken headers
         raise DataError(f"cannot read image {path}: {exc}") from None
     for w in caught:

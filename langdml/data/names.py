@@ -21,10 +21,11 @@ _WS = re.compile(r"\s+")
 def clean_class_name(name: str) -> str:
     """A class folder name as words for a language model.
 
-    ``"001.Black_footed_Albatross"`` → ``"black footed albatross"``: drop a leading ``NNN.`` class
-    id, underscores → spaces, collapse whitespace, lower-case. A name that would become empty is
-    returned stripped instead.
+    ``"001.Black_footed_Albatross"`` → ``"black footed albatross"``: Unicode NFC, drop a leading
+    ``NNN.`` class id, underscores → spaces, collapse whitespace, lower-case. A name that would
+    become empty is returned stripped instead.
     """
+    name = unicodedata.normalize("NFC", name)
     text = _ID_PREFIX.sub("", name)
     text = _WS.sub(" ", text.replace("_", " ")).strip().lower()
     return text or name.strip()

@@ -132,14 +132,16 @@ def dataset_dir(seed: int = 0, cache_dir: str | Path | None = None) -> Path:
     return cache_root(cache_dir) / "datasets" / ("shapes" if seed == 0 else f"shapes-seed{seed}")
 
 
-def _render_rows(classes: list[ShapeClass], seed: int) -> dict[str, list]:
+def _render_rows(
+    classes: list[ShapeClass], seed: int, images_per_class: int, size: int
+) -> dict[str, list]:
     """Every image of every class, in class-id order; image ``i`` of a class is drawn from
     ``default_rng([seed, colour, fill, shape, i])``, so it does not depend on the class order."""
     cols: dict[str, list] = {k: [] for k in ("image", "label", *NUISANCE)}
     for c in classes:
-        for i in range(IMAGES_PER_CLASS):
+        for i in range(images_per_class):
             img, nuisance = render(
-                c.colour, c.shape, c.fill, np.random.default_rng([seed, *c.key, i]), IMAGE_SIZE
+                c.colour, c.shape, c.fill, np.random.default_rng([seed, *c.key, i]), size
             )
             cols["image"].append(img)
             cols["label"].append(c.id)
@@ -149,19 +151,41 @@ def _render_rows(classes: list[ShapeClass], seed: int) -> dict[str, list]:
 
 
 def build_shapes(
-    cache_dir: str | Path | None = None, seed: int = 0, force: bool = False
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    force: bool = False,
+    images_per_class: int | None = None,
+    image_size: int | None = None,
 ) -> Path:
     """Render the benchmark into ``cache/datasets/shapes`` (an HF dataset saved to disk, as the
-    emoji benchmark), or return the existing build when every file matches its checksum."""
+    emoji benchmark), or return the existing build when every file matches its checksum and it
+    was built with the same ``images_per_class`` and ``image_size``. The benchmark is the
+    default (``IMAGES_PER_CLASS`` images of ``IMAGE_SIZE`` px per class, read at call time);
+    fewer, smaller images make a quick build of the same classes for tests (image ``i`` of a
+    class is the same draw at any count)."""
     datasets = require("datasets", "data", "building the shapes benchmark")
+    images_per_class = IMAGES_PER_CLASS if images_per_class is None else images_per_class
+    image_size = IMAGE_SIZE if image_size is None else image_size
+    if images_per_class < 2 or image_size < 16:
+        raise DataError(
+            f"shapes build: images_per_class {images_per_class} / image_size {image_size}; "
+            "expected at least 2 images per class (a query needs a match) of at least 16 px"
+        )
     out_dir = dataset_dir(seed, cache_dir)
     if (out_dir / META).is_file() and not force:
         damaged = verify_built(out_dir)
-        if damaged is None:
+        if damaged is not None:
+            warnings.warn(f"dataset cache {damaged}; rebuilding it", stacklevel=2)
+        elif (other := _built_with(out_dir)) == (images_per_class, image_size):
             return out_dir
-        warnings.warn(f"dataset cache {damaged}; rebuilding it", stacklevel=2)
+        else:
+            warnings.warn(
+                f"{out_dir} holds a build of {other[0]} images of {other[1]} px per class; "
+                f"rebuilding it with {images_per_class} of {image_size} px",
+                stacklevel=2,
+            )
     classes = pinned_classes()
-    cols = _render_rows(classes, seed)
+    cols = _render_rows(classes, seed, images_per_class, image_size)
     features = datasets.Features(
         {
             "image": datasets.Image(),
@@ -175,13 +199,19 @@ def build_shapes(
         "seed": seed,
         "num_classes": len(classes),
         "num_images": len(ds),
-        "images_per_class": IMAGES_PER_CLASS,
-        "image_size": IMAGE_SIZE,
+        "images_per_class": images_per_class,
+        "image_size": image_size,
         "holdout_colour": HOLDOUT_COLOUR,
         "class_list_sha256": PIN_SHA256,
         "pillow": Image.__version__,
     }
     return save(ds, out_dir, meta)
+
+
+def _built_with(out_dir: Path) -> tuple:
+    """(images per class, image size) of a verified build."""
+    meta = json.loads((out_dir / META).read_text(encoding="utf-8"))
+    return (meta.get("images_per_class"), meta.get("image_size"))
 
 
 def load_shapes(
@@ -197,7 +227,15 @@ def load_shapes(
     damaged = verify_built(path)
     if damaged is not None:
         warnings.warn(f"dataset cache {damaged}; rebuilding it", stacklevel=3)
-        build_shapes(cache_dir=cache_dir, seed=seed, force=True)
+        try:
+            meta = json.loads((path / META).read_text(encoding="utf-8"))
+            sizes = {
+                "images_per_class": int(meta["images_per_class"]),
+                "image_size": int(meta["image_size"]),
+            }
+        except (OSError, ValueError, KeyError, TypeError):  # an unreadable metadata file
+            sizes = {}
+        build_shapes(cache_dir=cache_dir, seed=seed, force=True, **sizes)
     meta = json.loads((path / META).read_text())
     classes = pinned_classes()
     if meta.get("class_list_sha256") != PIN_SHA256:

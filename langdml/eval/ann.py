@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from langdml.errors import LangDMLError
+from langdml.errors import INT32_MAX, LangDMLError
 from langdml.eval.knn import (
     CPU,
     ExactKNN,
@@ -127,7 +127,6 @@ class SearchSpec:
         return p
 
 
-_INT32_MAX = 2**31 - 1  # faiss's search and build parameters are C ints
 
 
 def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec:
@@ -156,9 +155,9 @@ def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec
         low = _MINIMUM.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise LangDMLError(f"search_params[{key!r}] must be an integer >= {low}; got {value!r}")
-        if value > _INT32_MAX:
+        if value > INT32_MAX:  # faiss's search and build parameters are C ints
             raise LangDMLError(
-                f"search_params[{key!r}] must be at most {_INT32_MAX} (faiss holds it in a 32-bit "
+                f"search_params[{key!r}] must be at most {INT32_MAX} (faiss holds it in a 32-bit "
                 f"int); got {value}"
             )
         params[key] = int(value)
@@ -181,8 +180,10 @@ def auto_params(search_params: dict[str, Any] | None) -> tuple[float, int]:
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise LangDMLError(f"search_params['target_recall'] must be in (0, 1]; got {target!r}")
     n = p.get("recall_queries", 1000)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise LangDMLError(f"search_params['recall_queries'] must be an integer >= 1; got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= INT32_MAX:
+        raise LangDMLError(
+            f"search_params['recall_queries'] must be an integer in [1, {INT32_MAX}]; got {n!r}"
+        )
     return float(target), int(n)
 
 

@@ -151,8 +151,10 @@ def _with_search(cfg, search: str | None, search_params: dict | None, rerank=Non
 
 
 def _per_class_target(path: str | Path) -> Path:
-    """``path`` for the per-class CSV, checked before any work: a file in an existing folder."""
+    """``path`` for the per-class CSV, checked before any work: a file in an existing, writable
+    folder (:func:`langdml.io.check_writable`)."""
     from langdml.errors import LangDMLError
+    from langdml.io import check_writable
 
     path = Path(path)
     if path.is_dir():
@@ -162,7 +164,7 @@ def _per_class_target(path: str | Path) -> Path:
             f"per-class CSV {path}: the directory {path.parent} does not exist; create it or "
             "choose another path"
         )
-    return path
+    return check_writable(path, "--per-class")
 
 
 def evaluate_run(

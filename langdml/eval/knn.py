@@ -15,7 +15,11 @@ or on GPU the kept subset is arbitrary. We therefore search one extra neighbour,
 straddling the cut-off, e.g. duplicate embeddings), search that row again with a doubled k until the
 tie group fits (at most the whole reference). For ``IndexFlatL2`` with k < 100 on CPU faiss's own
 order already is this order, which is why the numbers equal pytorch-metric-learning's default
-``FaissKNN`` even with duplicate embeddings.
+``FaissKNN`` even with duplicate embeddings. A reference in which copies of earlier rows make up
+``DEDUPE_MIN_SHARE`` or more, or one row appears ``DEDUPE_MIN_GROUP`` times (a collapsed class,
+repeated images), is indexed by its distinct rows
+and every neighbour list expanded into their copies (``langdml.eval.duplicates``, exact by the
+argument there): a big tie group of identical rows then costs no second search.
 
 Leave-one-out (``exclude_self=True``): query i is reference row i, and it is removed *by index*, as
 pytorch-metric-learning does for ``ref_includes_query``: we search k + 1 neighbours, drop query i's
@@ -46,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from langdml.errors import LangDMLError
+from langdml.eval.duplicates import DuplicateRows, expand_neighbours, find_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,11 @@ METRICS = ("cosine", "euclidean")
 GPU_MAX_K = 2048
 # Results kept per chunk (rows x k entries) before a chunk is cut: ~200 MB of distances + indices.
 _CHUNK_ENTRIES = 1 << 24
+# A reference whose copies of earlier rows are at least this share of it, or that holds a row
+# this many times, is searched by its distinct rows (``langdml.eval.duplicates``): big tie
+# groups then cost no extra searches.
+DEDUPE_MIN_SHARE = 0.05
+DEDUPE_MIN_GROUP = 32
 
 
 def _faiss():
@@ -236,8 +246,12 @@ class ExactKNN:
     ``search(rows, k, self_ids)`` returns the k nearest reference items of each query row in the
     documented tie order, with self-matches removed by index when ``self_ids`` is given.
     ``backend`` picks where the search runs (``resolve_backend``); a faiss GPU index that cannot be
-    built (e.g. out of GPU memory) falls back to CPU faiss with a warning.
+    built (e.g. out of GPU memory) falls back to CPU faiss with a warning. A reference with many
+    identical rows (``DEDUPE_MIN_SHARE``, ``DEDUPE_MIN_GROUP``) is indexed by its distinct rows,
+    each neighbour list expanded into their copies (``duplicates``: the same lists, one search).
     """
+
+    duplicates: DuplicateRows | None = None  # subclasses indexing every row leave it None
 
     def __init__(
         self, reference: np.ndarray, metric: str, backend: SearchBackend | None = None
@@ -246,6 +260,9 @@ class ExactKNN:
         self.n, self.d = reference.shape
         self.backend = backend or CPU
         self.cpu_index = None  # faiss CPU index: the index itself, or faiss-gpu's k > 2048 path
+        self.duplicates = find_duplicates(reference, DEDUPE_MIN_SHARE, DEDUPE_MIN_GROUP)
+        if self.duplicates is not None:
+            reference = reference[self.duplicates.first]  # indexed, then let go
         if self.backend.kind == "torch":
             self.index = TorchFlatIndex(reference, metric, self.backend.torch_device)
             return
@@ -310,7 +327,17 @@ class ExactKNN:
         return D[keep].reshape(len(q), k), I[keep].reshape(len(q), k)
 
     def _search_with_tail(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        kk = min(k + 1, self.n)
+        """The first k neighbours of each row of ``q`` in (score, index) order."""
+        dup = self.duplicates
+        if dup is None:
+            return self._tail_search(q, k, self.n)
+        D, I = self._tail_search(q, min(k, dup.m), dup.m)  # over the distinct rows
+        return expand_neighbours(D, I, dup, k, self.metric)
+
+    def _tail_search(self, q: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``_search_with_tail`` over the ``n`` indexed rows: one extra neighbour, and rows whose
+        tie group straddles the cut-off searched again with a doubled k."""
+        kk = min(k + 1, n)
         D, I = self._canonical(*self._raw_search(q, kk))
         if kk == k:  # k == n: the whole reference came back, nothing can straddle
             return D, I
@@ -319,14 +346,14 @@ class ExactKNN:
         D, I = D[:, :k].copy(), I[:, :k].copy()
         straddle = np.flatnonzero(D[:, k - 1] == last)
         while straddle.size:
-            kk = min(2 * kk, self.n)
+            kk = min(2 * kk, n)
             step = max(1, _CHUNK_ENTRIES // kk)  # bounded memory for big tie groups
             still = []
             for s in range(0, straddle.size, step):
                 rows = straddle[s : s + step]
                 D2, I2 = self._canonical(*self._raw_search(q[rows], kk))
                 D[rows], I[rows] = D2[:, :k], I2[:, :k]
-                if kk < self.n:
+                if kk < n:
                     still.append(rows[(D2[:, k - 1] == D2[:, kk - 1]) & (I2[:, kk - 1] >= 0)])
             straddle = np.concatenate(still) if still else np.empty(0, dtype=np.int64)
         return D, I

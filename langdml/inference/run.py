@@ -186,21 +186,33 @@ def dataset_paths(dataset: ImageDataset, spec: str) -> list[str]:
     return [str(x) if isinstance(x, str | Path) else f"{spec}#{i}" for i, x in enumerate(items)]
 
 
-def trained_class_names(run: LoadedRun) -> list[str]:
+def trained_class_names(run: LoadedRun, why: str = "") -> list[str]:
     """The classes ``run`` trained on (validation classes included): the train part of its own
-    dataset's class split, read from the dataset's listing (no features are extracted)."""
+    dataset's class split, read from the dataset's listing (no features are extracted). When
+    that dataset does not load here, one LangDMLError line says so, ending in ``why``."""
     from langdml.data import load_dataset
+    from langdml.errors import first_line
 
     cfg = run.config
-    own = load_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
+    try:
+        own = load_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
+    except (LangDMLError, OSError) as exc:
+        raise LangDMLError(
+            f"the classes run {str(run.run_dir)!r} trained on are unknown here: its dataset "
+            f"{cfg.data.dataset!r} does not load ({first_line(exc, with_type=False)}){why}"
+        ) from None
     return list(run_class_splits(cfg, own).train.class_names)
 
 
 def check_same_classes(run: LoadedRun, train_names: Sequence[str], name: str, split: str) -> None:
     """Refuse to label ``split`` rows of a dataset whose class split is not the run's own (another
     dataset re-split would call some of the run's training classes "test"), in one line naming
-    the classes the run trained on."""
-    trained = trained_class_names(run)
+    the classes the run trained on; also when the run's own dataset is not here to compare."""
+    unsure = (
+        f"; so dataset {name!r} may not split as the run did: use --split all (labels by the "
+        "dataset's own classes) or make the run's dataset available"
+    )
+    trained = trained_class_names(run, unsure)
     if list(train_names) == trained:
         return
     shown = ", ".join(repr(n) for n in trained[:4]) + (", …" if len(trained) > 4 else "")

@@ -159,6 +159,7 @@ def dataset_classes(args: argparse.Namespace, data_root: Path | None) -> tuple[I
 
 
 def run_precompute(args: argparse.Namespace) -> int:
+    from langdml.config.base import MAX_IMAGE_SIZE
     from langdml.devices import check_device
     from langdml.errors import check_int
     from langdml.text.precompute import precompute_text_embeddings, pseudo_label_embeddings
@@ -166,7 +167,7 @@ def run_precompute(args: argparse.Namespace) -> int:
     check_device(args.device)
     check_int(args.batch_size, "--batch-size")
     check_int(args.top_k, "--top-k")
-    check_int(args.image_size, "--image-size")
+    check_int(args.image_size, "--image-size", high=MAX_IMAGE_SIZE, meaning="pixels per side")
     cleaner = args.names
     allow_duplicates = args.allow_duplicate_names
     data_root, text_dir = cache_roots(args)

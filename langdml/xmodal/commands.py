@@ -82,10 +82,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_xmodal_command(args: argparse.Namespace) -> int:
-    from langdml.io import atomic_write_json
+    from langdml.io import atomic_write_json, check_writable
     from langdml.xmodal.methods import run_method
 
     settings = _settings(args)
+    if args.output:
+        check_writable(args.output, "--output")  # before the method runs
     result = run_method(settings.pop("method"), **settings)
     print(json.dumps(result, indent=2))
     if args.output:
