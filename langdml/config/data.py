@@ -25,9 +25,14 @@ class DataConfig(_Strict):
         description="Share of the classes that train (the first ones); the rest are the held-out "
         "test classes (class-disjoint split).",
     )
-    # > 0 carves a validation split from the TRAIN classes (the last fraction of them) and
-    # evaluates on it instead of the test classes: the way to tune without seeing test classes.
-    validation_fraction: float = Field(0.0, ge=0, lt=1)
+    validation_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="> 0: carve a validation split from the TRAIN classes (this fraction of them, "
+        "the last in class order) and evaluate on it instead of the test classes, which picks "
+        "best.pt; the way to tune without seeing test classes.",
+    )
     folds: int = Field(
         0,
         ge=0,

@@ -25,9 +25,11 @@ class EvalConfig(_Strict):
     metric: Literal["cosine", "euclidean"] = Field(
         "cosine", description="Similarity of the kNN retrieval."
     )
-    # After training, also measure image <-> class-name retrieval on the held-out classes
-    # (langdml.xmodal.xmodal_for_run); the ablation table then gets cross-modal columns.
-    xmodal: bool = False
+    xmodal: bool = Field(
+        False,
+        description="After training, also measure image <-> class-name retrieval on the "
+        "held-out classes (langdml.xmodal); an ablation's table then gets cross-modal columns.",
+    )
     search: Literal["exact", "ivf", "hnsw", "auto"] = Field(
         "exact",
         description="kNN search of the metrics: exact, an approximate faiss index for large eval "

@@ -23,7 +23,11 @@ class TextConfig(_Strict):
         description="Prompt templates ({} is the class name); a class's embedding is the mean "
         "over its prompts.",
     )
-    pseudo_labels: bool = False  # PLG: top-k ImageNet names per class instead of class names
+    pseudo_labels: bool = Field(
+        False,
+        description="PLG: the top_k ImageNet class names an ImageNet classifier gives each "
+        "class's images, as the class's language target (text.target pseudo_labels).",
+    )
     top_k: int = Field(5, ge=1, description="PLG: ImageNet pseudo-labels per class.")
     pseudo_label_model: str = Field(
         "packaged",
