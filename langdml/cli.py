@@ -26,7 +26,7 @@ _COMMAND_MODULES = (
     "langdml.ablation.commands",
     "langdml.xmodal.commands",
     "langdml.inference.commands",
-    "langdml.diagnose",
+    "langdml.diagnose_commands",
     "langdml.packaged_configs",
     "langdml.starter",
 )
@@ -47,7 +47,7 @@ COMMAND_MODULE = {
     "search": "langdml.inference.commands",
     "export": "langdml.inference.commands",
     "report": "langdml.inference.commands",
-    "diagnose": "langdml.diagnose",
+    "diagnose": "langdml.diagnose_commands",
     "configs": "langdml.packaged_configs",
     "init": "langdml.starter",
 }

@@ -2,6 +2,7 @@
 
 A device is ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; :func:`check_device` also checks that it
 exists on this machine, before any work (a run is reopened, a dataset embedded) starts.
+``auto`` (``train.device``, and reopening a run) is cuda when torch sees a CUDA GPU, else cpu.
 """
 
 from __future__ import annotations
@@ -37,3 +38,20 @@ def check_device(device: str, what: str = "--device") -> str:
     if value == "mps" and not torch.backends.mps.is_available():
         raise LangDMLError(f"{what} 'mps' requested but MPS is not available; use {what} cpu")
     return value
+
+
+def resolve_auto_device() -> str:
+    """``auto``: cuda when torch sees a CUDA GPU, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def usable_device(device: str, what: str = "--device") -> str:
+    """:func:`check_device`, with ``auto`` chosen on this machine first."""
+    value = str(device).strip().lower()
+    if value != "auto" and not re.match(DEVICE_PATTERN, value):
+        raise LangDMLError(
+            f"{what} {device!r} is not a device; expected cpu, cuda, cuda:N, mps or auto"
+        )
+    return check_device(resolve_auto_device() if value == "auto" else value, what)

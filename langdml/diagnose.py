@@ -16,17 +16,13 @@ name matrix's spectrum but destroys its meaning.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langdml.errors import LangDMLError, check_int
+from langdml.errors import LangDMLError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -295,12 +291,8 @@ class AgreementRequest:
     weights: str = "packaged"
     image_size: int = 128
     crop_pct: float | None = None
-    # the rest of the run's feature spec (models.FeatureSpec); at their defaults they stay out
-    # of the cache key, so requests cached before they existed keep their key
-    pooling: str = "avg"
-    interpolation: str = "bicubic"
-    backbone_kwargs: tuple[tuple[str, Any], ...] = ()
-    floor_scale: bool = False
+    # the run's other FeatureSpec fields that differ from their defaults, as (name, value) pairs
+    feature_extra: tuple[tuple[str, Any], ...] | None = None
     # The run's extra augmented views, only so the feature cache key is training's; view 0 (the
     # clean one) is what the centroids use.
     augment_views: int = 0
@@ -319,12 +311,9 @@ class AgreementRequest:
         out["prompts"] = None if self.prompts is None else list(self.prompts)
         if not self.folds:  # without folds, the key of the requests cached before folds existed
             del out["folds"], out["fold"]
-        for key in ("target", "descriptions"):  # likewise without descriptions
+        for key in ("target", "descriptions", "feature_extra"):  # likewise without these
             if out[key] is None:
                 del out[key]
-        for name in _LATER_SPEC_FIELDS:
-            if out[name] == _DEFAULTS[name]:
-                del out[name]
         return out
 
     def key(self) -> str:
@@ -351,12 +340,8 @@ class AgreementRequest:
     def feature_spec(self) -> FeatureSpec:
         from langdml.models import FeatureSpec
 
-        names = {f.name for f in dataclasses.fields(FeatureSpec)}
-        return FeatureSpec(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
-
-
-_LATER_SPEC_FIELDS = ("pooling", "interpolation", "backbone_kwargs", "floor_scale")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AgreementRequest)}
+        basic = (self.backbone, self.weights, self.image_size, self.augment_views, self.crop_pct)
+        return FeatureSpec(*basic, **dict(self.feature_extra or ()))
 
 
 def _class_text(
@@ -424,93 +409,3 @@ def format_table(results: Sequence[Agreement]) -> str:
             f"{100 * r.chance_overlap:.1f} % |"
         )
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------
-# `langdml diagnose`
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    from langdml.text.spec import KINDS_HELP
-
-    p = sub.add_parser(
-        "diagnose",
-        help="language-vision agreement of text models with the trunk on the train classes",
-        description="Compare each text model's class-name similarity with the frozen trunk's "
-        "class-centroid similarity on the TRAIN classes: Spearman correlation, overlap of each "
-        "class's k nearest classes, and the same for shuffled names (control).",
-    )
-    p.add_argument("--dataset", required=True, metavar="SPEC", help="dataset spec, e.g. emoji")
-    p.add_argument(
-        "--model",
-        action="append",
-        metavar="TEXTMODEL",
-        help=f"text model (repeat to compare; default minilm): {KINDS_HELP}",
-    )
-    p.add_argument("--k", type=int, default=DEFAULT_K, help="nearest classes compared (10)")
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="shuffled-name permutations")
-    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm trunk")
-    p.add_argument("--weights", default="packaged", help="trunk weights (packaged, a file, …)")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--train-fraction", type=float, default=0.5)
-    p.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.0,
-        help="leave out the last fraction of the train classes (as data.validation_fraction)",
-    )
-    p.add_argument(
-        "--folds", type=int, default=0, help="K class folds of the train classes (as data.folds)"
-    )
-    p.add_argument(
-        "--fold", type=int, default=0, help="the validation fold left out (as data.fold)"
-    )
-    p.add_argument(
-        "--prompt", action="append", metavar="TEMPLATE", help="default 'a photo of a {}'"
-    )
-    p.add_argument("--cache-dir", default=None, help="cache root (default $LANGDML_CACHE or cache)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.set_defaults(func=run_diagnose)
-
-
-def run_diagnose(args: argparse.Namespace) -> int:
-    from langdml.devices import check_device
-    from langdml.models import FeatureSpec
-
-    check_device(args.device)
-    check_int(args.k, "--k", meaning="nearest classes compared")
-    check_int(args.seeds, "--seeds", meaning="shuffled-name permutations")
-    start = time.perf_counter()
-    results = diagnose(
-        args.dataset,
-        models=args.model or ["minilm"],
-        feature_spec=FeatureSpec(args.backbone, args.weights, args.image_size),
-        cache_dir=args.cache_dir,
-        train_fraction=args.train_fraction,
-        validation_fraction=args.validation_fraction,
-        folds=args.folds,
-        fold=args.fold,
-        k=args.k,
-        seeds=args.seeds,
-        prompts=args.prompt,
-        device=args.device,
-    )
-    seconds = time.perf_counter() - start
-    from langdml.calibration import placement
-
-    if args.json:
-        rows = [{**r.as_dict(), "calibration": placement(r.spearman)} for r in results]
-        print(json.dumps(rows, indent=2))
-    else:
-        r = results[0]
-        print(
-            f"Language-vision agreement on {args.dataset}: {r.num_classes} train classes, trunk "
-            f"{args.backbone} ({args.weights}, {args.image_size} px); shuffled = mean ± std of "
-            f"{r.seeds} permutations of the names"
-        )
-        print(format_table(results))
-        for r in results:  # where each agreement falls among the benchmarks measured here
-            print(f"{r.model}: {placement(r.spearman)}")
-    print(f"diagnose took {seconds:.1f} s", file=sys.stderr)
-    return 0

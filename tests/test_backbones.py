@@ -146,7 +146,7 @@ def test_prefix_then_suffix_is_the_trunk(weights, family):
 def test_timm_variants_split_too(name, kwargs, size):
     """DeiT's distillation token, DINOv2's register tokens and ConvNeXt-V2's stages."""
     from langdml.models import create_backbone
-    from langdml.models.backbones import split_trunk
+    from langdml.models.trunk_split import split_trunk
 
     torch.manual_seed(0)
     trunk, _ = create_backbone(name, "none", kwargs=kwargs, image_size=size)
@@ -424,4 +424,5 @@ def test_the_agreement_of_a_modern_trunk_uses_the_runs_features(weights):
     stored = json.loads(json.dumps(request.as_dict()))  # as agreement.json keeps it
     assert AgreementRequest(**stored).key() == request.key()
     plain = request_for(load_config(None, {"loss.regularizers": ["language"]})).as_dict()
-    assert not {"pooling", "interpolation", "backbone_kwargs", "floor_scale"} & set(plain)
+    assert "feature_extra" not in plain  # a default trunk keeps the key it was cached with
+    assert dict(request.feature_extra)["floor_scale"] is True  # timm's pretrained crop rule

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from langdml.ablation.spec import Ablation, Run
 from langdml.config import ExperimentConfig
 from langdml.diagnose import Agreement, AgreementRequest, agreement_of
 from langdml.errors import LangDMLError
-from langdml.experiment import needs_text, run_preprocessing
+from langdml.experiment import feature_spec, needs_text
 from langdml.io import atomic_write_json
+from langdml.models import FeatureSpec
 
 AGREEMENT_FILE = "agreement.json"
 
@@ -52,7 +53,9 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
     """The agreement a run's text side has with its trunk; None for a run that uses no text."""
     if not needs_text(cfg):
         return None
-    m, t, pre = cfg.model, cfg.text, run_preprocessing(cfg)
+    m, t = cfg.model, cfg.text
+    # only a frozen-trunk run cached pooled features with its extra views
+    spec = feature_spec(cfg, augment_views=m.augment_views if m.frozen_trunk else 0)
     return AgreementRequest(
         dataset=cfg.data.dataset,
         text_model=t.text_model,
@@ -61,14 +64,10 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
         top_k=t.top_k if t.pseudo_labels else AgreementRequest.top_k,
         backbone=m.backbone,
         weights=m.weights,
-        image_size=pre.image_size,
-        crop_pct=pre.crop_pct,
-        pooling=m.pooling,
-        interpolation=pre.interpolation,
-        backbone_kwargs=tuple(sorted(m.backbone_kwargs.items())),
-        floor_scale=pre.floor_scale,
-        # only a frozen-trunk run cached pooled features with its extra views
-        augment_views=m.augment_views if m.frozen_trunk else 0,
+        image_size=spec.image_size,
+        crop_pct=spec.crop_pct,
+        feature_extra=_feature_extra(spec),
+        augment_views=spec.augment_views,
         train_fraction=cfg.data.train_fraction,
         validation_fraction=cfg.data.validation_fraction,
         folds=cfg.data.folds,
@@ -76,6 +75,18 @@ def request_for(cfg: ExperimentConfig) -> AgreementRequest | None:
         target=None if t.sources in (["names"], ["pseudo_labels"]) else tuple(t.sources),
         descriptions=t.descriptions,
     )
+
+
+def _feature_extra(spec: FeatureSpec) -> tuple[tuple[str, Any], ...] | None:
+    """The spec's fields beyond the request's own that differ from their defaults (pooling,
+    interpolation, backbone_kwargs, ...): none for the trunks requests were cached with before."""
+    own = ("backbone", "weights", "image_size", "augment_views", "crop_pct")
+    extra = tuple(
+        (f.name, getattr(spec, f.name))
+        for f in fields(spec)
+        if f.name not in own and getattr(spec, f.name) != f.default
+    )
+    return extra or None
 
 
 def varies_text(ablation: Ablation) -> bool:

@@ -10,8 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from langdml.config.base import _Strict
-from langdml.devices import DEVICE_PATTERN
-from langdml.errors import ConfigError
+from langdml.devices import DEVICE_PATTERN, resolve_auto_device
 
 SAMPLERS = ("m_per_class", "class_balanced", "hierarchical")
 LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
@@ -25,27 +24,6 @@ TRACKING_KEYS = (
     "tracking_run_name",
     "tracking_tags",
 )
-
-def resolve_auto_device() -> str:
-    """``train.device: auto``: cuda when torch sees a CUDA GPU, else cpu."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def usable_device(device: str, what: str = "--device") -> str:
-    """``device`` (auto resolved) when this machine can run on it; a one-line ConfigError for a
-    malformed value or for CUDA on a machine without a CUDA GPU (``langdml.devices``)."""
-    from langdml.devices import check_device
-    from langdml.errors import LangDMLError
-
-    value = str(device).strip().lower()
-    value = resolve_auto_device() if value == "auto" else value
-    try:
-        return check_device(value, what)
-    except LangDMLError as exc:
-        raise ConfigError(str(exc)) from None
-
 
 class OptimizerConfig(_Strict):
     name: Literal["adam", "adamw", "sgd"] = Field("adamw", description="Optimizer.")

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import torch
 
 from langdml.config import ExperimentConfig, load_yaml, migrate_config, validate_config
-from langdml.config.training import usable_device
+from langdml.devices import usable_device
 from langdml.errors import ConfigError, LangDMLError
 from langdml.experiment.assemble import build_model, text_proxy_loss
 from langdml.experiment.class_text import class_text_embeddings, needs_text, uses_text_proxies
