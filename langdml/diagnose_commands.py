@@ -8,7 +8,8 @@ import json
 import sys
 import time
 
-from langdml.diagnose import DEFAULT_K, DEFAULT_SEEDS, diagnose, format_table
+from langdml import diagnose as agreement
+from langdml.diagnose import DEFAULT_K, DEFAULT_SEEDS, format_table
 from langdml.errors import check_int
 
 
@@ -66,7 +67,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     check_int(args.seeds, "--seeds", meaning="shuffled-name permutations")
     check_int(args.image_size, "--image-size", high=MAX_IMAGE_SIZE, meaning="pixels per side")
     start = time.perf_counter()
-    results = diagnose(
+    results = agreement.diagnose(  # looked up at call time: tests replace it
         args.dataset,
         models=args.model or ["minilm"],
         feature_spec=FeatureSpec(args.backbone, args.weights, args.image_size),

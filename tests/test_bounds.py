@@ -321,8 +321,8 @@ def test_flags_beyond_32_bits_are_one_line(trained, tmp_path, capsys, argv, word
     [
         ("--k", "0", "--k must be at least 1 (nearest classes compared), got 0"),
         ("--seeds", "0", "--seeds must be at least 1 (shuffled-name permutations), got 0"),
-        ("--image-size", "-8", "image size must be at least 1 (pixels per side), got -8"),
-        ("--image-size", "5000", "image size must be at most 4096 (pixels per side), got 5000"),
+        ("--image-size", "-8", "--image-size must be at least 1 (pixels per side), got -8"),
+        ("--image-size", "5000", "--image-size must be at most 4096 (pixels per side), got 5000"),
     ],
 )
 def test_diagnose_counts_are_checked_before_any_feature(
