@@ -4,7 +4,7 @@
 setting, base loss): the target's agreement (``langdml diagnose``'s Spearman on the train
 classes), its test Recall@1 gain over no regularizer and over the shuffled-names control of the
 same study (paired over seeds, in R@1 points), on how many seeds it beat each, and the results
-file the numbers come from. ``scripts/calibration.py`` regenerates it (and the plot on
+file the numbers come from. ``scripts/studies/calibration.py`` regenerates it (and the plot on
 the calibration results page) from those files.
 
 :func:`placement` turns an agreement into one sentence for ``langdml diagnose``: how many of the

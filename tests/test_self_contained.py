@@ -4,8 +4,9 @@ Every file git tracks (or would track: untracked files that are not ignored) is 
 searched for what does not belong in a released project: files the project does not contain (a
 design note or a reference list kept elsewhere, a sibling ``shared`` folder), absolute paths of the
 machine it was written on (home, scratch and temporary folders), and numbers of an internal
-tracker ("issue 12", "#12", tickets). This file, which has to spell out what it looks for, is the
-one file not searched.
+tracker (the word for a tracker entry followed by a number, a bare hash-number, the word for a
+support request). The patterns below spell out what they look for, so this file is the one file not
+searched.
 """
 
 from __future__ import annotations

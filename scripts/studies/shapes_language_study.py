@@ -6,12 +6,12 @@ emoji — a class name's words describe its appearance. Arms, each beside the sa
 the packaged MiniLM / MPNet), ``shuffled_minilm`` (MiniLM names given to a seeded permutation of
 the classes: same vectors, wrong classes) and ``oracle`` (class centroids of a head trained on ALL
 classes, test classes included: a control of the mechanism, never a method; made by
-``scripts/positive_control.py --dataset shapes``). Trunk settings: frozen trunk + linear head, and
-the last two stages fine-tuned (``model.trainable_blocks: 2``); base losses multi-similarity and
-Proxy Anchor.
+``scripts/studies/positive_control.py --dataset shapes``). Trunk settings: frozen trunk + linear
+head, and the last two stages fine-tuned (``model.trainable_blocks: 2``); base losses
+multi-similarity and Proxy Anchor.
 
 Protocol, per part (``--parts``, run in this order: ``frozen``, ``holdout``, ``ft2``):
-1. targets: the oracle target file of the benchmark (``scripts/positive_control.py``).
+1. targets: the oracle target file of the benchmark (``scripts/studies/positive_control.py``).
 2. tune: on the validation split carved from the TRAIN classes (30 % of them), seeds 0 and 1,
    the MiniLM names weight of each base loss is chosen from a small grid by mean validation R@1.
    Test classes are never looked at. MPNet names, shuffled names and the oracle reuse that weight
@@ -32,9 +32,9 @@ Protocol, per part (``--parts``, run in this order: ``frozen``, ``holdout``, ``f
 Frozen cells train 10 epochs (the shapes head converges quickly; the CPU budget is two cores
 shared with other work); fine-tuned cells 4.
 
-    python scripts/shapes_language_study.py all                  # resumable: rerun after a kill
-    python scripts/shapes_language_study.py all --parts ft2      # one part
-    python scripts/shapes_language_study.py report
+    python scripts/studies/shapes_language_study.py all              # resumable after a kill
+    python scripts/studies/shapes_language_study.py all --parts ft2  # one part
+    python scripts/studies/shapes_language_study.py report
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = Path("runs") / "shapes_study"  # relative to ROOT (the recipe runs there)
 DOCS = ROOT / "docs" / "results" / "shapes_study"
 BASE = "../../../configs/emoji_demo.yaml"  # relative to the ablation files in DOCS
@@ -106,7 +106,7 @@ def targets(bench: str) -> None:
         return
     cmd = [
         sys.executable,
-        str(ROOT / "scripts" / "positive_control.py"),
+        str(ROOT / "scripts" / "studies" / "positive_control.py"),
         "--dataset",
         bench,
         "--out",

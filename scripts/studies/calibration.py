@@ -17,7 +17,7 @@ Writes langdml/calibration.tsv (packaged: ``langdml diagnose`` places a new agre
 points), docs/results/calibration.png and the table of docs/results/calibration.md (between its
 two markers), and prints the table.
 
-    python scripts/calibration.py
+    python scripts/studies/calibration.py
 """
 
 from __future__ import annotations
@@ -28,25 +28,14 @@ import re
 import statistics
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from langdml.calibration import CALIBRATION_FILE as TSV
+from langdml.calibration import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
-TSV = ROOT / "langdml" / "calibration.tsv"
 PNG = RESULTS / "calibration.png"
 PAGE = RESULTS / "calibration.md"
 MARKS = ("<!-- calibration-table -->", "<!-- /calibration-table -->")
-COLUMNS = (
-    "benchmark",
-    "target",
-    "setting",
-    "base_loss",
-    "spearman",
-    "gain_none",
-    "wins_none",
-    "gain_shuffled",
-    "wins_shuffled",
-    "seeds",
-    "source",
-)
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -176,8 +165,9 @@ def shapes_study() -> list[dict]:
 
 def write_tsv(points: list[dict]) -> None:
     lines = [
-        "# Agreement -> R@1 gain of every language target measured here; scripts/calibration.py",
-        "# writes it from the results files named in `source` (under docs/results).",
+        "# Agreement -> R@1 gain of every language target measured here;",
+        "# scripts/studies/calibration.py writes it from the results files named in `source`",
+        "# (under docs/results).",
         "\t".join(COLUMNS),
     ]
     lines += ["\t".join(str(p[c]) for c in COLUMNS) for p in points]
