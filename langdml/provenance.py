@@ -45,12 +45,18 @@ def package_versions() -> dict[str, str | None]:
 
 
 def device_info() -> dict[str, Any]:
-    """CUDA version and GPU names, if torch sees any (without initialising CUDA otherwise)."""
+    """CUDA version, GPU names (if torch sees any, without initialising CUDA otherwise) and the CPU
+    thread count: on the CPU, float sums are ordered by thread, so a result reproduces to the last
+    digit only at the same ``cpu_threads``."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
-        return {"cuda": None, "gpus": []}
-    info: dict[str, Any] = {"cuda": torch.version.cuda, "gpus": []}
+        return {"cuda": None, "gpus": [], "cpu_threads": None}
+    info: dict[str, Any] = {
+        "cuda": torch.version.cuda,
+        "gpus": [],
+        "cpu_threads": torch.get_num_threads(),
+    }
     try:
         if torch.cuda.is_available():
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

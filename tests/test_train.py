@@ -55,6 +55,7 @@ def test_training_beats_untrained_head_and_raw_features(emoji_subset_folder, cac
     assert {"python", "numpy", "timm", "faiss"} <= set(prov["versions"])
     assert prov["dataset"]["fingerprints"]["train"] and prov["dataset"]["fingerprints"]["test"]
     assert "cuda" in prov["device"] and "gpus" in prov["device"]
+    assert prov["device"]["cpu_threads"] == torch.get_num_threads()
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 11))
     assert "recall@1" in log[1] and "recall@1" not in log[0]  # eval every 2 epochs
