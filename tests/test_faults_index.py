@@ -146,14 +146,16 @@ def test_index_into_a_folder_holding_other_files_is_refused_untouched(
 
 
 def test_a_moved_run_names_the_index_and_is_found_with_run_dir(setup, tmp_path, capsys):
+    """An index built without its tower reopens the run, so a moved run is one line."""
     from langdml.train import train as train_run
 
     images = setup["images"]
     run = tmp_path / "run"
     train_run(tiny_cfg(images, tmp_path, output_dir=str(run)))
     idx = tmp_path / "idx"
-    argv = ["index", str(run), "--images", str(images), "--no-progress", "-o", str(idx)]
-    assert main(argv) == 0
+    argv = ["index", str(run), "--images", str(images), "--no-progress", "--no-tower"]
+    assert main([*argv, "-o", str(idx)]) == 0
+    assert not (idx / "tower.pt").exists()
     capsys.readouterr()
     before = _search(capsys, idx, setup["query"])
     moved = tmp_path / "moved"
@@ -269,3 +271,25 @@ def test_an_unreadable_faiss_file_under_a_matching_manifest_is_one_line(setup, t
         GalleryIndex.load(idx)
     assert str(info.value).startswith(f"'{faiss_file}' is not a faiss index")
     assert len(str(info.value).splitlines()) == 1
+
+
+def test_the_index_tower_searches_without_the_run(setup, tmp_path, capsys):
+    """The tower an index folder carries answers image queries as the run does, with the run
+    gone; a tampered tower file is one line."""
+    from langdml.train import train as train_run
+
+    images = setup["images"]
+    run = tmp_path / "run"
+    train_run(tiny_cfg(images, tmp_path, output_dir=str(run)))
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), "--images", str(images), "--no-progress", "-o", str(idx)]) == 0
+    capsys.readouterr()
+    by_run = _search(capsys, idx, setup["query"], "--run-dir", str(run))
+    run.rename(tmp_path / "gone")
+    by_tower = _search(capsys, idx, setup["query"])
+    assert [r["path"] for r in by_tower] == [r["path"] for r in by_run]
+    for a, b in zip(by_tower, by_run, strict=True):
+        assert abs(a["score"] - b["score"]) < 1e-5
+    (idx / "tower.pt").write_bytes(b"not a tower")
+    line = _search_error(capsys, idx, setup["query"])
+    assert "tower.pt" in line and "does not match the index's manifest" in line

@@ -42,6 +42,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _run_args(p)
     _gallery_args(p)
     add_search_args(p, "exact")
+    p.add_argument(
+        "--no-tower",
+        action="store_true",
+        help="do not store the traced image tower in the index folder (searches then reopen "
+        "the run, which must stay where it is)",
+    )
     p.add_argument("-o", "--output", required=True, help="INDEX_DIR")
     p.set_defaults(func=run_index)
 
@@ -169,6 +175,7 @@ def run_index(args) -> int:
     from langdml.eval.ann import check_search
     from langdml.inference.index import FAISS, GALLERY, GalleryIndex
     from langdml.inference.index_folder import check_target
+    from langdml.inference.tower_file import TOWER
     from langdml.io import check_writable
 
     search, params = search_options(args)
@@ -176,15 +183,25 @@ def run_index(args) -> int:
     check_search(search, params)  # one clear line before the run is loaded
     check_int(args.batch_size, "--batch-size", meaning="images per forward pass")
     check_writable(args.output, "-o", folder=True)
-    check_target(args.output, (GALLERY, FAISS))  # a folder of other files: refused before work
-    index = GalleryIndex(gallery_table(_load(args), args), search=search, search_params=params)
-    folder = index.save(args.output)
+    check_target(args.output, (GALLERY, FAISS, TOWER))  # other files there: refused before work
+    run = _load(args)
+    index = GalleryIndex(gallery_table(run, args), search=search, search_params=params)
+    folder = index.save(args.output, tower=None if args.no_tower else portable_tower(run))
     kind, resolved = index.search_kind
     how = ", ".join(f"{k} {v}" for k, v in resolved.items())
     if index.choice is not None:
         print(index.choice.summary())
     print(f"{kind} index{f' ({how})' if how else ''} of {len(index)} images → {folder}")
     return 0
+
+
+def portable_tower(run):
+    """The run's image tower traced for the index folder, with its eval view."""
+    from langdml.experiment import run_preprocessing
+    from langdml.inference.tower_file import trace_tower
+
+    pre = run_preprocessing(run.config)
+    return trace_tower(run.tower(), pre.image_size), pre.eval_view()
 
 
 def run_search(args) -> int:

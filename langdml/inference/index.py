@@ -125,6 +125,7 @@ class GalleryIndex:
         self.table = table
         self.folder: Path | None = None  # the index folder it was loaded from
         self.choice: Any = None  # search="auto": the eval.autotune.AutoChoice it made
+        self.manifest: dict | None = None  # the manifest it was loaded with
         spec = check_search(search, search_params)
         if index is None:
             index = self._build_approx(table, spec, seed) if spec.approximate else None
@@ -230,22 +231,43 @@ class GalleryIndex:
         q = self._prepare(torch.as_tensor(queries).reshape(-1, self.index.d), self.table.metric)
         return self.index.search(q, min(k, len(self)))
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the index folder: gallery, faiss index and (last) their manifest, in a
-        temporary sibling folder that replaces ``folder`` whole (``index_folder``)."""
+    def save(self, folder: str | Path, tower: tuple[Any, Any] | None = None) -> Path:
+        """Write the index folder: gallery, faiss index, optionally ``tower`` (a traced image
+        tower and its :class:`~langdml.models.eval_view.EvalView`,
+        :mod:`langdml.inference.tower_file`) and (last) their manifest, in a temporary sibling
+        folder that replaces ``folder`` whole (``index_folder``)."""
         from langdml.inference.index_folder import manifest_record, write_folder
+        from langdml.inference.tower_file import TOWER, view_record
         from langdml.io import atomic_write
 
         def write(tmp: Path) -> dict:
             save_embeddings(tmp / GALLERY, self.table)
             atomic_write(tmp / FAISS, lambda t: _faiss().write_index(self.index, str(t)))
             files = {GALLERY: tmp / GALLERY, FAISS: tmp / FAISS}
+            if tower is not None:
+                atomic_write(tmp / TOWER, lambda t: tower[0].save(str(t)))
+                files[TOWER] = tmp / TOWER
             d = int(self.index.d)
-            return manifest_record(
+            record = manifest_record(
                 files, len(self), d, self.table.metric, self.search_kind, self.table.fingerprint
             )
+            if tower is not None:
+                record["tower"] = view_record(tower[1])
+            return record
 
-        return write_folder(Path(folder), (GALLERY, FAISS), write)
+        return write_folder(Path(folder), (GALLERY, FAISS, TOWER), write)
+
+    def portable_tower(self):
+        """The image tower the index folder carries (verified against its manifest), or None
+        (an index built without one, or not loaded from a folder)."""
+        from langdml.inference.index_folder import verify_files
+        from langdml.inference.tower_file import TOWER, PortableTower
+
+        record = (self.manifest or {}).get("tower")
+        if self.folder is None or not isinstance(record, dict):
+            return None
+        verify_files(self.folder, self.manifest, (TOWER,))
+        return PortableTower.load(self.folder, record)
 
     @classmethod
     def load(cls, folder: str | Path) -> GalleryIndex:
@@ -274,5 +296,5 @@ class GalleryIndex:
             ) from None
         index = cls(table, raw, search=manifest["search"].get("kind", "exact"))
         verify_loaded(folder, manifest, table, raw, index.search_kind)
-        index.folder = folder
+        index.folder, index.manifest = folder, manifest
         return index

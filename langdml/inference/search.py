@@ -1,10 +1,12 @@
 """``langdml search INDEX``: one or many queries (images, a folder of images, or class names)
 against an index folder, optionally re-ranked over the index's gallery.
 
-The run is reopened only for its image tower (or text side) — never its dataset — so a query
-costs the imports, the tower's load and one forward pass. Every query is embedded in one batch
-and searched in one call; with several queries each result is one line (``--json``: one JSON
-object per line).
+Image queries go through the traced tower the index folder carries
+(:mod:`langdml.inference.tower_file`): no run, no timm or torchvision. Without one (``--no-tower``,
+older folders), with ``--run-dir`` or for class names the run is reopened for its image tower or
+text side — never its dataset. A query costs the imports, the tower's load and one forward
+pass. Every query is embedded in one batch and searched in one call; with several queries each
+result is one line (``--json``: one JSON object per line).
 """
 
 from __future__ import annotations
@@ -76,16 +78,24 @@ def query_items(args) -> list[str]:
     return list(args.image)
 
 
+def _params(items: list[str], flag: str) -> dict:
+    """KEY=VALUE flags parsed; none given imports nothing (the config's parser is pydantic's)."""
+    if not items:
+        return {}
+    from langdml.eval.commands import parse_search_params
+
+    return parse_search_params(items, flag)
+
+
 def _reranking(args, index):
     """The checked re-ranking of ``--rerank`` (None: none), before the run is loaded."""
-    from langdml.eval.commands import parse_search_params
-    from langdml.eval.rerank import check_rerank
-
-    params = parse_search_params(args.rerank_param, "--rerank-param")
+    params = _params(args.rerank_param, "--rerank-param")
     if args.rerank == "none":
         if params:
             raise LangDMLError("--rerank-param needs --rerank qe or --rerank k_reciprocal")
         return None
+    from langdml.eval.rerank import check_rerank
+
     spec = check_rerank(args.rerank, params)
     kind, _ = index.search_kind
     if kind != "exact":
@@ -107,19 +117,28 @@ def _search(index, q, k: int, reranking):
     )
 
 
+def _embed_queries(index, queries: list[str], args):
+    """Images by the tower the index folder carries (no run, no timm), unless ``--run-dir`` names
+    the run or the folder has none; class names always by the run's text side."""
+    if args.text is None and args.run_dir is None and args.device == "cpu":
+        tower = index.portable_tower()
+        if tower is not None:
+            return tower.embed(queries)
+    run = index_run(index, args.device, args.run_dir)
+    return run.embed_text(queries) if args.text is not None else run.embed(queries)
+
+
 def run_search(args) -> int:
     from langdml.devices import check_device
-    from langdml.eval.commands import parse_search_params
     from langdml.inference.index import GalleryIndex
 
     check_device(args.device)
     check_int(args.k, "-k", meaning="neighbours to return")
     index = GalleryIndex.load(args.index_dir)
-    index.set_search_params(parse_search_params(args.search_param))
+    index.set_search_params(_params(args.search_param, "--search-param"))
     queries = query_items(args)
     reranking = _reranking(args, index)
-    run = index_run(index, args.device, args.run_dir)
-    q = run.embed_text(queries) if args.text is not None else run.embed(queries)
+    q = _embed_queries(index, queries, args)
     scores, rows = _search(index, q, args.k, reranking)
     kind, params = index.search_kind
     if kind != "exact" and not args.json:

@@ -18,6 +18,7 @@ from typing import Any
 
 from langdml.errors import ModelError
 from langdml.models.clip_tower import FROM_SPEC, clip_preprocessing, is_open_clip
+from langdml.models.eval_view import EvalView
 
 PRETRAINED = "pretrained"
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -67,6 +68,17 @@ class Preprocessing:
             augment=augment,
             timm_augment=timm_augment,
             scale_size=self.scale_size,
+        )
+
+    def eval_view(self) -> EvalView:
+        """The eval transform as the torch-free :class:`~langdml.models.eval_view.EvalView`."""
+        return EvalView(
+            self.image_size,
+            tuple(self.mean),
+            tuple(self.std),
+            self.crop_pct,
+            self.interpolation,
+            self.scale_size,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from langdml.models.eval_view import EvalView
+
 TF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # tf_efficientnet_lite0's normalisation
 # The project's augmentation until recipes needed the literature's: a milder crop than
 # torchvision's (0.08, 1) default, bicubic resampling.
@@ -56,14 +58,25 @@ def image_transform(
             T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=interp),
             T.RandomHorizontalFlip(),
         ]
-    elif crop_pct:
-        spatial = [
-            T.Resize(scale_size or int(round(image_size / crop_pct)), interpolation=interp),
-            T.CenterCrop(image_size),
-        ]
     else:
-        spatial = [T.Resize((image_size, image_size), interpolation=interp)]
+        view = EvalView(image_size, tuple(mean), tuple(std), crop_pct, interpolation, scale_size)
+        return EvalTransform(view)
     return T.Compose([*spatial, T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
+
+
+class EvalTransform:
+    """The eval view (:class:`~langdml.models.eval_view.EvalView`, the one implementation) as a
+    torch transform: PIL RGB → float32 tensor (3, S, S). A class, so DataLoader workers can
+    pickle it."""
+
+    def __init__(self, view: EvalView) -> None:
+        self.view = view
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(self.view(image))
+
+    def __repr__(self) -> str:
+        return f"EvalTransform({self.view})"
 
 
 def transform_batch(
