@@ -73,8 +73,8 @@ class _LossConfigBase(_Strict):
     base: BaseLossConfig = Field(default_factory=BaseLossConfig)
     regularizers: list[str] = Field(
         default_factory=list,
-        description="Terms added to the base loss: none, or the names of "
-        f"{' / '.join(REGULARIZERS)} as a list or joined by + (e.g. {'+'.join(REGULARIZERS)}).",
+        description="Terms added to the base loss: none, or any of "
+        f"{' / '.join(REGULARIZERS)}, as a list or joined by + (e.g. {'+'.join(REGULARIZERS)}).",
     )
 
     @model_validator(mode="before")
