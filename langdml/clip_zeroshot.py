@@ -44,10 +44,12 @@ def clip_zeroshot_baseline(cfg: ExperimentConfig, data: RunData) -> dict[str, fl
         images = embed(model, cfg, RunData(data.train, data.eval, "baseline"))
     metrics = evaluate_embeddings(cfg, images, data.eval.labels, eval_roles(data.eval))
     found, rows = distinct_name_embeddings(
-        data.eval.class_names, model=clip_spec(m.backbone, m.weights).raw,
-        prompts=cfg.text.prompts, cache_dir=text_cache_dir(cfg.data.cache_dir),
+        data.eval.class_names,
+        model=clip_spec(m.backbone, m.weights).raw,
+        prompts=cfg.text.prompts,
+        cache_dir=text_cache_dir(cfg.data.cache_dir),
         device=cfg.train.device,
-    )  # fmt: skip
+    )
     names = torch.nn.functional.normalize(found.embeddings.float(), dim=-1)
     predicted = torch.argmax(images @ names.T, dim=1).numpy()
     own = np.asarray(rows)[np.asarray(data.eval.labels)]

@@ -72,9 +72,12 @@ def git_info(path: Path | None = None) -> dict[str, Any] | None:
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10,
+            ["git", "-C", str(where), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
             check=True,
-        ).stdout.strip()  # fmt: skip
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -115,9 +118,11 @@ def text_model_info(text_model: str) -> dict[str, Any]:
 
 
 def collect(
-    *, dataset: str | None = None, fingerprints: dict[str, str] | None = None,
+    *,
+    dataset: str | None = None,
+    fingerprints: dict[str, str] | None = None,
     text_model: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The provenance record of a run (``fingerprints``: split name -> dataset fingerprint)."""
     return {
         "versions": package_versions(),

@@ -146,10 +146,18 @@ def write_starter(
         )
     blocks = trainable_blocks if trainable_blocks is not None else ("all" if gpu else 0)
     values = {
-        "spec": spec, "classes": classes, "images": len(dataset), "config": str(out),
-        "name": out.stem, "split": str(split), "blocks": blocks, "batch": m * per_batch,
-        "m": m, "per_batch": per_batch, "run_dir": str(Path("runs") / out.stem),
-    }  # fmt: skip
+        "spec": spec,
+        "classes": classes,
+        "images": len(dataset),
+        "config": str(out),
+        "name": out.stem,
+        "split": str(split),
+        "blocks": blocks,
+        "batch": m * per_batch,
+        "m": m,
+        "per_batch": per_batch,
+        "run_dir": str(Path("runs") / out.stem),
+    }
     text = (_GPU if gpu else _CPU).format(**values)
     validate_config(yaml.safe_load(text))  # a starter that does not load is our bug, not theirs
     write_split_file(dataset, split, seed=seed, train_fraction=0.5, validation_fraction=val)

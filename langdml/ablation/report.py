@@ -23,8 +23,11 @@ TESTED = (("recall@1", "R@1"), ("map@r", "MAP@R"))
 # Optional cross-modal columns (runs trained with eval.xmodal: true).
 XMODAL = (("xmodal/i2t_r@1", "i→t R@1"), ("xmodal/t2i_map@r", "t→i MAP@R"))
 # Optional mistake-severity columns (runs evaluated with a class hierarchy, eval.hierarchy).
-HIER = (("hier/top1_error_same_group", "err@1 in group"), ("hier/mistake_severity", "severity"),
-        ("hier/hp@1", "hP@1"))  # fmt: skip
+HIER = (
+    ("hier/top1_error_same_group", "err@1 in group"),
+    ("hier/mistake_severity", "severity"),
+    ("hier/hp@1", "hP@1"),
+)
 OPTIONAL = XMODAL + HIER
 
 
@@ -98,8 +101,9 @@ def summarise(ablation, rows: list[dict]) -> list[dict[str, Any]]:
         cells.append(rec)
     # Reference: the same cell with no regularizer.
     index = {(c["base"], c["other"], c["regularizers"]): c for c in cells}
-    dirs = {run.id: getattr(getattr(run, "config", None), "output_dir", None)
-            for run in ablation.runs}  # fmt: skip
+    dirs = {
+        run.id: getattr(getattr(run, "config", None), "output_dir", None) for run in ablation.runs
+    }
     for c in cells:
         ref = index.get((c["base"], c["other"], "none"))
         c["deltas"] = {}
@@ -265,8 +269,23 @@ def stats_csv(cells: list[dict]) -> str:
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["base", "regularizers", "setting", "metric", "delta", "ci_low", "ci_high",
-                "p", "p_holm", "wins", "seeds", "ci_class_low", "ci_class_high"])  # fmt: skip
+    w.writerow(
+        [
+            "base",
+            "regularizers",
+            "setting",
+            "metric",
+            "delta",
+            "ci_low",
+            "ci_high",
+            "p",
+            "p_holm",
+            "wins",
+            "seeds",
+            "ci_class_low",
+            "ci_class_high",
+        ]
+    )
     for c in cells:
         for metric, _ in TESTED:
             if metric not in c["deltas"]:
@@ -275,8 +294,23 @@ def stats_csv(cells: list[dict]) -> str:
             lo, hi = c.get("ci", {}).get(metric, (math.nan, math.nan))
             p_adj = c.get("p_holm", {}).get(metric, math.nan)
             c_lo, c_hi = c.get("ci_class", {}).get(metric, ("", ""))
-            w.writerow([c["base"], c["regularizers"], c["other"], metric, delta, lo, hi, p,
-                        p_adj, wins, n, c_lo, c_hi])  # fmt: skip
+            w.writerow(
+                [
+                    c["base"],
+                    c["regularizers"],
+                    c["other"],
+                    metric,
+                    delta,
+                    lo,
+                    hi,
+                    p,
+                    p_adj,
+                    wins,
+                    n,
+                    c_lo,
+                    c_hi,
+                ]
+            )
     return buf.getvalue()
 
 

@@ -21,10 +21,10 @@ from langdml.config.tree import (  # noqa: F401  (_format_error: xmodal's config
     parse_value,
     set_dotted,
 )
+from langdml.losses.direction_settings import DirectionConfig
+from langdml.losses.language_settings import LanguageConfig
 from langdml.losses.spec import (  # the loss section is the loss library's schema
     BaseLossConfig,
-    DirectionConfig,
-    LanguageConfig,
     LossConfig,
     S2SDConfig,
 )

@@ -164,8 +164,10 @@ def pinned_classes() -> list[tuple[str, str, str]]:
     if hashlib.sha256(data).hexdigest() != PIN_SHA256:
         raise DataError(f"{PIN_FILE} does not match its pinned SHA-256 {PIN_SHA256[:16]}...")
     lines = [x for x in data.decode("utf-8").splitlines() if x and not x.startswith("#")]
-    return [(chr(int(cp[2:], 16)), name, split) for _, cp, name, split in
-            (x.split("\t") for x in lines[1:])]  # fmt: skip
+    return [
+        (chr(int(cp[2:], 16)), name, split)
+        for _, cp, name, split in (x.split("\t") for x in lines[1:])
+    ]
 
 
 def _missing_glyphs(char: str, name: str, drawn: list, styles, min_styles: int) -> str:

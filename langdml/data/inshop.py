@@ -36,8 +36,9 @@ def load_inshop(
     """
     kind = "inshop"
     root = require_dir(existing_path(path, kind), kind)
-    partition = next((d / PARTITION for d in (root, root / "Eval") if (d / PARTITION).is_file()),
-                     None)  # fmt: skip
+    partition = next(
+        (d / PARTITION for d in (root, root / "Eval") if (d / PARTITION).is_file()), None
+    )
     if partition is None:
         raise DataError(
             f"{kind}: {PARTITION} not found in {root} (nor in {root / 'Eval'}); expected the "

@@ -151,8 +151,9 @@ def _row(file: Path, line: int, cell: dict[str, str]) -> SplitRow:
         roles[name] = value in TRUE
     if split == "train" and (roles[IS_QUERY] or roles[IS_GALLERY]):
         raise fail("a train row cannot be a query or gallery image; roles apply to val/test rows")
-    return SplitRow(line, cell["path"], cell["label"], split, category=cell.get("category"),
-                    **roles)  # fmt: skip
+    return SplitRow(
+        line, cell["path"], cell["label"], split, category=cell.get("category"), **roles
+    )
 
 
 def image_keys(dataset: ImageDataset) -> list[str]:
@@ -232,10 +233,11 @@ def _match_rows(table: SplitTable, dataset: ImageDataset) -> dict[int, tuple[int
         if found is None:
             raise table.error(
                 row.line, f"path {row.path!r} is not an image of dataset {dataset.name} ({where})"
-            )  # fmt: skip
+            )
         if found in seen:
-            raise table.error(row.line, f"path {row.path!r} is listed twice (also line "
-                              f"{seen[found]})")  # fmt: skip
+            raise table.error(
+                row.line, f"path {row.path!r} is listed twice (also line {seen[found]})"
+            )
         seen[found] = row.line
         out[pos] = (found, row)
     return out
@@ -253,9 +255,10 @@ def _check_classes(
         expected = names[int(dataset.labels[found])]
         if row.label != expected:
             raise table.error(
-                row.line, f"label {row.label!r} but {row.path!r} is in class {expected!r} (the "
-                f"dataset's {what}); a split file cannot relabel images"
-            )  # fmt: skip
+                row.line,
+                f"label {row.label!r} but {row.path!r} is in class {expected!r} (the "
+                f"dataset's {what}); a split file cannot relabel images",
+            )
         for kind, value, seen in (
             ("split", row.split, split_of),
             ("category", row.category, category_of),
@@ -263,9 +266,10 @@ def _check_classes(
             first = seen.setdefault(row.label, (value, row.line))
             if first[0] != value:
                 raise table.error(
-                    row.line, f"class {row.label!r} has {kind} {value!r} here but {first[0]!r} "
-                    f"on line {first[1]}; a class has one {kind}"
-                )  # fmt: skip
+                    row.line,
+                    f"class {row.label!r} has {kind} {value!r} here but {first[0]!r} "
+                    f"on line {first[1]}; a class has one {kind}",
+                )
     if "split" in table.columns:
         used = {s for s, _ in split_of.values()}
         missing = [part for part in ("train", "test") if part not in used]
@@ -286,9 +290,10 @@ def _check_queries(table: SplitTable, rows: dict[int, tuple[int, SplitRow]]) -> 
     for _, row in sorted(rows.values(), key=lambda x: x[1].line):
         if row.is_query and galleries[row.label] - row.is_gallery < 1:
             raise table.error(
-                row.line, f"query {row.path!r} (class {row.label!r}) has no gallery image of "
-                "its class other than itself; mark one of its class's images is_gallery"
-            )  # fmt: skip
+                row.line,
+                f"query {row.path!r} (class {row.label!r}) has no gallery image of "
+                "its class other than itself; mark one of its class's images is_gallery",
+            )
 
 
 def split_file_parts(path: str | os.PathLike) -> set[str]:

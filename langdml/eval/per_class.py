@@ -146,10 +146,15 @@ def per_class_rows(results: QueryResults, class_names: Sequence[str]) -> list[di
     with np.errstate(invalid="ignore", divide="ignore"):
         r1, ap = r1 / n, ap / n  # 0/0 = NaN for classes without queries
     return [
-        {"class": c, "class_name": class_names[c], "queries": int(n[c]),
-         "recall@1": float(r1[c]), "map@r": float(ap[c])}
+        {
+            "class": c,
+            "class_name": class_names[c],
+            "queries": int(n[c]),
+            "recall@1": float(r1[c]),
+            "map@r": float(ap[c]),
+        }
         for c in range(C)
-    ]  # fmt: skip
+    ]
 
 
 def per_class_csv(rows: list[dict[str, Any]]) -> str:
@@ -172,8 +177,10 @@ def severity_metrics(
     codes = np.asarray(group_codes, dtype=np.int64)
     depth = codes.shape[1] + 1  # the group levels and the class itself
     if t.size == 0:
-        return {k: math.nan for k in ("hier/top1_error_same_group", "hier/mistake_severity",
-                                      "hier/hp@1")}  # fmt: skip
+        return {
+            k: math.nan
+            for k in ("hier/top1_error_same_group", "hier/mistake_severity", "hier/hp@1")
+        }
     # codes agree on a prefix of levels (a level-j code encodes levels 0..j), so the agreeing
     # levels are counted directly
     shared = (codes[t] == codes[p]).sum(axis=1) + (t == p)

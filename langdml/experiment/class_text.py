@@ -9,6 +9,7 @@ from langdml.config import ExperimentConfig
 from langdml.data import ImageDataset
 from langdml.io import text_cache_dir
 from langdml.losses.registry import TEXT_PROXY_BASES
+from langdml.losses.registry import needs_text as regularizers_need_text
 from langdml.text.descriptions import ClassDescriptions
 
 
@@ -18,7 +19,7 @@ def uses_text_proxies(cfg: ExperimentConfig) -> bool:
 
 
 def needs_text(cfg: ExperimentConfig) -> bool:
-    return "language" in cfg.loss.regularizers or uses_text_proxies(cfg)
+    return regularizers_need_text(cfg.loss.regularizers) or uses_text_proxies(cfg)
 
 
 def class_text_embeddings(cfg: ExperimentConfig, train: ImageDataset) -> torch.Tensor | None:

@@ -74,9 +74,13 @@ def final_details(
     else:
         q, g = roles.query, roles.gallery
         res = query_results(
-            embeddings[q], labels[q], embeddings[g], labels[g], self_index=roles.self_index,
+            embeddings[q],
+            labels[q],
+            embeddings[g],
+            labels[g],
+            self_index=roles.self_index,
             **how,
-        )  # fmt: skip
+        )
     rows = per_class_rows(res, data.eval.class_names)
     codes = data.group_codes
     return rows, ({} if codes is None else severity_metrics(res.labels, res.top1, codes))

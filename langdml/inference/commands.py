@@ -23,9 +23,11 @@ def _gallery_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", help="a dataset SPEC (emoji, imagefolder:PATH, cub200:PATH, ...)")
     src.add_argument("--images", help="a folder of images (subfolders name their class)")
     p.add_argument(
-        "--split", default="test", choices=["test", "train", "all"],
+        "--split",
+        default="test",
+        choices=["test", "train", "all"],
         help="with --dataset: the run's test classes (default), train classes or all",
-    )  # fmt: skip
+    )
     p.add_argument("--cache-dir", help="cache root for --dataset (default: the run's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
@@ -56,9 +58,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--image", nargs="+", help="query images (one or more)")
     q.add_argument("--images", metavar="DIR", help="every image in DIR queries (batch mode)")
-    q.add_argument(
-        "--text", nargs="+", help="class names (runs trained with a text-proxy loss)"
-    )
+    q.add_argument("--text", nargs="+", help="class names (runs trained with a text-proxy loss)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument(
         "--rerank",
@@ -68,9 +68,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "expansion) or k_reciprocal (Zhong et al. 2017)",
     )
     p.add_argument(
-        "--rerank-param", action="append", default=[], metavar="KEY=VALUE",
+        "--rerank-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a re-ranking parameter: qe n/alpha, k_reciprocal k1/k2/lambda/candidates",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--search-param",
         action="append",
@@ -97,9 +100,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _run_args(p)
     p.add_argument("-o", "--output", help="report.html (default: RUN_DIR/report.html)")
     p.add_argument(
-        "--cell-reports", action="store_true",
+        "--cell-reports",
+        action="store_true",
         help="ablation folder: also write each finished cell run's report.html (slow)",
-    )  # fmt: skip
+    )
     p.add_argument("--queries", type=int, default=8, help="query rows in the retrieval grid")
     p.add_argument("-k", type=int, default=6, help="neighbours per query")
     p.set_defaults(func=run_report)
@@ -155,8 +159,9 @@ def gallery_table(run, args):
     all_paths = dataset_paths(dataset, args.dataset)  # once, not once per row
     paths = [all_paths[i] for i in rows]
     source = f"{args.dataset} ({args.split})"
-    return GalleryTable(emb, part.labels, paths, list(part.class_names), run.fingerprint(),
-                        metric, source)  # fmt: skip
+    return GalleryTable(
+        emb, part.labels, paths, list(part.class_names), run.fingerprint(), metric, source
+    )
 
 
 def run_embed(args) -> int:

@@ -95,10 +95,15 @@ def _export_onnx(tower: torch.nn.Module, example: torch.Tensor, path: Path) -> N
 def _onnx_export(tower: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     with torch.no_grad():
         torch.onnx.export(
-            tower, (example,), str(path), input_names=["image"], output_names=["embedding"],
-            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
+            tower,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["embedding"],
+            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17,
             dynamo=False,
-        )  # fmt: skip
+        )
 
 
 def run_exported(path: str | Path, images: torch.Tensor) -> torch.Tensor:

@@ -161,8 +161,11 @@ class GalleryIndex:
         faiss = _faiss()
         if isinstance(self.index, faiss.IndexHNSW):
             h = self.index.hnsw
-            return "hnsw", {"M": int(h.nb_neighbors(1)), "efConstruction": int(h.efConstruction),
-                            "efSearch": int(h.efSearch)}  # fmt: skip
+            return "hnsw", {
+                "M": int(h.nb_neighbors(1)),
+                "efConstruction": int(h.efConstruction),
+                "efSearch": int(h.efSearch),
+            }
         if isinstance(self.index, faiss.IndexIVF):
             return "ivf", {"nlist": int(self.index.nlist), "nprobe": int(self.index.nprobe)}
         return "exact", {}

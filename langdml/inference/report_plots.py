@@ -102,9 +102,11 @@ def heatmaps(image_sim: np.ndarray, name_sim: np.ndarray, names: list[str]) -> s
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 6))
     for ax, sim, title in zip(
-        axes, (image_sim, name_sim), ("image similarity (class centroids)", "name similarity"),
+        axes,
+        (image_sim, name_sim),
+        ("image similarity (class centroids)", "name similarity"),
         strict=True,
-    ):  # fmt: skip
+    ):
         im = ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1)
         ax.set_title(title)
         ticks = np.arange(len(names))

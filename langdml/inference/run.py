@@ -108,9 +108,12 @@ class LoadedRun(Run):
 
             spec = feature_spec(self.config)
             feats = extract_features(
-                dataset, spec, cache_dir=self.config.data.cache_dir, device=self.device,
+                dataset,
+                spec,
+                cache_dir=self.config.data.cache_dir,
+                device=self.device,
                 progress=progress,
-            ).clean  # fmt: skip
+            ).clean
             chunks = [
                 self.model(feats[i : i + 4096].to(self.device)).float().cpu()
                 for i in range(0, len(feats), 4096)
@@ -134,9 +137,12 @@ class LoadedRun(Run):
 
         t = self.config.text
         found, rows = distinct_name_embeddings(
-            list(names), model=t.text_model, prompts=t.prompts,
-            cache_dir=text_cache_dir(self.config.data.cache_dir), device=self.device,
-        )  # fmt: skip
+            list(names),
+            model=t.text_model,
+            prompts=t.prompts,
+            cache_dir=text_cache_dir(self.config.data.cache_dir),
+            device=self.device,
+        )
         text = found.embeddings.float()[torch.as_tensor(rows)]
         projection = self.text_projection().cpu()
         return F.normalize(projection(text), dim=-1)

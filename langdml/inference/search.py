@@ -164,7 +164,13 @@ def run_search(args) -> int:
 def _results(index, scores: np.ndarray, rows: np.ndarray) -> list[dict]:
     table = index.table
     return [
-        {"rank": r + 1, "score": float(s), "path": table.paths[i], "label": int(table.labels[i]),
-         "class_name": table.class_name(i)}
-        for r, (s, i) in enumerate(zip(scores, rows, strict=True)) if i >= 0
-    ]  # fmt: skip
+        {
+            "rank": r + 1,
+            "score": float(s),
+            "path": table.paths[i],
+            "label": int(table.labels[i]),
+            "class_name": table.class_name(i),
+        }
+        for r, (s, i) in enumerate(zip(scores, rows, strict=True))
+        if i >= 0
+    ]

@@ -1,7 +1,7 @@
 """build_loss: a CombinedLoss (or S2SDLoss) from the one loss schema, :class:`LossConfig`.
 
-Every name is looked up in :mod:`langdml.losses.registry`; the regularizers' builders are
-named there too, so adding one is its module, its builder below and one registry row.
+Every name is looked up in :mod:`langdml.losses.registry`; each listed regularizer's settings
+block builds its own term (``RegularizerSettings.build``), so nothing here names a regularizer.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from langdml.errors import ConfigError
 
 from ._construct import construct, split_entry
 from .combined import CombinedLoss
-from .direction import DirectionRegularizer
-from .dr_losses import IntegratedDirectionLog, to_integrated_direction
-from .language import LanguageGuidanceLoss
 from .pml_bases import build_pml_base
-from .registry import DR_BASES, LOSSES, MINERS, REGULARIZERS, base_names, load
+from .registry import LOSSES, MINERS, base_names, load
+from .regularizer import BuildContext
 from .s2sd import S2SDLoss
 from .spec import LossConfig
 from .xbm import CrossBatchMemory
@@ -137,59 +135,6 @@ def build_miner(entry: Any) -> nn.Module:
     return construct(load(MINERS[name]), kwargs, f"miner '{name}'")
 
 
-class BuildContext:
-    """What a regularizer's builder may need besides its settings."""
-
-    def __init__(
-        self, base_entry: Mapping[str, Any], num_classes, embedding_size, class_text_embeddings
-    ) -> None:
-        self.base_entry = base_entry
-        self.num_classes = num_classes
-        self.embedding_size = embedding_size
-        self.class_text_embeddings = class_text_embeddings
-
-
-def language_term(
-    base: nn.Module, settings: Any, ctx: BuildContext
-) -> tuple[nn.Module, nn.Module, float]:
-    """(base, LanguageGuidanceLoss, weight) for ``loss.language``."""
-    if ctx.class_text_embeddings is None:
-        raise ConfigError(
-            "regularizer 'language' needs class_text_embeddings (precompute them first)"
-        )
-    text = ctx.class_text_embeddings
-    module = construct(
-        lambda **kw: LanguageGuidanceLoss(text, **kw),
-        {**settings.loss_arguments(), "num_classes": ctx.num_classes},
-        "regularizer 'language'",
-    )
-    return base, module, float(settings.weight)
-
-
-def direction_term(
-    base: nn.Module, settings: Any, ctx: BuildContext
-) -> tuple[nn.Module, nn.Module, float]:
-    """(base, regularizer module, weight) for ``loss.direction``; form "integrated" replaces
-    the base by its DR form with γ = weight and logs its cos θ through a weight-0 module."""
-    kwargs = settings.loss_arguments()
-    form, weight = kwargs.pop("form"), float(settings.weight)
-    if form == "orthogonal":
-        return base, construct(DirectionRegularizer, kwargs, "regularizer 'direction'"), weight
-    where = "regularizer 'direction' (form 'integrated')"
-    name = ctx.base_entry["name"]
-    if name not in DR_BASES:
-        raise ConfigError(
-            f"{where} exists only for bases {list(DR_BASES)}, not {name!r}; "
-            "use form 'orthogonal' (our additive penalty) with other bases"
-        )
-    if kwargs:
-        raise ConfigError(f"{where} takes only 'weight' (= γ), got {sorted(kwargs)}")
-    if getattr(base, "gamma", None) is not None:
-        raise ConfigError(f"{where} given twice; list one direction entry")
-    dr_base = to_integrated_direction(base, weight)
-    return dr_base, IntegratedDirectionLog(dr_base), 0.0
-
-
 def build_loss(
     config: LossConfig | Mapping[str, Any],
     num_classes: int | None = None,
@@ -218,9 +163,12 @@ def build_loss(
     base = build_base(dict(base_entry), num_classes, embedding_size, class_text_embeddings)
     terms: list[tuple[str, float, nn.Module]] = []
     for name in spec.regularizers:
-        entry = REGULARIZERS[name]
-        settings = getattr(spec, entry.section)
-        base, module, weight = entry.load_builder()(base, settings, ctx)
+        settings = getattr(spec, name)
+        try:  # the config checked this when read; a block assigned since is checked here
+            settings.check_base(ctx.base_name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        base, module, weight = settings.build(base, ctx)
         terms.append((name, weight, module))
     loss = CombinedLoss(base, terms)
     if not spec.s2sd.dims:

@@ -1,9 +1,20 @@
 """The one table of loss-library names: every base loss, miner and regularizer by the name a
 config gives it, what kind it is and which regularizer forms apply to it.
 
-Torch-free (classes are named, not imported), so the config validates against it and the CLI
-lists it without loading torch. Adding a loss is its module plus one row here; adding a
-regularizer is its module, its builder and one row in ``REGULARIZERS``.
+Torch-free (classes are named as ``module:Class`` strings, not imported), so the config validates
+against it and the CLI lists it without loading torch. A ``module`` without a dot is a module of
+:mod:`langdml.losses`; a dotted one is an absolute import path (a loss or regularizer of your own
+package).
+
+Adding a base loss: its module (the nn.Module) and one row in ``LOSSES``. Adding a regularizer:
+its module and one row in ``REGULARIZERS``. Its module is a torch-free settings module holding a
+:class:`~langdml.losses.regularizer.RegularizerSettings` subclass — the fields of its
+``loss.<name>`` config block (each with a description), ``check_base`` and ``build``, which
+imports the term's nn.Module only when it builds. The ``loss:`` schema
+(:class:`langdml.losses.spec.LossConfig`) gets one block per row when it is first imported, with
+its typed validation, defaults and descriptions (the generated config reference lists it), and
+``build_loss`` calls the row's ``build``; nothing else names a regularizer. A row added from
+outside the package must be in ``REGULARIZERS`` before :mod:`langdml.losses.spec` is imported.
 
 One vocabulary for where a regularizer looks: ``batch`` (the batch's samples), ``proxy`` (the
 base loss's proxies) and, for the direction regularizer, ``auto`` (proxy when the base loss has
@@ -15,7 +26,10 @@ from __future__ import annotations
 import importlib
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .regularizer import RegularizerSettings
 
 Kind = Literal["pair", "proxy", "text_proxy"]
 
@@ -37,9 +51,11 @@ class LossEntry:
 
 
 def load(target: str) -> Any:
-    """The object a ``module:name`` target of this table names (imports its module)."""
+    """The object a ``module:name`` target of this table names (imports its module): a module
+    of :mod:`langdml.losses`, or an absolute module path when ``module`` has a dot."""
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(f"langdml.losses.{module}"), name)
+    path = module if "." in module else f"langdml.losses.{module}"
+    return getattr(importlib.import_module(path), name)
 
 
 LOSSES: dict[str, LossEntry] = {
@@ -76,23 +92,21 @@ MINERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class RegularizerEntry:
-    """One regularizer: ``section`` is the ``loss.<section>`` config block holding its settings
-    (its own pydantic model), ``builder`` the ``module:function`` in :mod:`langdml.losses` that
-    turns (base module, its settings block, build context) into (base, module, weight) — a
-    builder may replace the base (the integrated direction form does) —, ``needs_text``
-    whether it needs class-name embeddings."""
+    """One regularizer, whose config block is ``loss.<its name>``: ``settings`` is the
+    ``module:Class`` of its torch-free settings model (a
+    :class:`~langdml.losses.regularizer.RegularizerSettings`: the block's fields and the
+    builder); ``needs_text`` whether it needs class-name embeddings (runs then precompute them)."""
 
-    section: str
-    builder: str
+    settings: str
     needs_text: bool = False
 
-    def load_builder(self) -> Any:
-        return load(self.builder)
+    def load_settings(self) -> type[RegularizerSettings]:
+        return load(self.settings)
 
 
 REGULARIZERS: dict[str, RegularizerEntry] = {
-    "language": RegularizerEntry("language", "build:language_term", needs_text=True),
-    "direction": RegularizerEntry("direction", "build:direction_term"),
+    "language": RegularizerEntry("language_settings:LanguageConfig", needs_text=True),
+    "direction": RegularizerEntry("direction_settings:DirectionConfig"),
 }
 
 MODES = ("batch", "proxy")
@@ -120,14 +134,9 @@ def check_regularizer(name: str) -> None:
         raise ValueError(f"unknown regularizer {name!r}; expected {' / '.join(REGULARIZERS)}")
 
 
-def check_direction_form(base: str, form: str) -> None:
-    """The integrated direction form exists only for the bases with a DR class."""
-    if form == "integrated" and base not in DR_BASES:
-        raise ValueError(
-            f"regularizer 'direction' (form 'integrated') exists only for bases "
-            f"{list(DR_BASES)}, not {base!r}; use form 'orthogonal' (our additive penalty) "
-            "with other bases"
-        )
+def needs_text(regularizers: list[str]) -> bool:
+    """Whether any of these regularizers needs class-name embeddings."""
+    return any(REGULARIZERS[n].needs_text for n in regularizers)
 
 
 def canonical_mode(mode: str, who: str) -> str:

@@ -4,83 +4,26 @@ takes directly (typed, or as the same mapping).
 Names are checked against :mod:`langdml.losses.registry` when the config is read, so a bad base
 loss, regularizer or direction form is one line before any data is loaded. Torch-free.
 
-``regularizers`` lists names; each regularizer's settings live in its own block
-(``loss.language``, ``loss.direction``). A list item may also be a mapping
+``regularizers`` lists names; each regularizer's settings live in its own block ``loss.<name>``
+(``loss.language``, ``loss.direction``). The blocks are not listed here: :class:`LossConfig` is
+built with ``pydantic.create_model`` from the rows of the registry's ``REGULARIZERS``, one field
+per row whose type is the row's settings model (its fields, defaults, bounds and descriptions),
+so adding a regularizer never edits this module. A list item may also be a mapping
 ``{name: language, weight: 5, ...}``: its settings then move into that block (the short form
 ``build_loss`` callers of earlier releases wrote).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from .registry import REGULARIZERS, check_base, check_direction_form, check_regularizer
+from .registry import REGULARIZERS, check_base, check_regularizer
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class LanguageConfig(_Strict):
-    weight: float = Field(1.0, ge=0, description="Weight of the language-guidance term.")
-    temperature: float = Field(
-        1.0, gt=0, description="Softmax temperature of the image and language similarities."
-    )
-    shift: float = Field(
-        1.0,
-        description="Added to the language similarities; same-class entries are 1 + shift on "
-        "both sides.",
-    )
-    direction: Literal["backward", "forward"] = Field(
-        "backward",
-        description="KL direction: backward KL(P_img || P_lang) (the authors' code default) "
-        "or forward KL(P_lang || P_img).",
-    )
-    mode: Literal["batch", "proxy"] = Field(
-        "batch",
-        description="batch: KL over the batch's sample similarities; proxy: over the proxies' "
-        "similarities (proxy-based base losses).",
-    )
-    # Control: each train class gets the text embedding of another train class (a permutation
-    # seeded by the run's seed), so the target keeps its similarity spectrum but loses meaning.
-    shuffled_names: bool = Field(
-        False,
-        description="Control: each train class gets another train class's text embedding "
-        "(a permutation seeded by the run seed).",
-    )
-
-    def loss_arguments(self) -> dict[str, Any]:
-        """The LanguageGuidanceLoss constructor arguments (weight and the control are not)."""
-        return self.model_dump(exclude={"weight", "shuffled_names"})
-
-
-class DirectionConfig(_Strict):
-    # integrated: DR-Triplet / DR-ProxyNCA / DR-MS, weight = γ inside the base loss (the public
-    # reproductions use γ ≈ 0.3-0.49); orthogonal: the project's own additive penalty.
-    weight: float = Field(0.3, ge=0, description="γ (integrated) or the penalty's weight.")
-    form: Literal["integrated", "orthogonal"] = Field(
-        "integrated",
-        description="integrated: DR inside a triplet / proxy_nca / multi_similarity base; "
-        "orthogonal: an additive penalty for any base.",
-    )
-    model_config = ConfigDict(extra="allow", validate_assignment=True)  # form-specific options
-
-    @field_validator("form", mode="before")
-    @classmethod
-    def _removed_form(cls, value: Any) -> Any:
-        if value == "reproduction":
-            raise ValueError(
-                "form 'reproduction' was removed: it was an additive -mean cos term, not the "
-                "reproductions' form; use 'integrated' (DR inside triplet / proxy_nca / "
-                "multi_similarity) or 'orthogonal' (the project's own penalty)"
-            )
-        return value
-
-    def loss_arguments(self) -> dict[str, Any]:
-        """The DirectionRegularizer / integrated-form arguments besides the weight."""
-        return self.model_dump(exclude={"weight"})
 
 
 class BaseLossConfig(BaseModel):
@@ -124,16 +67,15 @@ class S2SDConfig(_Strict):
         return value
 
 
-class LossConfig(_Strict):
+class _LossConfigBase(_Strict):
+    """The fields every loss config has; :data:`LossConfig` adds one block per regularizer."""
+
     base: BaseLossConfig = Field(default_factory=BaseLossConfig)
     regularizers: list[str] = Field(
         default_factory=list,
-        description="Terms added to the base loss: none, language, direction or "
-        "language+direction (a list works too).",
+        description="Terms added to the base loss: none, or any of "
+        f"{' / '.join(REGULARIZERS)}, as a list or joined by + (e.g. {'+'.join(REGULARIZERS)}).",
     )
-    language: LanguageConfig = Field(default_factory=LanguageConfig)
-    direction: DirectionConfig = Field(default_factory=DirectionConfig)
-    s2sd: S2SDConfig = Field(default_factory=S2SDConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -155,11 +97,10 @@ class LossConfig(_Strict):
                     raise ValueError(f"regularizer {item!r}: expected a 'name' key")
                 name = str(item["name"])
                 check_regularizer(name)
-                section = REGULARIZERS[name].section
                 settings = {k: v for k, v in item.items() if k != "name"}
                 # the short form's weight defaulted to 1 for every regularizer
                 settings.setdefault("weight", 1.0)
-                tree[section] = {**dict(tree.get(section) or {}), **settings}
+                tree[name] = {**dict(tree.get(name) or {}), **settings}
                 names.append(name)
             tree["regularizers"] = names
         return tree
@@ -181,7 +122,36 @@ class LossConfig(_Strict):
         return names
 
     @model_validator(mode="after")
-    def _applies(self) -> LossConfig:
-        if "direction" in self.regularizers:
-            check_direction_form(self.base.name, self.direction.form)
+    def _applies(self) -> _LossConfigBase:
+        """Each listed regularizer's settings say whether it applies to this base loss."""
+        for name in self.regularizers:
+            getattr(self, name).check_base(self.base.name)
         return self
+
+
+def _regularizer_blocks() -> dict[str, Any]:
+    """One ``loss.<name>`` field per registry row, typed by the row's settings model."""
+    taken = {*_LossConfigBase.model_fields, "s2sd"}
+    blocks: dict[str, Any] = {}
+    for name, entry in REGULARIZERS.items():
+        if name in taken or not name.isidentifier():
+            raise ValueError(f"regularizer name {name!r} cannot be a loss config block")
+        model = entry.load_settings()
+        blocks[name] = (
+            model,
+            Field(
+                default_factory=model,
+                description=f"Settings of the {name!r} regularizer (used when "
+                "loss.regularizers lists it).",
+            ),
+        )
+    return blocks
+
+
+LossConfig = create_model(
+    "LossConfig",
+    __base__=_LossConfigBase,
+    __module__=__name__,
+    **_regularizer_blocks(),
+    s2sd=(S2SDConfig, Field(default_factory=S2SDConfig)),
+)

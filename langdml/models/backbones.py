@@ -17,9 +17,18 @@ from langdml.models.clip_tower import create_clip_tower, is_open_clip
 # the weights the DML literature fine-tunes; plain "hub" on resnet50 resolves to timm's own
 # (a1_in1k) recipe instead.
 TORCHVISION_ARCHS = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-    "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2", "densenet121", "inception_v3",
-)  # fmt: skip
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "densenet121",
+    "inception_v3",
+)
 POOLINGS = ("avg", "max", "avgmax")
 
 
@@ -218,10 +227,12 @@ def _fit_position_embedding(model: nn.Module, state: dict[str, torch.Tensor]) ->
     return {
         **state,
         "pos_embed": resample_abs_pos_embed(
-            state["pos_embed"], new_size=model.patch_embed.grid_size, old_size=(side, side),
+            state["pos_embed"],
+            new_size=model.patch_embed.grid_size,
+            old_size=(side, side),
             num_prefix_tokens=prefix,
         ),
-    }  # fmt: skip
+    }
 
 
 def _clip_backbone(name, weights, with_classifier, kwargs, pooling, image_size):

@@ -192,9 +192,12 @@ def extract_features(
         return FeatureSet(feats, dataset.labels.copy(), list(dataset.class_names), path, meta)
 
     model, info = create_backbone(
-        spec.backbone, spec.weights, pooling=spec.pooling, kwargs=dict(spec.backbone_kwargs),
+        spec.backbone,
+        spec.weights,
+        pooling=spec.pooling,
+        kwargs=dict(spec.backbone_kwargs),
         image_size=spec.image_size,
-    )  # fmt: skip
+    )
     if spec.prefix_blocks:
         from langdml.models.trunk_split import split_trunk
 

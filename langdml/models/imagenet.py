@@ -58,12 +58,12 @@ def imagenet_classifier(spec: str = "packaged", device: str = "cpu") -> tuple[nn
     arch, weights = parse_classifier_spec(spec)
     if weights == "packaged":
         return load_imagenet_classifier(device), {
-            "mean": TF_MEAN_STD[0], "std": TF_MEAN_STD[1], "interpolation": "bicubic"
-        }  # fmt: skip
+            "mean": TF_MEAN_STD[0],
+            "std": TF_MEAN_STD[1],
+            "interpolation": "bicubic",
+        }
     model, info = create_backbone(arch, weights, with_classifier=True)
     if int(getattr(model, "num_classes", 0)) != 1000:
         raise ModelError(f"pseudo-label classifier {spec!r} has no 1000-class ImageNet head")
     interp = model.pretrained_cfg.get("interpolation", "bicubic")
-    return model.eval().to(device), {
-        "mean": info.mean, "std": info.std, "interpolation": interp
-    }  # fmt: skip
+    return model.eval().to(device), {"mean": info.mean, "std": info.std, "interpolation": interp}

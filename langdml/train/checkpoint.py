@@ -206,10 +206,12 @@ def write_provenance(cfg: ExperimentConfig, state, run_dir: Path) -> None:
 
     record = provenance.collect(
         dataset=cfg.data.dataset,
-        fingerprints={"train": state.data.train.fingerprint, state.data.eval_split:
-                      state.data.eval.fingerprint},
+        fingerprints={
+            "train": state.data.train.fingerprint,
+            state.data.eval_split: state.data.eval.fingerprint,
+        },
         text_model=cfg.text.text_model if needs_text(cfg) else None,
-    )  # fmt: skip
+    )
     path = run_dir / provenance.PROVENANCE
     if state.resumed and path.is_file():
         old = json.loads(path.read_text())

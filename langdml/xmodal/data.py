@@ -136,9 +136,12 @@ def class_texts(
         from langdml.text.precompute import distinct_name_embeddings
 
         found, _ = distinct_name_embeddings(
-            names, model=text_model, prompts=prompts, cache_dir=text_cache_dir(cache_dir),
+            names,
+            model=text_model,
+            prompts=prompts,
+            cache_dir=text_cache_dir(cache_dir),
             device=device,
-        )  # fmt: skip
+        )
         emb = found.embeddings.float()
     else:
         from langdml.text import load_text_embeddings

@@ -121,9 +121,14 @@ class Inputs:
         """Class-name embeddings of the "train" or "test" classes with these text settings."""
         names = (self.train if split == "train" else self.test).class_names
         return class_texts(
-            names, self.text_model, self.prompts, self.dataset, self.cache_dir, self.cfg.device,
+            names,
+            self.text_model,
+            self.prompts,
+            self.dataset,
+            self.cache_dir,
+            self.cfg.device,
             self.cfg.text_embeddings,
-        )  # fmt: skip
+        )
 
     def evaluate(self, model: Any, texts: ClassTexts) -> dict[str, float]:
         """Cross-modal metrics of a trained model on the test images and ``texts``."""

@@ -42,17 +42,29 @@ def _zeroshot(cfg: XmodalConfig) -> dict[str, Any]:
 
     dataset, text_model = cfg.dataset or "emoji", cfg.get("text_model")
     feats = split_features(
-        dataset, cfg.image_size, train_fraction=cfg.train_fraction, cache_dir=cfg.cache_dir,
+        dataset,
+        cfg.image_size,
+        train_fraction=cfg.train_fraction,
+        cache_dir=cfg.cache_dir,
         device=cfg.device,
-    )  # fmt: skip
+    )
     texts = class_texts(
-        feats.test.class_names, text_model, cfg.prompts, dataset, cfg.cache_dir, cfg.device,
+        feats.test.class_names,
+        text_model,
+        cfg.prompts,
+        dataset,
+        cfg.cache_dir,
+        cfg.device,
         cfg.text_embeddings,
-    )  # fmt: skip
+    )
     image_emb = zeroshot_text_space(
-        feats.test_features, text_model, cfg.prompts, text_cache_dir(cfg.cache_dir), cfg.device,
+        feats.test_features,
+        text_model,
+        cfg.prompts,
+        text_cache_dir(cfg.cache_dir),
+        cfg.device,
         cfg.get("temperature"),
-    )  # fmt: skip
+    )
     if image_emb.shape[1] != texts.embeddings.shape[1]:
         raise LangDMLError(
             f"text embeddings are {texts.embeddings.shape[1]}-d but text model {text_model!r} "
@@ -61,9 +73,14 @@ def _zeroshot(cfg: XmodalConfig) -> dict[str, Any]:
         )
     metrics = evaluate_texts(image_emb, feats.test, texts, texts.embeddings, cfg.device)
     return result_record(
-        "zeroshot", dataset, feats.test, texts, metrics, text_model=text_model,
+        "zeroshot",
+        dataset,
+        feats.test,
+        texts,
+        metrics,
+        text_model=text_model,
         image_size=cfg.image_size,
-    )  # fmt: skip
+    )
 
 
 def _aligned(cfg: XmodalConfig) -> dict[str, Any]:
@@ -140,9 +157,14 @@ def clip_test_embeddings(
 def _clip(cfg: XmodalConfig) -> dict[str, Any]:
     dataset, model = cfg.dataset or "emoji", cfg.get("text_model")
     test, image_emb, texts = clip_test_embeddings(
-        dataset, model, cfg.prompts, cfg.train_fraction, cfg.cache_dir, cfg.device,
+        dataset,
+        model,
+        cfg.prompts,
+        cfg.train_fraction,
+        cfg.cache_dir,
+        cfg.device,
         cfg.get("batch_size"),
-    )  # fmt: skip
+    )
     metrics = evaluate_texts(image_emb, test, texts, texts.embeddings, cfg.device)
     return result_record("clip", dataset, test, texts, metrics, text_model=model)
 
@@ -185,9 +207,13 @@ def _trained_method(method: str, doc: str):
         **settings: Any,
     ) -> dict[str, Any]:
         return run_method(
-            method, dataset=dataset, run_dir=run_dir, text_model=text_model, prompts=prompts,
+            method,
+            dataset=dataset,
+            run_dir=run_dir,
+            text_model=text_model,
+            prompts=prompts,
             **settings,
-        )  # fmt: skip
+        )
 
     run.__name__ = run.__qualname__ = f"xmodal_{method}"
     run.__doc__ = doc
@@ -249,6 +275,11 @@ def xmodal_for_run(
     cfg = load_run_config(run_dir)
     method = "text_proxies" if cfg.loss.base.name in TEXT_PROXY_BASES else "aligned"
     return run_method(
-        method, dataset=None, run_dir=run_dir, text_model=text_model, checkpoint=checkpoint,
-        device=device or cfg.train.device, **settings,
-    )  # fmt: skip
+        method,
+        dataset=None,
+        run_dir=run_dir,
+        text_model=text_model,
+        checkpoint=checkpoint,
+        device=device or cfg.train.device,
+        **settings,
+    )

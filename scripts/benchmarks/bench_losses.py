@@ -271,10 +271,19 @@ def run(args: argparse.Namespace) -> str:
             mem = [f"{m['ours'] / 2**20:.1f}", f"{m['pml'] / 2**20:.1f}", ratio]
         cpu_ratio = f"{t['ours_cpu'] / t['pml_cpu']:.2f}" if t["pml_cpu"] > 0 else "–"
         cells = [
-            device, str(threads), name, str(batch), str(repeats),
-            fmt_ms(t["ours"]), fmt_ms(t["pml"]), f"{t['ours'] / t['pml']:.2f}",
-            fmt_ms(t["ours_cpu"]), fmt_ms(t["pml_cpu"]), cpu_ratio, *mem,
-        ]  # fmt: skip
+            device,
+            str(threads),
+            name,
+            str(batch),
+            str(repeats),
+            fmt_ms(t["ours"]),
+            fmt_ms(t["pml"]),
+            f"{t['ours'] / t['pml']:.2f}",
+            fmt_ms(t["ours_cpu"]),
+            fmt_ms(t["pml_cpu"]),
+            cpu_ratio,
+            *mem,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -198,8 +198,11 @@ def hand_loop(a: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         epochs.append(time.perf_counter() - start)
     model.eval()
-    test = DataLoader(Subset(ImageFolder(a.folder, transform=resize), test_rows), batch_size=128,
-                      num_workers=a.workers)  # fmt: skip
+    test = DataLoader(
+        Subset(ImageFolder(a.folder, transform=resize), test_rows),
+        batch_size=128,
+        num_workers=a.workers,
+    )
     parts, ys = [], []
     with torch.no_grad():
         for x, y in test:
@@ -276,9 +279,7 @@ def table(a: argparse.Namespace, results: dict, load: tuple[float, float]) -> st
         + head
         + "\n".join(rows)
         + "\n\nRatios langdml / hand-written (below 1: langdml faster or smaller):\n\n"
-        "| mode | run wall | epoch | peak RSS |\n|---|---:|---:|---:|\n"
-        + "\n".join(ratios)
-        + "\n"
+        "| mode | run wall | epoch | peak RSS |\n|---|---:|---:|---:|\n" + "\n".join(ratios) + "\n"
     )
 
 

@@ -48,8 +48,12 @@ def run_embeddings(seed: int, runs: Path):
     from langdml.train import train
 
     out = runs / f"seed{seed}"
-    overrides = {"seed": seed, "loss.regularizers": "none", "train.progress": False,
-                 "output_dir": str(out)}  # fmt: skip
+    overrides = {
+        "seed": seed,
+        "loss.regularizers": "none",
+        "train.progress": False,
+        "output_dir": str(out),
+    }
     cfg = load_config(resolve_config("emoji_demo"), overrides)
     train(cfg)  # returns at once when the run is complete
     run = open_run(out, "last", split="test")
@@ -65,12 +69,20 @@ def measure(emb, labels, repeats: int) -> dict[str, dict[str, float]]:
         for _ in range(repeats):
             t0 = time.perf_counter()
             m = retrieval_metrics(
-                emb, labels, include=("recall", "map_r"), recall_ks=(1, 2, 4, 8), device="cpu",
-                rerank=method, rerank_params=params,
-            )  # fmt: skip
+                emb,
+                labels,
+                include=("recall", "map_r"),
+                recall_ks=(1, 2, 4, 8),
+                device="cpu",
+                rerank=method,
+                rerank_params=params,
+            )
             times.append(time.perf_counter() - t0)
-        out[name] = {"r1": 100 * m["recall@1"], "map": 100 * m["map@r"],
-                     "s": statistics.median(times)}  # fmt: skip
+        out[name] = {
+            "r1": 100 * m["recall@1"],
+            "map": 100 * m["map@r"],
+            "s": statistics.median(times),
+        }
     return out
 
 

@@ -1,0 +1,21 @@
+"""The size limits are guides met by splitting along concepts, never by keeping the formatter off
+a statement: no ``# fmt: skip`` / ``# fmt: off`` in the package or the scripts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIRECTIVE = re.compile(r"#\s*fmt:\s*(skip|off)\b")
+
+
+def test_no_formatter_directives_in_the_package_or_scripts():
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("langdml", "scripts")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if DIRECTIVE.search(line)
+    ]
+    assert found == []
