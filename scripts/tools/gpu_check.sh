@@ -38,8 +38,8 @@ step() {  # step NAME SECONDS CMD...
   { echo "##### $name rc=${RC[$name]}"; cat "$LOGS/$name.log"; } >>"$OUT/logs.txt"
 }
 
-step tests 80 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_eval_metrics.py \
-  tests/test_eval_torch_backend.py tests/test_eval_metrics_inputs.py
+step tests 80 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda.py tests/eval/test_metrics.py \
+  tests/eval/test_torch_backend.py tests/eval/test_metrics_inputs.py
 step eval 180 python3 scripts/benchmarks/bench_eval.py --device cuda --out "$OUT/bench_eval_gpu.md"
 step train 80 python3 -m langdml train $CFG --output-dir $RUNS/frozen_amp train.device=cuda \
   train.amp=true
