@@ -9,12 +9,17 @@ to the smallest one that still reaches it. Each candidate's cost is estimated fo
 query set: its build time plus its sample search time scaled to the number of queries; exact
 search's is its sample scan time scaled the same way. The cheapest candidate that reaches the
 target wins; exact search always reaches it, so a small set (where exact is cheaper) stays exact.
-Before a kind is tuned, its full build time is predicted from a build on a seeded sample of
-``PROBE_ROWS`` rows (linear in N for IVF, N log N for HNSW); a kind whose predicted build is not
-under half of exact search's cost (``BUILD_SHARE``: tuning and the recall check cost about as much
-again) is not built at all (its trial records the prediction, recall NaN). Measured at 100k x 128
-on 2 cores, building and tuning both kinds cost more than exact search itself (isotropic: 4.4 min
-of CPU time against 56 s), which is what this guard avoids.
+Costs are process CPU time (all threads), so other work on a shared machine does not tilt the
+choice. Before a kind is tuned, its full build time is predicted from a build on a seeded sample
+of ``SMALL_PROBE_ROWS`` rows and, unless that already puts it over ``PROBE_MARGIN`` times the
+budget, of ``PROBE_ROWS`` rows (linear in N for IVF, N log N for HNSW); a kind whose predicted
+build is not under half of the best cost so far (``BUILD_SHARE``: tuning and the recall check
+cost about as much again) is not built at all (its trial records the prediction, recall NaN).
+While a kind's knob is doubled, tuning stops as soon as its build plus the scaled search at the
+current value costs more than the best so far (a larger value only searches longer; the trial
+records that value and its recall). Measured at 100k x 128 on 2 cores, building and tuning both
+kinds once cost more than exact search itself (isotropic: 4.4 min of CPU time against 56 s),
+which these guards avoid.
 
 Deterministic for a fixed seed except HNSW's multi-threaded build (last digits, ``eval.ann``)
 and the timings themselves, which decide between kinds: on a noisy machine two runs may pick
@@ -49,7 +54,20 @@ log = logging.getLogger(__name__)
 _MAX_EF = 4096
 # Rows of the trial build that predicts a kind's full build time (eval.autotune.build_estimate)
 PROBE_ROWS = 20_000
+# A first, smaller trial build: a kind predicted from it at over PROBE_MARGIN times the budget is
+# skipped without the PROBE_ROWS build (the extrapolation is rougher from fewer rows)
+SMALL_PROBE_ROWS = 5_000
+PROBE_MARGIN = 2.0
 BUILD_SHARE = 2.0  # a kind is tuned only when BUILD_SHARE x its predicted build < exact's cost
+
+
+def _clock() -> float:
+    """Process CPU time, all threads: the costs compared are the work each search does, so
+    other processes on a shared machine do not tilt the choice (wall time did: measured under
+    load, a sample scan read 27x its quiet time)."""
+    return time.process_time()
+
+
 _RECORDERS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar(
     "auto_search_recorders", default=()
 )
@@ -120,21 +138,32 @@ def auto_search(
     q = queries.take(sample)
     self_ids = sample if loo else None
     scale = len(ids) / len(sample)
-    start = time.perf_counter()
+    start = _clock()
     De, Ie = exact_sample_knn(reference, q, k, metric, self_ids)
-    exact_cost = (time.perf_counter() - start) * scale
+    exact_cost = (_clock() - start) * scale
     trials = [Trial("exact", {}, 1.0, exact_cost)]
     best: tuple[float, str, dict[str, int], float, ApproxKNN | None] = (
-        exact_cost, "exact", {}, 1.0, None
+        exact_cost,
+        "exact",
+        {},
+        1.0,
+        None,
     )
     for kind in ("hnsw", "ivf"):
-        build_guess = build_estimate(kind, reference, metric, seed)
         # tuning (the knob's sample searches) and the final recall check cost about as much
-        # again as the build: a kind is tried only when its build is under half of exact's cost
-        if BUILD_SHARE * build_guess >= exact_cost:
+        # again as the build: a kind is tried only when its build is under half of the best cost
+        budget = best[0] / BUILD_SHARE
+        build_guess = build_estimate(kind, reference, metric, seed, SMALL_PROBE_ROWS)
+        if build_guess < PROBE_MARGIN * budget:
+            build_guess = build_estimate(kind, reference, metric, seed)
+        if build_guess >= budget:
             trials.append(Trial(kind, {}, math.nan, build_guess))
             continue
-        found = _tune(kind, reference, q, k, metric, (De, Ie, self_ids), target_recall, seed)
+        exact = (De, Ie, self_ids)
+        found = _tune(kind, reference, q, k, metric, exact, target_recall, seed, best[0], scale)
+        if isinstance(found, Trial):  # abandoned: it already cost more than the best
+            trials.append(found)
+            continue
         if found is None:
             continue
         engine, params, recall, build, search = found
@@ -153,46 +182,56 @@ def auto_search(
     return choice
 
 
-def build_estimate(kind: str, reference: Rows, metric: str, seed: int) -> float:
-    """Seconds to build ``kind``'s index over the whole reference, extrapolated from building it
-    on a seeded sample of ``PROBE_ROWS`` rows (linearly for IVF's adds, N log N for HNSW's
+def build_estimate(
+    kind: str, reference: Rows, metric: str, seed: int, probe_rows: int | None = None
+) -> float:
+    """CPU seconds to build ``kind``'s index over the whole reference, extrapolated from building
+    it on a seeded sample of ``probe_rows`` rows (linearly for IVF's adds, N log N for HNSW's
     graph); 0 for a reference that small (it is built and measured as is)."""
-    n = reference.n
-    if n <= PROBE_ROWS:
+    n, probe_rows = reference.n, probe_rows or PROBE_ROWS
+    if n <= probe_rows:
         return 0.0
-    rows = np.sort(np.random.default_rng(seed).choice(n, PROBE_ROWS, replace=False))
+    rows = np.sort(np.random.default_rng(seed).choice(n, probe_rows, replace=False))
     probe = Rows(reference.take(rows), "reference", normalize=False)
-    start = time.perf_counter()
+    start = _clock()
     ApproxKNN(probe, metric, SearchSpec(kind, {**DEFAULTS[kind], "recall_queries": 0}), seed, CPU)
-    took = time.perf_counter() - start
-    growth = n / PROBE_ROWS
+    took = _clock() - start
+    growth = n / probe_rows
     if kind == "hnsw":
-        growth *= math.log(n) / math.log(PROBE_ROWS)
+        growth *= math.log(n) / math.log(probe_rows)
     return took * growth
 
 
-def _tune(kind, reference, q, k, metric, exact, target, seed):
+def _tune(kind, reference, q, k, metric, exact, target, seed, budget=math.inf, scale=1.0):
     """(engine, params, recall, build seconds, sample search seconds) at the smallest knob
-    value reaching ``target``, or None when even the largest does not."""
+    value reaching ``target``, or None when even the largest does not. A larger knob only
+    searches longer, so once the build plus a knob value's search (scaled by ``scale``) costs
+    ``budget`` or more, tuning stops: a :class:`Trial` of that value is returned instead."""
     De, Ie, self_ids = exact
-    start = time.perf_counter()
+    start = _clock()
     spec = SearchSpec(kind, {**DEFAULTS[kind], "recall_queries": 0})
     engine = ApproxKNN(reference, metric, spec, seed, CPU)
-    build = time.perf_counter() - start
+    build = _clock() - start
     knob = "efSearch" if kind == "hnsw" else "nprobe"
     top = _MAX_EF if kind == "hnsw" else engine.params["nlist"]
     low = min(top, max(k, 16)) if kind == "hnsw" else 1
 
     def measure(value: int) -> tuple[float, float]:
         _set(engine, kind, value)
-        t0 = time.perf_counter()
+        t0 = _clock()
         D, I = engine.search(q, k, self_ids)
-        took = time.perf_counter() - t0
+        took = _clock() - t0
         return float(found_fraction(D, I, De, Ie, metric).mean()), took
+
+    def over(value: int, recall: float, took: float) -> Trial | None:
+        cost = build + took * scale
+        return Trial(kind, {knob: value}, recall, cost) if cost >= budget else None
 
     value, prev = low, None
     recall, took = measure(value)
     while recall < target and value < top:
+        if (abandoned := over(value, recall, took)) is not None:
+            return abandoned
         prev, value = value, min(top, value * 2)
         recall, took = measure(value)
     if recall < target:

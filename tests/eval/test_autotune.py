@@ -28,7 +28,28 @@ def test_auto_reaches_the_target_on_the_sample(target):
     assert choice.recall >= target
     assert choice.spec.kind in ("exact", "hnsw", "ivf") and choice.summary().startswith("search")
     kinds = {t.kind for t in choice.trials}
-    assert "exact" in kinds and all(t.recall >= target for t in choice.trials)
+    assert "exact" in kinds
+    chosen = min(t.seconds for t in choice.trials if t.recall >= target)
+    # a trial short of the target was skipped or abandoned: it cost the chosen one's or more
+    assert all(
+        t.recall >= target or t.seconds >= chosen for t in choice.trials if t.recall == t.recall
+    )
+
+
+def test_tuning_stops_once_it_costs_more_than_the_budget():
+    from langdml.eval.autotune import Trial
+
+    x, _ = blobs(seed=3)
+    rows = Rows(x, "x", normalize=True)
+    ids = np.arange(0, 3000, 10)
+    q = rows.take(ids)
+    De, Ie = exact_sample_knn(rows, q, 10, "cosine", ids)
+    exact = (De, Ie, ids)
+    stopped = _tune("ivf", rows, q, 10, "cosine", exact, 0.999, 0, budget=0.0, scale=10.0)
+    assert isinstance(stopped, Trial) and stopped.seconds >= 0.0
+    assert stopped.params == {"nprobe": 1} and stopped.recall < 0.999  # the first value stops it
+    full = _tune("ivf", rows, q, 10, "cosine", exact, 0.999, 0)  # no budget: tuned to the end
+    assert not isinstance(full, Trial) and full[2] >= 0.999
 
 
 def test_tuned_nprobe_is_the_smallest_reaching_the_target_within_the_step():
