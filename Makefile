@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml scripts/setup.sh requirements/assets.txt
 
 demo: $(STAMP)
 	$(PY) -m langdml data build emoji
-	$(PY) -m langdml ablate configs/emoji_ablation.yaml --workers 2
+	$(PY) -m langdml ablate configs/emoji_ablation.yaml --workers 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
