@@ -88,7 +88,12 @@ class ClassWeightLoss(ProxyLoss):
         if indices_tuple is not None:
             who = type(self).__name__
             weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, dtype=x.dtype)
-        return cross_loss(x, self.fp32_proxies(x.device), self.logit_fn(labels, weights))
+        return cross_loss(x, self.weight_rows(x.device), self.logit_fn(labels, weights))
+
+    def weight_rows(self, device: torch.device) -> Tensor:
+        """The rows ``logit_fn``'s cosines are taken against, in its column order (the proxies,
+        in float32; a subclass may reorder them, with autograd to ``proxies``)."""
+        return self.fp32_proxies(device)
 
     def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
         raise NotImplementedError
