@@ -97,10 +97,12 @@ class SoftTripleLoss(ClassWeightLoss):
             mean_t = et.sum(dim=1).div_(z)  # S_ic / γ, S the relaxed class similarity
             logits = mean_t.mul(gamma * la)
             logits[rows, labels] -= la * delta
-            value, grad = softmax_cross_entropy_(logits, labels, weights)
+            # S_ic in [-1, 1]: the logits lie within ±la (1 + |δ|)
+            bound = la * (1.0 + abs(delta))
+            value, grad = softmax_cross_entropy_(logits, labels, weights, la, bound)
             # ∂S_ic/∂cos_ick = p_ick (1 + (cos_ick - S_ic) / γ) = (e / z)(1 + t - S / γ), so
             # ∂L/∂cos = a·(e·t) - b·e with a = la·∂L/∂logits / z and b = a (S / γ - 1)
-            a = grad.mul_(la).div_(z)
+            a = grad.div_(z)
             b = mean_t.sub_(1.0).mul_(a)
             slope = et.mul_(a.unsqueeze(1)).addcmul_(e, b.unsqueeze(1), value=-1.0)
             return value, slope.view(batch, -1)
