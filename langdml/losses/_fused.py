@@ -76,6 +76,31 @@ class _CrossLoss(torch.autograd.Function):
         return dx, dp, None
 
 
+class _RowsCrossLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:  # type: ignore[override]
+        za, inv_a = _unit_rows(x[a])
+        zb, inv_b = _unit_rows(x[b])
+        value, grad = fn(za @ zb.T)
+        ctx.save_for_backward(a, b, za, inv_a, zb, inv_b, grad)
+        ctx.x_shape = x.shape
+        return value
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        a, b, za, inv_a, zb, inv_b, grad = ctx.saved_tensors
+        dx = za.new_zeros(ctx.x_shape)
+        dx.index_add_(0, a, _unit_rows_backward(grad @ zb, za, inv_a, g))
+        dx.index_add_(0, b, _unit_rows_backward(grad.T @ za, zb, inv_b, g))
+        return dx, None, None, None
+
+
+def rows_cross_loss(x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:
+    """cross_loss(x[a], x[b], fn) with one gradient buffer for x: the rows' gradients are
+    added into a single zero (B, d) tensor (autograd's two gathers would fill and sum two)."""
+    return _RowsCrossLoss.apply(x, a, b, fn)
+
+
 def gram_loss(x: Tensor, fn: ValueAndGrad, symmetric: bool = False) -> Tensor:
     """fn(S) -> (L, ∂L/∂S) for S = Z Zᵀ, Z the L2-normalised rows of x; returns L with autograd
     to x. symmetric=True promises ∂L/∂S is symmetric (saves a transpose)."""
