@@ -79,20 +79,24 @@ class _CrossLoss(torch.autograd.Function):
 class _RowsCrossLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:  # type: ignore[override]
-        za, inv_a = _unit_rows(x[a])
-        zb, inv_b = _unit_rows(x[b])
+        rows = torch.cat((a, b))
+        z, inv = _unit_rows(x[rows])  # both sides in one buffer: one chain in backward
+        za, zb = z.split(a.numel())
         value, grad = fn(za @ zb.T)
-        ctx.save_for_backward(a, b, za, inv_a, zb, inv_b, grad)
+        ctx.save_for_backward(rows, z, inv, grad)
         ctx.x_shape = x.shape
         return value
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        a, b, za, inv_a, zb, inv_b, grad = ctx.saved_tensors
-        dx = za.new_zeros(ctx.x_shape)
-        dx.index_add_(0, a, _unit_rows_backward(grad @ zb, za, inv_a, g))
-        dx.index_add_(0, b, _unit_rows_backward(grad.T @ za, zb, inv_b, g))
-        return dx, None, None, None
+        rows, z, inv, grad = ctx.saved_tensors
+        n = grad.shape[0]
+        za, zb = z.split(n)
+        dz = torch.empty_like(z)
+        torch.mm(grad, zb, out=dz[:n])
+        torch.mm(grad.T, za, out=dz[n:])
+        dx = z.new_zeros(ctx.x_shape)
+        return dx.index_add_(0, rows, _unit_rows_backward(dz, z, inv, g)), None, None, None
 
 
 def rows_cross_loss(x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:
