@@ -10,8 +10,14 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 
-from ._common import distance_from_cosine, normalize, zero_loss
-from ._fused import distance_grad_to_similarity_, log1p_sum_exp_, unit_distances_
+from ._common import distance_from_cosine, zero_loss
+from ._fused import (
+    attach_gradient,
+    constant_cosines,
+    distance_grad_to_similarity_,
+    log1p_sum_exp_,
+    unit_distances_,
+)
 from .base import IndicesTuple, MetricLoss
 from .circle import CircleLoss, circle_value_and_grad
 from .contrastive import ContrastiveLoss
@@ -28,8 +34,7 @@ def _through(s: Tensor, value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]
     """The value of a no-grad (value, ∂L/∂s) kernel with ∂L/∂s attached to s."""
     with torch.no_grad():
         value, grad = value_and_grad(s.detach().clone())
-    linear = (s * grad).sum()
-    return value + (linear - linear.detach())
+    return attach_gradient(s, value, grad)
 
 
 def _few_pairs(pos: Tensor, neg: Tensor) -> bool:
@@ -209,7 +214,7 @@ class CrossBatchMemory(MetricLoss):
         pos = labels[:, None] == memory_labels[None, :]
         neg = ~pos
         pos[rows, slots] = False  # no pair of a sample with its own copy
-        s = normalize(x) @ normalize(memory).T
+        s = constant_cosines(x, memory)
         value = RECT_LOSSES[rect_type(self.loss)](self.loss, s, pos, neg, labels)
         if self.batch_weight > 0:
             value = value + self.batch_weight * self.loss.compute(x, labels, None)
