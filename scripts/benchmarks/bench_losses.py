@@ -6,6 +6,14 @@ samples per class, proxies copied from ours into PML's) in the same process. Tim
 call each, then `repeats` interleaved calls (the order of the two alternates every repeat) and
 the median of each; the ratio is median(ours) / median(PML).
 
+Beside them, in the same rotation (ours, PML and the floor take turns being first), the loss's
+floor: the matrix products and row norms any implementation of its formula must compute at that
+shape (scripts/benchmarks/loss_floor.py says exactly what counts: the forward similarity
+product; the two backward products only where the gradient is dense for every input, i.e. the
+softmax and log-sum-exp losses; the row norms of the batch and of trained proxies; no
+elementwise work), run on random float32 operands of those shapes. `ours/floor` is
+median(ours) / median(floor): 1 is the bound, and the rest is everything else a loss does.
+
 Peak memory, CPU: torch's CPU allocator does not track a peak and tracemalloc does not see it,
 so every (loss, implementation, B) runs in a fresh child process (forked from a forkserver that
 has torch and PML preloaded) with glibc's mmap threshold pinned to 64 KiB, so large blocks go
@@ -16,6 +24,7 @@ allocator's max_memory_allocated over one call, minus what was allocated before 
 
     python scripts/benchmarks/bench_losses.py          # full run
     python scripts/benchmarks/bench_losses.py --quick  # tiny smoke run, prints only
+    python scripts/benchmarks/bench_losses.py --sizes 512 --cases proxy_nca npair  # some losses
 
 The full run writes docs/results/benchmarks/bench_losses.md.
 """
