@@ -12,7 +12,7 @@ from torch import Tensor
 from langdml.errors import LangDMLError
 
 from ._common import mined_sample_weights
-from ._fused import ValueAndGrad, cross_loss
+from ._fused import DIRECT_EXP_BOUND, ValueAndGrad, cross_loss
 from .base import IndicesTuple, ProxyLoss
 
 
@@ -32,21 +32,38 @@ def pml_layout_init(rows: int, dim: int, kind: str) -> Tensor:
 
 
 def softmax_cross_entropy_(
-    logits: Tensor, labels: Tensor, weights: Tensor | None
+    logits: Tensor,
+    labels: Tensor,
+    weights: Tensor | None,
+    grad_scale: float = 1.0,
+    bound: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """mean_i w_i (logsumexp_j logits_ij - logits_iy) and its gradient ∂/∂logits, which
-    overwrites ``logits``: w_i (softmax_ij - [j = y_i]) / B. ``weights`` None means all 1."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    target = logits[rows, labels].clone()
-    lse = torch.logsumexp(logits, dim=1, keepdim=True)
-    per_sample = lse.squeeze(1) - target
+    """mean_i w_i (logsumexp_j logits_ij - logits_iy) and ``grad_scale`` times its gradient
+    ∂/∂logits, which overwrites ``logits``: grad_scale · w_i (softmax_ij - [j = y_i]) / B.
+    ``weights`` None means all 1. ``bound``: a bound on |logits| the caller knows; within
+    DIRECT_EXP_BOUND the exps need no max-shift. One exp per entry, one pass for the gradient."""
+    batch = logits.shape[0]
+    rows = torch.arange(batch, device=logits.device)
+    target = logits[rows, labels]
+    if bound is not None and bound <= DIRECT_EXP_BOUND:
+        e = logits.exp_()
+        total = e.sum(dim=1, keepdim=True)
+        lse = total.log().squeeze(1)
+    else:
+        shift = logits.amax(dim=1, keepdim=True)
+        e = logits.sub_(shift).exp_()
+        total = e.sum(dim=1, keepdim=True)
+        lse = total.log().add_(shift).squeeze(1)
+    per_sample = lse - target
+    step = grad_scale / batch
+    coef = total.reciprocal_().mul_(step)
     if weights is not None:
         per_sample = per_sample * weights
-    grad = logits.sub_(lse).exp_()
-    grad[rows, labels] -= 1.0
-    if weights is not None:
-        grad.mul_(weights[:, None])
-    return per_sample.mean(), grad.div_(logits.shape[0])
+        coef.mul_(weights[:, None])
+        step = weights * step
+    grad = e.mul_(coef)
+    grad[rows, labels] -= step
+    return per_sample.mean(), grad
 
 
 def check_positive(who: str, **values: float) -> None:
@@ -88,7 +105,12 @@ class ClassWeightLoss(ProxyLoss):
         if indices_tuple is not None:
             who = type(self).__name__
             weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, dtype=x.dtype)
-        return cross_loss(x, self.fp32_proxies(x.device), self.logit_fn(labels, weights))
+        return cross_loss(x, self.weight_rows(x.device), self.logit_fn(labels, weights))
+
+    def weight_rows(self, device: torch.device) -> Tensor:
+        """The rows ``logit_fn``'s cosines are taken against, in its column order (the proxies,
+        in float32; a subclass may reorder them, with autograd to ``proxies``)."""
+        return self.fp32_proxies(device)
 
     def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
         raise NotImplementedError

@@ -76,6 +76,80 @@ class _CrossLoss(torch.autograd.Function):
         return dx, dp, None
 
 
+class _RowsCrossLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:  # type: ignore[override]
+        rows = torch.cat((a, b))
+        z, inv = _unit_rows(x[rows])  # both sides in one buffer: one chain in backward
+        za, zb = z.split(a.numel())
+        value, grad = fn(za @ zb.T)
+        ctx.save_for_backward(rows, z, inv, grad)
+        ctx.x_shape = x.shape
+        return value
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        rows, z, inv, grad = ctx.saved_tensors
+        n = grad.shape[0]
+        za, zb = z.split(n)
+        dz = torch.empty_like(z)
+        torch.mm(grad, zb, out=dz[:n])
+        torch.mm(grad.T, za, out=dz[n:])
+        dx = z.new_zeros(ctx.x_shape)
+        return dx.index_add_(0, rows, _unit_rows_backward(dz, z, inv, g)), None, None, None
+
+
+def rows_cross_loss(x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:
+    """cross_loss(x[a], x[b], fn) with one gradient buffer for x: the rows' gradients are
+    added into a single zero (B, d) tensor (autograd's two gathers would fill and sum two)."""
+    return _RowsCrossLoss.apply(x, a, b, fn)
+
+
+def _sparse_enough(grad: Tensor) -> bool:
+    return grad.device.type == "cpu" and int(torch.count_nonzero(grad)) <= (
+        SPARSE_MAX_DENSITY * grad.numel()
+    )
+
+
+class _ConstantCosines(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, refs: Tensor) -> Tensor:  # type: ignore[override]
+        z, inv = _unit_rows(x)
+        zr = _unit_rows(refs)[0]
+        ctx.save_for_backward(z, inv, zr)
+        return z @ zr.T
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        z, inv, zr = ctx.saved_tensors
+        dz = torch.sparse.mm(grad.to_sparse(), zr) if _sparse_enough(grad) else grad @ zr
+        return _unit_rows_backward(dz, z, inv, grad.new_ones(())), None
+
+
+def constant_cosines(x: Tensor, refs: Tensor) -> Tensor:
+    """(B, R) cosines of the rows of x to constant reference rows (no gradient to refs),
+    differentiable in x: backward is one product (a sparse one on the CPU when ∂L/∂S is
+    sparse, as hinge losses' often are) and the normalisation chained by hand."""
+    return _ConstantCosines.apply(x, refs.detach())
+
+
+class _Attach(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s: Tensor, value: Tensor, grad: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * g, None, None
+
+
+def attach_gradient(s: Tensor, value: Tensor, grad: Tensor) -> Tensor:
+    """``value`` (computed without autograd) with ∂value/∂s = ``grad`` attached to s."""
+    return _Attach.apply(s, value, grad)
+
+
 def gram_loss(x: Tensor, fn: ValueAndGrad, symmetric: bool = False) -> Tensor:
     """fn(S) -> (L, ∂L/∂S) for S = Z Zᵀ, Z the L2-normalised rows of x; returns L with autograd
     to x. symmetric=True promises ∂L/∂S is symmetric (saves a transpose)."""

@@ -57,9 +57,9 @@ class ArcFaceLoss(ClassWeightLoss):
             slope = torch.where(in_range, cos_m + c * sin_m / sin.clamp_min(_MIN_SINE), 1.0)
             logits = cos.mul_(s)
             logits[rows, labels] = psi * s
-            value, grad = softmax_cross_entropy_(logits, labels, weights)
+            value, grad = softmax_cross_entropy_(logits, labels, weights, grad_scale=s)
             grad[rows, labels] *= slope
-            return value, grad.mul_(s)
+            return value, grad
 
         return value_and_grad
 
@@ -94,7 +94,6 @@ class CosFaceLoss(ClassWeightLoss):
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
             rows = torch.arange(cos.shape[0], device=cos.device)
             cos[rows, labels] -= m
-            value, grad = softmax_cross_entropy_(cos.mul_(s), labels, weights)
-            return value, grad.mul_(s)
+            return softmax_cross_entropy_(cos.mul_(s), labels, weights, grad_scale=s)
 
         return value_and_grad

@@ -30,7 +30,8 @@ class NormalizedSoftmaxLoss(ClassWeightLoss):
         inv_t = 1.0 / self.temperature
 
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
-            value, grad = softmax_cross_entropy_(cos.mul_(inv_t), labels, weights)
-            return value, grad.mul_(inv_t)
+            # cosines in [-1, 1]: the logits lie within ±1/T
+            logits = cos.mul_(inv_t)
+            return softmax_cross_entropy_(logits, labels, weights, grad_scale=inv_t, bound=inv_t)
 
         return value_and_grad

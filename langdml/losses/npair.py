@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import cross_entropy, normalize, zero_loss
+from ._class_weights import softmax_cross_entropy_
+from ._common import cross_entropy, zero_loss
+from ._fused import rows_cross_loss
 from .base import IndicesTuple, MetricLoss
 
 
@@ -67,11 +69,20 @@ class NPairLoss(MetricLoss):
         if a.numel() == 0:
             loss = zero_loss(x)
         else:
-            # only the pairs' rows enter the loss: gather them once, normalise just those
-            z = x[torch.cat((a, p))]
-            z = normalize(z) if self.normalize_embeddings else z
-            za, zp = z.split(a.numel())
-            loss = cross_entropy(za @ zp.T, torch.arange(a.numel(), device=x.device))
+            loss = self._pairs_loss(x, a, p)
         if self.l2_reg_weight:
             loss = loss + self.l2_reg_weight * x.pow(2).sum(dim=1).mean()
         return loss
+
+    def _pairs_loss(self, x: Tensor, a: Tensor, p: Tensor) -> Tensor:
+        """CE over the (N, N) similarities of the pairs' anchors and positives, target the
+        diagonal. Normalised: the fused kernel (max-shifted: a single pair's loss is then
+        exactly 0, as PML's)."""
+        target = torch.arange(a.numel(), device=x.device)
+        if not self.normalize_embeddings:
+            return cross_entropy(x[a] @ x[p].T, target)
+
+        def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
+            return softmax_cross_entropy_(cos, target, None)
+
+        return rows_cross_loss(x, a, p, value_and_grad)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ._class_weights import check_non_negative, check_positive
 from ._common import mined_sample_weights
-from ._fused import DIRECT_EXP_BOUND, cross_loss, log1p_sum_exp_, log1p_sum_exp_direct_
+from ._fused import DIRECT_EXP_BOUND, cross_loss, log1p_sum_exp_
 from .base import IndicesTuple, ProxyLoss
 
 
@@ -62,13 +64,23 @@ class ProxyAnchorLoss(ProxyLoss):
             n_present = present.sum().clamp_min(1).to(cos.dtype)  # a float: exact in float64
             pos_value = (shift + denom.log()).sum() / n_present  # absent classes add log(1) = 0
             # Negative part over all (sample, other proxy) entries, in cos's buffer.
-            t_neg = cos.add_(delta).mul_(alpha)
-            if log_w is not None:
-                t_neg.add_(log_w[:, None])
-            t_neg[rows, labels] = float("-inf")  # exp -> 0: positives drop out
-            summed = log1p_sum_exp_direct_ if direct else log1p_sum_exp_
-            neg_value = summed(t_neg, None, dim=0).sum() / num_classes
-            grad = t_neg.mul_(alpha / num_classes)
+            if direct:  # e^{α(s+δ)} = e^{αδ} e^{αs}: the margin as one factor per proxy
+                e_neg = cos.mul_(alpha)
+                if log_w is not None:
+                    e_neg.add_(log_w[:, None])
+                e_neg[rows, labels] = float("-inf")  # exp -> 0: positives drop out
+                denom_neg = e_neg.exp_().sum(dim=0).mul_(math.exp(alpha * delta)).add_(1.0)
+                neg_value = denom_neg.log().sum() / num_classes
+                grad = e_neg.mul_(
+                    denom_neg.reciprocal_().mul_(math.exp(alpha * delta) * alpha / num_classes)
+                )
+            else:
+                t_neg = cos.add_(delta).mul_(alpha)
+                if log_w is not None:
+                    t_neg.add_(log_w[:, None])
+                t_neg[rows, labels] = float("-inf")
+                neg_value = log1p_sum_exp_(t_neg, None, dim=0).sum() / num_classes
+                grad = t_neg.mul_(alpha / num_classes)
             grad[rows, labels] = e.div_(denom[labels]).mul_(-alpha / n_present)
             return pos_value + neg_value, grad
 

@@ -9,7 +9,7 @@ from langdml.errors import LangDMLError
 
 from ._class_weights import check_positive
 from ._common import mined_sample_weights
-from ._fused import cross_loss
+from ._fused import DIRECT_EXP_BOUND, cross_loss
 from .base import IndicesTuple, ProxyLoss
 
 
@@ -51,6 +51,7 @@ class ProxyNCALoss(ProxyLoss):
         scale = 2.0 * self.softmax_scale
         rows = torch.arange(x.shape[0], device=x.device)
         paper = self.variant == "paper"
+        direct = scale <= DIRECT_EXP_BOUND
         weights = None
         if indices_tuple is not None:
             who = type(self).__name__
@@ -62,11 +63,17 @@ class ProxyNCALoss(ProxyLoss):
             target = logits[rows, labels].clone()
             if paper:
                 logits[rows, labels] = float("-inf")  # denominator over c != y only
-            # log-sum-exp in the logits' buffer: it becomes the softmax, then the gradient
-            shift = logits.amax(dim=1, keepdim=True)
-            e = logits.sub_(shift).exp_()
-            total = e.sum(dim=1, keepdim=True)
-            per_sample = (total.log() + shift).squeeze(1) - target
+            # log-sum-exp in the logits' buffer: it becomes the softmax, then the gradient;
+            # the logits lie within ±2s, and within DIRECT_EXP_BOUND need no max-shift
+            if direct:
+                e = logits.exp_()
+                total = e.sum(dim=1, keepdim=True)
+                per_sample = total.log().squeeze(1) - target
+            else:
+                shift = logits.amax(dim=1, keepdim=True)
+                e = logits.sub_(shift).exp_()
+                total = e.sum(dim=1, keepdim=True)
+                per_sample = (total.log() + shift).squeeze(1) - target
             # ∂/∂logits = softmax (over the denominator's classes) - one_hot(y), per sample / B
             step = scale / x.shape[0]
             coef = total.reciprocal_().mul_(step)

@@ -10,7 +10,7 @@ from langdml.errors import LangDMLError
 
 from ._class_weights import ClassWeightLoss, check_positive, softmax_cross_entropy_
 from ._common import normalize
-from ._fused import ValueAndGrad
+from ._fused import DIRECT_EXP_BOUND, ValueAndGrad
 from .base import IndicesTuple
 
 
@@ -71,20 +71,40 @@ class SoftTripleLoss(ClassWeightLoss):
         dist = (2.0 + 1e-5 - 2.0 * sims[:, upper]).clamp_min(0.0).sqrt()
         return dist.sum() / (self.num_classes * k * (k - 1))
 
+    def weight_rows(self, device: torch.device) -> Tensor:
+        """The centres centre-major (row k·C + c is centre k of class c): the cosines then come
+        as (B, K, C), whose reductions over K run along contiguous class rows (over a trailing
+        axis of size K, torch's CPU softmax and sums are an order of magnitude slower)."""
+        w = self.fp32_proxies(device)
+        k = self.centers_per_class
+        if k == 1:
+            return w
+        return w.view(self.num_classes, k, -1).transpose(0, 1).reshape(k * self.num_classes, -1)
+
     def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
         classes, k = self.num_classes, self.centers_per_class
-        la, inv_gamma, delta = self.la, 1.0 / self.gamma, self.margin
+        la, gamma, delta = self.la, self.gamma, self.margin
+        # t = cos / γ lies in [-1/γ, 1/γ]: within DIRECT_EXP_BOUND its exps need no max-shift
+        direct = 1.0 / gamma <= DIRECT_EXP_BOUND
 
         def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
-            rows = torch.arange(cos.shape[0], device=cos.device)
-            c = cos.view(-1, classes, k)
-            p = torch.softmax(c * inv_gamma, dim=2)
-            s = (p * c).sum(dim=2)  # (B, C) relaxed class similarity
-            # ∂S_ic/∂cos_ick = p_ick (1 + (cos_ick - S_ic) / γ)
-            slope = c.sub(s.unsqueeze(2)).mul_(inv_gamma).add_(1.0).mul_(p)
-            logits = s.mul_(la)
+            batch = cos.shape[0]
+            rows = torch.arange(batch, device=cos.device)
+            t = cos.view(batch, k, classes).div_(gamma)
+            e = torch.exp(t) if direct else torch.sub(t, t.amax(dim=1, keepdim=True)).exp_()
+            z = e.sum(dim=1)  # softmax_k(t) = e / z
+            et = t.mul_(e)  # e·t, in t's buffer
+            mean_t = et.sum(dim=1).div_(z)  # S_ic / γ, S the relaxed class similarity
+            logits = mean_t.mul(gamma * la)
             logits[rows, labels] -= la * delta
-            value, grad = softmax_cross_entropy_(logits, labels, weights)
-            return value, slope.mul_(grad.mul_(la).unsqueeze(2)).view(cos.shape[0], -1)
+            # S_ic in [-1, 1]: the logits lie within ±la (1 + |δ|)
+            bound = la * (1.0 + abs(delta))
+            value, grad = softmax_cross_entropy_(logits, labels, weights, la, bound)
+            # ∂S_ic/∂cos_ick = p_ick (1 + (cos_ick - S_ic) / γ) = (e / z)(1 + t - S / γ), so
+            # ∂L/∂cos = a·(e·t) - b·e with a = la·∂L/∂logits / z and b = a (S / γ - 1)
+            a = grad.div_(z)
+            b = mean_t.sub_(1.0).mul_(a)
+            slope = et.mul_(a.unsqueeze(1)).addcmul_(e, b.unsqueeze(1), value=-1.0)
+            return value, slope.view(batch, -1)
 
         return value_and_grad

@@ -10,8 +10,14 @@ from torch import Tensor, nn
 
 from langdml.errors import LangDMLError
 
-from ._common import distance_from_cosine, normalize, zero_loss
-from ._fused import distance_grad_to_similarity_, log1p_sum_exp_, unit_distances_
+from ._common import distance_from_cosine, zero_loss
+from ._fused import (
+    attach_gradient,
+    constant_cosines,
+    distance_grad_to_similarity_,
+    log1p_sum_exp_,
+    unit_distances_,
+)
 from .base import IndicesTuple, MetricLoss
 from .circle import CircleLoss, circle_value_and_grad
 from .contrastive import ContrastiveLoss
@@ -28,8 +34,7 @@ def _through(s: Tensor, value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]
     """The value of a no-grad (value, ∂L/∂s) kernel with ∂L/∂s attached to s."""
     with torch.no_grad():
         value, grad = value_and_grad(s.detach().clone())
-    linear = (s * grad).sum()
-    return value + (linear - linear.detach())
+    return attach_gradient(s, value, grad)
 
 
 def _few_pairs(pos: Tensor, neg: Tensor) -> bool:
@@ -37,21 +42,28 @@ def _few_pairs(pos: Tensor, neg: Tensor) -> bool:
     return int(pos.sum()) <= 1 and int(neg.sum()) <= 1
 
 
+# Contrastive pairs are active only past their margin's cosine; the candidates are found on the
+# cosines with this slack, then tested with the same distances as the dense form would use.
+_CANDIDATE_SLACK = 1e-3
+
+
 def _contrastive(loss: ContrastiveLoss, s: Tensor, pos: Tensor, neg: Tensor, _: Tensor) -> Tensor:
     if _few_pairs(pos, neg):
         return zero_loss(s)
     mp, mn = loss.pos_margin, loss.neg_margin
-
-    def value_and_grad(c: Tensor) -> tuple[Tensor, Tensor]:
-        d = unit_distances_(c)
-        wp = ((d > mp) & pos).to(d.dtype)
-        wn = ((d < mn) & neg).to(d.dtype)
-        n_p, n_n = wp.sum(), wn.sum()
-        value = ((d - mp) * wp).sum() / n_p.clamp_min(1) + ((mn - d) * wn).sum() / n_n.clamp_min(1)
-        grad_d = wp / n_p.clamp_min(1) - wn / n_n.clamp_min(1)
-        return value, distance_grad_to_similarity_(grad_d, d)
-
-    return _through(s, value_and_grad)
+    with torch.no_grad():
+        c = s.detach()
+        # D = sqrt(2 - 2c): D > mp needs c < 1 - mp²/2, D < mn needs c > 1 - mn²/2
+        at_p = torch.nonzero((c < 1.0 - mp * mp / 2 + _CANDIDATE_SLACK) & pos, as_tuple=True)
+        at_n = torch.nonzero((c > 1.0 - mn * mn / 2 - _CANDIDATE_SLACK) & neg, as_tuple=True)
+        d_p, d_n = unit_distances_(c[at_p]), unit_distances_(c[at_n])
+        wp, wn = (d_p > mp).to(c.dtype), (d_n < mn).to(c.dtype)
+        n_p, n_n = wp.sum().clamp_min(1), wn.sum().clamp_min(1)
+        value = ((d_p - mp) * wp).sum() / n_p + ((mn - d_n) * wn).sum() / n_n
+        grad = torch.zeros_like(c)  # pos and neg are disjoint: no entry is written twice
+        grad[at_p] = distance_grad_to_similarity_(wp.div_(n_p), d_p)
+        grad[at_n] = distance_grad_to_similarity_(wn.div_(n_n).neg_(), d_n)
+    return attach_gradient(s, value, grad)
 
 
 def _multi_similarity(
@@ -209,7 +221,7 @@ class CrossBatchMemory(MetricLoss):
         pos = labels[:, None] == memory_labels[None, :]
         neg = ~pos
         pos[rows, slots] = False  # no pair of a sample with its own copy
-        s = normalize(x) @ normalize(memory).T
+        s = constant_cosines(x, memory)
         value = RECT_LOSSES[rect_type(self.loss)](self.loss, s, pos, neg, labels)
         if self.batch_weight > 0:
             value = value + self.batch_weight * self.loss.compute(x, labels, None)

@@ -6,6 +6,14 @@ samples per class, proxies copied from ours into PML's) in the same process. Tim
 call each, then `repeats` interleaved calls (the order of the two alternates every repeat) and
 the median of each; the ratio is median(ours) / median(PML).
 
+Beside them, in the same rotation (ours, PML and the floor take turns being first), the loss's
+floor: the matrix products and row norms any implementation of its formula must compute at that
+shape (scripts/benchmarks/loss_floor.py says exactly what counts: the forward similarity
+product; the two backward products only where the gradient is dense for every input, i.e. the
+softmax and log-sum-exp losses; the row norms of the batch and of trained proxies; no
+elementwise work), run on random float32 operands of those shapes. `ours/floor` is
+median(ours) / median(floor): 1 is the bound, and the rest is everything else a loss does.
+
 Peak memory, CPU: torch's CPU allocator does not track a peak and tracemalloc does not see it,
 so every (loss, implementation, B) runs in a fresh child process (forked from a forkserver that
 has torch and PML preloaded) with glibc's mmap threshold pinned to 64 KiB, so large blocks go
@@ -16,6 +24,7 @@ allocator's max_memory_allocated over one call, minus what was allocated before 
 
     python scripts/benchmarks/bench_losses.py          # full run
     python scripts/benchmarks/bench_losses.py --quick  # tiny smoke run, prints only
+    python scripts/benchmarks/bench_losses.py --sizes 512 --cases proxy_nca npair  # some losses
 
 The full run writes docs/results/benchmarks/bench_losses.md.
 """
@@ -40,6 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 from langdml import losses as ours  # noqa: E402
 from langdml.io import atomic_write_text  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loss_floor import Floor, case_floor  # noqa: E402
 
 TARGETS = ("multi_similarity", "triplet", "contrastive", "proxy_anchor")
 # Losses with class weights: PML keeps them as a (d, C) ``W`` (SoftTriple: ``fc``), ours as the
@@ -129,24 +141,32 @@ def step(loss: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def time_case(name: str, batch: int, dim: int, device: str, repeats: int) -> dict[str, float]:
-    """Medians of wall time ("ours", "pml") and of process CPU time ("ours_cpu", "pml_cpu")."""
+    """Medians of wall time ("ours", "pml", "floor") and of process CPU time ("ours_cpu", ...);
+    the three run interleaved, their order rotating every repeat."""
     num_classes = max(512, batch // PER_CLASS)
     mine, theirs = build(name, num_classes, dim, device, batch)
     x, y = inputs(batch, dim, num_classes, device)
-    impls = {"ours": mine, "pml": theirs}
-    times: dict[str, list[float]] = {k: [] for k in ("ours", "pml", "ours_cpu", "pml_cpu")}
-    for loss in impls.values():
-        step(loss, x, y)
-    sync(device)
-    for r in range(repeats):
-        order = ("ours", "pml") if r % 2 == 0 else ("pml", "ours")
-        for key in order:
+    operands: dict[Floor, dict[str, torch.Tensor]] = {}
+
+    def floor_call() -> None:
+        floor.run(operands[floor])
+
+    impls = {"ours": lambda: step(mine, x, y), "pml": lambda: step(theirs, x, y)}
+    impls["floor"] = floor_call
+    keys = tuple(impls)
+    times: dict[str, list[float]] = {k + s: [] for k in keys for s in ("", "_cpu")}
+    for r in range(repeats + 1):  # repeat 0 is the warm-up
+        floor = case_floor(name, mine, x, y)  # ours' state before its call (memory fill)
+        if floor not in operands:
+            operands[floor] = floor.operands(device)
+        for key in keys[r % 3 :] + keys[: r % 3]:
             sync(device)
             wall, cpu = time.perf_counter(), time.process_time()
-            step(impls[key], x, y)
+            impls[key]()
             sync(device)
-            times[key].append(time.perf_counter() - wall)
-            times[key + "_cpu"].append(time.process_time() - cpu)
+            if r:
+                times[key].append(time.perf_counter() - wall)
+                times[key + "_cpu"].append(time.process_time() - cpu)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -203,6 +223,11 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds:.1f}e3"
 
 
+def fmt_floor_ms(seconds: float) -> str:
+    """The floor is often well under a millisecond at small shapes: two decimals there."""
+    return f"{seconds * 1e3:.2f}" if seconds < 1e-3 else fmt_ms(seconds)
+
+
 def _load() -> str:
     try:
         return "/".join(f"{v:.1f}" for v in os.getloadavg())
@@ -232,7 +257,10 @@ def run(args: argparse.Namespace) -> str:
                     rows.append((device, threads, name, batch, repeats, t, m))
                     line = f"{device} threads={threads} {name:>16} B={batch:<5} "
                     line += f"ours {fmt_ms(t['ours'])} ms  pml {fmt_ms(t['pml'])} ms  "
-                    line += f"ratio {t['ours'] / t['pml']:.2f}"
+                    line += (
+                        f"ratio {t['ours'] / t['pml']:.2f}  floor {fmt_floor_ms(t['floor'])} ms  "
+                    )
+                    line += f"ours/floor {t['ours'] / t['floor']:.2f}"
                     if m:
                         line += (
                             f"  peak MiB ours {m['ours'] / 2**20:.1f} pml {m['pml'] / 2**20:.1f}"
@@ -258,11 +286,19 @@ def run(args: argparse.Namespace) -> str:
         "on a shared machine; ratios are ours / PML, below 1 is better. Peak: extra memory of "
         "one call (CPU: peak-RSS growth in a fresh child process with glibc's mmap threshold "
         "pinned; CUDA: allocator peak). A load average above the core count means the wall "
-        "times are inflated by other processes; compare ratios, not absolute times.",
+        "times are inflated by other processes; compare ratios, not absolute times. "
+        "Floor: the median wall time, timed in the same rotation, of the matrix products and "
+        "row norms any implementation of the loss's formula must compute at that shape "
+        "(scripts/benchmarks/loss_floor.py): the forward similarity product; the backward "
+        "products only for losses whose gradient is dense for every input (softmax and "
+        "log-sum-exp losses; hinge and mined losses, the xbm_* rows included, count the "
+        "forward product alone); row norms of the batch and of trained proxies / class "
+        "weights; no elementwise work. ours/floor is ours / floor (wall), 1 is the bound.",
         "",
         "| device | threads | loss | B | repeats | ours wall ms | PML wall ms | wall ratio "
+        "| floor ms | ours/floor "
         "| ours CPU ms | PML CPU ms | CPU ratio | ours peak MiB | PML peak MiB | memory ratio |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for device, threads, name, batch, repeats, t, m in rows:
         mem = ["–", "–", "–"]
@@ -279,6 +315,8 @@ def run(args: argparse.Namespace) -> str:
             fmt_ms(t["ours"]),
             fmt_ms(t["pml"]),
             f"{t['ours'] / t['pml']:.2f}",
+            fmt_floor_ms(t["floor"]),
+            f"{t['ours'] / t['floor']:.2f}",
             fmt_ms(t["ours_cpu"]),
             fmt_ms(t["pml_cpu"]),
             cpu_ratio,

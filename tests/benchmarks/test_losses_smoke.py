@@ -1,5 +1,5 @@
 """Smoke test: scripts/benchmarks/bench_losses.py --quick runs end to end on tiny sizes and writes
-its table.
+its table, with the floor columns (the floor's shapes are checked in test_losses_bench_floor.py).
 (No timing assertions: speed claims come from the benchmark itself,
 docs/results/benchmarks/bench_losses.md. The peak-memory children are left out here because
 starting their forkserver alone takes seconds.)"""
@@ -52,5 +52,8 @@ def test_bench_losses_quick_smoke(tmp_path):
     for row in cells:
         assert row["threads"] == "1"
         assert float(row["ours wall ms"]) > 0 and float(row["PML wall ms"]) > 0  # both timed
+        # the floor was timed too, and its ratio is ours over it
+        assert float(row["floor ms"]) >= 0
+        assert row["ours/floor"] not in ("", "–") and float(row["ours/floor"]) > 0
         assert row["ours peak MiB"] == "–"  # --no-memory
     assert not list(tmp_path.glob(".bench.md.*"))  # the atomic write left no temp file

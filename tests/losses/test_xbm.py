@@ -64,6 +64,19 @@ def test_xbm_matches_pml_over_consecutive_calls(name):
     assert torch.equal(labels, ref.label_memory)
 
 
+@pytest.mark.parametrize("pos_margin,neg_margin", [(0.5, 1.2), (0.9, 0.3), (0.0, 2.5)])
+def test_xbm_contrastive_with_other_margins_matches_pml(pos_margin, neg_margin):
+    # the memory's contrastive kernel tests only the pairs past the margins' cosines
+    kwargs = {"pos_margin": pos_margin, "neg_margin": neg_margin}
+    ours = L.CrossBatchMemory(L.ContrastiveLoss(**kwargs), DIM, memory_size=40)
+    ref = pml_losses.CrossBatchMemory(pml_losses.ContrastiveLoss(**kwargs), DIM, memory_size=40)
+    for i, (x, y) in enumerate(batches(seed=2)):
+        v1, g1, _ = step(ours, x, y)
+        v2, g2, _ = step(ref, x, y)
+        close(v1, v2, f"call {i} value: ")
+        close(g1, g2, f"call {i} grad: ")
+
+
 def test_xbm_with_learned_per_class_margin_beta_matches_pml():
     kwargs = {"learn_beta": True, "num_classes": 6, "nu": 0.1}
     inner, ref_inner = L.MarginLoss(**kwargs), pml_losses.MarginLoss(**kwargs)
