@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from runkit import imagefolder_cfg
 
 from langdml.config import load_config
@@ -92,8 +93,9 @@ def test_crop_scale_and_interpolation_reach_the_transforms():
     lit = image_transform(32, train=True, crop_scale=(0.08, 1.0), interpolation="bilinear")
     assert lit.transforms[0].scale == (0.08, 1.0)
     assert lit.transforms[0].interpolation == T.InterpolationMode.BILINEAR
-    ev = image_transform(224, crop_pct=224 / 256, interpolation="bilinear").transforms
-    assert ev[0].size == 256 and ev[0].interpolation == T.InterpolationMode.BILINEAR
+    ev = image_transform(224, crop_pct=224 / 256, interpolation="bilinear").view
+    assert ev.interpolation == "bilinear" and ev.crop_pct == 224 / 256 and ev.image_size == 224
+    assert ev.spatial(Image.new("RGB", (300, 400))).size == (224, 224)
     cfg = load_config(None, {"model.crop_scale": [0.08, 1], "model.interpolation": "bilinear"})
     assert cfg.model.crop_scale == (0.08, 1.0)
     for bad in ({"model.crop_scale": [0.5, 0.2]}, {"model.interpolation": "lanczos"}):
