@@ -305,8 +305,13 @@ def test_backend_options_from_file_and_flags(tmp_path):
     opts = resolve_options("slurm", path, {"slurm.sbatch_extra": extra, "slurm.time": "90"})
     assert opts.slurm.sbatch_extra["qos"] == "high" and opts.slurm.time == 90
     assert [slurm_minutes(t) for t in (5, "30", "2:30", "01:00:01", "2-0", "1-1:30")] == [
-        5, 30, 3, 61, 2880, 1530
-    ]  # fmt: skip
+        5,
+        30,
+        3,
+        61,
+        2880,
+        1530,
+    ]
     assert resolve_options("local", path).prepare_mode("local") == "here"
     assert resolve_options("ray", path).cpus("ray") == 6
 

@@ -38,8 +38,9 @@ def test_a_known_difference_is_recovered():
     ratio = (hi - lo) / (2 * 1.96 * 0.02 / np.sqrt(1000))
     assert 1.2 < ratio < 2.2
     # no difference: the interval straddles 0
-    _, lo0, hi0 = paired_class_seed_bootstrap(base + 0.02 * rng.normal(size=base.shape), base,
-                                              np.full(200, 10))  # fmt: skip
+    _, lo0, hi0 = paired_class_seed_bootstrap(
+        base + 0.02 * rng.normal(size=base.shape), base, np.full(200, 10)
+    )
     assert lo0 < 0 < hi0
 
 
@@ -60,10 +61,15 @@ def test_resampling_classes_widens_the_interval_when_classes_vary():
 def _write(run_dir, values, queries):
     run_dir.mkdir(parents=True)
     rows = [
-        {"class": c, "class_name": f"c{c}", "queries": int(queries[c]),
-         "recall@1": float(v), "map@r": float(v) / 2}
+        {
+            "class": c,
+            "class_name": f"c{c}",
+            "queries": int(queries[c]),
+            "recall@1": float(v),
+            "map@r": float(v) / 2,
+        }
         for c, v in enumerate(values)
-    ]  # fmt: skip
+    ]
     (run_dir / PER_CLASS).write_text(per_class_csv(rows))
 
 
@@ -93,8 +99,13 @@ def test_report_shows_the_class_seed_interval(tmp_path):
                 )
             )
             r1 = float((values * queries).sum() / queries.sum())
-            metrics = {"recall@1": r1, "map@r": r1 / 2, "r_precision": 0.3, "nmi": 0.5,
-                       "hier/hp@1": 0.6 + gain}  # fmt: skip
+            metrics = {
+                "recall@1": r1,
+                "map@r": r1 / 2,
+                "r_precision": 0.3,
+                "nmi": 0.5,
+                "hier/hp@1": 0.6 + gain,
+            }
             rows.append(ok_row(run_id, cell.id, seed, metrics))
     abl = fake_ablation(runs)
     cells = summarise(abl, rows)

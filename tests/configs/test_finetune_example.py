@@ -72,9 +72,14 @@ def test_cuda_without_a_gpu_is_one_line(monkeypatch, capsys, emoji_subset_folder
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code = main(
-        ["train", EXAMPLE, f"data.dataset=imagefolder:{emoji_subset_folder}",
-         f"output_dir={tmp_path / 'run'}", "train.device=cuda"]
-    )  # fmt: skip
+        [
+            "train",
+            EXAMPLE,
+            f"data.dataset=imagefolder:{emoji_subset_folder}",
+            f"output_dir={tmp_path / 'run'}",
+            "train.device=cuda",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("langdml: error: ")
     assert "train.device=cuda but CUDA is not available" in err[0] and "auto" in err[0]

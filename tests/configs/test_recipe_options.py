@@ -162,8 +162,13 @@ def test_mean_logits_of_a_chosen_classifier_match_a_loop_reference(tmp_path):
     )
     got = imagenet_mean_logits(ds, 36, classifier=f"resnet18:{weights}", crop_pct=36 / 32)
     net.eval()
-    tf = image_transform(36, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop_pct=36 / 32,
-                         interpolation=net.pretrained_cfg["interpolation"])  # fmt: skip
+    tf = image_transform(
+        36,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        crop_pct=36 / 32,
+        interpolation=net.pretrained_cfg["interpolation"],
+    )
     with torch.no_grad():
         logits = [net(tf(im).unsqueeze(0))[0] for im in images]
     for c in (0, 1):
@@ -348,9 +353,16 @@ def test_report_averages_and_pairs_over_seeds_and_folds(tmp_path):
         v = 0.5 + 0.01 * run.seed + 0.1 * run.fold + (0.02 if lang else 0.0)
         value[(lang, run.seed, run.fold)] = v
         rows.append(
-            {"run_id": run.id, "cell_id": run.cell.id, "seed": run.seed, "fold": run.fold,
-             "status": "ok", "recall@1": v, "map@r": v}
-        )  # fmt: skip
+            {
+                "run_id": run.id,
+                "cell_id": run.cell.id,
+                "seed": run.seed,
+                "fold": run.fold,
+                "status": "ok",
+                "recall@1": v,
+                "map@r": v,
+            }
+        )
     cells = summarise(ablation, rows)
     lang = next(c for c in cells if c["regularizers"] == "language")
     ref = [value[(True, s, f)] for s in (0, 1) for f in (0, 1)]

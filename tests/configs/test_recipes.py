@@ -75,14 +75,24 @@ LG_SCRIPT = {
 # The script's own spelling of each command-line setting, which the comment block must cite.
 LG_SCRIPT_FLAGS = {
     "lg_cub200_ms_plg_512": [
-        "cub200-rn512_msim_plg", "--seed 0", "--n_epochs 150", "--tau 150 --gamma 1",
-        "--embed_dim 512", "--bs 90", "--language_distill_w 10",
+        "cub200-rn512_msim_plg",
+        "--seed 0",
+        "--n_epochs 150",
+        "--tau 150 --gamma 1",
+        "--embed_dim 512",
+        "--bs 90",
+        "--language_distill_w 10",
     ],
     "lg_cars196_ms_plg_512": [
-        "cars196-rn512_msim_plg", "--seed 0", "--n_epochs 250", "--tau 250 --gamma 1",
-        "--embed_dim 512", "--bs 108", "--language_distill_w 5.5",
+        "cars196-rn512_msim_plg",
+        "--seed 0",
+        "--n_epochs 250",
+        "--tau 250 --gamma 1",
+        "--embed_dim 512",
+        "--bs 108",
+        "--language_distill_w 5.5",
     ],
-}  # fmt: skip
+}
 
 # tjddus9597/Proxy-Anchor-CVPR2020: README's SOP command, code/train.py defaults and loop,
 # code/net/resnet.py (Resnet50), code/dataset/utils.py (ResNet transforms).
@@ -118,10 +128,17 @@ PROXY_ANCHOR_SOP = {
     "eval.clustering": False,
 }
 PROXY_ANCHOR_FLAGS = [
-    "--batch-size 180", "--lr 6e-4", "--bn-freeze 0", "--warm 1", "--lr-decay-step 20",
-    "--lr-decay-gamma 0.25", "--embedding-size 512", "--l2-norm 1", "--mrg 0.1 --alpha 32",
+    "--batch-size 180",
+    "--lr 6e-4",
+    "--bn-freeze 0",
+    "--warm 1",
+    "--lr-decay-step 20",
+    "--lr-decay-gamma 0.25",
+    "--embedding-size 512",
+    "--l2-norm 1",
+    "--mrg 0.1 --alpha 32",
     "BN-Inception",
-]  # fmt: skip
+]
 
 
 def _get(cfg, dotted: str):

@@ -17,10 +17,14 @@ HEADER = "image_name item_id evaluation_status"
 # (gender, category, item, statuses of its images)
 ITEMS = [("WOMEN", "Dresses", i, ["train"] * 4) for i in range(1, 4)]
 ITEMS += [("MEN", "Denim", i, ["train"] * 4) for i in range(4, 7)]
-ITEMS += [("WOMEN", "Blouses_Shirts", i, ["query", "query", "gallery", "gallery", "gallery"])
-          for i in range(7, 10)]  # fmt: skip
-ITEMS += [("MEN", "Tees_Tanks", i, ["query", "query", "gallery", "gallery", "gallery"])
-          for i in range(10, 12)]  # fmt: skip
+ITEMS += [
+    ("WOMEN", "Blouses_Shirts", i, ["query", "query", "gallery", "gallery", "gallery"])
+    for i in range(7, 10)
+]
+ITEMS += [
+    ("MEN", "Tees_Tanks", i, ["query", "query", "gallery", "gallery", "gallery"])
+    for i in range(10, 12)
+]
 
 
 def _make(root, items=ITEMS, extra_lines=()):
@@ -90,8 +94,9 @@ def _reference(q, q_lab, g, g_lab, ks):
         R = int((g_lab == q_lab[i]).sum())
         if R == 0:
             continue
-        sims = [float(np.dot(qn[i].astype(np.float64), gn[j].astype(np.float64)))
-                for j in range(len(g))]  # fmt: skip
+        sims = [
+            float(np.dot(qn[i].astype(np.float64), gn[j].astype(np.float64))) for j in range(len(g))
+        ]
         order = sorted(range(len(g)), key=lambda j: (-sims[j], j))
         rel = [g_lab[j] == q_lab[i] for j in order]
         for k in ks:
@@ -177,8 +182,9 @@ def test_train_and_evaluate_query_against_gallery(inshop, tmp_path):
     gn = emb[g] / np.linalg.norm(emb[g], axis=1, keepdims=True)
     top1 = [int(labels[g][int(np.argmax(gn @ v))]) for v in qn]
     names = run.data.eval.class_names
-    path_of = {c: ("women" if names[c].startswith("women") else "men", "tops")
-               for c in range(len(names))}  # fmt: skip
+    path_of = {
+        c: ("women" if names[c].startswith("women") else "men", "tops") for c in range(len(names))
+    }
     hier = summary["hierarchy"]
     pairs = list(zip(labels[q].tolist(), top1))
     assert any(t != p for t, p in pairs)  # a 2-epoch head on noise images makes mistakes

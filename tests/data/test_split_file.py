@@ -45,8 +45,16 @@ def _role_rows():
     for c in range(N_CLASSES):
         for k in range(PER_CLASS):
             q, g = ROLES[k] if _part_of(c) != "train" else (False, False)
-            rows.append([f"icon_{c:02d}/{k}.png", f"icon_{c:02d}", _part_of(c), str(q), str(g),
-                         "warm" if c % 2 else "cold"])  # fmt: skip
+            rows.append(
+                [
+                    f"icon_{c:02d}/{k}.png",
+                    f"icon_{c:02d}",
+                    _part_of(c),
+                    str(q),
+                    str(g),
+                    "warm" if c % 2 else "cold",
+                ]
+            )
     return rows
 
 
@@ -69,8 +77,7 @@ def _reference(emb, labels, is_query, is_gallery, ks):
         R = sum(labels[j] == labels[i] for j in gallery)
         if R == 0:
             continue
-        sims = {j: float(np.dot(x[i].astype(np.float64), x[j].astype(np.float64)))
-                for j in gallery}  # fmt: skip
+        sims = {j: float(np.dot(x[i].astype(np.float64), x[j].astype(np.float64))) for j in gallery}
         rel = [labels[j] == labels[i] for j in sorted(gallery, key=lambda j: (-sims[j], j))]
         for k in ks:
             hits[k].append(any(rel[:k]))
@@ -167,29 +174,44 @@ def _edit(rows, i, column, value):
 
 
 BAD_FILES = {
-    "unknown path": (_edit(_role_rows(), 0, 0, "icon_00/none.png"), r"line 2: path "
-                     r"'icon_00/none.png' is not an image of dataset"),
-    "path outside the root": (_edit(_role_rows(), 1, 0, "../icon_00/0.png"),
-                              r"line 3: path '\.\./icon_00/0\.png' is outside the dataset root"),
-    "absolute path": (_edit(_role_rows(), 1, 0, "/etc/hosts"),
-                      r"line 3: path '/etc/hosts' is outside the dataset root"),
-    "class in two splits": (_edit(_role_rows(), 4, 2, "test"),
-                            r"line 6: class 'icon_00' has split 'test' here but 'train' on line 2"),
+    "unknown path": (
+        _edit(_role_rows(), 0, 0, "icon_00/none.png"),
+        r"line 2: path "
+        r"'icon_00/none.png' is not an image of dataset",
+    ),
+    "path outside the root": (
+        _edit(_role_rows(), 1, 0, "../icon_00/0.png"),
+        r"line 3: path '\.\./icon_00/0\.png' is outside the dataset root",
+    ),
+    "absolute path": (
+        _edit(_role_rows(), 1, 0, "/etc/hosts"),
+        r"line 3: path '/etc/hosts' is outside the dataset root",
+    ),
+    "class in two splits": (
+        _edit(_role_rows(), 4, 2, "test"),
+        r"line 6: class 'icon_00' has split 'test' here but 'train' on line 2",
+    ),
     "query without gallery": (
         [r for r in _role_rows() if not (r[1] == "icon_07" and r[4] == "True")],
         r"line \d+: query 'icon_07/0\.png' \(class 'icon_07'\) has no gallery image",
     ),
     "bad boolean": (_edit(_role_rows(), 40, 4, "2"), r"line 42: is_gallery '2' is not a boolean"),
     "bad split": (_edit(_role_rows(), 0, 2, "dev"), r"line 2: split 'dev' is not one of"),
-    "wrong label": (_edit(_role_rows(), 2, 1, "icon_05"),
-                    r"line 4: label 'icon_05' but 'icon_00/2\.png' is in class 'icon_00'"),
+    "wrong label": (
+        _edit(_role_rows(), 2, 1, "icon_05"),
+        r"line 4: label 'icon_05' but 'icon_00/2\.png' is in class 'icon_00'",
+    ),
     "path twice": (_role_rows() + [_role_rows()[0]], r"path 'icon_00/0\.png' is listed twice"),
-    "two categories": (_edit(_role_rows(), 3, 5, "warm"),
-                       r"line 5: class 'icon_00' has category 'warm' here but 'cold'"),
-    "role on a train row": (_edit(_role_rows(), 0, 3, "true"),
-                            r"line 2: a train row cannot be a query"),
+    "two categories": (
+        _edit(_role_rows(), 3, 5, "warm"),
+        r"line 5: class 'icon_00' has category 'warm' here but 'cold'",
+    ),
+    "role on a train row": (
+        _edit(_role_rows(), 0, 3, "true"),
+        r"line 2: a train row cannot be a query",
+    ),
     "no test rows": ([r for r in _role_rows() if r[2] != "test"], r"no test rows"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
@@ -259,8 +281,7 @@ def test_data_split_is_seeded_class_disjoint_and_round_trips(folder, tmp_path, c
     roles = eval_roles(from_file["test"])
     assert len(roles.query) == 2 * from_file["test"].num_classes
     assert (roles.self_index == -1).all()
-    assert main(["data", "split", spec, "-o", str(tmp_path / "x.csv"), "--query-gallery",
-                 "2"]) == 2  # fmt: skip
+    assert main(["data", "split", spec, "-o", str(tmp_path / "x.csv"), "--query-gallery", "2"]) == 2
     assert "--query-gallery must be none, all or a query fraction" in capsys.readouterr().err
 
 
@@ -268,8 +289,10 @@ def test_query_gallery_all_is_leave_one_out(folder, tmp_path):
     from langdml.eval import retrieval_metrics
 
     path = tmp_path / "all.tsv"
-    assert main(["data", "split", f"imagefolder:{folder}", "-o", str(path),
-                 "--query-gallery", "all"]) == 0  # fmt: skip
+    assert (
+        main(["data", "split", f"imagefolder:{folder}", "-o", str(path), "--query-gallery", "all"])
+        == 0
+    )
     test = class_splits(load_dataset(f"imagefolder:{folder}"), split_file=path).test
     roles = eval_roles(test)
     assert len(roles.query) == len(roles.gallery) == len(test)
@@ -311,16 +334,23 @@ def test_table_datasets_are_named_by_row_number(tmp_path):
     from langdml.data.split_writer import write_split_file
 
     images = [Image.new("RGB", (8, 8), (i, i, i)) for i in range(12)]
-    ds = ImageDataset("rows", ImageSource(list(range(12)), images.__getitem__),
-                      np.repeat(np.arange(4), 3), ["a", "b", "c", "d"])  # fmt: skip
+    ds = ImageDataset(
+        "rows",
+        ImageSource(list(range(12)), images.__getitem__),
+        np.repeat(np.arange(4), 3),
+        ["a", "b", "c", "d"],
+    )
     path = write_split_file(ds, tmp_path / "rows.tsv", seed=1, query_gallery="all")
     first = path.read_text().splitlines()[1].split("\t")
     assert first[0] == "0" and first[1] == "a"
     splits = class_splits(ds, split_file=path)
     assert splits.train.num_classes == 2 and splits.test.num_classes == 2
     _write(tmp_path / "bad.tsv", [["12", "d"]], ("path", "label"))
-    with pytest.raises(DataError, match=r"path '12' is not an image of dataset rows \(its "
-                       r"images are table rows, named 0\.\.11\)"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"path '12' is not an image of dataset rows \(its "
+        r"images are table rows, named 0\.\.11\)",
+    ):
         class_splits(ds, split_file=tmp_path / "bad.tsv")
 
 

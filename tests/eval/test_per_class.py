@@ -123,8 +123,10 @@ def test_severity_metrics_match_a_loop_reference_on_string_paths():
     same_group = np.mean([paths[a][0] == paths[b][0] for a, b in errors])
     severity = np.mean([_lca_height(paths[a], paths[b]) for a, b in errors])
     # Kiritchenko hP: |A(t) ∩ A(p)| / |A(p)|, A = the class and its ancestors without the root
-    inter = sum(len({paths[a][:k] for k in (1, 2, 3)} & {paths[b][:k] for k in (1, 2, 3)})
-                for a, b in zip(t, p))  # fmt: skip
+    inter = sum(
+        len({paths[a][:k] for k in (1, 2, 3)} & {paths[b][:k] for k in (1, 2, 3)})
+        for a, b in zip(t, p)
+    )
     hp = inter / (3 * len(t))
     assert got["hier/top1_error_same_group"] == pytest.approx(same_group)
     assert got["hier/mistake_severity"] == pytest.approx(severity)
@@ -228,8 +230,10 @@ def test_evaluate_per_class_writes_the_runs_rows_and_severity(images, tmp_path, 
     for key, value in summary["hierarchy"].items():
         assert result["hierarchy"][key] == pytest.approx(value, nan_ok=True), key
     # a folder that does not exist, or a folder as the file: one line, before any work
-    for bad, words in [(tmp_path / "no" / "such" / "x.csv", "does not exist"),
-                       (tmp_path, "is a directory")]:  # fmt: skip
+    for bad, words in [
+        (tmp_path / "no" / "such" / "x.csv", "does not exist"),
+        (tmp_path, "is a directory"),
+    ]:
         assert main(["evaluate", str(run), "--per-class", str(bad)]) == 2
         line = one_line(capsys.readouterr().err)
         assert words in line and str(bad) in line

@@ -67,9 +67,7 @@ def test_config_takes_rerank_and_auto_and_refuses_rerank_over_an_approximate_sea
         assert text in str(err.value), str(err.value)
 
 
-@pytest.mark.parametrize(
-    "method, params", [("qe", {"n": 2}), ("k_reciprocal", {"k1": 6, "k2": 2})]
-)
+@pytest.mark.parametrize("method, params", [("qe", {"n": 2}), ("k_reciprocal", {"k1": 6, "k2": 2})])
 def test_evaluate_rerank_equals_the_metrics_of_the_reranked_run_embeddings(
     run, capsys, method, params
 ):
@@ -178,18 +176,25 @@ def test_search_rerank_equals_rerank_over_the_gallery(index, run, capsys, method
     got = _lines(capsys, argv)
     q = load_run(run, "last").embed(queries)
     scores, rows = rerank_search(
-        q, gallery.table.embeddings, 6, spec=check_rerank(method, params), metric="cosine",
+        q,
+        gallery.table.embeddings,
+        6,
+        spec=check_rerank(method, params),
+        metric="cosine",
         device="cpu",
-    )  # fmt: skip
+    )
     for n, found in enumerate(got):
         assert found["search"]["rerank"]["method"] == method
         assert [h["path"] for h in found["results"]] == [gallery.table.paths[i] for i in rows[n]]
         assert [h["score"] for h in found["results"]] == pytest.approx(scores[n], abs=1e-5)
     plain = _lines(capsys, ["search", str(index), "--image", *queries, "-k", "6", "--json"])
-    assert any(
-        [h["path"] for h in a["results"]] != [h["path"] for h in b["results"]]
-        for a, b in zip(got, plain, strict=True)
-    ) or method == "qe", "k-reciprocal re-ranking changed no list"
+    assert (
+        any(
+            [h["path"] for h in a["results"]] != [h["path"] for h in b["results"]]
+            for a, b in zip(got, plain, strict=True)
+        )
+        or method == "qe"
+    ), "k-reciprocal re-ranking changed no list"
 
 
 def test_search_bad_batch_and_rerank_input_is_one_line(

@@ -79,8 +79,9 @@ def test_kill_during_feature_extraction_resumes_to_identical_features(folder, tm
 def test_two_processes_extracting_the_same_entry(folder, tmp_path):
     clean = _features(folder, tmp_path / "clean", chunk_size=4)
     cache, go = tmp_path / "shared", tmp_path / "go"
-    procs = [python(_EXTRACT.format(args=(str(folder), str(cache), "0.05", str(go))))
-             for _ in range(2)]  # fmt: skip
+    procs = [
+        python(_EXTRACT.format(args=(str(folder), str(cache), "0.05", str(go)))) for _ in range(2)
+    ]
     go.touch()
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -133,8 +134,10 @@ def test_two_processes_precomputing_the_same_entry(tmp_path):
 
     clean = precompute_text_embeddings(NAMES, cache_dir=tmp_path / "clean")
     cache, go = tmp_path / "shared", tmp_path / "go"
-    procs = [python(_PRECOMPUTE.format(args=(str(cache), "race", str(go)), names=NAMES))
-             for _ in range(2)]  # fmt: skip
+    procs = [
+        python(_PRECOMPUTE.format(args=(str(cache), "race", str(go)), names=NAMES))
+        for _ in range(2)
+    ]
     go.touch()
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

@@ -78,8 +78,12 @@ def test_embed_file_holds_embeddings_labels_paths(runs, tmp_path, capsys):
 def test_index_and_search_by_image(runs, tmp_path, capsys):
     idx = tmp_path / "idx"
     folder = runs["folder"]
-    assert main(["index", str(runs["plain"]), "--images", str(folder), "--no-progress",
-                 "-o", str(idx)]) == 0  # fmt: skip
+    assert (
+        main(
+            ["index", str(runs["plain"]), "--images", str(folder), "--no-progress", "-o", str(idx)]
+        )
+        == 0
+    )
     query = sorted(folder.rglob("*.png"))[7]
     capsys.readouterr()
     assert main(["search", str(idx), "--image", str(query), "-k", "4", "--json"]) == 0
@@ -111,11 +115,14 @@ def test_approximate_index_finds_what_exact_finds(runs, tmp_path, capsys):
     ]
     assert main(["search", str(tmp_path / "h"), "--image", query, "-k", "2"]) == 0
     assert capsys.readouterr().out.startswith("approximate hnsw index (M 8")
-    err = _one_error_line(capsys, [*base, "--search", "hnsw", "--search-param", "nprobe=3",
-                                   "-o", str(tmp_path / "bad")])  # fmt: skip
+    err = _one_error_line(
+        capsys,
+        [*base, "--search", "hnsw", "--search-param", "nprobe=3", "-o", str(tmp_path / "bad")],
+    )
     assert "unknown key 'nprobe'" in err and not (tmp_path / "bad").exists()
-    err = _one_error_line(capsys, ["search", str(tmp_path / "h"), "--image", query,
-                                   "--search-param", "nprobe=2"])  # fmt: skip
+    err = _one_error_line(
+        capsys, ["search", str(tmp_path / "h"), "--image", query, "--search-param", "nprobe=2"]
+    )
     assert "cannot change on a built hnsw index" in err
 
 
@@ -128,8 +135,22 @@ def test_search_by_class_name_on_a_text_proxy_run(runs, tmp_path, capsys):
     assert text.shape == (3, 16) and torch.allclose(text.norm(dim=1), torch.ones(3), atol=1e-5)
     idx = tmp_path / "idx"
     spec = f"imagefolder:{runs['folder']}"
-    assert main(["index", str(runs["tp"]), "--dataset", spec, "--split", "all", "--no-progress",
-                 "-o", str(idx)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "index",
+                str(runs["tp"]),
+                "--dataset",
+                spec,
+                "--split",
+                "all",
+                "--no-progress",
+                "-o",
+                str(idx),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["search", str(idx), "--text", names[0], "-k", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 3
@@ -209,8 +230,15 @@ def test_report_is_one_self_contained_page(runs, tmp_path, capsys):
     out = tmp_path / "tp.html"
     assert main(["report", str(runs["tp"]), "-o", str(out), "--queries", "4", "-k", "3"]) == 0
     page = out.read_text()
-    for part in ("Headline metrics", "raw features", "Learning curves", "top-3 neighbours",
-                 "Worst and best", "t-SNE", "image vs name similarity"):  # fmt: skip
+    for part in (
+        "Headline metrics",
+        "raw features",
+        "Learning curves",
+        "top-3 neighbours",
+        "Worst and best",
+        "t-SNE",
+        "image vs name similarity",
+    ):
         assert part in page, part
     assert page.count('class="cell q"') == 4 and page.count("data:image/png;base64,") > 16
     assert 'src="http' not in page and 'src="file' not in page  # nothing outside the file
@@ -232,12 +260,25 @@ def test_report_renders_with_pictures_in_headless_chromium(runs, tmp_path):
     page, shot = tmp_path / "report.html", tmp_path / "shot.png"
     assert main(["report", str(runs["plain"]), "-o", str(page)]) == 0
     proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-         f"--screenshot={shot}", "--window-size=1200,2000", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []

@@ -116,9 +116,11 @@ def test_prefix_then_suffix_is_the_trunk(weights, family):
     over = _families(weights)[family]
     kwargs = over.get("model.backbone_kwargs")
     trunk, _ = create_backbone(
-        over["model.backbone"], over.get("model.weights", "packaged"), kwargs=kwargs,
+        over["model.backbone"],
+        over.get("model.weights", "packaged"),
+        kwargs=kwargs,
         image_size=32,
-    )  # fmt: skip
+    )
     trunk.eval()
     units = {"vit": 2, "convnext": 4, "open_clip": 2}[family]
     x = torch.randn(2, 3, 32, 32)

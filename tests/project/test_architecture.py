@@ -106,9 +106,10 @@ def test_every_module_imports(name):
 def test_only_train_imports_the_trainer_and_the_trainer_imports_no_stage_above_it():
     allowed = ("langdml.train.", "langdml.pipeline")
     outside = [
-        n for n, deps in GRAPH.items()
+        n
+        for n, deps in GRAPH.items()
         if "langdml.train.trainer" in deps and not n.startswith(allowed)
-    ]  # fmt: skip
+    ]
     assert outside == []
     above = ("langdml.eval.commands", "langdml.xmodal", "langdml.ablation", "langdml.pipeline")
     for name, deps in GRAPH.items():
