@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 from scipy import stats
+from study_runs import arm as run_arm
+from study_runs import finished_run
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "emoji_study"
@@ -301,23 +303,11 @@ def report() -> None:
 
 def _row(path: Path) -> dict | None:
     """One finished test run, from its own metrics.json (arm read back from its config)."""
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+    found = finished_run(path)
+    if found is None:
         return None
-    cfg, final = metrics["config"], metrics.get("final") or {}
-    if "recall@1" not in final:
-        return None
-    text, lang = cfg["text"], cfg["loss"]["language"]
-    if cfg["loss"]["regularizers"] in ([], "none", ["none"]):
-        arm = "none"
-    elif lang.get("shuffled_names"):
-        arm = f"shuffled_{text['text_model']}"
-    elif text.get("descriptions"):
-        names = "names" in (text.get("target") or [])
-        arm = ("names+descr_" if names else "descr_") + text["text_model"]
-    else:
-        arm = ("plg_" if text.get("pseudo_labels") else "names_") + text["text_model"]
+    cfg, final = found
+    arm = run_arm(cfg)
     setting = "frozen" if cfg["model"]["trainable_blocks"] in (0, "0") else "ft2"
     if cfg["optimizer"]["lr"] != 1e-3:
         setting += f" (lr {cfg['optimizer']['lr']:g})"

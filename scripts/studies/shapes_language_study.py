@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from study_runs import arm as run_arm
+from study_runs import finished_run
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = Path("runs") / "shapes_study"  # relative to ROOT (the recipe runs there)
@@ -283,22 +285,11 @@ def report() -> None:
 
 
 def _row(path: Path) -> dict | None:
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+    found = finished_run(path)
+    if found is None:
         return None
-    cfg, final = metrics["config"], metrics.get("final") or {}
-    if "recall@1" not in final:
-        return None
-    text, lang = cfg["text"], cfg["loss"]["language"]
-    if cfg["loss"]["regularizers"] in ([], "none", ["none"]):
-        arm = "none"
-    elif text["text_model"].startswith("file:"):
-        arm = "oracle"
-    elif lang.get("shuffled_names"):
-        arm = f"shuffled_{text['text_model']}"
-    else:
-        arm = f"names_{text['text_model']}"
+    cfg, final = found
+    arm = run_arm(cfg)
     return {
         **final,
         "arm": arm,
