@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,8 +126,6 @@ class SearchSpec:
             )
         p["train_size"] = min(p["train_size"], n)
         return p
-
-
 
 
 def check_search(search: Any = "exact", search_params: Any = None) -> SearchSpec:
@@ -409,15 +408,25 @@ def approx_knn_search(
 
 
 def exact_sample_knn(
-    reference: Rows, q: np.ndarray, k: int, metric: str, self_ids: np.ndarray | None = None
+    reference: Rows,
+    q: np.ndarray,
+    k: int,
+    metric: str,
+    self_ids: np.ndarray | None = None,
+    setup: list[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k neighbours of the (prepared) query rows ``q``, scanning ``reference`` in blocks:
-    CPU faiss per block, merged in (score, index) order; leave-one-out as ``ExactKNN.search``."""
+    CPU faiss per block, merged in (score, index) order; leave-one-out as ``ExactKNN.search``.
+    ``setup``: a list that receives the CPU seconds spent reading and indexing the reference
+    blocks, a cost paid once whatever the number of queries."""
     kk = k + (self_ids is not None)
     D = I = None
     for start in range(0, reference.n, 4 * ROWS):
+        t0 = time.process_time()
         block = reference.block(start, min(start + 4 * ROWS, reference.n))
         part = ExactKNN(block, metric)
+        if setup is not None:
+            setup.append(time.process_time() - t0)
         Db, Ib = part._search_with_tail(q, min(kk, len(block)))
         Ib += start
         if D is None:

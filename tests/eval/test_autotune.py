@@ -125,3 +125,17 @@ def test_build_estimate_extrapolates_from_a_sample_build(monkeypatch):
     for kind in ("hnsw", "ivf"):
         guess = autotune.build_estimate(kind, rows, "cosine", 0)
         assert np.isfinite(guess) and guess > 0
+
+
+def test_the_sample_scan_reports_its_one_off_setup_apart():
+    """The exact sample scan's reading/indexing of the reference (paid once) comes back apart
+    from the scan, one entry per block, and leaves the neighbours unchanged."""
+    x, _ = blobs(seed=4)
+    rows = Rows(x, "x", normalize=True)
+    ids = np.arange(0, 3000, 7)
+    q = rows.take(ids)
+    setup: list[float] = []
+    D, I = exact_sample_knn(rows, q, 10, "cosine", ids, setup)
+    D0, I0 = exact_sample_knn(rows, q, 10, "cosine", ids)
+    assert np.array_equal(I, I0) and np.array_equal(D, D0)
+    assert len(setup) == 1 and setup[0] >= 0.0  # 3,000 rows: one block
