@@ -120,6 +120,8 @@ def _non_finite_message(cfg: ExperimentConfig, state: TrainState, what: str, epo
 def _step(cfg: ExperimentConfig, state: TrainState, train_model, x, y, device, epoch: int):
     """Forward, loss on the global batch, backward and optimiser step; the logged terms."""
     x, y = x.to(device), y.to(device)
+    if cfg.train.channels_last and x.dim() == 4:  # images or cached feature maps
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=state.amp_dtype, enabled=state.amp):
         # with S2SD heads: [embedding | auxiliary embeddings | features], S2SDLoss's input
         out = train_model(x, concat_aux=True)

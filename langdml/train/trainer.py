@@ -127,6 +127,8 @@ def _setup(cfg: ExperimentConfig, ctx: dd.DistContext, device: torch.device) -> 
     # the initial weights must not depend on which (nor on the rank that filled the cache).
     seed_everything(cfg.seed)
     model = build_model(cfg, data).to(device)
+    if cfg.train.channels_last and model.backbone is not None:
+        model = model.to(memory_format=torch.channels_last)
     loss_fn = build_run_loss(cfg, data, text_emb).to(device)
     dd.broadcast_parameters(loss_fn, ctx)
     sampler = build_sampler(cfg, data.train)

@@ -96,6 +96,7 @@ def ours(a: argparse.Namespace, cache: Path, out: Path) -> dict:
             "train.scheduler": "none",
             "train.device": a.device,
             "train.amp": a.amp,
+            "train.channels_last": a.channels_last,
             "train.num_workers": a.workers,
             "train.progress": False,
             "eval.every": a.epochs,
@@ -275,7 +276,7 @@ def table(a: argparse.Namespace, results: dict, load: tuple[float, float]) -> st
         f"{load[0]:.1f} / {load[1]:.1f}. Emoji image folder, {a.n_classes} classes "
         f"(half train, half test), {a.image_size} px, batch {a.batch} ({a.m} per class), "
         f"{a.iters} iterations x {a.epochs} epochs, {a.repeats} interleaved repeats, medians; "
-        f"workers {a.workers}, AMP {a.amp}, channels-last (hand) {a.channels_last}.\n\n"
+        f"workers {a.workers}, AMP {a.amp}, channels-last (both) {a.channels_last}.\n\n"
         + head
         + "\n".join(rows)
         + "\n\nRatios langdml / hand-written (below 1: langdml faster or smaller):\n\n"

@@ -120,3 +120,47 @@ def test_partial_sigkill_mid_epoch_then_resume_gives_identical_metrics(
     resumed = train(cfg)
     assert resumed.resumed
     assert resumed.metrics == reference.metrics  # exact, not approximate
+
+
+def test_channels_last_trains_the_same_run_in_the_other_layout(
+    emoji_subset_folder, cache, tmp_path
+):
+    """train.channels_last: the trained trunk's convolution weights and the batches are
+    channels-last, and it is the same computation: the first epoch's mean loss equals the
+    default layout's within float noise (same initial weights, same batches)."""
+    import json
+
+    import langdml.train.loop as loop
+
+    seen = []
+    real_step = loop._step
+
+    def spy(cfg, state, model, x, y, device, epoch):
+        conv = next(m for m in state.model.modules() if isinstance(m, torch.nn.Conv2d))
+        seen.append(conv.weight.is_contiguous(memory_format=torch.channels_last))
+        # what the first trained convolution receives
+        hook = conv.register_forward_pre_hook(
+            lambda _, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        try:
+            return real_step(cfg, state, model, x, y, device, epoch)
+        finally:
+            hook.remove()
+
+    one = {"train.epochs": 1, "eval.every": 1}
+    train(_cfg(emoji_subset_folder, cache, tmp_path / "nchw", **one))
+    loop._step = spy
+    try:
+        train(
+            _cfg(
+                emoji_subset_folder, cache, tmp_path / "cl", **one, **{"train.channels_last": True}
+            )
+        )
+    finally:
+        loop._step = real_step
+    assert seen and all(seen)
+    losses = [
+        json.loads((tmp_path / run / "log.jsonl").read_text().splitlines()[0])["loss"]
+        for run in ("nchw", "cl")
+    ]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
