@@ -60,15 +60,13 @@ def export_run(run: LoadedRun, fmt: str, path: str | Path) -> Path:
     check_writable(card_path(path), "model card")
     tower = run.tower().cpu().eval()
     size = run_preprocessing(run.config).image_size
-    example = torch.zeros(2, 3, size, size)
     if fmt == "torchscript":
-        import warnings
+        from langdml.inference.tower_file import trace_tower
 
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
-            traced = torch.jit.trace(tower, example, check_trace=False)
+        traced = trace_tower(tower, size)
         atomic_write(path, lambda tmp: traced.save(str(tmp)))
     else:
+        example = torch.zeros(2, 3, size, size)
         atomic_write(path, lambda tmp: _export_onnx(tower, example, tmp))
     card = model_card(run, fmt, path)
     atomic_write_text(card_path(path), json.dumps(card, indent=2, default=str) + "\n")

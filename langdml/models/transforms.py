@@ -8,14 +8,14 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from langdml.models.eval_view import EvalView
+from langdml.models.eval_view import RESAMPLE, EvalView
 
 TF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # tf_efficientnet_lite0's normalisation
 # The project's augmentation until recipes needed the literature's: a milder crop than
 # torchvision's (0.08, 1) default, bicubic resampling.
 DEFAULT_CROP_SCALE = (0.35, 1.0)
 DEFAULT_INTERPOLATION = "bicubic"
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+INTERPOLATIONS = tuple(RESAMPLE)  # the eval view's resampling filters, by name
 
 
 def image_transform(

@@ -123,7 +123,7 @@ def test_partial_sigkill_mid_epoch_then_resume_gives_identical_metrics(
 
 
 def test_channels_last_trains_the_same_run_in_the_other_layout(
-    emoji_subset_folder, cache, tmp_path
+    emoji_subset_folder, cache, tmp_path, monkeypatch
 ):
     """train.channels_last: the trained trunk's convolution weights and the batches are
     channels-last, and it is the same computation: the first epoch's mean loss equals the
@@ -149,15 +149,9 @@ def test_channels_last_trains_the_same_run_in_the_other_layout(
 
     one = {"train.epochs": 1, "eval.every": 1}
     train(_cfg(emoji_subset_folder, cache, tmp_path / "nchw", **one))
-    loop._step = spy
-    try:
-        train(
-            _cfg(
-                emoji_subset_folder, cache, tmp_path / "cl", **one, **{"train.channels_last": True}
-            )
-        )
-    finally:
-        loop._step = real_step
+    monkeypatch.setattr(loop, "_step", spy)
+    layout = {"train.channels_last": True}
+    train(_cfg(emoji_subset_folder, cache, tmp_path / "cl", **one, **layout))
     assert seen and all(seen)
     losses = [
         json.loads((tmp_path / run / "log.jsonl").read_text().splitlines()[0])["loss"]
