@@ -12,7 +12,7 @@ from torch import Tensor
 from langdml.errors import LangDMLError
 
 from ._common import mined_sample_weights
-from ._fused import DIRECT_EXP_BOUND, ValueAndGrad, cross_loss
+from ._fused import ValueAndGrad, cross_loss, direct_exp_ok
 from .base import IndicesTuple, ProxyLoss
 
 
@@ -36,33 +36,37 @@ def softmax_cross_entropy_(
     labels: Tensor,
     weights: Tensor | None,
     grad_scale: float = 1.0,
-    bound: float | None = None,
+    bounds: tuple[float, float] | None = None,
+    exclude_target: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """mean_i w_i (logsumexp_j logits_ij - logits_iy) and ``grad_scale`` times its gradient
     ∂/∂logits, which overwrites ``logits``: grad_scale · w_i (softmax_ij - [j = y_i]) / B.
-    ``weights`` None means all 1. ``bound``: a bound on |logits| the caller knows; within
-    DIRECT_EXP_BOUND the exps need no max-shift. One exp per entry, one pass for the gradient."""
-    batch = logits.shape[0]
-    rows = torch.arange(batch, device=logits.device)
-    target = logits[rows, labels]
-    if bound is not None and bound <= DIRECT_EXP_BOUND:
-        e = logits.exp_()
-        total = e.sum(dim=1, keepdim=True)
-        lse = total.log().squeeze(1)
+    ``weights`` None means all 1. ``bounds``: (lowest, highest) logit, where the caller knows
+    them; when they allow (``direct_exp_ok``) the exps need no max-shift. ``exclude_target``:
+    the log-sum-exp runs over the other classes only (j != y_i; the target's gradient is then
+    -grad_scale · w_i / B). One exp per entry, one pass for the gradient."""
+    batch, classes = logits.shape
+    column = labels[:, None]
+    target = logits.gather(1, column).squeeze(1)
+    if exclude_target:
+        logits.scatter_(1, column, float("-inf"))
+    if bounds is not None and direct_exp_ok(*bounds, classes):
+        total = logits.exp_().sum(dim=1, keepdim=True)
+        lse = total.log()
     else:
         shift = logits.amax(dim=1, keepdim=True)
-        e = logits.sub_(shift).exp_()
-        total = e.sum(dim=1, keepdim=True)
-        lse = total.log().add_(shift).squeeze(1)
-    per_sample = lse - target
+        total = logits.sub_(shift).exp_().sum(dim=1, keepdim=True)
+        lse = total.log().add_(shift)
+    per_sample = lse.squeeze(1).sub_(target)
     step = grad_scale / batch
     coef = total.reciprocal_().mul_(step)
-    if weights is not None:
-        per_sample = per_sample * weights
+    if weights is None:
+        at_target = torch.full_like(target, -step).unsqueeze(1)
+    else:
+        per_sample.mul_(weights)
         coef.mul_(weights[:, None])
-        step = weights * step
-    grad = e.mul_(coef)
-    grad[rows, labels] -= step
+        at_target = weights.mul(-step).unsqueeze(1)
+    grad = logits.mul_(coef).scatter_add_(1, column, at_target)
     return per_sample.mean(), grad
 
 
@@ -84,8 +88,8 @@ def check_non_negative(who: str, **values: float) -> None:
 
 class ClassWeightLoss(ProxyLoss):
     """A ProxyLoss whose ``proxies`` are a classifier's class weights (PML's ``W.T``), drawn as
-    PML draws them. Subclasses give ``logit_fn(labels, weights) -> fn(cos) -> (L, ∂L/∂cos)`` on
-    the cosines of L2-normalised embeddings and weights.
+    PML draws them. Subclasses give ``logit_fn(labels, weights) -> fn(t) -> (L, ∂L/∂t)`` on
+    t = ``logit_scale()`` x the cosines of L2-normalised embeddings and weights.
 
     A mined ``indices_tuple`` weights samples as PML's classification losses do: w_i = (times
     sample i occurs anywhere in the tuple) / (the largest such count), the loss mean_i w_i ·
@@ -105,12 +109,17 @@ class ClassWeightLoss(ProxyLoss):
         if indices_tuple is not None:
             who = type(self).__name__
             weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, dtype=x.dtype)
-        return cross_loss(x, self.weight_rows(x.device), self.logit_fn(labels, weights))
+        fn = self.logit_fn(labels, weights)
+        return cross_loss(x, self.weight_rows(x.device), fn, self.logit_scale())
 
     def weight_rows(self, device: torch.device) -> Tensor:
         """The rows ``logit_fn``'s cosines are taken against, in its column order (the proxies,
         in float32; a subclass may reorder them, with autograd to ``proxies``)."""
         return self.fp32_proxies(device)
+
+    def logit_scale(self) -> float:
+        """The factor ``logit_fn``'s input carries: it gets logit_scale() x the cosines."""
+        return 1.0
 
     def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
         raise NotImplementedError

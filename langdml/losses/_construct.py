@@ -30,4 +30,3 @@ def construct(factory: Callable[..., nn.Module], kwargs: dict[str, Any], where: 
         return factory(**kwargs)
     except LangDMLError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-

@@ -9,6 +9,7 @@ elementwise passes. Double backward is not supported.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -59,44 +60,86 @@ class _GramLoss(torch.autograd.Function):
         return _unit_rows_backward(dz, z, inv, g), None, None
 
 
+def _inverse_norms(x: Tensor) -> Tensor:
+    """1 / ||x|| per row as a (n, 1) column; 0 for zero rows (their cosines and gradient 0)."""
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return torch.where(norm > _NORM_EPS, norm.clamp_min(_NORM_EPS).reciprocal_(), 0.0)
+
+
+def _chain_raw_rows_(d: Tensor, x: Tensor, inv: Tensor, scratch: Tensor) -> Tensor:
+    """Turn d = ∂L/∂z / ||x|| (z = x / ||x||) into ∂L/∂x in place: d - x (x·d) / ||x||².
+
+    The row dots need one (n, k) product buffer; the dead ∂L/∂S buffer ``scratch`` holds it
+    when it is large enough (a fresh buffer costs its page faults on the CPU)."""
+    if scratch.numel() >= d.numel() and scratch.is_contiguous():
+        buf = scratch.view(-1)[: d.numel()].view(d.shape)
+        along = torch.mul(x, d, out=buf).sum(dim=1, keepdim=True)
+    else:
+        along = torch.linalg.vecdot(x, d, dim=1).unsqueeze(1)
+    return d.addcmul_(x, along.mul_(inv.square()), value=-1.0)
+
+
 class _CrossLoss(torch.autograd.Function):
+    """S = diag(1/||x||) X Pᵀ diag(1/||p||): the rows are never normalised into new buffers.
+    Backward scales ∂L/∂S by both norms in place, so X and P enter the products as they are,
+    and chains the normalisation with the row dots x·(∂L/∂x) (no z = x / ||x|| is kept)."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, p: Tensor, fn: ValueAndGrad) -> Tensor:  # type: ignore[override]
-        zx, inv_x = _unit_rows(x)
-        zp, inv_p = _unit_rows(p)
-        value, grad = fn(zx @ zp.T)
-        ctx.save_for_backward(zx, inv_x, zp, inv_p, grad)
+    def forward(ctx, x: Tensor, p: Tensor, fn: ValueAndGrad, scale: float) -> Tensor:  # type: ignore[override]
+        inv_x, inv_p = _inverse_norms(x), _inverse_norms(p)
+        # the row scale and the caller's scale in one pass, the column scale in a second
+        scaled = torch.mm(x, p.T).mul_(inv_x * scale).mul_(inv_p.T)
+        value, grad = fn(scaled)
+        ctx.save_for_backward(x, inv_x, p, inv_p, grad)
+        ctx.scale, ctx.spent = scale, False
         return value
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        zx, inv_x, zp, inv_p, grad = ctx.saved_tensors
-        dx = _unit_rows_backward(grad @ zp, zx, inv_x, g)
-        dp = _unit_rows_backward(grad.T @ zx, zp, inv_p, g)
-        return dx, dp, None
+        if ctx.spent:  # ∂L/∂S was scaled in place by the first backward
+            raise RuntimeError("this loss's graph was already back-propagated once")
+        ctx.spent = True
+        x, inv_x, p, inv_p, grad = ctx.saved_tensors
+        grad.mul_(inv_x * (g * ctx.scale)).mul_(inv_p.T)
+        dx = torch.mm(grad, p)
+        dp = torch.mm(grad.T, x)
+        _chain_raw_rows_(dx, x, inv_x, grad)
+        _chain_raw_rows_(dp, p, inv_p, grad)
+        return dx, dp, None, None
 
 
 class _RowsCrossLoss(torch.autograd.Function):
+    """S = diag(1/||x_a||) X_a X_bᵀ diag(1/||x_b||) for two row sets of one batch. S is small
+    (pairs × pairs), so a copy of it is kept: the row dots that chain the normalisation are then
+    row and column sums of S ∘ ∂L/∂S, and each side's gradient is one pass that writes the
+    normalisation term plus a product accumulated onto it (addmm)."""
+
     @staticmethod
     def forward(ctx, x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:  # type: ignore[override]
         rows = torch.cat((a, b))
-        z, inv = _unit_rows(x[rows])  # both sides in one buffer: one chain in backward
-        za, zb = z.split(a.numel())
-        value, grad = fn(za @ zb.T)
-        ctx.save_for_backward(rows, z, inv, grad)
+        xr = x[rows]  # both sides in one buffer: one gradient buffer in backward
+        inv = _inverse_norms(xr)
+        (xa, xb), (inv_a, inv_b) = xr.split(a.numel()), inv.split(a.numel())
+        cos = torch.mm(xa, xb.T).mul_(inv_a).mul_(inv_b.T)
+        kept = cos.clone()
+        value, grad = fn(cos)
+        ctx.save_for_backward(rows, xr, inv, kept, grad)
         ctx.x_shape = x.shape
         return value
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        rows, z, inv, grad = ctx.saved_tensors
+        rows, xr, inv, kept, grad = ctx.saved_tensors
         n = grad.shape[0]
-        za, zb = z.split(n)
-        dz = torch.empty_like(z)
-        torch.mm(grad, zb, out=dz[:n])
-        torch.mm(grad.T, za, out=dz[n:])
-        dx = z.new_zeros(ctx.x_shape)
-        return dx.index_add_(0, rows, _unit_rows_backward(dz, z, inv, g)), None, None, None
+        both = kept.mul_(grad)  # ∂L/∂S ∘ S
+        # z·(∂L/∂z) per row: row sums for the a side, column sums for the b side
+        along = torch.cat((both.sum(dim=1), both.sum(dim=0))).unsqueeze(1).mul_(g)
+        d = torch.mul(xr, along.mul_(inv.square()).neg_())
+        (xa, xb), (inv_a, inv_b) = xr.split(n), inv.split(n)
+        grad.mul_(inv_a * g).mul_(inv_b.T)
+        d[:n].addmm_(grad, xb)
+        d[n:].addmm_(grad.T, xa)
+        return d.new_zeros(ctx.x_shape).index_add_(0, rows, d), None, None, None
 
 
 def rows_cross_loss(x: Tensor, a: Tensor, b: Tensor, fn: ValueAndGrad) -> Tensor:
@@ -156,10 +199,12 @@ def gram_loss(x: Tensor, fn: ValueAndGrad, symmetric: bool = False) -> Tensor:
     return _GramLoss.apply(x, fn, symmetric)
 
 
-def cross_loss(x: Tensor, p: Tensor, fn: ValueAndGrad) -> Tensor:
-    """fn(S) -> (L, ∂L/∂S) for S = Zx Zpᵀ of the L2-normalised rows of x and p (p is used in
-    x's dtype; its gradient comes back in its own)."""
-    return _CrossLoss.apply(x, p if p.dtype == x.dtype else p.to(x.dtype), fn)
+def cross_loss(x: Tensor, p: Tensor, fn: ValueAndGrad, scale: float = 1.0) -> Tensor:
+    """fn(T) -> (L, ∂L/∂T) for T = scale · Zx Zpᵀ, the cosines of the L2-normalised rows of x
+    and p times ``scale`` (p is used in x's dtype; its gradient comes back in its own). fn may
+    overwrite T with ∂L/∂T. A scaled-logit loss passes its scale here: it costs no pass of its
+    own (it rides on the normalisation's) and backward folds it back into the gradient."""
+    return _CrossLoss.apply(x, p if p.dtype == x.dtype else p.to(x.dtype), fn, float(scale))
 
 
 def log1p_sum_exp_(t: Tensor, drop: Tensor | None, dim: int) -> Tensor:
@@ -180,6 +225,16 @@ def log1p_sum_exp_(t: Tensor, drop: Tensor | None, dim: int) -> Tensor:
 MIN_DISTANCE = 1e-6
 # exp(t) is summed without a max-shift when t <= this bound: e^60 * 1e9 terms stays finite.
 DIRECT_EXP_BOUND = 60.0
+# float32's largest value is e^88.7 and its smallest normal e^-87.3: a sum of n exps of values in
+# [low, high] needs no max-shift when high + ln n <= this (e^8 headroom) and low >= -this.
+_DIRECT_SUM_LOG = 80.0
+
+
+def direct_exp_ok(low: float, high: float, terms: int) -> bool:
+    """True when Σ e^t over ``terms`` values t in [low, high] is safe without a max-shift in
+    float32: the sum stays finite with room to spare and no term falls below the normal range
+    (a row of underflowed terms would sum to 0 and its log to -inf)."""
+    return high + math.log(max(terms, 1)) <= _DIRECT_SUM_LOG and low >= -_DIRECT_SUM_LOG
 
 
 def unit_distances_(s: Tensor) -> Tensor:

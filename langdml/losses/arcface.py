@@ -44,22 +44,26 @@ class ArcFaceLoss(ClassWeightLoss):
         self.margin = float(margin)
         self.scale = float(scale)
 
+    def logit_scale(self) -> float:
+        return self.scale
+
     def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
         m, s = math.radians(self.margin), self.scale
         cos_m, sin_m = math.cos(m), math.sin(m)
+        column = labels[:, None]
+        # logits in [-s (1 + m sin m), s]: ψ >= -1 - m sin m
+        bounds = (-s * (1.0 + m * sin_m), s)
 
-        def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
-            rows = torch.arange(cos.shape[0], device=cos.device)
-            c = cos[rows, labels].clamp(-1.0, 1.0)
-            sin = (1.0 - c * c).clamp_min(0.0).sqrt()
+        def value_and_grad(logits: Tensor) -> tuple[Tensor, Tensor]:
+            c = logits.gather(1, column).div_(s).clamp_(-1.0, 1.0)
+            sin = c.square().neg_().add_(1.0).clamp_min_(0.0).sqrt_()
             in_range = c >= -cos_m  # θ = acos(c) <= π - m
             psi = torch.where(in_range, c * cos_m - sin * sin_m, c - m * sin_m)
-            slope = torch.where(in_range, cos_m + c * sin_m / sin.clamp_min(_MIN_SINE), 1.0)
-            logits = cos.mul_(s)
-            logits[rows, labels] = psi * s
-            value, grad = softmax_cross_entropy_(logits, labels, weights, grad_scale=s)
-            grad[rows, labels] *= slope
-            return value, grad
+            # ∂ψ/∂cos: the target logit s·ψ(c) has slope ψ'(c) in the scaled cosine s·c
+            slope = torch.where(in_range, cos_m + c * sin_m / sin.clamp_min_(_MIN_SINE), 1.0)
+            logits.scatter_(1, column, psi.mul_(s))
+            value, grad = softmax_cross_entropy_(logits, labels, weights, bounds=bounds)
+            return value, grad.scatter_(1, column, grad.gather(1, column).mul_(slope))
 
         return value_and_grad
 
@@ -88,12 +92,16 @@ class CosFaceLoss(ClassWeightLoss):
         self.margin = float(margin)
         self.scale = float(scale)
 
+    def logit_scale(self) -> float:
+        return self.scale
+
     def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
         m, s = self.margin, self.scale
+        column = labels[:, None]
+        bounds = (-s * (1.0 + max(m, 0.0)), s * (1.0 + max(-m, 0.0)))
 
-        def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
-            rows = torch.arange(cos.shape[0], device=cos.device)
-            cos[rows, labels] -= m
-            return softmax_cross_entropy_(cos.mul_(s), labels, weights, grad_scale=s)
+        def value_and_grad(logits: Tensor) -> tuple[Tensor, Tensor]:
+            logits.scatter_add_(1, column, logits.new_full(column.shape, -s * m))
+            return softmax_cross_entropy_(logits, labels, weights, bounds=bounds)
 
         return value_and_grad

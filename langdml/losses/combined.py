@@ -78,4 +78,3 @@ class CombinedLoss(nn.Module):
         terms["total"] = total.detach()
         self._last = terms
         return total
-

@@ -26,12 +26,14 @@ class NormalizedSoftmaxLoss(ClassWeightLoss):
         check_positive("NormalizedSoftmaxLoss", temperature=temperature)
         self.temperature = float(temperature)
 
-    def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
-        inv_t = 1.0 / self.temperature
+    def logit_scale(self) -> float:
+        return 1.0 / self.temperature
 
-        def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
-            # cosines in [-1, 1]: the logits lie within ±1/T
-            logits = cos.mul_(inv_t)
-            return softmax_cross_entropy_(logits, labels, weights, grad_scale=inv_t, bound=inv_t)
+    def logit_fn(self, labels: Tensor, weights: Tensor | None) -> ValueAndGrad:
+        # cosines in [-1, 1]: the logits lie within ±1/T
+        bounds = (-1.0 / self.temperature, 1.0 / self.temperature)
+
+        def value_and_grad(logits: Tensor) -> tuple[Tensor, Tensor]:
+            return softmax_cross_entropy_(logits, labels, weights, bounds=bounds)
 
         return value_and_grad

@@ -51,6 +51,7 @@ class PMLLossAdapter(nn.Module):
     def proxy_parameters(self) -> list[nn.Parameter]:
         return [self.proxies] if self.proxies is not None else []
 
+
 # Where a nested "pml:" object is looked up, by the argument it is given for.
 _PML_MODULES = ("losses", "miners", "distances", "reducers", "regularizers")
 _PML_MODULE_OF_KEY = {"miner": "miners", "distance": "distances", "reducer": "reducers"}
@@ -138,4 +139,3 @@ def build_pml_base(
             miner = build_miner(miner_entry)
     loss = _construct_pml(cls, _pml_kwargs(kwargs, where), where)
     return PMLLossAdapter(loss, miner)
-

@@ -7,9 +7,9 @@ from torch import Tensor
 
 from langdml.errors import LangDMLError
 
-from ._class_weights import check_positive
+from ._class_weights import check_positive, softmax_cross_entropy_
 from ._common import mined_sample_weights
-from ._fused import DIRECT_EXP_BOUND, cross_loss
+from ._fused import cross_loss
 from .base import IndicesTuple, ProxyLoss
 
 
@@ -48,41 +48,18 @@ class ProxyNCALoss(ProxyLoss):
         torch.nn.init.normal_(self.proxies)
 
     def compute(self, x: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
+        # -s‖z - p‖² = 2s·cos - 2s for unit vectors; the constant cancels in the softmax, so
+        # the logits are the cosines scaled by 2s, within ±2s.
         scale = 2.0 * self.softmax_scale
-        rows = torch.arange(x.shape[0], device=x.device)
-        paper = self.variant == "paper"
-        direct = scale <= DIRECT_EXP_BOUND
         weights = None
         if indices_tuple is not None:
             who = type(self).__name__
             weights = mined_sample_weights(indices_tuple, x.shape[0], x.device, who, True, x.dtype)
+        exclude = self.variant == "paper"  # denominator over c != y only
 
-        def value_and_grad(cos: Tensor) -> tuple[Tensor, Tensor]:
-            # -s‖z - p‖² = 2s·cos - 2s for unit vectors; the constant cancels in the softmax.
-            logits = cos.mul_(scale)
-            target = logits[rows, labels].clone()
-            if paper:
-                logits[rows, labels] = float("-inf")  # denominator over c != y only
-            # log-sum-exp in the logits' buffer: it becomes the softmax, then the gradient;
-            # the logits lie within ±2s, and within DIRECT_EXP_BOUND need no max-shift
-            if direct:
-                e = logits.exp_()
-                total = e.sum(dim=1, keepdim=True)
-                per_sample = total.log().squeeze(1) - target
-            else:
-                shift = logits.amax(dim=1, keepdim=True)
-                e = logits.sub_(shift).exp_()
-                total = e.sum(dim=1, keepdim=True)
-                per_sample = (total.log() + shift).squeeze(1) - target
-            # ∂/∂logits = softmax (over the denominator's classes) - one_hot(y), per sample / B
-            step = scale / x.shape[0]
-            coef = total.reciprocal_().mul_(step)
-            if weights is not None:
-                per_sample.mul_(weights)
-                coef.mul_(weights[:, None])
-                step = weights * step
-            grad = e.mul_(coef)
-            grad[rows, labels] -= step
-            return per_sample.mean(), grad
+        def value_and_grad(logits: Tensor) -> tuple[Tensor, Tensor]:
+            return softmax_cross_entropy_(
+                logits, labels, weights, bounds=(-scale, scale), exclude_target=exclude
+            )
 
-        return cross_loss(x, self.fp32_proxies(x.device), value_and_grad)
+        return cross_loss(x, self.fp32_proxies(x.device), value_and_grad, scale)

@@ -99,7 +99,7 @@ class SoftTripleLoss(ClassWeightLoss):
             logits[rows, labels] -= la * delta
             # S_ic in [-1, 1]: the logits lie within ±la (1 + |δ|)
             bound = la * (1.0 + abs(delta))
-            value, grad = softmax_cross_entropy_(logits, labels, weights, la, bound)
+            value, grad = softmax_cross_entropy_(logits, labels, weights, la, (-bound, bound))
             # ∂S_ic/∂cos_ick = p_ick (1 + (cos_ick - S_ic) / γ) = (e / z)(1 + t - S / γ), so
             # ∂L/∂cos = a·(e·t) - b·e with a = la·∂L/∂logits / z and b = a (S / γ - 1)
             a = grad.div_(z)
