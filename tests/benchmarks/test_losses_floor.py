@@ -30,11 +30,12 @@ def _mm_shapes(loss, x, y) -> Counter:
         bench_losses.step(loss, x, y)
     shapes: Counter = Counter()
     for event in prof.events():
-        if event.name in ("aten::mm", "aten::addmm", "aten::bmm") and event.input_shapes:
-            # mm(a, b[, out]), bmm(a, b[, out]), addmm(bias, a, b, ...)
-            a, b = (
-                event.input_shapes[1:3] if event.name == "aten::addmm" else event.input_shapes[:2]
-            )
+        if event.name in ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm") and (
+            event.input_shapes
+        ):
+            # mm(a, b[, out]), bmm(a, b[, out]), addmm(bias, a, b, ...), acc.addmm_(a, b, ...)
+            with_bias = event.name.startswith("aten::addmm")
+            a, b = event.input_shapes[1:3] if with_bias else event.input_shapes[:2]
             if len(a) == 2 and len(b) == 2:
                 shapes[(a[0], a[1], b[1])] += 1
     return shapes
