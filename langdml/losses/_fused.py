@@ -4,7 +4,11 @@ A loss L(S) of the cosine matrix S = Z Zᵀ (or Z Pᵀ) of L2-normalised rows is
 with G = ∂L/∂S in one no-grad pass that reuses S's buffer in place; backward is then
 dZ = (G + Gᵀ) Z (or dZ = G P, dP = Gᵀ Z) chained through the normalisation by hand. This keeps
 one (B, B) buffer alive instead of autograd's chain of intermediates, and avoids most
-elementwise passes. Double backward is not supported.
+elementwise passes. The cross kernels (S = Zx Zpᵀ, and two row sets of one batch) go further:
+no normalised copy of the rows is made; S is the raw product scaled by the inverse row norms,
+and backward scales G the same way before its products. Their backward scales G in place, so
+it runs once: a second backward through a retained graph raises. Double backward is not
+supported.
 """
 
 from __future__ import annotations
@@ -79,6 +83,13 @@ def _chain_raw_rows_(d: Tensor, x: Tensor, inv: Tensor, scratch: Tensor) -> Tens
     return d.addcmul_(x, along.mul_(inv.square()), value=-1.0)
 
 
+def _spend(ctx) -> None:
+    """Mark a cross kernel's backward as run; a second run would read buffers it scaled."""
+    if ctx.spent:
+        raise RuntimeError("this loss's graph was already back-propagated once")
+    ctx.spent = True
+
+
 class _CrossLoss(torch.autograd.Function):
     """S = diag(1/||x||) X Pᵀ diag(1/||p||): the rows are never normalised into new buffers.
     Backward scales ∂L/∂S by both norms in place, so X and P enter the products as they are,
@@ -96,9 +107,7 @@ class _CrossLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        if ctx.spent:  # ∂L/∂S was scaled in place by the first backward
-            raise RuntimeError("this loss's graph was already back-propagated once")
-        ctx.spent = True
+        _spend(ctx)
         x, inv_x, p, inv_p, grad = ctx.saved_tensors
         grad.mul_(inv_x * (g * ctx.scale)).mul_(inv_p.T)
         dx = torch.mm(grad, p)
@@ -124,11 +133,12 @@ class _RowsCrossLoss(torch.autograd.Function):
         kept = cos.clone()
         value, grad = fn(cos)
         ctx.save_for_backward(rows, xr, inv, kept, grad)
-        ctx.x_shape = x.shape
+        ctx.x_shape, ctx.spent = x.shape, False
         return value
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
+        _spend(ctx)
         rows, xr, inv, kept, grad = ctx.saved_tensors
         n = grad.shape[0]
         both = kept.mul_(grad)  # ∂L/∂S ∘ S

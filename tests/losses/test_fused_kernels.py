@@ -62,10 +62,15 @@ def test_rows_cross_loss_matches_autograd_including_zero_rows():
     assert torch.all(x.grad[untouched] == 0)
 
 
-def test_second_backward_through_the_cross_kernel_is_refused():
+@pytest.mark.parametrize("kernel", ["cross", "rows"])
+def test_second_backward_through_a_cross_kernel_is_refused(kernel):
     x = torch.randn(4, 3, requires_grad=True)
-    p = torch.randn(2, 3, requires_grad=True)
-    value = cross_loss(x, p, _weighted_tanh(torch.ones(4, 2)))
+    if kernel == "cross":
+        p = torch.randn(2, 3, requires_grad=True)
+        value = cross_loss(x, p, _weighted_tanh(torch.ones(4, 2)))
+    else:
+        a, b = torch.tensor([0, 1]), torch.tensor([2, 3])
+        value = rows_cross_loss(x, a, b, _weighted_tanh(torch.ones(2, 2)))
     value.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="already back-propagated"):
         value.backward()
