@@ -26,8 +26,13 @@ class MetricLoss(nn.Module):
     def forward(
         self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None = None
     ) -> Tensor:
-        who = type(self).__name__
-        check_batch(embeddings, labels, who)
+        check_batch(embeddings, labels, type(self).__name__)
+        return self._checked_forward(embeddings, labels, indices_tuple)
+
+    def _checked_forward(
+        self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None
+    ) -> Tensor:
+        """forward after the inputs passed validation (each entry point checks them once)."""
         labels = labels.to(device=embeddings.device, dtype=torch.long)
         with fp32_region(embeddings):
             x = as_compute(embeddings)
@@ -81,7 +86,7 @@ class ProxyLoss(MetricLoss):
         check_proxy_batch(
             embeddings, labels, self.num_classes, self.embedding_size, type(self).__name__
         )
-        return super().forward(embeddings, labels, indices_tuple)
+        return self._checked_forward(embeddings, labels, indices_tuple)
 
     def fp32_proxies(self, device: torch.device) -> Tensor:
         """The proxies on ``device``, in float32 (float64 proxies stay float64)."""
