@@ -34,7 +34,7 @@ import contextvars
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -52,14 +52,16 @@ from langdml.eval.knn import CPU, SearchBackend
 
 log = logging.getLogger(__name__)
 
+KINDS = ("hnsw", "ivf")
 _MAX_EF = 4096
-# Rows of the trial build that predicts a kind's full build time (eval.autotune.build_estimate)
-PROBE_ROWS = 20_000
-# A first, smaller trial build: a kind predicted from it at over PROBE_MARGIN times the budget is
-# skipped without the PROBE_ROWS build (the extrapolation is rougher from fewer rows)
-SMALL_PROBE_ROWS = 5_000
-PROBE_MARGIN = 2.0
-BUILD_SHARE = 2.0  # a kind is tuned only when BUILD_SHARE x its predicted build < exact's cost
+# A probe index holds N / PROBE_SHARE seeded reference rows, at least MIN_PROBE_ROWS (but never
+# over half of N) and at most MAX_PROBE_ROWS: about 1/20 of a full build's work
+PROBE_SHARE = 20
+MIN_PROBE_ROWS = 5_000
+MAX_PROBE_ROWS = 50_000
+# A kind is built over the whole reference only when its predicted cost is under CLEAR x exact
+# search's: the predictions extrapolate 20x and more (measured off by up to ~1.6x at 100k)
+CLEAR = 0.5
 
 
 def _clock() -> float:
@@ -76,10 +78,15 @@ _RECORDERS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar(
 
 @dataclass(frozen=True)
 class Trial:
+    """One measured candidate: ``seconds`` is its cost for the whole query set (CPU seconds),
+    ``rows`` the reference rows its index held: N (measured; a search's build included) or a
+    probe's (then ``seconds`` is the prediction for N and ``recall`` the probe's)."""
+
     kind: str
     params: dict[str, int]
     recall: float
-    seconds: float  # estimated for the whole query set
+    seconds: float
+    rows: int = 0
 
 
 @dataclass
@@ -100,6 +107,19 @@ class AutoChoice:
             f"search auto: {self.spec.kind} ({params}) reached neighbour recall "
             f"{self.recall:.4f} (target {self.target}) on the query sample"
         )
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """The seeded query sample: its rows, the reference row each leaves out (None: none), its
+    exact neighbours over the whole reference, and queries / sample size."""
+
+    q: np.ndarray
+    ids: np.ndarray
+    self_ids: np.ndarray | None
+    De: np.ndarray
+    Ie: np.ndarray
+    scale: float
 
 
 @contextlib.contextmanager
@@ -128,9 +148,9 @@ def auto_search(
     seed: int = 0,
     backend: SearchBackend = CPU,
 ) -> AutoChoice:
-    """The cheapest search reaching ``target_recall`` on a seeded sample of the query rows
-    ``ids`` (default: all) of ``queries`` (None: the reference itself, leave-one-out when
-    ``loo``). Module docstring."""
+    """The search reaching ``target_recall`` on a seeded sample of the query rows ``ids``
+    (default: all) of ``queries`` (None: the reference itself, leave-one-out when ``loo``)
+    that costs least by the rule of the module docstring."""
     queries = reference if queries is None else queries
     ids = np.arange(queries.n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     rng = np.random.default_rng(seed)
@@ -138,44 +158,29 @@ def auto_search(
     sample = ids[np.sort(rng.choice(len(ids), n_sample, replace=False))]
     q = queries.take(sample)
     self_ids = sample if loo else None
-    scale = len(ids) / len(sample)
     start, setup = _clock(), []
     De, Ie = exact_sample_knn(reference, q, k, metric, self_ids, setup)
+    scale = len(ids) / len(sample)
     # reading and indexing the reference is paid once; only the scan grows with the queries
     exact_cost = sum(setup) + (_clock() - start - sum(setup)) * scale
-    trials = [Trial("exact", {}, 1.0, exact_cost)]
-    best: tuple[float, str, dict[str, int], float, ApproxKNN | None] = (
-        exact_cost,
-        "exact",
-        {},
-        1.0,
-        None,
-    )
-    for kind in ("hnsw", "ivf"):
-        # tuning (the knob's sample searches) and the final recall check cost about as much
-        # again as the build: a kind is tried only when its build is under half of the best cost
-        budget = best[0] / BUILD_SHARE
-        build_guess = build_estimate(kind, reference, metric, seed, SMALL_PROBE_ROWS)
-        if build_guess < PROBE_MARGIN * budget:
-            build_guess = build_estimate(kind, reference, metric, seed)
-        if build_guess >= budget:
-            trials.append(Trial(kind, {}, math.nan, build_guess))
+    s = _Sample(q, sample, self_ids, De, Ie, scale)
+    trials = [Trial("exact", {}, 1.0, exact_cost, reference.n)]
+    probes = [
+        _probe(kind, reference, s, k, metric, target_recall, seed, exact_cost) for kind in KINDS
+    ]
+    probes = [p for p in probes if p is not None]
+    trials += probes
+    kind, params, recall, engine = "exact", {}, 1.0, None
+    for probe in sorted(probes, key=lambda p: p.seconds):
+        if probe.recall < target_recall or probe.seconds >= CLEAR * exact_cost:
             continue
-        exact = (De, Ie, self_ids)
-        found = _tune(kind, reference, q, k, metric, exact, target_recall, seed, best[0], scale)
-        if isinstance(found, Trial):  # abandoned: it already cost more than the best
-            trials.append(found)
-            continue
-        if found is None:
-            continue
-        engine, params, recall, build, search = found
-        cost = build + search * scale
-        trials.append(Trial(kind, params, recall, cost))
-        if cost < best[0]:
-            best = (cost, kind, params, recall, engine)
-    _, kind, params, recall, engine = best
+        trial, built = _full(probe.kind, reference, s, k, metric, target_recall, seed, exact_cost)
+        trials.append(trial)
+        if built is not None:
+            kind, params, recall, engine = probe.kind, trial.params, trial.recall, built
+            break
     full = {**DEFAULTS[kind], **params, "recall_queries": int(recall_queries)}
-    if kind != "exact" and engine is not None:
+    if engine is not None:
         engine.spec = replace(engine.spec, params=full)
     choice = AutoChoice(SearchSpec(kind, full), recall, target_recall, trials, engine)
     log.info(choice.summary())
@@ -184,37 +189,91 @@ def auto_search(
     return choice
 
 
-def build_estimate(
-    kind: str, reference: Rows, metric: str, seed: int, probe_rows: int | None = None
-) -> float:
-    """CPU seconds to build ``kind``'s index over the whole reference, extrapolated from building
-    it on a seeded sample of ``probe_rows`` rows (linearly for IVF's adds, N log N for HNSW's
-    graph); 0 for a reference that small (it is built and measured as is)."""
-    n, probe_rows = reference.n, probe_rows or PROBE_ROWS
-    if n <= probe_rows:
-        return 0.0
-    rows = np.sort(np.random.default_rng(seed).choice(n, probe_rows, replace=False))
-    probe = Rows(reference.take(rows), "reference", normalize=False)
+def probe_rows(n: int) -> int:
+    """Reference rows of a kind's probe index for a reference of ``n`` rows (module docstring)."""
+    return min(MAX_PROBE_ROWS, max(n // PROBE_SHARE, min(MIN_PROBE_ROWS, n // 2)))
+
+
+def growth(kind: str, n: int, rows: int) -> tuple[float, float]:
+    """(build, per-query search) cost at ``n`` reference rows over that at ``rows``, for the
+    default parameters: IVF's k-means trains on 64 nlist rows with nlist ~ 4 sqrt(N) and every
+    added row is compared with the nlist centroids (N^1.5), and a query scanning the same
+    fraction of cells compares with N times that fraction; HNSW inserts N rows by searches of
+    ~log N hops (N log N), and a query takes ~log N hops at the same efSearch."""
+    ratio, logs = n / rows, math.log(n) / math.log(rows)
+    if kind == "ivf":
+        return ratio**1.5, ratio
+    return ratio * logs, logs
+
+
+def _probe(kind, reference, s, k, metric, target, seed, exact_cost) -> Trial | None:
+    """``kind``'s index built on a seeded subset of :func:`probe_rows` reference rows and tuned
+    on it (against the sample's exact neighbours within that subset); its Trial holds the cost
+    predicted for the whole reference and query set (None: too few rows to probe). Tuning stops
+    once the prediction reaches CLEAR x ``exact_cost`` (the kind cannot qualify)."""
+    n_p = probe_rows(reference.n)
+    if n_p < max(32, 2 * (k + 1)):
+        return None
+    rows = np.sort(np.random.default_rng(seed).choice(reference.n, n_p, replace=False))
+    part = Rows(reference.take(rows), "reference", normalize=False)
     start = _clock()
-    ApproxKNN(probe, metric, SearchSpec(kind, {**DEFAULTS[kind], "recall_queries": 0}), seed, CPU)
-    took = _clock() - start
-    growth = n / probe_rows
-    if kind == "hnsw":
-        growth *= math.log(n) / math.log(probe_rows)
-    return took * growth
+    engine = ApproxKNN(
+        part, metric, SearchSpec(kind, {**DEFAULTS[kind], "recall_queries": 0}), seed, CPU
+    )
+    g_build, g_search = growth(kind, reference.n, n_p)
+    build = (_clock() - start) * g_build
+    self_p = None
+    if s.self_ids is not None:  # a sampled query that is a probe row leaves that row out
+        pos = np.minimum(np.searchsorted(rows, s.self_ids), n_p - 1)
+        self_p = np.where(rows[pos] == s.self_ids, pos, -1)
+    De, Ie = exact_sample_knn(part, s.q, k, metric, self_p)
+    per = s.scale * g_search
+
+    def cost(took: float) -> float:
+        return build + took * per
+
+    stop = lambda took: cost(took) >= CLEAR * exact_cost  # noqa: E731
+    value, recall, took = _tune(engine, kind, s.q, k, metric, (De, Ie, self_p), target, stop)
+    return Trial(kind, {_knob(kind): value}, recall, cost(took), n_p)
 
 
-def _tune(kind, reference, q, k, metric, exact, target, seed, budget=math.inf, scale=1.0):
-    """(engine, params, recall, build seconds, sample search seconds) at the smallest knob
-    value reaching ``target``, or None when even the largest does not. A larger knob only
-    searches longer, so once the build plus a knob value's search (scaled by ``scale``) costs
-    ``budget`` or more, tuning stops: a :class:`Trial` of that value is returned instead."""
-    De, Ie, self_ids = exact
+def _full(kind, reference, s, k, metric, target, seed, exact_cost):
+    """(Trial, engine): ``kind`` built over the whole reference and tuned on the sample; the
+    engine is None where it misses the target or its search of all queries would cost
+    ``exact_cost`` or more (its build is paid by then: only the search is still to come)."""
     start = _clock()
     spec = SearchSpec(kind, {**DEFAULTS[kind], "recall_queries": 0})
     engine = ApproxKNN(reference, metric, spec, seed, CPU)
     build = _clock() - start
-    knob = "efSearch" if kind == "hnsw" else "nprobe"
+    exact = (s.De, s.Ie, s.self_ids)
+    stop = lambda took: took * s.scale >= exact_cost  # noqa: E731
+    value, recall, took = _tune(engine, kind, s.q, k, metric, exact, target, stop)
+    params = {k2: v for k2, v in engine.params.items() if k2 != "recall_queries"}
+    params[_knob(kind)] = value
+    trial = Trial(kind, params, recall, build + took * s.scale, reference.n)
+    if recall < target or stop(took):
+        return trial, None
+    engine.params = {**engine.params, _knob(kind): value}
+    return trial, engine
+
+
+def _tune(
+    engine: ApproxKNN,
+    kind: str,
+    q: np.ndarray,
+    k: int,
+    metric: str,
+    exact: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    target: float,
+    stop: Callable[[float], bool] = lambda took: False,
+) -> tuple[int, float, float]:
+    """(knob value, sample recall, sample search CPU seconds) at the smallest ``efSearch`` /
+    ``nprobe`` reaching ``target`` on the rows ``q`` (doubled from the smallest useful value,
+    then bisected to within 1/8), left set on ``engine``; ``exact`` = (distances, indices,
+    self ids) of their exact neighbours. A larger value only searches longer, so once
+    ``stop(seconds)`` holds for a value short of the target, tuning ends there (recall below
+    the target), as it does at the largest value."""
+    De, Ie, self_ids = exact
     top = _MAX_EF if kind == "hnsw" else engine.params["nlist"]
     low = min(top, max(k, 16)) if kind == "hnsw" else 1
 
@@ -225,19 +284,13 @@ def _tune(kind, reference, q, k, metric, exact, target, seed, budget=math.inf, s
         took = _clock() - t0
         return float(found_fraction(D, I, De, Ie, metric).mean()), took
 
-    def over(value: int, recall: float, took: float) -> Trial | None:
-        cost = build + took * scale
-        return Trial(kind, {knob: value}, recall, cost) if cost >= budget else None
-
     value, prev = low, None
     recall, took = measure(value)
-    while recall < target and value < top:
-        if (abandoned := over(value, recall, took)) is not None:
-            return abandoned
+    while recall < target and value < top and not stop(took):
         prev, value = value, min(top, value * 2)
         recall, took = measure(value)
     if recall < target:
-        return None
+        return value, recall, took
     lo = prev  # largest value known to miss (None: the first one reached it)
     while lo is not None and value - lo > max(1, value // 8):
         mid = (lo + value) // 2
@@ -247,10 +300,11 @@ def _tune(kind, reference, q, k, metric, exact, target, seed, budget=math.inf, s
         else:
             lo = mid
     _set(engine, kind, value)
-    params = {k2: v for k2, v in engine.params.items() if k2 != "recall_queries"}
-    params[knob] = value
-    engine.params = {**engine.params, knob: value}
-    return engine, params, recall, build, took
+    return value, recall, took
+
+
+def _knob(kind: str) -> str:
+    return "efSearch" if kind == "hnsw" else "nprobe"
 
 
 def _set(engine: ApproxKNN, kind: str, value: int) -> None:
