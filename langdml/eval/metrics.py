@@ -374,11 +374,11 @@ def _knn_metrics(
     ap = np.zeros(valid.size, dtype=np.float64)
     rp = np.zeros(valid.size, dtype=np.float64)
     ap1000 = np.zeros(valid.size, dtype=np.float64)
-    measured = None  # neighbour recall search="auto" measured on the query sample already
+    done = None  # the neighbour recall search="auto" measured on the query sample already
     if reranking.active:
         chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
     elif isinstance(ref, Rows):
-        engine, spec, measured = _streaming_engine(
+        engine, spec, done = _streaming_engine(
             q, ref, valid, K, loo, metric, spec, seed, backend, cached
         )
         chunks = iter_rows_knn(engine, q, valid, K, False, chunk_size, self_ids=leave_out)
@@ -405,17 +405,14 @@ def _knn_metrics(
         out["map@r"] = float(ap.mean())
         out["r_precision"] = float(rp.mean())
     if spec.recall_queries > 0:
-        out["neighbor_recall"] = _measured_recall(
-            engine, q, ref, valid, K, loo, spec, seed, measured
-        )
+        out["neighbor_recall"] = _measured_recall(engine, q, ref, valid, K, loo, spec, seed, done)
     return out
 
 
 def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached):
-    """(engine, spec, neighbour recall already measured or None): the index over the streamed
-    reference, the spec's or the one ``search="auto"`` picks by measurement (``eval.autotune``;
-    an exact choice is an exact index over the reference), whose recall on the query sample --
-    the sample ``neighbor_recall`` draws, same seed and rows -- auto has measured already;
+    """(index, spec, auto's sample recall or None) over the streamed reference: the spec's, or
+    the one ``search="auto"`` picks by measurement (``eval.autotune``; an exact choice is an exact
+    index), with the recall it measured on the sample ``neighbor_recall`` draws (same seed, rows);
     ``cached`` = (an ``IndexCache`` or None, the array the reference was read from)."""
     if spec.kind != "auto":
         cache, source = cached
@@ -434,9 +431,8 @@ def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached
         seed=seed,
         backend=backend,
     )
-    if choice.engine is None:
-        return ExactKNN(ref.materialize(), metric, backend), choice.spec, choice.recall
-    return choice.engine, choice.spec, choice.recall
+    engine = choice.engine or ExactKNN(ref.materialize(), metric, backend)  # None: exact
+    return engine, choice.spec, choice.recall
 
 
 def _reranked(q, ref, valid, K, loo, metric, backend, reranking):
@@ -460,12 +456,11 @@ def _measured_recall(
     loo: bool,
     spec: SearchSpec,
     seed: int,
-    known: float | None = None,
+    done: float | None = None,
 ) -> float:
-    """``neighbor_recall`` on a seeded sample of the (valid) queries (``known``: that value,
-    measured already); a warning below 0.99."""
-    nr = known
-    if nr is None:
+    """``neighbor_recall`` on a seeded sample of the (valid) queries (or ``done``, measured
+    already); a warning below 0.99."""
+    if (nr := done) is None:
         ref_rows = ref if isinstance(ref, Rows) else Rows(ref, "reference", normalize=False)
         nr = neighbor_recall(engine, q, ref_rows, valid, K, loo, spec.recall_queries, seed)
     if nr < 0.99:
