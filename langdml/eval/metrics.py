@@ -378,9 +378,7 @@ def _knn_metrics(
     if reranking.active:
         chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
     elif isinstance(ref, Rows):
-        engine, spec, done = _streaming_engine(
-            q, ref, valid, K, loo, metric, spec, seed, backend, cached
-        )
+        engine, spec, done = _streaming_engine(q, ref, valid, K, loo, how)
         chunks = iter_rows_knn(engine, q, valid, K, False, chunk_size, self_ids=leave_out)
     else:
         if spec.approximate:
@@ -409,11 +407,12 @@ def _knn_metrics(
     return out
 
 
-def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached):
+def _streaming_engine(q, ref, valid, K, loo, how):
     """(index, spec, auto's sample recall or None) over the streamed reference: the spec's, or
     the one ``search="auto"`` picks by measurement (``eval.autotune``; an exact choice is an exact
     index), with the recall it measured on the sample ``neighbor_recall`` draws (same seed, rows);
     ``cached`` = (an ``IndexCache`` or None, the array the reference was read from)."""
+    metric, backend, _, spec, seed, _, _, cached = how  # _knn_metrics's
     if spec.kind != "auto":
         cache, source = cached
         if cache is not None:
