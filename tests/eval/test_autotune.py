@@ -1,6 +1,8 @@
 """search="auto": the chosen search reaches its target neighbour recall on the query sample, the
 tuned IVF nprobe is (within the bisection step) the smallest that does, and bad settings are one
-line. No assertion depends on timings (which only decide between kinds)."""
+line. The decision rule (probe on a subset, build over all rows only when predicted clearly
+cheaper than exact, drop a built index whose search costs more than exact) is checked with a
+fake CPU clock that charges made-up costs per row: no assertion depends on real timings."""
 
 from __future__ import annotations
 
