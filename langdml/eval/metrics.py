@@ -374,10 +374,11 @@ def _knn_metrics(
     ap = np.zeros(valid.size, dtype=np.float64)
     rp = np.zeros(valid.size, dtype=np.float64)
     ap1000 = np.zeros(valid.size, dtype=np.float64)
+    done = None  # the neighbour recall search="auto" measured on the query sample already
     if reranking.active:
         chunks = _reranked(q, ref, valid, K, loo, metric, backend, reranking)
     elif isinstance(ref, Rows):
-        engine, spec = _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached)
+        engine, spec, done = _streaming_engine(q, ref, valid, K, loo, how)
         chunks = iter_rows_knn(engine, q, valid, K, False, chunk_size, self_ids=leave_out)
     else:
         if spec.approximate:
@@ -402,19 +403,21 @@ def _knn_metrics(
         out["map@r"] = float(ap.mean())
         out["r_precision"] = float(rp.mean())
     if spec.recall_queries > 0:
-        out["neighbor_recall"] = _measured_recall(engine, q, ref, valid, K, loo, spec, seed)
+        out["neighbor_recall"] = _measured_recall(engine, q, ref, valid, K, loo, spec, seed, done)
     return out
 
 
-def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached):
-    """The index over the streamed reference: the spec's, or the one ``search="auto"`` picks by
-    measurement (``eval.autotune``; an exact choice is an exact index over the reference);
+def _streaming_engine(q, ref, valid, K, loo, how):
+    """(index, spec, auto's sample recall or None) over the streamed reference: the spec's, or
+    the one ``search="auto"`` picks by measurement (``eval.autotune``; an exact choice is an exact
+    index), with the recall it measured on the sample ``neighbor_recall`` draws (same seed, rows);
     ``cached`` = (an ``IndexCache`` or None, the array the reference was read from)."""
+    metric, backend, _, spec, seed, _, _, cached = how  # _knn_metrics's
     if spec.kind != "auto":
         cache, source = cached
         if cache is not None:
-            return cache.get(source, ref, metric, spec, seed, backend), spec
-        return ApproxKNN(ref, metric, spec, seed, backend), spec
+            return cache.get(source, ref, metric, spec, seed, backend), spec, None
+        return ApproxKNN(ref, metric, spec, seed, backend), spec, None
     choice = auto_search(
         ref,
         q,
@@ -427,9 +430,8 @@ def _streaming_engine(q, ref, valid, K, loo, metric, spec, seed, backend, cached
         seed=seed,
         backend=backend,
     )
-    if choice.engine is None:
-        return ExactKNN(ref.materialize(), metric, backend), choice.spec
-    return choice.engine, choice.spec
+    engine = choice.engine or ExactKNN(ref.materialize(), metric, backend)  # None: exact
+    return engine, choice.spec, choice.recall
 
 
 def _reranked(q, ref, valid, K, loo, metric, backend, reranking):
@@ -453,10 +455,13 @@ def _measured_recall(
     loo: bool,
     spec: SearchSpec,
     seed: int,
+    done: float | None = None,
 ) -> float:
-    """``neighbor_recall`` on a seeded sample of the (valid) queries; a warning below 0.99."""
-    ref_rows = ref if isinstance(ref, Rows) else Rows(ref, "reference", normalize=False)
-    nr = neighbor_recall(engine, q, ref_rows, valid, K, loo, spec.recall_queries, seed)
+    """``neighbor_recall`` on a seeded sample of the (valid) queries (or ``done``, measured
+    already); a warning below 0.99."""
+    if (nr := done) is None:
+        ref_rows = ref if isinstance(ref, Rows) else Rows(ref, "reference", normalize=False)
+        nr = neighbor_recall(engine, q, ref_rows, valid, K, loo, spec.recall_queries, seed)
     if nr < 0.99:
         knob = "nprobe" if spec.kind == "ivf" else "efSearch"
         log.warning(

@@ -1,16 +1,28 @@
 """search="auto": the chosen search reaches its target neighbour recall on the query sample, the
 tuned IVF nprobe is (within the bisection step) the smallest that does, and bad settings are one
-line. No assertion depends on timings (which only decide between kinds)."""
+line. The decision rule (probe on a subset, build over all rows only when predicted clearly
+cheaper than exact, drop a built index whose search costs more than exact) is checked with a
+fake CPU clock that charges made-up costs per row: no assertion depends on real timings."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import langdml.eval.autotune as autotune
 from langdml.errors import LangDMLError
 from langdml.eval import retrieval_metrics
-from langdml.eval.ann import Rows, check_search, exact_sample_knn, found_fraction
+from langdml.eval.ann import (
+    DEFAULTS,
+    ApproxKNN,
+    Rows,
+    SearchSpec,
+    check_search,
+    exact_sample_knn,
+    found_fraction,
+)
 from langdml.eval.autotune import _set, _tune, auto_search
+from langdml.eval.knn import ExactKNN
 
 
 def blobs(n=3000, d=16, classes=300, seed=0):
@@ -27,48 +39,61 @@ def test_auto_reaches_the_target_on_the_sample(target):
     choice = auto_search(rows, None, 10, "cosine", target_recall=target, recall_queries=300)
     assert choice.recall >= target
     assert choice.spec.kind in ("exact", "hnsw", "ivf") and choice.summary().startswith("search")
-    kinds = {t.kind for t in choice.trials}
-    assert "exact" in kinds
-    chosen = min(t.seconds for t in choice.trials if t.recall >= target)
-    # a trial short of the target was skipped or abandoned: it cost the chosen one's or more
-    assert all(
-        t.recall >= target or t.seconds >= chosen for t in choice.trials if t.recall == t.recall
-    )
+    assert choice.trials[0].kind == "exact" and choice.trials[0].rows == 3000
+    probes = [t for t in choice.trials if t.rows < 3000]
+    assert {t.kind for t in probes} == {"hnsw", "ivf"}  # each kind probed on a subset
+    assert all(t.rows == autotune.probe_rows(3000) for t in probes)
+    if choice.spec.kind != "exact":  # built over all rows, after a probe predicted it cheap
+        full = [t for t in choice.trials if t.kind == choice.spec.kind and t.rows == 3000]
+        assert full and full[-1].recall >= target
+        (probe,) = [t for t in probes if t.kind == choice.spec.kind]
+        assert probe.recall >= target
+        assert probe.seconds < autotune.CLEAR * choice.trials[0].seconds
+
+
+def _sample(seed, step=10):
+    x, _ = blobs(seed=seed)
+    rows = Rows(x, "x", normalize=True)
+    ids = np.arange(0, 3000, step)
+    q = rows.take(ids)
+    De, Ie = exact_sample_knn(rows, q, 10, "cosine", ids)
+    return rows, q, ids, (De, Ie, ids)
+
+
+def _ivf(rows):
+    return ApproxKNN(rows, "cosine", SearchSpec("ivf", {**DEFAULTS["ivf"], "recall_queries": 0}))
 
 
 def test_tuning_stops_once_it_costs_more_than_the_budget():
-    from langdml.eval.autotune import Trial
+    rows, q, _, exact = _sample(3)
+    engine = _ivf(rows)
+    seen = []
 
-    x, _ = blobs(seed=3)
-    rows = Rows(x, "x", normalize=True)
-    ids = np.arange(0, 3000, 10)
-    q = rows.take(ids)
-    De, Ie = exact_sample_knn(rows, q, 10, "cosine", ids)
-    exact = (De, Ie, ids)
-    stopped = _tune("ivf", rows, q, 10, "cosine", exact, 0.999, 0, budget=0.0, scale=10.0)
-    assert isinstance(stopped, Trial) and stopped.seconds >= 0.0
-    assert stopped.params == {"nprobe": 1} and stopped.recall < 0.999  # the first value stops it
-    full = _tune("ivf", rows, q, 10, "cosine", exact, 0.999, 0)  # no budget: tuned to the end
-    assert not isinstance(full, Trial) and full[2] >= 0.999
+    def stop(took):
+        seen.append(took)
+        return True  # the first value already costs too much
+
+    value, recall, took = _tune(engine, "ivf", q, 10, "cosine", exact, 0.999, stop)
+    assert value == 1 and recall < 0.999 and seen == [took]  # no larger value was searched
+    value, recall, _ = _tune(engine, "ivf", q, 10, "cosine", exact, 0.999)  # tuned to the end
+    assert recall >= 0.999 and 1 < value <= engine.params["nlist"]
 
 
 def test_tuned_nprobe_is_the_smallest_reaching_the_target_within_the_step():
-    x, _ = blobs(seed=1)
-    rows = Rows(x, "x", normalize=True)
-    ids = np.arange(0, 3000, 10)
-    q = rows.take(ids)
-    De, Ie = exact_sample_knn(rows, q, 10, "cosine", ids)
-    engine, params, recall, _, _ = _tune("ivf", rows, q, 10, "cosine", (De, Ie, ids), 0.95, 0)
+    rows, q, ids, exact = _sample(1)
+    De, Ie, _ = exact
+    engine = _ivf(rows)
+    nprobe, recall, _ = _tune(engine, "ivf", q, 10, "cosine", exact, 0.95)
     assert recall >= 0.95
 
-    def recall_at(nprobe):
-        _set(engine, "ivf", nprobe)
+    def recall_at(value):
+        _set(engine, "ivf", value)
         D, I = engine.search(q, 10, ids)
         return found_fraction(D, I, De, Ie, "cosine").mean()
 
-    assert recall_at(params["nprobe"]) == pytest.approx(recall)
-    if params["nprobe"] > 1:  # IVF recall never falls as nprobe grows: half of it misses
-        assert recall_at(params["nprobe"] // 2) < 0.95
+    assert recall_at(nprobe) == pytest.approx(recall)
+    if nprobe > 1:  # IVF recall never falls as nprobe grows: half of it misses
+        assert recall_at(nprobe // 2) < 0.95
 
 
 def test_retrieval_metrics_auto_reports_neighbor_recall_at_the_target():
@@ -95,36 +120,110 @@ def test_bad_auto_settings_are_one_line(params, needle):
     assert "\n" not in str(info.value)
 
 
-def test_a_kind_whose_predicted_build_costs_more_than_exact_is_never_built(monkeypatch):
-    import langdml.eval.autotune as autotune
+class FakeCosts:
+    """A CPU clock that advances only by the costs it is told: ``exact`` seconds per query x
+    reference row scanned, ``build`` per row indexed, ``search`` per query x indexed row (the
+    real searches still run, so recalls are real; only the timings are made up)."""
 
-    built = []
-    real_tune = autotune._tune
+    def __init__(self, monkeypatch, exact, build, search):
+        self.now, self.built = 0.0, []
+        real_exact, real_index = autotune.exact_sample_knn, autotune.ApproxKNN
 
-    def spy(kind, *args):
-        built.append(kind)
-        return real_tune(kind, *args)
+        def scan(reference, q, *args):
+            self.now += exact * len(q) * reference.n
+            return real_exact(reference, q, *args)
 
-    monkeypatch.setattr(autotune, "_tune", spy)
-    monkeypatch.setattr(autotune, "build_estimate", lambda *a: 1e9)
+        def index(reference, metric, spec, *args):
+            engine = real_index(reference, metric, spec, *args)
+            self.now += build * reference.n
+            self.built.append((spec.kind, reference.n))
+            real_search = engine.search
+
+            def timed_search(q, *a):
+                self.now += search * len(q) * reference.n
+                return real_search(q, *a)
+
+            engine.search = timed_search
+            return engine
+
+        monkeypatch.setattr(autotune, "_clock", lambda: self.now)
+        monkeypatch.setattr(autotune, "exact_sample_knn", scan)
+        monkeypatch.setattr(autotune, "ApproxKNN", index)
+
+
+def test_exact_predicted_cheaper_builds_no_index_over_the_whole_reference(monkeypatch):
+    costs = FakeCosts(monkeypatch, exact=1e-6, build=1e-2, search=1e-6)
     x, _ = blobs(3000, 16, 60, seed=1)
     choice = auto_search(Rows(x, "x", normalize=True), None, 10, "cosine", target_recall=0.9)
-    assert built == [] and choice.spec.kind == "exact" and choice.engine is None
-    skipped = {t.kind: t for t in choice.trials if t.kind != "exact"}
-    assert set(skipped) == {"hnsw", "ivf"}
-    assert all(np.isnan(t.recall) and t.seconds == 1e9 for t in skipped.values())
+    assert choice.spec.kind == "exact" and choice.engine is None and choice.recall == 1.0
+    probe = autotune.probe_rows(3000)
+    assert sorted(costs.built) == [("hnsw", probe), ("ivf", probe)]  # probes only
+    exact_cost = choice.trials[0].seconds
+    for t in choice.trials[1:]:
+        assert t.rows == probe and t.seconds >= autotune.CLEAR * exact_cost
 
 
-def test_build_estimate_extrapolates_from_a_sample_build(monkeypatch):
-    import langdml.eval.autotune as autotune
-
-    x, _ = blobs(3000, 16, 60, seed=2)
+def test_approximate_much_cheaper_is_built_once_and_reaches_the_target(monkeypatch):
+    costs = FakeCosts(monkeypatch, exact=1e-3, build=1e-6, search=1e-9)
+    x, _ = blobs(3000, 16, 60, seed=1)
     rows = Rows(x, "x", normalize=True)
-    assert autotune.build_estimate("hnsw", rows, "cosine", 0) == 0.0  # small: built as is
-    monkeypatch.setattr(autotune, "PROBE_ROWS", 500)
-    for kind in ("hnsw", "ivf"):
-        guess = autotune.build_estimate(kind, rows, "cosine", 0)
-        assert np.isfinite(guess) and guess > 0
+    choice = auto_search(rows, None, 10, "cosine", target_recall=0.9, recall_queries=400)
+    kind = choice.spec.kind
+    assert kind in ("hnsw", "ivf") and choice.engine is not None and choice.recall >= 0.9
+    full = [b for b in costs.built if b[1] == 3000]
+    assert full == [(kind, 3000)]  # only the chosen kind was built over all rows
+    # the recall it reports is the engine's on the sample, against an independent exact scan
+    sample = np.sort(np.random.default_rng(0).choice(3000, 400, replace=False))
+    q = rows.take(sample)
+    D, I = choice.engine.search(q, 10, sample)
+    De, Ie = ExactKNN(rows.materialize(), "cosine").search(q, 10, sample)
+    assert found_fraction(D, I, De, Ie, "cosine").mean() == pytest.approx(choice.recall)
+    assert (
+        choice.spec.params[autotune._knob(kind)] == choice.trials[-1].params[autotune._knob(kind)]
+    )
+
+
+def test_a_full_build_whose_search_costs_more_than_exact_falls_back_to_exact(monkeypatch):
+    """The probes predict a free search but, over all rows, searching the queries costs more
+    than exact search's whole cost: each built index is dropped (its build is paid, its search
+    is not) and exact search is kept."""
+    FakeCosts(monkeypatch, exact=1e-6, build=1e-9, search=1e-5)
+    monkeypatch.setattr(autotune, "growth", lambda *a: (0.0, 0.0))  # predictions: free
+    x, _ = blobs(3000, 16, 60, seed=1)
+    choice = auto_search(Rows(x, "x", normalize=True), None, 10, "cosine", target_recall=0.9)
+    assert choice.spec.kind == "exact" and choice.engine is None
+    full = [t for t in choice.trials if t.rows == 3000 and t.kind != "exact"]
+    assert sorted(t.kind for t in full) == ["hnsw", "ivf"]  # both qualified and were tried
+    assert all(t.seconds >= choice.trials[0].seconds for t in full)
+
+
+def test_retrieval_metrics_auto_measures_the_sample_once(monkeypatch):
+    """retrieval_metrics(search="auto") reports the recall auto measured on the same sample
+    instead of scanning it exactly a second time."""
+    import langdml.eval.metrics as metrics
+
+    calls = []
+    monkeypatch.setattr(metrics, "neighbor_recall", lambda *a: calls.append(a) or 0.0)
+    x, y = blobs(seed=2)
+    with autotune.recorded_choices() as choices:
+        got = retrieval_metrics(
+            x, y, include=("recall",), search="auto", search_params={"target_recall": 0.9}
+        )
+    assert calls == [] and got["neighbor_recall"] == choices[0].recall >= 0.9
+    fixed = retrieval_metrics(x, y, include=("recall",), search="ivf")
+    assert len(calls) == 1 and fixed["neighbor_recall"] == 0.0  # a fixed search measures it
+
+
+def test_probe_sizes_and_growth():
+    assert autotune.probe_rows(100_000) == 5_000 and autotune.probe_rows(10**6) == 50_000
+    assert autotune.probe_rows(10**8) == autotune.MAX_PROBE_ROWS
+    for n in (64, 3000, 9999, 10_000, 250_000):  # never over half of the reference
+        assert 1 <= autotune.probe_rows(n) <= n // 2
+    assert autotune.growth("ivf", 3000, 1500) == pytest.approx((2**1.5, 2.0))
+    build, search = autotune.growth("hnsw", 100_000, 5_000)
+    assert build == pytest.approx(20 * np.log(1e5) / np.log(5e3)) and search == pytest.approx(
+        np.log(1e5) / np.log(5e3)
+    )
 
 
 def test_the_sample_scan_reports_its_one_off_setup_apart():
