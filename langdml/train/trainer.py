@@ -56,6 +56,7 @@ from langdml.train.checkpoint import (
     write_provenance,
 )
 from langdml.train.evaluation import evaluate_distributed, final_evaluation_details
+from langdml.train.heap import kept_heap
 from langdml.train.logs import write_jsonl
 from langdml.train.loop import TrainState, run_epoch
 from langdml.train.optim import build_optimizer, build_scheduler
@@ -111,7 +112,8 @@ def train_run(
         run_dir = Path(run_dir or cfg.run_dir())
         hooks = [PostTrainCallback(post_train)] if post_train is not None else []
         hooks += list(callbacks)
-        return _train_in_context(cfg, run_dir, ctx, device, hooks)
+        with kept_heap(cfg.train.keep_cpu_heap and device.type == "cpu"):
+            return _train_in_context(cfg, run_dir, ctx, device, hooks)
     finally:
         if owns_group:
             dd.cleanup(ctx)
