@@ -46,9 +46,7 @@ _IGNORED = {
     "train.num_workers",
     "train.keep_cpu_heap",
     "eval.every",
-} | {
-    f"train.{k}" for k in TRACKING_KEYS
-}
+} | {f"train.{k}" for k in TRACKING_KEYS}
 
 
 def same_config(saved: dict, current: dict) -> list[str]:
