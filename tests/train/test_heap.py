@@ -58,10 +58,14 @@ def test_keep_cpu_heap_never_blocks_a_resume():
     assert same_config(saved, current) == []
 
 
-@pytest.mark.parametrize("keep", [True, False])
-def test_a_cpu_run_trains_inside_the_kept_heap_when_set(
-    emoji_subset_folder, tmp_path, monkeypatch, keep
+@pytest.mark.parametrize(
+    ("blocks", "keep", "applied"), [("all", True, True), ("all", False, False), (0, True, False)]
+)
+def test_a_trunk_trains_on_the_cpu_inside_the_kept_heap_when_set(
+    emoji_subset_folder, tmp_path, monkeypatch, blocks, keep, applied
 ):
+    """Fine-tuning epochs run in the kept heap; a frozen trunk (a head on cached features)
+    allocates too little per step to need it, and its feature cache stays outside."""
     import langdml.train.trainer as trainer
 
     seen = []
@@ -73,6 +77,7 @@ def test_a_cpu_run_trains_inside_the_kept_heap_when_set(
 
     monkeypatch.setattr(trainer, "kept_heap", recording)
     settings = {
+        "model.trainable_blocks": blocks,
         "model.image_size": 32,
         "model.embedding_dim": 8,
         "train.epochs": 1,
@@ -83,4 +88,4 @@ def test_a_cpu_run_trains_inside_the_kept_heap_when_set(
         "eval.clustering": False,
     }
     train(imagefolder_cfg(emoji_subset_folder, tmp_path / "cache", tmp_path / "run", settings))
-    assert seen == [keep]
+    assert seen == [applied]
