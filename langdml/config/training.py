@@ -127,7 +127,7 @@ class TrainConfig(_Strict):
         description="A trunk that trains on the CPU under glibc (Linux): freed memory stays in "
         "the process heap for the next step until the last epoch ends (mallopt), instead of "
         "faulting its pages in again every step (a full fine-tuning epoch of EfficientNet-Lite0: "
-        "3.8M page faults, 1.4x the time); peak memory can grow by a few hundred MB. false: "
+        "3.8M page faults, 1.5x the time); peak memory can grow by a few hundred MB. false: "
         "glibc's own settings.",
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
