@@ -208,7 +208,8 @@ def _fold_runs(cell: Cell, seed: int, cfg: ExperimentConfig, out: Path, name: st
         settings["train"] = {
             k: v
             for k, v in settings["train"].items()
-            if k != "progress" and k not in TRACKING_KEYS  # trackers do not change results
+            # progress bars, the heap setting and trackers do not change results
+            if k not in ("progress", "keep_cpu_heap") and k not in TRACKING_KEYS
         }
         for (section, key), default in _HASH_NEUTRAL.items():
             if settings[section].get(key) == default:

@@ -39,9 +39,14 @@ from langdml.io import (
 # Keys that do not change results: a resumed run may differ in them (``name`` is a label; an
 # ablation names its runs after the ablation file, which may be renamed or split).
 # The trackers' keys say where a run reports, not what it computes.
-_IGNORED = {"name", "train.progress", "output_dir", "train.num_workers", "eval.every"} | {
-    f"train.{k}" for k in TRACKING_KEYS
-}
+_IGNORED = {
+    "name",
+    "train.progress",
+    "output_dir",
+    "train.num_workers",
+    "train.keep_cpu_heap",
+    "eval.every",
+} | {f"train.{k}" for k in TRACKING_KEYS}
 
 
 def same_config(saved: dict, current: dict) -> list[str]:

@@ -56,6 +56,7 @@ from langdml.train.checkpoint import (
     write_provenance,
 )
 from langdml.train.evaluation import evaluate_distributed, final_evaluation_details
+from langdml.train.heap import kept_heap
 from langdml.train.logs import write_jsonl
 from langdml.train.loop import TrainState, run_epoch
 from langdml.train.optim import build_optimizer, build_scheduler
@@ -257,16 +258,20 @@ def _epochs(
     train_model = dd.wrap_model(
         state.model, ctx, device, find_unused=cfg.train.frozen_trunk_epochs > 0
     )
-    for epoch in range(state.start_epoch, cfg.train.epochs):
-        record = run_epoch(cfg, state, train_model, epoch, ctx, device)
-        metrics = _evaluate_epoch(cfg, state, record, epoch, ctx, device, run_dir)
-        if metrics is not None:
-            callbacks.on_eval(epoch + 1, metrics)
-        state.history.append(record)
-        if ctx.is_main:
-            save_checkpoint(run_dir, state, epoch + 1)
-            write_jsonl(run_dir, state.history)
-        callbacks.on_epoch_end(record)
+    # A trunk that trains on the CPU allocates and frees its activations every step: keep the
+    # freed memory for the next step (langdml.train.heap); a head on cached features needs not.
+    keep = cfg.train.keep_cpu_heap and device.type == "cpu" and state.model.backbone is not None
+    with kept_heap(keep):
+        for epoch in range(state.start_epoch, cfg.train.epochs):
+            record = run_epoch(cfg, state, train_model, epoch, ctx, device)
+            metrics = _evaluate_epoch(cfg, state, record, epoch, ctx, device, run_dir)
+            if metrics is not None:
+                callbacks.on_eval(epoch + 1, metrics)
+            state.history.append(record)
+            if ctx.is_main:
+                save_checkpoint(run_dir, state, epoch + 1)
+                write_jsonl(run_dir, state.history)
+            callbacks.on_epoch_end(record)
     return _finish(cfg, state, run_dir, ctx, device, callbacks)
 
 

@@ -14,6 +14,10 @@ two ways on an image folder exported from the emoji benchmark:
   ``AccuracyCalculator``) and torchvision (``ImageFolder``, ``DataLoader``), as a user would:
   the trunk runs on every batch in every mode (under ``no_grad`` for its frozen part).
 
+Both keep the trunk's BatchNorm frozen (langdml's default ``model.frozen_bn``; the hand loop puts
+every ``BatchNorm2d`` in eval mode without gradients), so in every mode they compute the same
+network.
+
 Both train on the eval transform (resize) in the frozen and partial modes — langdml's caches
 hold the un-augmented view by default (``model.augment_views: 0``) — and on
 RandomResizedCrop + flip in full fine-tuning. Each (mode, implementation, repeat) runs in a
@@ -166,6 +170,11 @@ def hand_loop(a: argparse.Namespace) -> dict:
             part.requires_grad_(True)
     elif a.mode == "full":
         trunk.requires_grad_(True)
+    # Frozen BatchNorm, as langdml's default (model.frozen_bn) and the DML literature: running
+    # statistics and affine parameters fixed, in every mode.
+    norms = [m for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm_layer in norms:
+        norm_layer.requires_grad_(False)
     model = torch.nn.Sequential(trunk, head).to(device)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -178,8 +187,8 @@ def hand_loop(a: argparse.Namespace) -> dict:
         model.train()
         if a.mode == "frozen":
             trunk.eval()
-        for block in [trunk.conv_stem, trunk.bn1, *prefix]:
-            block.eval()  # frozen parts keep their BatchNorm statistics
+        for block in [trunk.conv_stem, *prefix, *norms]:
+            block.eval()
 
     epochs = []
     for _ in range(a.epochs):
