@@ -29,10 +29,15 @@ SPARSE_MAX_DENSITY = 1.0 / 16
 _NORM_EPS = 1e-12
 
 
+def _inverse_norms(x: Tensor) -> Tensor:
+    """1 / ||x|| per row as a (n, 1) column; 0 for zero rows (their cosines and gradient 0)."""
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return torch.where(norm > _NORM_EPS, norm.clamp_min(_NORM_EPS).reciprocal_(), 0.0)
+
+
 def _unit_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     """(x / ||x||, 1 / ||x||) per row; zero rows give zeros (value and gradient)."""
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    inv = torch.where(norm > _NORM_EPS, 1.0 / norm.clamp_min(_NORM_EPS), torch.zeros_like(norm))
+    inv = _inverse_norms(x)
     return x * inv, inv
 
 
@@ -62,12 +67,6 @@ class _GramLoss(torch.autograd.Function):
         else:
             dz = (grad @ z).mul_(2.0) if ctx.symmetric else (grad + grad.T) @ z
         return _unit_rows_backward(dz, z, inv, g), None, None
-
-
-def _inverse_norms(x: Tensor) -> Tensor:
-    """1 / ||x|| per row as a (n, 1) column; 0 for zero rows (their cosines and gradient 0)."""
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    return torch.where(norm > _NORM_EPS, norm.clamp_min(_NORM_EPS).reciprocal_(), 0.0)
 
 
 def _chain_raw_rows_(d: Tensor, x: Tensor, inv: Tensor, scratch: Tensor) -> Tensor:

@@ -125,7 +125,7 @@ def test_each_rule_catches_its_example(line, what):
         "## 2. Results",  # a heading
         "tempfile.mkdtemp()",  # a temporary folder the code asks the system for
         "an issue with the fonts",  # the word without a number
-        "runs/emoji_demo/work/",  # a relative path
+        "runs/emoji_demo/cells/",  # a relative path
     ],
 )
 def test_ordinary_text_is_not_flagged(line):
